@@ -1,0 +1,25 @@
+//! Generates the etcd v3 wire types, server traits and (for tests and tools) clients from `proto/`.
+//! Uses the system `protoc` when there is one, else the vendored binary, so `cargo build` works anywhere.
+
+use std::path::Path;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let have_system_protoc =
+        std::env::var_os("PROTOC").is_some() || std::process::Command::new("protoc").arg("--version").output().is_ok();
+    if !have_system_protoc {
+        let vendored = protoc_bin_vendored::protoc_bin_path()?;
+        // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
+        unsafe { std::env::set_var("PROTOC", vendored) };
+    }
+    let protos = ["proto/etcdserverpb/rpc.proto", "proto/mvccpb/kv.proto", "proto/authpb/auth.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .build_transport(false)
+        .generate_default_stubs(true)
+        .compile_protos(&protos, &[Path::new("proto")].map(|p| p.to_str().expect("utf-8 path")))?;
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! Every setting of a node, its default and its `T4_*` environment variable, in one place.
+//! The `t4 run` command line is this struct (flags win over the environment); embedded users build it
+//! with [`Config::new`] and adjust fields.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where `t4 run` keeps its data when no `--data-dir` is given.
+pub const DEFAULT_DATA_DIR: &str = "./t4-data";
+/// Where `t4 run` serves the etcd API when no `--listen` is given (loopback: safe by default).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3379";
+/// etcd's default `--max-request-bytes` (1.5 MiB).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+/// etcd's default `--max-txn-ops`.
+pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+/// gRPC adds this much headroom over `max_request_bytes` before refusing a frame outright, as etcd does.
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// Proposals merged into one group commit at most (bounds a batch's memory and a reply burst).
+pub const DEFAULT_GROUP_PROPOSALS_MAX: usize = 1024;
+/// Groups handed to the committer and not yet durable; the next group is evaluated meanwhile.
+pub const DEFAULT_GROUPS_IN_FLIGHT_MAX: usize = 2;
+/// How long a graceful shutdown waits for in-flight requests before closing connections.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+
+/// The configuration of one T4 node.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Directory holding the node's database (created if missing; locked while the node runs).
+    #[arg(long, env = "T4_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Address serving the etcd v3 gRPC API (port 0 picks a free port, printed at start).
+    /// Embedded nodes serve nothing unless this is set.
+    #[arg(long, env = "T4_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: Option<SocketAddr>,
+
+    /// Executors (one per core, each pinned to its CPU when there are enough). Default: all CPUs.
+    #[arg(long, env = "T4_CORES")]
+    pub cores: Option<usize>,
+
+    /// Largest write request accepted, in bytes (etcd's --max-request-bytes).
+    #[arg(long, env = "T4_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+
+    /// Most operations in one transaction branch (etcd's --max-txn-ops).
+    #[arg(long, env = "T4_MAX_TXN_OPS", default_value_t = DEFAULT_MAX_TXN_OPS)]
+    pub max_txn_ops: usize,
+
+    /// Name of this member, reported by MemberList.
+    #[arg(long, env = "T4_NAME", default_value = "default")]
+    pub name: String,
+
+    /// Proposals merged into one group commit at most.
+    #[arg(long, env = "T4_GROUP_PROPOSALS_MAX", default_value_t = DEFAULT_GROUP_PROPOSALS_MAX)]
+    pub group_proposals_max: usize,
+
+    /// Group commits in flight at once (1 disables pipelining).
+    #[arg(long, env = "T4_GROUPS_IN_FLIGHT_MAX", default_value_t = DEFAULT_GROUPS_IN_FLIGHT_MAX)]
+    pub groups_in_flight_max: usize,
+
+    /// Milliseconds a graceful shutdown waits for in-flight requests.
+    #[arg(long, env = "T4_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Config {
+    /// Defaults for an embedded node keeping its data in `data_dir` and serving no network API.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            data_dir: data_dir.into(),
+            listen: None,
+            cores: None,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            name: "default".to_string(),
+            group_proposals_max: DEFAULT_GROUP_PROPOSALS_MAX,
+            groups_in_flight_max: DEFAULT_GROUPS_IN_FLIGHT_MAX,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+        }
+    }
+
+    /// The executor count: the configured one, or every CPU this process may run on.
+    pub fn cores(&self) -> usize {
+        self.cores.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
+    }
+}

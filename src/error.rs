@@ -1,0 +1,69 @@
+//! The crate's error type. Variants name what went wrong in etcd's terms; `src/etcd/status.rs` is the
+//! one place that turns them into gRPC statuses with etcd's exact codes and messages.
+
+use std::path::PathBuf;
+
+/// Everything a T4 operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request named no key.
+    #[error("key is not provided")]
+    EmptyKey,
+    /// `ignore_value`/`ignore_lease` on a key that does not exist, or an empty txn op.
+    #[error("key not found")]
+    KeyNotFound,
+    /// `ignore_value` together with a value.
+    #[error("value is provided")]
+    ValueProvided,
+    /// `ignore_lease` together with a lease.
+    #[error("lease is provided")]
+    LeaseProvided,
+    /// A transaction branch or compare list longer than `max_txn_ops`.
+    #[error("too many operations in txn request")]
+    TooManyOps,
+    /// Two writes to one key in one transaction.
+    #[error("duplicate key given in txn request")]
+    DuplicateKey,
+    /// The request reads or compacts at a revision that compaction removed.
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    /// The request reads or compacts at a revision not yet written.
+    #[error("mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// A lease id that does not exist (leases are not granted yet on this node).
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    /// A write request larger than `max_request_bytes`.
+    #[error("request is too large")]
+    RequestTooLarge,
+    /// The node was closed (or is shutting down) and takes no more requests.
+    #[error("node is closed")]
+    Closed,
+    /// The data directory cannot be used.
+    #[error("data directory {path}: {reason}")]
+    DataDir { path: PathBuf, reason: String },
+    /// Another process holds the data directory's lock.
+    #[error("data directory {0} is locked by another process (is another t4 running on it?)")]
+    DataDirLocked(PathBuf),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+    /// The local database failed; the node stops taking writes.
+    #[error("storage failure: {0}")]
+    Storage(String),
+    /// Stored bytes that do not decode: corruption or a format from the future.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// An executor or actor could not be started.
+    #[error("runtime: {0}")]
+    Runtime(String),
+}
+
+impl From<fjall::Error> for Error {
+    fn from(e: fjall::Error) -> Error {
+        Error::Storage(e.to_string())
+    }
+}
+
+/// Results of T4 operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,87 @@
+//! The KV service. Point reads run on the handler's core; ranges on the blocking pool; writes go
+//! through the sequencer.
+
+use tonic::{Request, Response, Status};
+
+use super::Services;
+use super::status::to_status;
+use crate::mvcc::range;
+use crate::proto::etcdserverpb::kv_server::Kv;
+use crate::proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use crate::sequencer::validate::check_range;
+use crate::sequencer::{Outcome, Proposal};
+
+impl Services {
+    /// Answers a Range from a store snapshot.
+    pub async fn range(&self, req: RangeRequest) -> crate::Result<RangeResponse> {
+        check_range(&req)?;
+        // A single-key read at the current revision is one lookup: answer it on this core. Anything
+        // that may scan (a span, or history) goes to the blocking pool so the core never stalls.
+        let is_point = req.range_end.is_empty() && req.revision == 0;
+        let store = self.store.clone();
+        let read = move || range::execute(&store.read_view()?, &req);
+        if is_point {
+            return read();
+        }
+        self.reads.run(read).await?
+    }
+}
+
+fn unexpected(outcome: Outcome) -> Status {
+    Status::internal(format!("sequencer answered with the wrong outcome: {outcome:?}"))
+}
+
+#[tonic::async_trait]
+impl Kv for Services {
+    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let mut resp = Services::range(self, request.into_inner()).await.map_err(to_status)?;
+        resp.header = self.header(resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        match self.sequencer.propose(Proposal::Put(request.into_inner())).await.map_err(to_status)? {
+            Outcome::Put(mut resp) => {
+                resp.header = self.header(resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        match self.sequencer.propose(Proposal::DeleteRange(request.into_inner())).await.map_err(to_status)? {
+            Outcome::DeleteRange(mut resp) => {
+                resp.header = self.header(resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        match self.sequencer.propose(Proposal::Txn(request.into_inner())).await.map_err(to_status)? {
+            Outcome::Txn(mut resp) => {
+                resp.header = self.header(resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+        match self.sequencer.propose(Proposal::Compact(request.into_inner())).await.map_err(to_status)? {
+            Outcome::Compact(mut resp) => {
+                resp.header = self.header(resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The etcd v3 gRPC services: thin `Send` proxies that read a store snapshot or message the
+//! sequencer. Services not built yet (Watch, Lease, Auth) are absent from the routes, so clients get
+//! `Unimplemented`.
+
+mod cluster;
+mod kv;
+mod maintenance;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::GRPC_OVERHEAD_BYTES;
+use crate::mvcc::Store;
+use crate::proto::etcdserverpb::ResponseHeader;
+use crate::proto::etcdserverpb::cluster_server::ClusterServer;
+use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::runtime::blocking::BlockingPool;
+use crate::sequencer::SequencerHandle;
+
+/// What every service handler shares. Cheap to clone; owns no state of its own.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Arc<Store>,
+    pub sequencer: SequencerHandle,
+    pub reads: BlockingPool,
+    pub name: String,
+    pub client_addr: Option<SocketAddr>,
+    pub max_request_bytes: usize,
+}
+
+impl Services {
+    /// Fills the ids and term etcd puts in every top-level response header.
+    fn header(&self, header: Option<ResponseHeader>) -> Option<ResponseHeader> {
+        let identity = self.store.identity();
+        let revision = header.map_or(0, |h| h.revision);
+        Some(ResponseHeader {
+            cluster_id: identity.cluster_id,
+            member_id: identity.member_id,
+            revision,
+            raft_term: identity.term,
+        })
+    }
+
+    /// All services as one router.
+    pub fn routes(self) -> tonic::service::Routes {
+        let max_message = self.max_request_bytes + GRPC_OVERHEAD_BYTES;
+        tonic::service::Routes::new(KvServer::new(self.clone()).max_decoding_message_size(max_message))
+            .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(max_message))
+            .add_service(ClusterServer::new(self))
+    }
+}

@@ -1,0 +1,49 @@
+//! T4: a key-value database for infrastructure state that speaks the etcd v3 API.
+//!
+//! Run it as a server (`t4 run`) or embed it: [`Node::open`] starts the node's executors in this
+//! process, and its async methods work from any runtime.
+//!
+//! ```no_run
+//! # async fn demo() -> t4::Result<()> {
+//! let node = t4::Node::open(t4::Config::new("./t4-data"))?;
+//! let revision = node.put("greeting", "hello").await?;
+//! assert_eq!(node.get("greeting").await?.unwrap().mod_revision, revision);
+//! node.close().await
+//! # }
+//! ```
+
+mod config;
+mod error;
+mod etcd;
+mod log;
+mod mvcc;
+mod node;
+mod runtime;
+mod sequencer;
+mod types;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use node::Node;
+pub use types::{Compare, CompareOp, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse, prefix_end};
+
+/// Defaults and limits of [`Config`].
+pub mod defaults {
+    pub use crate::config::{
+        DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, GRPC_OVERHEAD_BYTES,
+    };
+}
+
+/// The etcd v3 wire types, services and clients generated from `proto/`.
+#[doc(hidden)]
+pub mod proto {
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    pub mod authpb {
+        tonic::include_proto!("authpb");
+    }
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+}

@@ -1,0 +1,113 @@
+//! etcd's Range semantics over any [`VersionReader`]: revision checks, `limit`/`more`/`count`,
+//! min/max revision filters, sorting, `keys_only` and `count_only`, exactly as etcd 3.4 applies them.
+
+use super::{KeySpan, Version, VersionReader};
+use crate::error::{Error, Result};
+use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use crate::proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use crate::proto::mvccpb::KeyValue;
+
+/// The wire form of one version of `key`.
+pub fn key_value(key: &[u8], v: Version) -> KeyValue {
+    KeyValue {
+        key: key.to_vec(),
+        create_revision: v.create_revision,
+        mod_revision: v.mod_revision,
+        version: v.version,
+        value: v.value.unwrap_or_default(),
+        lease: v.lease,
+    }
+}
+
+/// Resolves a requested read revision (0 = current) against the reader's window.
+pub fn check_revision(reader: &dyn VersionReader, requested: i64) -> Result<i64> {
+    let current = reader.current_revision();
+    if requested > current {
+        return Err(Error::FutureRevision);
+    }
+    let rev = if requested <= 0 { current } else { requested };
+    if rev < reader.compact_revision() {
+        return Err(Error::Compacted);
+    }
+    Ok(rev)
+}
+
+/// The live key-values of `span` at `rev`, at most `max` of them (0 = all), and how many there are.
+pub fn collect(reader: &dyn VersionReader, span: &KeySpan, rev: i64, max: usize) -> Result<(Vec<KeyValue>, i64)> {
+    let mut kvs = Vec::new();
+    let mut count = 0i64;
+    reader.visit(span, rev, &mut |key, version| {
+        count += 1;
+        if max == 0 || kvs.len() < max {
+            kvs.push(key_value(key, version));
+        }
+        true
+    })?;
+    Ok((kvs, count))
+}
+
+/// Answers a Range request as etcd does. The header carries only the revision.
+pub fn execute(reader: &dyn VersionReader, req: &RangeRequest) -> Result<RangeResponse> {
+    let rev = check_revision(reader, req.revision)?;
+    let header = Some(ResponseHeader { revision: reader.current_revision(), ..Default::default() });
+    let span = KeySpan::from_etcd(&req.key, &req.range_end);
+    if req.count_only {
+        let mut count = 0i64;
+        reader.visit(&span, rev, &mut |_, _| {
+            count += 1;
+            true
+        })?;
+        return Ok(RangeResponse { header, kvs: vec![], more: false, count });
+    }
+    let order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
+    let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
+    let filtered = req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0;
+    // Sorting and filtering need every key; otherwise fetch one extra to learn whether there is `more`.
+    let fetch = if order != SortOrder::None || filtered || req.limit <= 0 {
+        0
+    } else {
+        usize::try_from(req.limit).unwrap_or(usize::MAX - 1).saturating_add(1)
+    };
+    let (mut kvs, count) = collect(reader, &span, rev, fetch)?;
+    if req.max_mod_revision != 0 {
+        kvs.retain(|kv| kv.mod_revision <= req.max_mod_revision);
+    }
+    if req.min_mod_revision != 0 {
+        kvs.retain(|kv| kv.mod_revision >= req.min_mod_revision);
+    }
+    if req.max_create_revision != 0 {
+        kvs.retain(|kv| kv.create_revision <= req.max_create_revision);
+    }
+    if req.min_create_revision != 0 {
+        kvs.retain(|kv| kv.create_revision >= req.min_create_revision);
+    }
+    let order = if target != SortTarget::Key && order == SortOrder::None { SortOrder::Ascend } else { order };
+    if order != SortOrder::None {
+        // Stable, so ties keep key order (what etcd's insertion sort gives for small results).
+        let cmp = |a: &KeyValue, b: &KeyValue| match target {
+            SortTarget::Key => a.key.cmp(&b.key),
+            SortTarget::Version => a.version.cmp(&b.version),
+            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+            SortTarget::Value => a.value.cmp(&b.value),
+        };
+        match order {
+            SortOrder::Descend => kvs.sort_by(|a, b| cmp(b, a)),
+            _ => kvs.sort_by(cmp),
+        }
+    }
+    let mut more = false;
+    if req.limit > 0 && kvs.len() > req.limit as usize {
+        kvs.truncate(req.limit as usize);
+        more = true;
+    }
+    if req.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
+    Ok(RangeResponse { header, kvs, more, count })
+}

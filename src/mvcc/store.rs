@@ -1,0 +1,356 @@
+//! The fjall database of one node: `log`, `kv`, `latest` and `meta` keyspaces, written only by the
+//! sequencer's committer (one atomic batch and one sync per group) and its compactor (removals of
+//! versions no read can reach). Readers take a [`ReadView`]: one snapshot, so no reader sees half a group.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot};
+
+use super::encoding::{Version, decode_history_key, escaped_key, history_key, meta, revision_bytes};
+use super::{KeySpan, RangeEnd, VersionReader};
+use crate::error::{Error, Result};
+use crate::log::{LogEvent, LogRecord};
+
+/// Revision of an empty store: etcd starts at 1, so the first write is revision 2.
+pub const INITIAL_REVISION: i64 = 1;
+/// Compact revision of a store never compacted (etcd's `compactMainRev` starts at -1).
+pub const NEVER_COMPACTED: i64 = -1;
+
+/// Who this node is; chosen at first start and kept in `meta`.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity {
+    /// This member's id (nonzero).
+    pub member_id: u64,
+    /// The cluster's id (nonzero).
+    pub cluster_id: u64,
+    /// The leadership term; 1 for a single node.
+    pub term: u64,
+}
+
+/// One group commit: the records of consecutive revisions, and a compaction if one was requested.
+#[derive(Debug, Default)]
+pub struct GroupWrite {
+    /// Records in revision order; may be empty (a group of reads-only txns or a compaction).
+    pub records: Vec<LogRecord>,
+    /// The revision the store has reached after this group (unchanged if `records` is empty).
+    pub current_revision: i64,
+    /// A compaction requested in this group.
+    pub compact_revision: Option<i64>,
+}
+
+/// The node's database.
+pub struct Store {
+    /// Holds `<data-dir>/LOCK` for the lifetime of the store.
+    _lock: File,
+    db: Database,
+    /// revision → framed [`LogRecord`]: the WAL and the watch history.
+    log: Keyspace,
+    /// escape(key) ‖ revision → [`Version`]: every version still inside the history window.
+    kv: Keyspace,
+    /// key → [`Version`] of live keys at the current revision: reads at "now" are one ordered scan.
+    latest: Keyspace,
+    /// named bookkeeping values (see [`meta`]).
+    meta: Keyspace,
+    identity: Identity,
+}
+
+fn read_i64(ks: &Keyspace, name: &[u8]) -> Result<Option<i64>> {
+    match ks.get(name)? {
+        Some(v) => {
+            Ok(Some(i64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt(format!("meta {name:?}")))?)))
+        }
+        None => Ok(None),
+    }
+}
+
+fn random_nonzero_u64() -> Result<u64> {
+    loop {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|e| Error::Runtime(format!("random source: {e}")))?;
+        let n = u64::from_be_bytes(bytes) >> 1; // etcd ids are printed as positive hex; keep them < 2^63
+        if n != 0 {
+            return Ok(n);
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the database under `data_dir`, taking the directory's lock.
+    pub fn open(data_dir: &Path) -> Result<Arc<Store>> {
+        let dir_error = |reason: String| Error::DataDir { path: data_dir.to_path_buf(), reason };
+        std::fs::create_dir_all(data_dir).map_err(|e| dir_error(format!("cannot create: {e}")))?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join("LOCK"))
+            .map_err(|e| dir_error(format!("cannot open lock file: {e}")))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::DataDirLocked(data_dir.to_path_buf())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(dir_error(format!("cannot lock: {e}"))),
+        }
+        let db = Database::builder(data_dir.join("db"))
+            .open()
+            .map_err(|e| dir_error(format!("cannot open database: {e}")))?;
+        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let (log, kv, latest, meta_ks) = (open("log")?, open("kv")?, open("latest")?, open("meta")?);
+        let identity = Self::load_or_create_identity(&db, &meta_ks)?;
+        let store = Store { _lock: lock, db, log, kv, latest, meta: meta_ks, identity };
+        store.check_log_matches_state()?;
+        Ok(Arc::new(store))
+    }
+
+    /// A group writes its log records and the current revision in one batch, so after any crash the
+    /// newest log record must be exactly the current revision. Anything else is corruption.
+    fn check_log_matches_state(&self) -> Result<()> {
+        let current = read_i64(&self.meta, meta::CURRENT_REVISION)?.unwrap_or(INITIAL_REVISION);
+        let newest = match self.log.last_key_value() {
+            Some(guard) => {
+                let (_, bytes) = guard.into_inner()?;
+                Some(LogRecord::decode(&bytes)?.revision)
+            }
+            None => None,
+        };
+        match newest {
+            Some(rev) if rev != current => {
+                Err(Error::Corrupt(format!("newest log record is revision {rev} but the store is at {current}")))
+            }
+            // An empty log is fine once compaction removed it (or before the first write).
+            _ => Ok(()),
+        }
+    }
+
+    fn load_or_create_identity(db: &Database, meta_ks: &Keyspace) -> Result<Identity> {
+        if let (Some(member), Some(cluster), Some(term)) =
+            (read_i64(meta_ks, meta::MEMBER_ID)?, read_i64(meta_ks, meta::CLUSTER_ID)?, read_i64(meta_ks, meta::TERM)?)
+        {
+            return Ok(Identity { member_id: member as u64, cluster_id: cluster as u64, term: term as u64 });
+        }
+        let identity = Identity { member_id: random_nonzero_u64()?, cluster_id: random_nonzero_u64()?, term: 1 };
+        let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+        batch.insert(meta_ks, meta::MEMBER_ID, (identity.member_id as i64).to_be_bytes().to_vec());
+        batch.insert(meta_ks, meta::CLUSTER_ID, (identity.cluster_id as i64).to_be_bytes().to_vec());
+        batch.insert(meta_ks, meta::TERM, (identity.term as i64).to_be_bytes().to_vec());
+        batch.commit()?;
+        Ok(identity)
+    }
+
+    /// This node's ids and term.
+    pub fn identity(&self) -> Identity {
+        self.identity
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+
+    /// A consistent view of the committed state.
+    pub fn read_view(&self) -> Result<ReadView> {
+        let snapshot = self.db.snapshot();
+        let get = |name: &[u8]| -> Result<Option<i64>> {
+            match snapshot.get(&self.meta, name)? {
+                Some(v) => Ok(Some(i64::from_be_bytes(
+                    v.as_ref().try_into().map_err(|_| Error::Corrupt("meta revision".into()))?,
+                ))),
+                None => Ok(None),
+            }
+        };
+        let current = get(meta::CURRENT_REVISION)?.unwrap_or(INITIAL_REVISION);
+        let compact = get(meta::COMPACT_REVISION)?.unwrap_or(NEVER_COMPACTED);
+        Ok(ReadView { snapshot, kv: self.kv.clone(), latest: self.latest.clone(), current, compact })
+    }
+
+    /// Revision up to which superseded versions have been removed.
+    pub fn compacted_through(&self) -> Result<i64> {
+        Ok(read_i64(&self.meta, meta::COMPACTED_THROUGH)?.unwrap_or(NEVER_COMPACTED))
+    }
+
+    /// Writes one group as a single atomic batch and syncs it. Blocking: never call on an executor.
+    pub fn commit(&self, group: &GroupWrite) -> Result<()> {
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        for record in &group.records {
+            let rev = record.revision;
+            batch.insert(&self.log, revision_bytes(rev).to_vec(), record.encode());
+            // Later events on one key in one revision supersede earlier ones; the batch keeps the last.
+            for event in &record.events {
+                match event {
+                    LogEvent::Put { key, value, create_revision, version, lease } => {
+                        let v = Version {
+                            create_revision: *create_revision,
+                            mod_revision: rev,
+                            version: *version,
+                            lease: *lease,
+                            value: Some(value.clone()),
+                        };
+                        let encoded = v.encode();
+                        batch.insert(&self.kv, history_key(key, rev), encoded.clone());
+                        batch.insert(&self.latest, key.clone(), encoded);
+                    }
+                    LogEvent::Delete { key } => {
+                        batch.insert(&self.kv, history_key(key, rev), Version::tombstone(rev).encode());
+                        batch.remove(&self.latest, key.clone());
+                    }
+                }
+            }
+        }
+        if !group.records.is_empty() {
+            batch.insert(&self.meta, meta::CURRENT_REVISION, group.current_revision.to_be_bytes().to_vec());
+        }
+        if let Some(compact) = group.compact_revision {
+            batch.insert(&self.meta, meta::COMPACT_REVISION, compact.to_be_bytes().to_vec());
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// Removes versions and log records no read at or above `compact` can reach: for each key, every
+    /// version below its newest one at or below `compact`, and that one too if it is a tombstone.
+    /// Runs in bounded batches (not synced: a crash merely leaves work that the next run redoes).
+    /// Blocking: call from the compactor thread.
+    pub fn compact_physically(&self, compact: i64) -> Result<()> {
+        const REMOVALS_PER_BATCH: usize = 4096;
+        let snapshot = self.db.snapshot();
+        let mut batch = self.db.batch();
+        let mut pending: Vec<Vec<u8>> = Vec::new(); // versions ≤ compact of the current key, in order
+        let mut pending_prefix: Vec<u8> = Vec::new();
+        let mut last_is_tombstone = false;
+        let flush_key = |batch: &mut fjall::OwnedWriteBatch, pending: &mut Vec<Vec<u8>>, tomb: bool| {
+            let keep_last = !tomb;
+            let n = pending.len() - usize::from(keep_last && !pending.is_empty());
+            for k in pending.drain(..).take(n) {
+                batch.remove(&self.kv, k);
+            }
+        };
+        for item in snapshot.iter(&self.kv) {
+            let (k, v) = item.into_inner()?;
+            let (rev_split, _) = k.split_at(k.len().saturating_sub(8));
+            let (_, rev) = decode_history_key(&k)?;
+            if rev_split != pending_prefix.as_slice() {
+                flush_key(&mut batch, &mut pending, last_is_tombstone);
+                pending_prefix = rev_split.to_vec();
+            }
+            if rev <= compact {
+                pending.push(k.to_vec());
+                last_is_tombstone = Version::decode(&v)?.is_tombstone();
+            }
+            if batch.len() >= REMOVALS_PER_BATCH {
+                std::mem::replace(&mut batch, self.db.batch()).commit()?;
+            }
+        }
+        flush_key(&mut batch, &mut pending, last_is_tombstone);
+        for item in snapshot.range(&self.log, ..revision_bytes(compact.max(0)).to_vec()) {
+            batch.remove(&self.log, item.key()?);
+            if batch.len() >= REMOVALS_PER_BATCH {
+                std::mem::replace(&mut batch, self.db.batch()).commit()?;
+            }
+        }
+        batch.insert(&self.meta, meta::COMPACTED_THROUGH, compact.to_be_bytes().to_vec());
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// Syncs everything written so far (used at shutdown).
+    pub fn sync(&self) -> Result<()> {
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+}
+
+/// A consistent, immutable view of the committed state.
+pub struct ReadView {
+    snapshot: Snapshot,
+    kv: Keyspace,
+    latest: Keyspace,
+    current: i64,
+    compact: i64,
+}
+
+impl VersionReader for ReadView {
+    fn current_revision(&self) -> i64 {
+        self.current
+    }
+
+    fn compact_revision(&self) -> i64 {
+        self.compact
+    }
+
+    fn visit(&self, span: &KeySpan, rev: i64, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
+        if rev >= self.current {
+            return self.visit_latest(span, visit);
+        }
+        self.visit_history(span, rev, visit)
+    }
+}
+
+impl ReadView {
+    fn visit_latest(&self, span: &KeySpan, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
+        let iter = match &span.end {
+            RangeEnd::Single => {
+                if let Some(v) = self.snapshot.get(&self.latest, &span.start)? {
+                    visit(&span.start, Version::decode(&v)?);
+                }
+                return Ok(());
+            }
+            RangeEnd::Unbounded => self.snapshot.range(&self.latest, span.start.clone()..),
+            RangeEnd::Before(end) => {
+                if end.as_slice() <= span.start.as_slice() {
+                    return Ok(());
+                }
+                self.snapshot.range(&self.latest, span.start.clone()..end.clone())
+            }
+        };
+        for item in iter {
+            let (k, v) = item.into_inner()?;
+            if !visit(&k, Version::decode(&v)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_history(&self, span: &KeySpan, rev: i64, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
+        let start = escaped_key(&span.start);
+        let iter = match &span.end {
+            RangeEnd::Single => self.snapshot.prefix(&self.kv, start),
+            RangeEnd::Unbounded => self.snapshot.range(&self.kv, start..),
+            RangeEnd::Before(end) => {
+                if end.as_slice() <= span.start.as_slice() {
+                    return Ok(());
+                }
+                self.snapshot.range(&self.kv, start..escaped_key(end))
+            }
+        };
+        // Versions of one key are adjacent and ascending: keep the newest at or below `rev`.
+        let mut group: Vec<u8> = Vec::new();
+        let mut candidate: Option<(Vec<u8>, fjall::Slice)> = None;
+        let mut emit = |candidate: &mut Option<(Vec<u8>, fjall::Slice)>| -> Result<bool> {
+            if let Some((key, value)) = candidate.take() {
+                let version = Version::decode(&value)?;
+                if !version.is_tombstone() {
+                    return Ok(visit(&key, version));
+                }
+            }
+            Ok(true)
+        };
+        for item in iter {
+            let (k, v) = item.into_inner()?;
+            let prefix = &k[..k.len().saturating_sub(8)];
+            if prefix != group.as_slice() {
+                if !emit(&mut candidate)? {
+                    return Ok(());
+                }
+                group = prefix.to_vec();
+            }
+            let (key, version_rev) = decode_history_key(&k)?;
+            if version_rev <= rev {
+                candidate = Some((key, v));
+            }
+        }
+        emit(&mut candidate)?;
+        Ok(())
+    }
+}

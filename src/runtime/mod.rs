@@ -1,0 +1,209 @@
+//! Executors and placement: one glommio executor per core, each accepting on the shared listen port
+//! (SO_REUSEPORT) and serving the gRPC routes with hyper's HTTP/2 server. Core 0 also runs the
+//! sequencer. Shutdown: stop accepting, let in-flight requests finish (bounded by a grace period),
+//! report drained, then core 0 waits for the sequencer to stop.
+
+pub mod blocking;
+pub mod hyper_io;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::sequencer::Sequencer;
+use hyper_io::{GlommioExecutor, HyperIo};
+
+/// HTTP/2 streams one connection may have open at once.
+const STREAMS_PER_CONNECTION_MAX: u32 = 10_000;
+/// Connections waiting in the kernel's accept queue.
+const LISTEN_BACKLOG: i32 = 1024;
+/// How often a draining core checks whether its connections are gone.
+const DRAIN_POLL_MS: u64 = 5;
+
+/// Binds one listening socket per core on `addr` (port 0: a free port shared by all of them).
+/// Refuses a port another socket holds, even one that also set SO_REUSEPORT.
+pub fn bind_listeners(addr: SocketAddr, cores: usize) -> Result<(Vec<RawFd>, SocketAddr)> {
+    let busy = |e: std::io::Error| Error::Listen { addr: addr.to_string(), reason: e.to_string() };
+    if addr.port() != 0 {
+        drop(std::net::TcpListener::bind(addr).map_err(busy)?);
+    }
+    let mut bound = addr;
+    let mut fds = Vec::with_capacity(cores);
+    for _ in 0..cores {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .map_err(busy)?;
+        socket.set_reuse_address(true).map_err(busy)?;
+        socket.set_reuse_port(true).map_err(busy)?;
+        socket.bind(&bound.into()).map_err(busy)?;
+        socket.listen(LISTEN_BACKLOG).map_err(busy)?;
+        if bound.port() == 0 {
+            bound = socket
+                .local_addr()
+                .map_err(busy)?
+                .as_socket()
+                .ok_or_else(|| busy(std::io::Error::other("not an IP socket")))?;
+        }
+        fds.push(socket.into_raw_fd());
+    }
+    Ok((fds, bound))
+}
+
+/// What the executors need to start.
+pub struct Plan {
+    pub cores: usize,
+    /// One listening socket per core, or none for a node that serves no API.
+    pub listeners: Vec<RawFd>,
+    /// The gRPC services every core serves.
+    pub routes: tonic::service::Routes,
+    /// The sequencer, run on core 0.
+    pub sequencer: Sequencer,
+    pub shutdown_grace: Duration,
+}
+
+/// Running executors.
+pub struct Executors {
+    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+    drained: flume::Receiver<()>,
+}
+
+impl Executors {
+    /// Starts one executor per core (pinned when the machine has that many CPUs).
+    pub fn start(plan: Plan) -> Result<Executors> {
+        let Plan { cores, mut listeners, routes, sequencer, shutdown_grace } = plan;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (drained_tx, drained) = flume::unbounded();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut sequencer = Some(sequencer);
+        let mut threads = Vec::with_capacity(cores);
+        listeners.reverse();
+        for core in 0..cores {
+            let listener = listeners.pop();
+            let routes = routes.clone();
+            let shutdown = shutdown_rx.clone();
+            let drained = drained_tx.clone();
+            let sequencer = if core == 0 { sequencer.take() } else { None };
+            let placement = if cores <= cpus { Placement::Fixed(core) } else { Placement::Unbound };
+            let main = move || async move {
+                let sequencer_task = sequencer.map(|s| glommio::spawn_local(s.run()));
+                match listener {
+                    // SAFETY: the fd is a listening socket bound for this core and owned by nobody else.
+                    Some(fd) => {
+                        let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
+                        serve(listener, routes, shutdown, shutdown_grace).await;
+                    }
+                    None => {
+                        let mut shutdown = shutdown;
+                        let _ = shutdown.wait_for(|stop| *stop).await;
+                    }
+                }
+                let _ = drained.send(());
+                if let Some(task) = sequencer_task {
+                    task.await;
+                }
+            };
+            let builder = LocalExecutorBuilder::new(placement).name(&format!("t4-core-{core}"));
+            let thread =
+                builder.spawn(main).map_err(|e| Error::Runtime(format!("cannot start executor {core}: {e}")))?;
+            threads.push(thread);
+        }
+        Ok(Executors { threads, shutdown, drained })
+    }
+
+    /// Stops accepting and waits until every core has drained its connections.
+    pub async fn drain(&self) {
+        let _ = self.shutdown.send(true);
+        for _ in 0..self.threads.len() {
+            if self.drained.recv_async().await.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Signals shutdown without waiting (used when a node is dropped without `close`).
+    pub fn signal_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits for every executor thread to finish, off the caller's thread.
+    pub async fn join(self) {
+        let (done, finished) = flume::bounded(1);
+        let threads = self.threads;
+        let joiner = std::thread::Builder::new().name("t4-join".into()).spawn(move || {
+            for thread in threads {
+                if let Err(e) = thread.join() {
+                    tracing::error!(error = ?e, "executor ended with an error");
+                }
+            }
+            let _ = done.send(());
+        });
+        if joiner.is_ok() {
+            let _ = finished.recv_async().await;
+        }
+    }
+}
+
+/// Accepts and serves connections until shutdown, then drains them.
+async fn serve(
+    listener: glommio::net::TcpListener,
+    routes: tonic::service::Routes,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let open_connections = Rc::new(Cell::new(0usize));
+    loop {
+        let accept = async { Some(listener.accept().await) };
+        let stop = async {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            None
+        };
+        let stream = match futures_lite::future::or(stop, accept).await {
+            None => break,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(routes.clone());
+        let mut connection_shutdown = shutdown.clone();
+        let open = open_connections.clone();
+        open.set(open.get() + 1);
+        glommio::spawn_local(async move {
+            let mut builder = hyper::server::conn::http2::Builder::new(GlommioExecutor);
+            builder.max_concurrent_streams(STREAMS_PER_CONNECTION_MAX);
+            let mut connection = Box::pin(builder.serve_connection(HyperIo::new(stream), service));
+            let finished = async { Some(connection.as_mut().await) };
+            let stop = async {
+                let _ = connection_shutdown.wait_for(|stop| *stop).await;
+                None
+            };
+            if futures_lite::future::or(finished, stop).await.is_none() {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+            open.set(open.get() - 1);
+        })
+        .detach();
+    }
+    drop(listener);
+    let deadline = Instant::now() + grace;
+    while open_connections.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(DRAIN_POLL_MS)).await;
+    }
+    if open_connections.get() > 0 {
+        tracing::warn!(connections = open_connections.get(), "closing connections still open after the grace period");
+    }
+}

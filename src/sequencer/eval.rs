@@ -1,0 +1,311 @@
+//! Transaction evaluation: the sequencer's decisions as a plain state machine (state and a proposal
+//! in; a response, a log record and new state out), following etcd 3.4's applier step by step:
+//! compares against the state before the txn, `ignore_*`/lease/revision checks on the chosen path,
+//! then ops in order, each seeing the txn's earlier writes, all at one revision.
+
+use super::{Outcome, Proposal};
+use crate::error::{Error, Result};
+use crate::log::{LogEvent, LogRecord};
+use crate::mvcc::range::{self, check_revision, collect, key_value};
+use crate::mvcc::{KeySpan, Layer, Layered, Version, VersionReader};
+use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::proto::etcdserverpb::request_op::Request;
+use crate::proto::etcdserverpb::response_op::Response;
+use crate::proto::etcdserverpb::{
+    CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RequestOp,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+};
+use crate::proto::mvccpb::KeyValue;
+
+/// What evaluating one proposal decided.
+#[derive(Debug)]
+pub struct Evaluation {
+    /// The reply (header revision set; ids are filled in by the API layer).
+    pub outcome: Outcome,
+    /// The revision's changes, if the proposal wrote anything.
+    pub record: Option<LogRecord>,
+    /// A compaction to persist, and whether the caller waits for the physical removal.
+    pub compaction: Option<(i64, bool)>,
+}
+
+/// The sequencer's view of the store: everything assigned so far, committed or not.
+#[derive(Debug)]
+pub struct SequencerState {
+    /// The last revision assigned.
+    pub current: i64,
+    /// The last compaction accepted.
+    pub compact: i64,
+    /// Versions of groups handed to the committer and not yet visible in the store.
+    pub in_flight: Layer,
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader { revision, ..Default::default() })
+}
+
+impl SequencerState {
+    /// Evaluates `proposal` against `committed` (the store) plus the in-flight layer, and on success
+    /// advances the state by its effects.
+    pub fn evaluate(&mut self, committed: &dyn VersionReader, proposal: &Proposal) -> Result<Evaluation> {
+        let view = Layered { lower: committed, layer: &self.in_flight, current: self.current, compact: self.compact };
+        let (outcome, changes, events) = match proposal {
+            Proposal::Compact(c) => {
+                if c.revision <= self.compact {
+                    return Err(Error::Compacted);
+                }
+                if c.revision > self.current {
+                    return Err(Error::FutureRevision);
+                }
+                self.compact = c.revision;
+                let outcome = Outcome::Compact(CompactionResponse { header: header(self.current) });
+                return Ok(Evaluation { outcome, record: None, compaction: Some((c.revision, c.physical)) });
+            }
+            Proposal::Put(p) => {
+                if p.lease != 0 {
+                    return Err(Error::LeaseNotFound);
+                }
+                let mut txn = TxnWriter::new(&view);
+                let resp = txn.put(p)?;
+                (Outcome::Put(resp), txn.changes, txn.events)
+            }
+            Proposal::DeleteRange(d) => {
+                let mut txn = TxnWriter::new(&view);
+                let resp = txn.delete_range(d)?;
+                (Outcome::DeleteRange(resp), txn.changes, txn.events)
+            }
+            Proposal::Txn(t) => {
+                let mut txn = TxnWriter::new(&view);
+                let resp = txn.txn(t)?;
+                (Outcome::Txn(resp), txn.changes, txn.events)
+            }
+        };
+        if events.is_empty() {
+            return Ok(Evaluation { outcome, record: None, compaction: None });
+        }
+        self.current += 1;
+        for (key, version) in changes.iter() {
+            self.in_flight.push(key, version.clone());
+        }
+        Ok(Evaluation { outcome, record: Some(LogRecord { revision: self.current, events }), compaction: None })
+    }
+}
+
+/// One write transaction in progress: its own changes layered over the state before it.
+struct TxnWriter<'a> {
+    before: &'a dyn VersionReader,
+    /// The revision before this txn; its writes land at `begin + 1`.
+    begin: i64,
+    changes: Layer,
+    events: Vec<LogEvent>,
+}
+
+impl<'a> TxnWriter<'a> {
+    fn new(before: &'a dyn VersionReader) -> TxnWriter<'a> {
+        TxnWriter { before, begin: before.current_revision(), changes: Layer::default(), events: Vec::new() }
+    }
+
+    /// The revision reads inside the txn see: one past `begin` once the txn has written.
+    fn now(&self) -> i64 {
+        self.begin + i64::from(!self.events.is_empty())
+    }
+
+    fn with_view<T>(&self, f: impl FnOnce(&dyn VersionReader) -> T) -> T {
+        let view = Layered {
+            lower: self.before,
+            layer: &self.changes,
+            current: self.now(),
+            compact: self.before.compact_revision(),
+        };
+        f(&view)
+    }
+
+    fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
+        let prev = self.with_view(|v| v.get(&p.key))?;
+        if (p.ignore_value || p.ignore_lease) && prev.is_none() {
+            return Err(Error::KeyNotFound);
+        }
+        let rev = self.begin + 1;
+        let value = match (&prev, p.ignore_value) {
+            (Some(prev), true) => prev.value.clone().unwrap_or_default(),
+            _ => p.value.clone(),
+        };
+        let lease = match (&prev, p.ignore_lease) {
+            (Some(prev), true) => prev.lease,
+            _ => p.lease,
+        };
+        let (create_revision, version) = match &prev {
+            Some(prev) => (prev.create_revision, prev.version + 1),
+            None => (rev, 1),
+        };
+        let new = Version { create_revision, mod_revision: rev, version, lease, value: Some(value.clone()) };
+        self.changes.push(&p.key, new);
+        self.events.push(LogEvent::Put { key: p.key.clone(), value, create_revision, version, lease });
+        let prev_kv = prev.filter(|_| p.prev_kv).map(|v| key_value(&p.key, v));
+        Ok(PutResponse { header: header(rev), prev_kv })
+    }
+
+    fn delete_range(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let span = KeySpan::from_etcd(&d.key, &d.range_end);
+        let (doomed, _) = self.with_view(|v| collect(v, &span, v.current_revision(), 0))?;
+        let rev = self.begin + 1;
+        for kv in &doomed {
+            self.changes.push(&kv.key, Version::tombstone(rev));
+            self.events.push(LogEvent::Delete { key: kv.key.clone() });
+        }
+        let deleted = doomed.len() as i64;
+        let prev_kvs = if d.prev_kv { doomed } else { Vec::new() };
+        Ok(DeleteRangeResponse { header: header(self.now()), deleted, prev_kvs })
+    }
+
+    fn txn(&mut self, t: &TxnRequest) -> Result<TxnResponse> {
+        let mut path = Vec::new();
+        compare_to_path(self.before, t, &mut path)?;
+        if !is_read_only(t) {
+            check_path(t, &path, &mut 0, &mut |op| self.check_put(op))?;
+        }
+        let before = self.before;
+        check_path(t, &path, &mut 0, &mut |op| check_range_revision(before, op))?;
+        let mut resp = self.apply(t, &path, &mut 0)?;
+        resp.header = header(self.now());
+        Ok(resp)
+    }
+
+    /// etcd's `checkPut`, against the state before the txn.
+    fn check_put(&self, op: &RequestOp) -> Result<()> {
+        let Some(Request::RequestPut(p)) = &op.request else { return Ok(()) };
+        if (p.ignore_value || p.ignore_lease) && self.before.get(&p.key)?.is_none() {
+            return Err(Error::KeyNotFound);
+        }
+        if p.lease != 0 {
+            return Err(Error::LeaseNotFound);
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, t: &TxnRequest, path: &[bool], pos: &mut usize) -> Result<TxnResponse> {
+        let succeeded = path[*pos];
+        *pos += 1;
+        let ops = if succeeded { &t.success } else { &t.failure };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let response = match &op.request {
+                Some(Request::RequestRange(r)) => Response::ResponseRange(self.with_view(|v| range::execute(v, r))?),
+                Some(Request::RequestPut(p)) => Response::ResponsePut(self.put(p)?),
+                Some(Request::RequestDeleteRange(d)) => Response::ResponseDeleteRange(self.delete_range(d)?),
+                Some(Request::RequestTxn(nested)) => {
+                    let mut resp = self.apply(nested, path, pos)?;
+                    resp.header = Some(ResponseHeader::default());
+                    Response::ResponseTxn(resp)
+                }
+                None => return Err(Error::KeyNotFound),
+            };
+            responses.push(ResponseOp { response: Some(response) });
+        }
+        Ok(TxnResponse { header: None, succeeded, responses })
+    }
+}
+
+/// The branch each (nested) txn on the chosen path takes, in pre-order; all compares see the state
+/// before the txn.
+fn compare_to_path(view: &dyn VersionReader, t: &TxnRequest, path: &mut Vec<bool>) -> Result<()> {
+    let mut succeeded = true;
+    for c in &t.compare {
+        if !apply_compare(view, c)? {
+            succeeded = false;
+            break;
+        }
+    }
+    path.push(succeeded);
+    for op in if succeeded { &t.success } else { &t.failure } {
+        if let Some(Request::RequestTxn(nested)) = &op.request {
+            compare_to_path(view, nested, path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `check` on every non-txn op along the chosen path.
+fn check_path(
+    t: &TxnRequest,
+    path: &[bool],
+    pos: &mut usize,
+    check: &mut dyn FnMut(&RequestOp) -> Result<()>,
+) -> Result<()> {
+    let succeeded = path[*pos];
+    *pos += 1;
+    for op in if succeeded { &t.success } else { &t.failure } {
+        match &op.request {
+            Some(Request::RequestTxn(nested)) => check_path(nested, path, pos, check)?,
+            _ => check(op)?,
+        }
+    }
+    Ok(())
+}
+
+/// etcd's `checkRange`: a Range op's revision must be inside the window before the txn.
+fn check_range_revision(view: &dyn VersionReader, op: &RequestOp) -> Result<()> {
+    if let Some(Request::RequestRange(r)) = &op.request
+        && r.revision != 0
+    {
+        check_revision(view, r.revision)?;
+    }
+    Ok(())
+}
+
+fn is_read_only(t: &TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).all(|op| match &op.request {
+        Some(Request::RequestRange(_)) | None => true,
+        Some(Request::RequestTxn(nested)) => is_read_only(nested),
+        Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => false,
+    })
+}
+
+/// etcd's `applyCompare`: every key in the compare's span must satisfy it; a span with no keys
+/// compares a zero key-value, except that a VALUE compare on missing keys always fails.
+fn apply_compare(view: &dyn VersionReader, c: &Compare) -> Result<bool> {
+    let span = KeySpan::from_etcd(&c.key, &c.range_end);
+    let (kvs, _) = collect(view, &span, view.current_revision(), 0)?;
+    if kvs.is_empty() {
+        if c.target == CompareTarget::Value as i32 {
+            return Ok(false);
+        }
+        return Ok(compare_kv(c, &KeyValue::default()));
+    }
+    Ok(kvs.iter().all(|kv| compare_kv(c, kv)))
+}
+
+fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
+    let ordering = match CompareTarget::try_from(c.target) {
+        Ok(CompareTarget::Value) => {
+            let want: &[u8] = match &c.target_union {
+                Some(TargetUnion::Value(v)) => v,
+                _ => &[],
+            };
+            kv.value.as_slice().cmp(want)
+        }
+        Ok(CompareTarget::Create) => kv.create_revision.cmp(&match c.target_union {
+            Some(TargetUnion::CreateRevision(n)) => n,
+            _ => 0,
+        }),
+        Ok(CompareTarget::Mod) => kv.mod_revision.cmp(&match c.target_union {
+            Some(TargetUnion::ModRevision(n)) => n,
+            _ => 0,
+        }),
+        Ok(CompareTarget::Version) => kv.version.cmp(&match c.target_union {
+            Some(TargetUnion::Version(n)) => n,
+            _ => 0,
+        }),
+        Ok(CompareTarget::Lease) => kv.lease.cmp(&match c.target_union {
+            Some(TargetUnion::Lease(n)) => n,
+            _ => 0,
+        }),
+        Err(_) => std::cmp::Ordering::Equal,
+    };
+    match CompareResult::try_from(c.result) {
+        Ok(CompareResult::Equal) => ordering.is_eq(),
+        Ok(CompareResult::NotEqual) => ordering.is_ne(),
+        Ok(CompareResult::Greater) => ordering.is_gt(),
+        Ok(CompareResult::Less) => ordering.is_lt(),
+        Err(_) => true,
+    }
+}
