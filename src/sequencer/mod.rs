@@ -5,6 +5,8 @@
 //! are released in revision order. Physical compaction runs on its own thread.
 
 pub mod eval;
+#[cfg(test)]
+mod eval_tests;
 pub mod validate;
 
 use std::collections::VecDeque;
