@@ -44,10 +44,11 @@ impl Services {
     }
 
     /// All services as one router.
-    pub fn routes(self) -> tonic::service::Routes {
+    pub fn routes(self) -> status::FrameLimitCompat<tonic::service::Routes> {
         let max_message = self.max_request_bytes + GRPC_OVERHEAD_BYTES;
-        tonic::service::Routes::new(KvServer::new(self.clone()).max_decoding_message_size(max_message))
+        let routes = tonic::service::Routes::new(KvServer::new(self.clone()).max_decoding_message_size(max_message))
             .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(max_message))
-            .add_service(ClusterServer::new(self))
+            .add_service(ClusterServer::new(self));
+        status::FrameLimitCompat { inner: routes }
     }
 }

@@ -31,3 +31,76 @@ pub fn to_status(error: Error) -> Status {
     };
     Status::new(code, message)
 }
+
+/// Wraps the gRPC routes so a request frame over the size limit is refused as etcd's gRPC layer
+/// (grpc-go) refuses it: `ResourceExhausted`, "grpc: received message larger than max (N vs. M)",
+/// instead of tonic's own wording and code.
+#[derive(Clone)]
+pub struct FrameLimitCompat<S> {
+    pub inner: S,
+}
+
+const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: found ";
+
+/// Turns tonic's "found N bytes, the limit is: M bytes" into grpc-go's message, if it is that.
+fn grpc_go_too_large(message: &str) -> Option<String> {
+    let rest = message.strip_prefix(TONIC_TOO_LARGE)?;
+    let (found, rest) = rest.split_once(" bytes, the limit is: ")?;
+    let limit = rest.strip_suffix(" bytes")?;
+    let (found, limit): (u64, u64) = (found.parse().ok()?, limit.parse().ok()?);
+    Some(format!("grpc: received message larger than max ({found} vs. {limit})"))
+}
+
+impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for FrameLimitCompat<S>
+where
+    S: tonic::codegen::Service<
+            tonic::codegen::http::Request<B>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tonic::codegen::BoxFuture<S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = response.await?;
+            let Some(status) = Status::from_header_map(response.headers()) else { return Ok(response) };
+            if status.code() == Code::OutOfRange
+                && let Some(message) = grpc_go_too_large(status.message())
+            {
+                let replacement = Status::new(Code::ResourceExhausted, message);
+                let headers = response.headers_mut();
+                headers.remove("grpc-status");
+                headers.remove("grpc-message");
+                if let Err(e) = replacement.add_header(headers) {
+                    tracing::warn!(error = ?e, "could not rewrite an oversized-frame status");
+                }
+            }
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grpc_go_too_large;
+
+    #[test]
+    fn oversized_frame_messages_take_grpc_gos_wording() {
+        assert_eq!(
+            grpc_go_too_large(
+                "Error, decoded message length too large: found 3145734 bytes, the limit is: 2097152 bytes"
+            )
+            .as_deref(),
+            Some("grpc: received message larger than max (3145734 vs. 2097152)")
+        );
+        assert_eq!(grpc_go_too_large("etcdserver: mvcc: required revision is a future revision"), None);
+    }
+}

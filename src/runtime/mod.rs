@@ -16,8 +16,12 @@ use glommio::{LocalExecutorBuilder, Placement};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
+use crate::etcd::status::FrameLimitCompat;
 use crate::sequencer::Sequencer;
 use hyper_io::{GlommioExecutor, HyperIo};
+
+/// The gRPC services every core serves.
+pub type Routes = FrameLimitCompat<tonic::service::Routes>;
 
 /// HTTP/2 streams one connection may have open at once.
 const STREAMS_PER_CONNECTION_MAX: u32 = 10_000;
@@ -64,7 +68,7 @@ pub struct Plan {
     /// One listening socket per core, or none for a node that serves no API.
     pub listeners: Vec<RawFd>,
     /// The gRPC services every core serves.
-    pub routes: tonic::service::Routes,
+    pub routes: Routes,
     /// The sequencer, run on core 0.
     pub sequencer: Sequencer,
     pub shutdown_grace: Duration,
@@ -156,7 +160,7 @@ impl Executors {
 /// Accepts and serves connections until shutdown, then drains them.
 async fn serve(
     listener: glommio::net::TcpListener,
-    routes: tonic::service::Routes,
+    routes: Routes,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
