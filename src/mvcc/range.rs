@@ -59,14 +59,14 @@ pub fn execute(reader: &dyn VersionReader, req: &RangeRequest) -> Result<RangeRe
         })?;
         return Ok(RangeResponse { header, kvs: vec![], more: false, count });
     }
-    let order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
     let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
     let filtered = req.min_mod_revision != 0
         || req.max_mod_revision != 0
         || req.min_create_revision != 0
         || req.max_create_revision != 0;
     // Sorting and filtering need every key; otherwise fetch one extra to learn whether there is `more`.
-    let fetch = if order != SortOrder::None || filtered || req.limit <= 0 {
+    // etcd fetches every key for any order other than NONE, even one it does not know.
+    let fetch = if req.sort_order != SortOrder::None as i32 || filtered || req.limit <= 0 {
         0
     } else {
         usize::try_from(req.limit).unwrap_or(usize::MAX - 1).saturating_add(1)
@@ -84,7 +84,13 @@ pub fn execute(reader: &dyn VersionReader, req: &RangeRequest) -> Result<RangeRe
     if req.min_create_revision != 0 {
         kvs.retain(|kv| kv.create_revision >= req.min_create_revision);
     }
-    let order = if target != SortTarget::Key && order == SortOrder::None { SortOrder::Ascend } else { order };
+    // A target other than KEY with no order sorts ascending; an order etcd does not know sorts nothing
+    // (etcd promotes only NONE, then sorts only for ASCEND and DESCEND).
+    let order = match SortOrder::try_from(req.sort_order) {
+        Ok(SortOrder::None) if target != SortTarget::Key => SortOrder::Ascend,
+        Ok(order) => order,
+        Err(_) => SortOrder::None,
+    };
     if order != SortOrder::None {
         // Stable, so ties keep key order (what etcd's insertion sort gives for small results).
         let cmp = |a: &KeyValue, b: &KeyValue| match target {
@@ -110,4 +116,74 @@ pub fn execute(reader: &dyn VersionReader, req: &RangeRequest) -> Result<RangeRe
         }
     }
     Ok(RangeResponse { header, kvs, more, count })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A reader holding one version per key, all at one revision.
+    struct Latest(BTreeMap<Vec<u8>, Version>);
+
+    impl VersionReader for Latest {
+        fn current_revision(&self) -> i64 {
+            10
+        }
+        fn compact_revision(&self) -> i64 {
+            -1
+        }
+        fn visit(&self, span: &KeySpan, _rev: i64, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
+            for (key, version) in self.0.iter().filter(|(k, _)| span.contains(k)) {
+                if !visit(key, version.clone()) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// Keys `a`, `b`, `c` at versions 3, 1, 2.
+    fn reader() -> Latest {
+        let version = |version| Version { create_revision: 2, mod_revision: 5, version, lease: 0, value: Some(vec![]) };
+        Latest([(b"a", 3), (b"b", 1), (b"c", 2)].into_iter().map(|(k, v)| (k.to_vec(), version(v))).collect())
+    }
+
+    fn keys(resp: &RangeResponse) -> Vec<&[u8]> {
+        resp.kvs.iter().map(|kv| kv.key.as_slice()).collect()
+    }
+
+    #[test]
+    fn an_unknown_sort_order_sorts_nothing_but_still_fetches_every_key() {
+        for sort_order in [3, -1] {
+            let req = RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                limit: 2,
+                sort_order,
+                sort_target: SortTarget::Version as i32,
+                ..Default::default()
+            };
+            let resp = execute(&reader(), &req).unwrap();
+            assert_eq!(keys(&resp), [b"a", b"b"], "key order, as etcd 3.4 answers");
+            assert!(resp.more);
+            assert_eq!(resp.count, 3);
+        }
+    }
+
+    #[test]
+    fn no_sort_order_with_a_target_other_than_key_sorts_ascending_within_limit_plus_one() {
+        let req = RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            limit: 1,
+            sort_target: SortTarget::Version as i32,
+            ..Default::default()
+        };
+        // etcd fetches limit + 1 keys in key order (a, b), sorts them by version, then truncates.
+        let resp = execute(&reader(), &req).unwrap();
+        assert_eq!(keys(&resp), [b"b"]);
+        assert!(resp.more);
+    }
 }

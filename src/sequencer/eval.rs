@@ -6,7 +6,7 @@
 use super::{Outcome, Proposal};
 use crate::error::{Error, Result};
 use crate::log::{LogEvent, LogRecord};
-use crate::mvcc::range::{self, check_revision, collect, key_value};
+use crate::mvcc::range::{self, collect, key_value};
 use crate::mvcc::{KeySpan, Layer, Layered, Version, VersionReader};
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::request_op::Request;
@@ -242,12 +242,19 @@ fn check_path(
     Ok(())
 }
 
-/// etcd's `checkRange`: a Range op's revision must be inside the window before the txn.
+/// etcd's `checkRange`: a Range op's revision must be inside the window before the txn. It is taken
+/// literally, not resolved first as a plain Range's is, so a negative revision below the compact
+/// revision (-1 before any compaction) is compacted.
 fn check_range_revision(view: &dyn VersionReader, op: &RequestOp) -> Result<()> {
-    if let Some(Request::RequestRange(r)) = &op.request
-        && r.revision != 0
-    {
-        check_revision(view, r.revision)?;
+    let Some(Request::RequestRange(r)) = &op.request else { return Ok(()) };
+    if r.revision == 0 {
+        return Ok(());
+    }
+    if r.revision > view.current_revision() {
+        return Err(Error::FutureRevision);
+    }
+    if r.revision < view.compact_revision() {
+        return Err(Error::Compacted);
     }
     Ok(())
 }

@@ -172,3 +172,22 @@ fn compaction_is_bounded_by_the_current_and_previous_compact_revisions() {
     let t = TxnRequest { success: vec![op(Request::RequestRange(old))], ..Default::default() };
     assert!(matches!(txn(&mut s, t), Err(Error::Compacted)));
 }
+
+fn txn_reading_at(revision: i64) -> Proposal {
+    let range = RangeRequest { key: b"k".to_vec(), revision, ..Default::default() };
+    let op = RequestOp { request: Some(Request::RequestRange(range)) };
+    Proposal::Txn(TxnRequest { compare: vec![], success: vec![op], failure: vec![] })
+}
+
+#[test]
+fn a_txn_range_revision_is_checked_literally_against_the_compact_revision() {
+    let mut state = SequencerState { current: 1, compact: -1, in_flight: Layer::default() };
+    // -1 is not below etcd's initial compact revision (-1): the range reads the current revision.
+    assert!(state.evaluate(&EmptyStore, &txn_reading_at(-1)).is_ok());
+    assert!(matches!(state.evaluate(&EmptyStore, &txn_reading_at(-2)), Err(Error::Compacted)));
+    assert!(matches!(state.evaluate(&EmptyStore, &txn_reading_at(2)), Err(Error::FutureRevision)));
+    let compact = Proposal::Compact(CompactionRequest { revision: 0, physical: false });
+    state.evaluate(&EmptyStore, &compact).unwrap();
+    assert!(matches!(state.evaluate(&EmptyStore, &txn_reading_at(-1)), Err(Error::Compacted)));
+    assert!(state.evaluate(&EmptyStore, &txn_reading_at(1)).is_ok());
+}
