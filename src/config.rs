@@ -19,6 +19,8 @@ pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 pub const DEFAULT_GROUP_PROPOSALS_MAX: usize = 1024;
 /// Groups handed to the committer and not yet durable; the next group is evaluated meanwhile.
 pub const DEFAULT_GROUPS_IN_FLIGHT_MAX: usize = 2;
+/// How long an idle executor polls for work before it sleeps (0: sleep at once).
+pub const DEFAULT_SPIN_BEFORE_PARK_US: u64 = 0;
 /// How long a graceful shutdown waits for in-flight requests before closing connections.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
@@ -58,6 +60,11 @@ pub struct Config {
     #[arg(long, env = "T4_GROUPS_IN_FLIGHT_MAX", default_value_t = DEFAULT_GROUPS_IN_FLIGHT_MAX)]
     pub groups_in_flight_max: usize,
 
+    /// Microseconds an idle executor keeps polling before it sleeps: trades idle CPU for lower latency
+    /// when a reply arrives from another thread shortly after.
+    #[arg(long, env = "T4_SPIN_BEFORE_PARK_US", default_value_t = DEFAULT_SPIN_BEFORE_PARK_US)]
+    pub spin_before_park_us: u64,
+
     /// Milliseconds a graceful shutdown waits for in-flight requests.
     #[arg(long, env = "T4_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
@@ -75,6 +82,7 @@ impl Config {
             name: "default".to_string(),
             group_proposals_max: DEFAULT_GROUP_PROPOSALS_MAX,
             groups_in_flight_max: DEFAULT_GROUPS_IN_FLIGHT_MAX,
+            spin_before_park_us: DEFAULT_SPIN_BEFORE_PARK_US,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
         }
     }

@@ -61,6 +61,7 @@ impl Node {
             routes: services.clone().routes(),
             sequencer,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
+            spin_before_park: Duration::from_micros(config.spin_before_park_us),
         })?;
         Ok(Node { running: Mutex::new(Some(Running { services, executors })), local_addr })
     }

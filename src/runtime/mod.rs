@@ -72,6 +72,8 @@ pub struct Plan {
     /// The sequencer, run on core 0.
     pub sequencer: Sequencer,
     pub shutdown_grace: Duration,
+    /// How long an idle executor polls before it sleeps.
+    pub spin_before_park: Duration,
 }
 
 /// Running executors.
@@ -84,7 +86,7 @@ pub struct Executors {
 impl Executors {
     /// Starts one executor per core (pinned when the machine has that many CPUs).
     pub fn start(plan: Plan) -> Result<Executors> {
-        let Plan { cores, mut listeners, routes, sequencer, shutdown_grace } = plan;
+        let Plan { cores, mut listeners, routes, sequencer, shutdown_grace, spin_before_park } = plan;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (drained_tx, drained) = flume::unbounded();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -116,7 +118,10 @@ impl Executors {
                     task.await;
                 }
             };
-            let builder = LocalExecutorBuilder::new(placement).name(&format!("t4-core-{core}"));
+            let mut builder = LocalExecutorBuilder::new(placement).name(&format!("t4-core-{core}"));
+            if !spin_before_park.is_zero() {
+                builder = builder.spin_before_park(spin_before_park);
+            }
             let thread =
                 builder.spawn(main).map_err(|e| Error::Runtime(format!("cannot start executor {core}: {e}")))?;
             threads.push(thread);

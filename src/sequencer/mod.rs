@@ -1,8 +1,9 @@
 //! The sequencer actor: the node's only writer. It takes every waiting proposal as one group,
 //! evaluates them in order (see [`eval`]), assigns revisions, and hands the group to the committer
-//! thread, which writes it as one fjall batch with one sync. While a group syncs the next one is
-//! evaluated against the in-flight layer (pipelining); completions come back in order, so replies
-//! are released in revision order. Physical compaction runs on its own thread.
+//! thread, which writes it as one fjall batch with one sync and then releases the group's replies
+//! itself (one thread hop fewer per write than bouncing back through the sequencer). While a group
+//! syncs the next one is evaluated against the in-flight layer (pipelining); the committer takes
+//! groups in order, so replies leave in revision order. Physical compaction runs on its own thread.
 
 pub mod eval;
 #[cfg(test)]
@@ -77,22 +78,26 @@ impl SequencerHandle {
     }
 }
 
-/// One group handed to the committer, waiting for its sync.
-struct InFlight {
-    last_revision: i64,
+/// One group for the committer thread: the batch, and the replies it releases once the batch is durable.
+struct CommitJob {
+    write: GroupWrite,
     replies: Vec<(Reply, Result<Outcome>)>,
+    /// A compaction in this group, and whether its caller waits for the physical removal.
     compaction: Option<(i64, bool)>,
 }
+
+/// What the committer reports after each group: its last revision, or why the commit failed.
+type Committed = std::result::Result<i64, String>;
 
 /// The sequencer actor: state, mailbox and the threads it owns.
 pub struct Sequencer {
     store: Arc<Store>,
     state: SequencerState,
     mailbox: flume::Receiver<Message>,
-    committer: flume::Sender<GroupWrite>,
-    committed: flume::Receiver<Result<()>>,
-    compactor: flume::Sender<CompactJob>,
-    in_flight: VecDeque<InFlight>,
+    committer: flume::Sender<CommitJob>,
+    committed: flume::Receiver<Committed>,
+    /// Last revision of each group handed to the committer and not yet reported durable.
+    in_flight: VecDeque<i64>,
     group_proposals_max: usize,
     groups_in_flight_max: usize,
     /// Set when a commit failed: the store is unusable and every later write fails.
@@ -108,7 +113,7 @@ struct CompactJob {
 
 enum Event {
     Message(Option<Message>),
-    Committed(Result<()>),
+    Committed(Committed),
 }
 
 impl Sequencer {
@@ -126,19 +131,6 @@ impl Sequencer {
             in_flight: Layer::default(),
         };
         let (mailbox_tx, mailbox) = flume::bounded(MAILBOX_CAPACITY);
-        let (committer, groups) = flume::unbounded::<GroupWrite>(); // bounded by groups_in_flight_max
-        let (committed_tx, committed) = flume::unbounded();
-        let commit_store = store.clone();
-        let committer_thread = std::thread::Builder::new()
-            .name("t4-committer".into())
-            .spawn(move || {
-                for group in groups.iter() {
-                    if committed_tx.send(commit_store.commit(&group)).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(|e| Error::Runtime(format!("committer thread: {e}")))?;
         let (compactor, jobs) = flume::unbounded::<CompactJob>();
         let compact_store = store.clone();
         let compactor_thread = std::thread::Builder::new()
@@ -159,13 +151,26 @@ impl Sequencer {
         if store.compacted_through()? < state.compact {
             let _ = compactor.send(CompactJob { revision: state.compact, reply: None });
         }
+        let (committer, groups) = flume::unbounded::<CommitJob>(); // bounded by groups_in_flight_max
+        let (committed_tx, committed) = flume::unbounded();
+        let commit_store = store.clone();
+        let committer_thread = std::thread::Builder::new()
+            .name("t4-committer".into())
+            .spawn(move || {
+                for job in groups.iter() {
+                    let report = commit(&commit_store, job, &compactor);
+                    if committed_tx.send(report).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::Runtime(format!("committer thread: {e}")))?;
         let sequencer = Sequencer {
             store,
             state,
             mailbox,
             committer,
             committed,
-            compactor,
             in_flight: VecDeque::new(),
             group_proposals_max: group_proposals_max.max(1),
             groups_in_flight_max: groups_in_flight_max.max(1),
@@ -184,13 +189,13 @@ impl Sequencer {
                 if self.in_flight.is_empty() {
                     break;
                 }
-                Event::Committed(self.committed.recv_async().await.unwrap_or(Err(Error::Closed)))
+                Event::Committed(self.committed.recv_async().await.unwrap_or(Err(COMMITTER_GONE.into())))
             } else if self.in_flight.is_empty() {
                 Event::Message(self.mailbox.recv_async().await.ok())
             } else {
                 let message = async { Event::Message(self.mailbox.recv_async().await.ok()) };
                 let committed =
-                    async { Event::Committed(self.committed.recv_async().await.unwrap_or(Err(Error::Closed))) };
+                    async { Event::Committed(self.committed.recv_async().await.unwrap_or(Err(COMMITTER_GONE.into()))) };
                 futures_lite::future::or(committed, message).await
             };
             match event {
@@ -207,8 +212,8 @@ impl Sequencer {
         if let Err(e) = self.store.sync() {
             tracing::error!(error = %e, "final sync failed");
         }
-        let Sequencer { committer, compactor, threads, .. } = self;
-        drop((committer, compactor));
+        let Sequencer { committer, threads, .. } = self;
+        drop(committer); // the committer ends, dropping the compactor's last sender
         for thread in threads {
             let _ = thread.join();
         }
@@ -247,15 +252,15 @@ impl Sequencer {
                 return stop;
             }
         };
-        let mut group = GroupWrite::default();
+        let mut write = GroupWrite::default();
         let mut replies = Vec::with_capacity(proposals.len());
         let mut compaction = None;
         for (proposal, reply) in proposals {
             let outcome = match self.state.evaluate(&view, &proposal) {
                 Ok(Evaluation { outcome, record, compaction: c }) => {
-                    group.records.extend(record);
+                    write.records.extend(record);
                     if let Some((revision, physical)) = c {
-                        group.compact_revision = Some(revision);
+                        write.compact_revision = Some(revision);
                         compaction = Some((revision, physical || compaction.is_some_and(|(_, p)| p)));
                     }
                     Ok(outcome)
@@ -264,43 +269,60 @@ impl Sequencer {
             };
             replies.push((reply, outcome));
         }
-        group.current_revision = self.state.current;
-        self.in_flight.push_back(InFlight { last_revision: self.state.current, replies, compaction });
-        if self.committer.send(group).is_err() {
-            self.finish_group(Err(Error::Storage("committer thread stopped".into())));
+        write.current_revision = self.state.current;
+        self.in_flight.push_back(self.state.current);
+        if let Err(flume::SendError(job)) = self.committer.send(CommitJob { write, replies, compaction }) {
+            for (reply, _) in job.replies {
+                let _ = reply.send(Err(Error::Storage(COMMITTER_GONE.into())));
+            }
+            self.finish_group(Err(COMMITTER_GONE.into()));
         }
         stop
     }
 
-    /// Releases the replies of the oldest in-flight group once its commit finished.
-    fn finish_group(&mut self, result: Result<()>) {
-        let Some(group) = self.in_flight.pop_front() else { return };
-        match result {
-            Ok(()) => {
-                self.state.in_flight.forget_through(group.last_revision);
-                let mut replies = group.replies;
-                if let Some((revision, physical)) = group.compaction {
-                    // A physical compaction's reply waits for the removal (as etcd's does).
-                    let held = if physical {
-                        let at = replies.iter().rposition(|(_, o)| matches!(o, Ok(Outcome::Compact(_))));
-                        at.map(|i| replies.remove(i))
-                    } else {
-                        None
-                    };
-                    let _ = self.compactor.send(CompactJob { revision, reply: held });
-                }
-                for (reply, outcome) in replies {
-                    let _ = reply.send(outcome);
-                }
+    /// Notes that the oldest in-flight group is durable (its versions are now in the store), or
+    /// that it failed, after which the store is unusable and every later write fails.
+    fn finish_group(&mut self, committed: Committed) {
+        let Some(last_revision) = self.in_flight.pop_front() else { return };
+        match committed {
+            Ok(revision) => {
+                debug_assert_eq!(revision, last_revision, "the committer reports groups in order");
+                self.state.in_flight.forget_through(revision);
             }
-            Err(e) => {
-                tracing::error!(error = %e, "group commit failed; refusing further writes");
-                let reason = e.to_string();
-                self.failed = Some(reason.clone());
-                for (reply, _) in group.replies {
-                    let _ = reply.send(Err(Error::Storage(reason.clone())));
+            Err(reason) => {
+                if self.failed.is_none() {
+                    tracing::error!(error = %reason, "group commit failed; refusing further writes");
                 }
+                self.failed = Some(reason);
             }
         }
     }
+}
+
+const COMMITTER_GONE: &str = "committer thread stopped";
+
+/// Commits one group on the committer thread, then releases its replies in order (holding a physical
+/// compaction's reply until the compactor has removed the old versions, as etcd does).
+fn commit(store: &Store, job: CommitJob, compactor: &flume::Sender<CompactJob>) -> Committed {
+    let CommitJob { write, mut replies, compaction } = job;
+    if let Err(e) = store.commit(&write) {
+        let reason = e.to_string();
+        for (reply, _) in replies {
+            let _ = reply.send(Err(Error::Storage(reason.clone())));
+        }
+        return Err(reason);
+    }
+    if let Some((revision, physical)) = compaction {
+        let held = if physical {
+            let at = replies.iter().rposition(|(_, o)| matches!(o, Ok(Outcome::Compact(_))));
+            at.map(|i| replies.remove(i))
+        } else {
+            None
+        };
+        let _ = compactor.send(CompactJob { revision, reply: held });
+    }
+    for (reply, outcome) in replies {
+        let _ = reply.send(outcome);
+    }
+    Ok(write.current_revision)
 }
