@@ -19,6 +19,10 @@ pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 pub const DEFAULT_GROUP_PROPOSALS_MAX: usize = 1024;
 /// Groups handed to the committer and not yet durable; the next group is evaluated meanwhile.
 pub const DEFAULT_GROUPS_IN_FLIGHT_MAX: usize = 2;
+/// Journal bytes fjall keeps before it flushes the memtables pinning the oldest journal. The `meta`
+/// keyspace is written by every group but stays tiny, so without a low bound it would pin journals
+/// up to fjall's 512 MiB default. Bounds disk use and the replay work of a restart.
+pub const JOURNAL_BYTES_MAX: u64 = 128 * 1024 * 1024;
 /// How long an idle executor polls for work before it sleeps (0: sleep at once).
 pub const DEFAULT_SPIN_BEFORE_PARK_US: u64 = 0;
 /// How long a graceful shutdown waits for in-flight requests before closing connections.

@@ -10,6 +10,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Sn
 
 use super::encoding::{Version, decode_history_key, escaped_key, history_key, meta, revision_bytes};
 use super::{KeySpan, RangeEnd, VersionReader};
+use crate::config::JOURNAL_BYTES_MAX;
 use crate::error::{Error, Result};
 use crate::log::{LogEvent, LogRecord};
 
@@ -95,6 +96,7 @@ impl Store {
             Err(std::fs::TryLockError::Error(e)) => return Err(dir_error(format!("cannot lock: {e}"))),
         }
         let db = Database::builder(data_dir.join("db"))
+            .max_journaling_size(JOURNAL_BYTES_MAX)
             .open()
             .map_err(|e| dir_error(format!("cannot open database: {e}")))?;
         let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
