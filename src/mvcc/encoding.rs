@@ -101,6 +101,15 @@ impl Version {
         self.value.is_none()
     }
 
+    /// Whether an encoded record is a tombstone, reading only its tag.
+    pub fn is_tombstone_record(bytes: &[u8]) -> Result<bool> {
+        match bytes.first() {
+            Some(&TAG_LIVE) => Ok(false),
+            Some(&TAG_TOMBSTONE) => Ok(true),
+            other => Err(Error::Corrupt(format!("version record tag {other:?}"))),
+        }
+    }
+
     /// `[tag][create][mod][version][lease][value…]`, integers big-endian.
     pub fn encode(&self) -> Vec<u8> {
         let value = self.value.as_deref().unwrap_or_default();

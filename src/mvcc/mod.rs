@@ -61,6 +61,16 @@ pub trait VersionReader {
     /// Visits the live keys of `span` as of `rev`, in key order, until `visit` returns false.
     fn visit(&self, span: &KeySpan, rev: i64, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()>;
 
+    /// How many live keys `span` holds as of `rev` (implementations may skip decoding values).
+    fn count(&self, span: &KeySpan, rev: i64) -> Result<i64> {
+        let mut count = 0;
+        self.visit(span, rev, &mut |_, _| {
+            count += 1;
+            true
+        })?;
+        Ok(count)
+    }
+
     /// The live version of `key` as of the current revision.
     fn get(&self, key: &[u8]) -> Result<Option<Version>> {
         let mut found = None;

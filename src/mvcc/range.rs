@@ -33,16 +33,19 @@ pub fn check_revision(reader: &dyn VersionReader, requested: i64) -> Result<i64>
 }
 
 /// The live key-values of `span` at `rev`, at most `max` of them (0 = all), and how many there are.
+/// Past `max`, keys are only counted (without decoding values).
 pub fn collect(reader: &dyn VersionReader, span: &KeySpan, rev: i64, max: usize) -> Result<(Vec<KeyValue>, i64)> {
     let mut kvs = Vec::new();
-    let mut count = 0i64;
+    let mut more = false;
     reader.visit(span, rev, &mut |key, version| {
-        count += 1;
-        if max == 0 || kvs.len() < max {
-            kvs.push(key_value(key, version));
+        if max != 0 && kvs.len() >= max {
+            more = true;
+            return false;
         }
+        kvs.push(key_value(key, version));
         true
     })?;
+    let count = if more { reader.count(span, rev)? } else { kvs.len() as i64 };
     Ok((kvs, count))
 }
 
@@ -52,11 +55,7 @@ pub fn execute(reader: &dyn VersionReader, req: &RangeRequest) -> Result<RangeRe
     let header = Some(ResponseHeader { revision: reader.current_revision(), ..Default::default() });
     let span = KeySpan::from_etcd(&req.key, &req.range_end);
     if req.count_only {
-        let mut count = 0i64;
-        reader.visit(&span, rev, &mut |_, _| {
-            count += 1;
-            true
-        })?;
+        let count = reader.count(&span, rev)?;
         return Ok(RangeResponse { header, kvs: vec![], more: false, count });
     }
     let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);

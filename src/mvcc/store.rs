@@ -304,26 +304,74 @@ impl VersionReader for ReadView {
         }
         self.visit_history(span, rev, visit)
     }
+
+    fn count(&self, span: &KeySpan, rev: i64) -> Result<i64> {
+        if rev < self.current {
+            return self.count_history(span, rev);
+        }
+        let mut count = 0;
+        for item in self.latest_iter(span)? {
+            item.key()?;
+            count += 1;
+        }
+        Ok(count)
+    }
 }
 
 impl ReadView {
-    fn visit_latest(&self, span: &KeySpan, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
-        let iter = match &span.end {
+    /// Iterates `latest` over `span` (empty for an inverted span; a single key is a one-key range).
+    fn latest_iter(&self, span: &KeySpan) -> Result<Box<dyn Iterator<Item = fjall::Guard>>> {
+        Ok(match &span.end {
             RangeEnd::Single => {
-                if let Some(v) = self.snapshot.get(&self.latest, &span.start)? {
-                    visit(&span.start, Version::decode(&v)?);
-                }
-                return Ok(());
+                let mut end = span.start.clone();
+                end.push(0); // the smallest key after `start`
+                Box::new(self.snapshot.range(&self.latest, span.start.clone()..end))
             }
-            RangeEnd::Unbounded => self.snapshot.range(&self.latest, span.start.clone()..),
-            RangeEnd::Before(end) => {
-                if end.as_slice() <= span.start.as_slice() {
-                    return Ok(());
-                }
-                self.snapshot.range(&self.latest, span.start.clone()..end.clone())
+            RangeEnd::Unbounded => Box::new(self.snapshot.range(&self.latest, span.start.clone()..)),
+            RangeEnd::Before(end) if end.as_slice() <= span.start.as_slice() => Box::new(std::iter::empty()),
+            RangeEnd::Before(end) => Box::new(self.snapshot.range(&self.latest, span.start.clone()..end.clone())),
+        })
+    }
+
+    /// Counts keys whose newest version at or below `rev` is live, reading only the version tag.
+    fn count_history(&self, span: &KeySpan, rev: i64) -> Result<i64> {
+        let mut count = 0;
+        let mut group: Vec<u8> = Vec::new();
+        let mut newest_is_live: Option<bool> = None;
+        for item in self.history_iter(span) {
+            let (k, v) = item.into_inner()?;
+            let prefix = &k[..k.len().saturating_sub(8)];
+            if prefix != group.as_slice() {
+                count += i64::from(newest_is_live.take().unwrap_or(false));
+                group = prefix.to_vec();
             }
-        };
-        for item in iter {
+            let (_, version_rev) = decode_history_key(&k)?;
+            if version_rev <= rev {
+                newest_is_live = Some(!Version::is_tombstone_record(&v)?);
+            }
+        }
+        Ok(count + i64::from(newest_is_live.unwrap_or(false)))
+    }
+
+    /// Iterates `kv` over every version of the keys in `span`.
+    fn history_iter(&self, span: &KeySpan) -> Box<dyn Iterator<Item = fjall::Guard>> {
+        let start = escaped_key(&span.start);
+        match &span.end {
+            RangeEnd::Single => Box::new(self.snapshot.prefix(&self.kv, start)),
+            RangeEnd::Unbounded => Box::new(self.snapshot.range(&self.kv, start..)),
+            RangeEnd::Before(end) if end.as_slice() <= span.start.as_slice() => Box::new(std::iter::empty()),
+            RangeEnd::Before(end) => Box::new(self.snapshot.range(&self.kv, start..escaped_key(end))),
+        }
+    }
+
+    fn visit_latest(&self, span: &KeySpan, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
+        if span.end == RangeEnd::Single {
+            if let Some(v) = self.snapshot.get(&self.latest, &span.start)? {
+                visit(&span.start, Version::decode(&v)?);
+            }
+            return Ok(());
+        }
+        for item in self.latest_iter(span)? {
             let (k, v) = item.into_inner()?;
             if !visit(&k, Version::decode(&v)?) {
                 break;
@@ -333,17 +381,7 @@ impl ReadView {
     }
 
     fn visit_history(&self, span: &KeySpan, rev: i64, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
-        let start = escaped_key(&span.start);
-        let iter = match &span.end {
-            RangeEnd::Single => self.snapshot.prefix(&self.kv, start),
-            RangeEnd::Unbounded => self.snapshot.range(&self.kv, start..),
-            RangeEnd::Before(end) => {
-                if end.as_slice() <= span.start.as_slice() {
-                    return Ok(());
-                }
-                self.snapshot.range(&self.kv, start..escaped_key(end))
-            }
-        };
+        let iter = self.history_iter(span);
         // Versions of one key are adjacent and ascending: keep the newest at or below `rev`.
         let mut group: Vec<u8> = Vec::new();
         let mut candidate: Option<(Vec<u8>, fjall::Slice)> = None;
