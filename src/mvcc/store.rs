@@ -191,6 +191,7 @@ impl Store {
 
     /// Writes one group as a single atomic batch and syncs it. Blocking: never call on an executor.
     pub fn commit(&self, group: &GroupWrite) -> Result<()> {
+        fail::fail_point!("store-commit", |_| Err(Error::Storage("injected commit failure".into())));
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
         for record in &group.records {
             let rev = record.revision;

@@ -8,6 +8,8 @@
 pub mod eval;
 #[cfg(test)]
 mod eval_tests;
+#[cfg(test)]
+mod failure_tests;
 pub mod validate;
 
 use std::collections::VecDeque;
