@@ -133,10 +133,7 @@ impl Node {
 
     /// Runs a transaction.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        match self.propose(Proposal::Txn(txn.into_proto())).await? {
-            Outcome::Txn(resp) => Ok(resp.into()),
-            other => Err(Error::Runtime(format!("unexpected outcome {other:?}"))),
-        }
+        Ok(self.services()?.txn(txn.into_proto()).await?.into())
     }
 
     /// Discards history below `revision`; reads below it then fail with [`Error::Compacted`].

@@ -11,7 +11,8 @@ use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
-use crate::sequencer::validate::check_range;
+use crate::sequencer::eval;
+use crate::sequencer::validate::{self, check_range};
 use crate::sequencer::{Outcome, Proposal};
 
 impl Services {
@@ -27,6 +28,23 @@ impl Services {
             return read();
         }
         self.reads.run(read).await?
+    }
+
+    /// Runs a transaction. One that cannot write (no Put or DeleteRange in any branch) is answered
+    /// from a committed snapshot on the blocking pool, which sees every acknowledged write as a Range
+    /// does; the rest go through the sequencer.
+    pub async fn txn(&self, txn: TxnRequest) -> crate::Result<TxnResponse> {
+        if eval::is_read_only(&txn) {
+            let proposal = Proposal::Txn(txn);
+            validate::validate(&proposal, self.sequencer.limits())?;
+            let Proposal::Txn(txn) = proposal else { unreachable!("built just above") };
+            let store = self.store.clone();
+            return self.reads.run(move || eval::read_only_txn(&store.read_view()?, &txn)).await?;
+        }
+        match self.sequencer.propose(Proposal::Txn(txn)).await? {
+            Outcome::Txn(resp) => Ok(resp),
+            other => Err(crate::Error::Runtime(format!("sequencer answered a txn with {other:?}"))),
+        }
     }
 }
 
@@ -66,13 +84,9 @@ impl Kv for Services {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        match self.sequencer.propose(Proposal::Txn(request.into_inner())).await.map_err(to_status)? {
-            Outcome::Txn(mut resp) => {
-                resp.header = self.header(resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(other)),
-        }
+        let mut resp = Services::txn(self, request.into_inner()).await.map_err(to_status)?;
+        resp.header = self.header(resp.header);
+        Ok(Response::new(resp))
     }
 
     async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {

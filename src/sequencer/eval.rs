@@ -90,6 +90,16 @@ impl SequencerState {
     }
 }
 
+/// Answers a transaction that writes nothing (no Put or DeleteRange in any branch) from a committed
+/// snapshot, without the sequencer: it sees every acknowledged write, like a Range does.
+pub fn read_only_txn(committed: &dyn VersionReader, t: &TxnRequest) -> Result<TxnResponse> {
+    assert!(is_read_only(t), "only read-only txns may bypass the sequencer");
+    let mut txn = TxnWriter::new(committed);
+    let resp = txn.txn(t)?;
+    debug_assert!(txn.events.is_empty(), "a read-only txn wrote");
+    Ok(resp)
+}
+
 /// One write transaction in progress: its own changes layered over the state before it.
 struct TxnWriter<'a> {
     before: &'a dyn VersionReader,
@@ -259,7 +269,8 @@ fn check_range_revision(view: &dyn VersionReader, op: &RequestOp) -> Result<()> 
     Ok(())
 }
 
-fn is_read_only(t: &TxnRequest) -> bool {
+/// Whether no branch of `t` (nested ones included) can write.
+pub fn is_read_only(t: &TxnRequest) -> bool {
     t.success.iter().chain(&t.failure).all(|op| match &op.request {
         Some(Request::RequestRange(_)) | None => true,
         Some(Request::RequestTxn(nested)) => is_read_only(nested),

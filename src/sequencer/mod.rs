@@ -71,6 +71,11 @@ impl SequencerHandle {
         outcome.recv_async().await.map_err(|_| Error::Closed)?
     }
 
+    /// The limits proposals are validated against.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// Asks the sequencer to finish what is queued and stop; waits until it has.
     pub async fn stop(&self) {
         let (done, stopped) = flume::bounded(1);
