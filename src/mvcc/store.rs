@@ -2,6 +2,7 @@
 //! sequencer's committer (one atomic batch and one sync per group) and its compactor (removals of
 //! versions no read can reach). Readers take a [`ReadView`]: one snapshot, so no reader sees half a group.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -230,39 +231,49 @@ impl Store {
 
     /// Removes versions and log records no read at or above `compact` can reach: for each key, every
     /// version below its newest one at or below `compact`, and that one too if it is a tombstone.
-    /// Runs in bounded batches (not synced: a crash merely leaves work that the next run redoes).
-    /// Blocking: call from the compactor thread.
+    ///
+    /// Only keys written after the previous compaction can have newly removable versions (an older
+    /// version becomes removable only once a newer one at or below `compact` exists, and a tombstone
+    /// at or below the previous compaction was removed then), and the log still holds exactly those
+    /// revisions: the work is proportional to what changed, not to the history. Removals run in
+    /// bounded, unsynced batches, versions before log records, so a crash leaves work that the next
+    /// run redoes from the log that is still there. Blocking: call from the compactor thread.
     pub fn compact_physically(&self, compact: i64) -> Result<()> {
         const REMOVALS_PER_BATCH: usize = 4096;
+        let done_through = self.compacted_through()?;
+        if compact <= done_through {
+            return Ok(());
+        }
         let snapshot = self.db.snapshot();
+        let first = revision_bytes((done_through + 1).max(0)).to_vec();
+        let mut changed: BTreeSet<Vec<u8>> = BTreeSet::new();
+        for item in snapshot.range(&self.log, first..=revision_bytes(compact).to_vec()) {
+            let (_, bytes) = item.into_inner()?;
+            changed.extend(LogRecord::decode(&bytes)?.events.into_iter().map(|e| match e {
+                LogEvent::Put { key, .. } | LogEvent::Delete { key } => key,
+            }));
+        }
         let mut batch = self.db.batch();
-        let mut pending: Vec<Vec<u8>> = Vec::new(); // versions ≤ compact of the current key, in order
-        let mut pending_prefix: Vec<u8> = Vec::new();
-        let mut last_is_tombstone = false;
-        let flush_key = |batch: &mut fjall::OwnedWriteBatch, pending: &mut Vec<Vec<u8>>, tomb: bool| {
-            let keep_last = !tomb;
-            let n = pending.len() - usize::from(keep_last && !pending.is_empty());
-            for k in pending.drain(..).take(n) {
+        for key in changed {
+            // Versions of `key` at or below `compact`, oldest first.
+            let mut doomed: Vec<fjall::Slice> = Vec::new();
+            let mut newest_is_tombstone = false;
+            for item in snapshot.range(&self.kv, escaped_key(&key)..=history_key(&key, compact)) {
+                let (k, v) = item.into_inner()?;
+                newest_is_tombstone = Version::is_tombstone_record(&v)?;
+                doomed.push(k);
+            }
+            if !newest_is_tombstone {
+                doomed.pop(); // the version reads at `compact` and above still see
+            }
+            for k in doomed {
                 batch.remove(&self.kv, k);
-            }
-        };
-        for item in snapshot.iter(&self.kv) {
-            let (k, v) = item.into_inner()?;
-            let (rev_split, _) = k.split_at(k.len().saturating_sub(8));
-            let (_, rev) = decode_history_key(&k)?;
-            if rev_split != pending_prefix.as_slice() {
-                flush_key(&mut batch, &mut pending, last_is_tombstone);
-                pending_prefix = rev_split.to_vec();
-            }
-            if rev <= compact {
-                pending.push(k.to_vec());
-                last_is_tombstone = Version::decode(&v)?.is_tombstone();
-            }
-            if batch.len() >= REMOVALS_PER_BATCH {
-                std::mem::replace(&mut batch, self.db.batch()).commit()?;
+                if batch.len() >= REMOVALS_PER_BATCH {
+                    std::mem::replace(&mut batch, self.db.batch()).commit()?;
+                }
             }
         }
-        flush_key(&mut batch, &mut pending, last_is_tombstone);
+        std::mem::replace(&mut batch, self.db.batch()).commit()?;
         for item in snapshot.range(&self.log, ..revision_bytes(compact.max(0)).to_vec()) {
             batch.remove(&self.log, item.key()?);
             if batch.len() >= REMOVALS_PER_BATCH {
@@ -413,3 +424,7 @@ impl ReadView {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;
