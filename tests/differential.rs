@@ -1,16 +1,24 @@
-//! Differential test against the reference: one seeded random sequence of KV operations goes to a real
-//! etcd 3.4 and to T4, and every answer must be identical: key-values, header revisions, create/mod
-//! revisions, versions, `more`/`count`, `succeeded`, previous key-values, deleted counts, nested txn
-//! responses, and for errors the gRPC code and message. Only the member-specific header fields
-//! (`cluster_id`, `member_id`, `raft_term`) are zeroed before comparing.
+//! Differential tests against the reference: one seeded random sequence of KV operations goes to a
+//! real etcd 3.4 and to T4, and every answer must be identical: key-values, header revisions,
+//! create/mod revisions, versions, `more`/`count`, `succeeded`, previous key-values, deleted counts,
+//! nested txn responses, and for errors the gRPC code and message. Only the member-specific header
+//! fields (`cluster_id`, `member_id`, `raft_term`) are zeroed before comparing. After the sequence,
+//! every retained revision of the whole key space is read back from both.
 //!
-//! `T4_DIFF_SEED` picks the sequence (printed at start: rerun with it to reproduce a failure) and
-//! `T4_DIFF_OPS` its length.
+//! `T4_DIFF_SEED` picks the sequence of both tests (printed at start: rerun with it to reproduce a
+//! failure); `T4_DIFF_OPS` and `T4_DIFF_WIDE_OPS` set their lengths.
 //!
-//! The key universe has 12 keys and must keep at most 12: etcd sorts Range results with Go's
-//! `sort.Sort`, which is an insertion sort (stable) up to 12 elements and an unstable pdqsort beyond, so
-//! with more keys etcd would order ties on VERSION/CREATE/MOD/VALUE arbitrarily, while T4's stable sort
-//! keeps them in key order.
+//! Two tests draw from two [`Universe`]s with one [`Generator`]:
+//!
+//! - `t4_answers_a_random_kv_workload_exactly_as_etcd_does` (narrow): 12 keys, a few shared values,
+//!   every sort target. The key universe must keep at most 12 keys: etcd sorts Range results with
+//!   Go's `sort.Sort`, which is an insertion sort (stable) up to 12 elements and an unstable pdqsort
+//!   beyond, so with more keys etcd would order ties on VERSION/CREATE/MOD/VALUE arbitrarily, while
+//!   T4's stable sort keeps them in key order.
+//! - `t4_answers_a_wide_kv_workload_exactly_as_etcd_does` (wide): 60 keys, so ranges, counts,
+//!   `limit`/`more`, deletes (with `prev_kv`) and range compares span far more than 12 keys, with bulk
+//!   txns refilling many keys at once. It stays free of ties instead: every write's value is unique,
+//!   and Ranges sort only by KEY or VALUE (any order), never by VERSION/CREATE/MOD.
 
 mod common;
 
@@ -35,6 +43,8 @@ use tonic::transport::Channel;
 const DEFAULT_SEED: u64 = 0x7434_d1ff;
 /// Operations run when `T4_DIFF_OPS` is not set.
 const DEFAULT_OPS: usize = 3000;
+/// Operations the wide test runs when `T4_DIFF_WIDE_OPS` is not set.
+const DEFAULT_WIDE_OPS: usize = 1500;
 /// How long one request may take on either server before the test gives up (generous: the machine
 /// running the test may be busy, and both servers sync every write).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,7 +55,7 @@ const TXN_DEPTH_MAX: usize = 3;
 /// Recent revisions and versions remembered, so compares and filters often hit real values.
 const SEEN_MAX: usize = 48;
 
-/// Every key the test writes (at most 12: see the module comment). Zero and 0xff bytes, keys that are
+/// Every key the narrow test writes (at most 12: see the module comment). Zero and 0xff bytes, keys that are
 /// prefixes of other keys, and `a0`, the first key past the prefix `a/`, are there on purpose.
 const KEYS: [&[u8]; 12] = [
     b"\x00",
@@ -61,12 +71,94 @@ const KEYS: [&[u8]; 12] = [
     b"b/\xff\xff",
     b"\xff",
 ];
-/// Range starts and ends that are not keys.
+/// The narrow test's range starts and ends that are not keys.
 const BOUNDS: [&[u8]; 6] = [b"a/", b"b", b"b/", b"a/x\x00", b"\x01", b"c"];
-/// Prefixes whose spans are requested (`\xff`'s span runs to the last key).
+/// The narrow test's prefixes (`\xff`'s span runs to the last key).
 const PREFIXES: [&[u8]; 7] = [b"a/", b"b/", b"a", b"b/x", b"\x00", b"\xff", b"a/x"];
-/// Short values, so that keys often share one (ties for VALUE sorts and compares).
+/// The narrow test's values: short, so that keys often share one (ties for VALUE sorts and compares).
 const VALUES: [&[u8]; 7] = [b"", b"v", b"w", b"v\x00", b"\xff", b"vv", b"a"];
+
+/// The wide test's range starts and ends that are not keys.
+const WIDE_BOUNDS: [&[u8]; 10] = [b"w/", b"x/", b"w/0", b"w/1", b"w/25", b"w/3\xff", b"x/05\x00", b"\x01", b"v", b"y"];
+/// The wide test's prefixes: `w` and `w/` span over 40 keys.
+const WIDE_PREFIXES: [&[u8]; 11] = [b"w/", b"x/", b"w", b"x", b"w/0", b"w/1", b"w/2", b"w/3", b"x/0", b"\x00", b"\xff"];
+/// The wide test's unique values start with one of these (none holds a digit) and end with a count.
+const WIDE_VALUE_MARKS: [&[u8]; 5] = [b"", b"v", b"a", b"v\x00", b"\xff"];
+
+/// What a [`Generator`] draws from: the keys it writes, the bounds and prefixes of the spans it
+/// reads and deletes, the values it writes, and the sorts and limits it asks for.
+struct Universe {
+    keys: Vec<Vec<u8>>,
+    /// Range starts and ends that are not keys.
+    bounds: Vec<Vec<u8>>,
+    /// Prefixes whose spans are requested.
+    prefixes: Vec<Vec<u8>>,
+    values: Values,
+    sort_targets: SortTargets,
+    /// How often (percent, at most 60) a span is one key; prefix spans take the rest of the first 60.
+    single_key_percent: u32,
+    /// The largest `limit` generated besides the special ones (`-1`, `i64::MAX`).
+    max_limit: i64,
+    /// Chance, per mille, that a top-level op is a bulk txn writing many keys at once (0: never).
+    bulk_per_mille: u32,
+}
+
+/// Which values a generator writes.
+#[derive(Clone, Copy)]
+enum Values {
+    /// Picked from a short list, so keys often share one.
+    Shared(&'static [&'static [u8]]),
+    /// A fresh one for every write (a mark from [`WIDE_VALUE_MARKS`] and a count), so no two keys ever
+    /// hold the same value and VALUE sorts never tie.
+    Unique,
+}
+
+/// Which Range `sort_target`s a generator asks for.
+#[derive(Clone, Copy)]
+enum SortTargets {
+    /// KEY, VERSION, CREATE, MOD and VALUE: ties are certain, so results must stay within 12 keys.
+    Any,
+    /// KEY or VALUE only: with unique keys and values nothing ties, however many keys a range returns.
+    KeyOrValue,
+}
+
+impl Universe {
+    /// The 12-key universe of the original test, with shared values and every sort target.
+    fn narrow() -> Universe {
+        let owned = |items: &[&[u8]]| items.iter().map(|k| k.to_vec()).collect();
+        Universe {
+            keys: owned(&KEYS),
+            bounds: owned(&BOUNDS),
+            prefixes: owned(&PREFIXES),
+            values: Values::Shared(&VALUES),
+            sort_targets: SortTargets::Any,
+            single_key_percent: 40,
+            max_limit: 4,
+            bulk_per_mille: 0,
+        }
+    }
+
+    /// 60 keys (`w/00`..`w/39`, `x/00`..`x/09` and ten with zero and 0xff bytes or that prefix others),
+    /// unique values, KEY and VALUE sorts only, fewer single-key spans, limits up to 32, and bulk txns
+    /// that refill many keys at once so that ranges keep returning far more than 12.
+    fn wide() -> Universe {
+        let mut keys: Vec<Vec<u8>> = (0..40).map(|i| format!("w/{i:02}").into_bytes()).collect();
+        keys.extend((0..10).map(|i| format!("x/{i:02}").into_bytes()));
+        let odd: [&[u8]; 10] =
+            [b"\x00", b"\x00\xff", b"w", b"w/\x00", b"w/\xff", b"w0", b"x", b"x/\xff\xff", b"\xff", b"\xff\x00"];
+        keys.extend(odd.iter().map(|k| k.to_vec()));
+        Universe {
+            keys,
+            bounds: WIDE_BOUNDS.iter().map(|k| k.to_vec()).collect(),
+            prefixes: WIDE_PREFIXES.iter().map(|k| k.to_vec()).collect(),
+            values: Values::Unique,
+            sort_targets: SortTargets::KeyOrValue,
+            single_key_percent: 25,
+            max_limit: 32,
+            bulk_per_mille: 120,
+        }
+    }
+}
 
 /// One request, sent unchanged to both servers.
 #[derive(Debug, Clone)]
@@ -209,20 +301,38 @@ impl TxnScope {
     }
 }
 
+/// One of `items`, chosen by `rng`.
+fn pick_bytes(rng: &mut ChaCha8Rng, items: &[Vec<u8>]) -> Vec<u8> {
+    items[rng.random_range(0..items.len())].clone()
+}
+
 /// The seeded source of operations, tracking what both servers (agreeing so far) have told it.
 struct Generator {
     rng: ChaCha8Rng,
+    universe: Universe,
+    /// Values generated so far (numbers the unique ones).
+    written: u64,
     /// The store's revision, from the last successful reply.
     current: i64,
     /// The last accepted compaction (etcd's `compactMainRev`: -1 before the first).
     compact: i64,
     /// Revisions and versions from recent replies.
     seen: Vec<i64>,
+    /// Values from recent replies, for VALUE compares when values are unique.
+    seen_values: Vec<Vec<u8>>,
 }
 
 impl Generator {
-    fn new(seed: u64) -> Generator {
-        Generator { rng: ChaCha8Rng::seed_from_u64(seed), current: 1, compact: -1, seen: Vec::new() }
+    fn new(seed: u64, universe: Universe) -> Generator {
+        Generator {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            universe,
+            written: 0,
+            current: 1,
+            compact: -1,
+            seen: Vec::new(),
+            seen_values: Vec::new(),
+        }
     }
 
     fn chance(&mut self, percent: u32) -> bool {
@@ -234,25 +344,50 @@ impl Generator {
     }
 
     fn key(&mut self) -> Vec<u8> {
-        self.pick(&KEYS).to_vec()
+        pick_bytes(&mut self.rng, &self.universe.keys)
     }
 
     fn bound(&mut self) -> Vec<u8> {
-        if self.chance(70) { self.key() } else { self.pick(&BOUNDS).to_vec() }
+        if self.chance(70) { self.key() } else { pick_bytes(&mut self.rng, &self.universe.bounds) }
     }
 
+    /// A value to write.
     fn value(&mut self) -> Vec<u8> {
-        self.pick(&VALUES).to_vec()
+        self.written += 1;
+        match self.universe.values {
+            Values::Shared(values) => self.pick(values).to_vec(),
+            Values::Unique => {
+                let mut value = self.pick(&WIDE_VALUE_MARKS).to_vec();
+                value.extend_from_slice(self.written.to_string().as_bytes());
+                value
+            }
+        }
+    }
+
+    /// A value to compare with: with unique values, often one a reply showed (else none would match).
+    fn compare_value(&mut self) -> Vec<u8> {
+        let values = self.universe.values;
+        match values {
+            Values::Unique if !self.seen_values.is_empty() && self.chance(60) => {
+                pick_bytes(&mut self.rng, &self.seen_values)
+            }
+            _ => self.value(),
+        }
+    }
+
+    /// A prefix and its etcd range end.
+    fn prefix_span(&mut self) -> (Vec<u8>, Vec<u8>) {
+        let prefix = pick_bytes(&mut self.rng, &self.universe.prefixes);
+        let end = prefix_end(&prefix);
+        (prefix, end)
     }
 
     /// A `(key, range_end)` pair in every shape etcd accepts.
     fn span(&mut self) -> (Vec<u8>, Vec<u8>) {
+        let single = self.universe.single_key_percent;
         match self.rng.random_range(0..100) {
-            0..40 => (self.key(), Vec::new()),
-            40..60 => {
-                let prefix = self.pick(&PREFIXES);
-                (prefix.to_vec(), prefix_end(prefix))
-            }
+            r if r < single => (self.key(), Vec::new()),
+            0..60 => self.prefix_span(),
             // half-open; may be empty or have its end below its start
             60..75 => (self.bound(), self.bound()),
             75..90 => (self.bound(), vec![0]),
@@ -297,10 +432,15 @@ impl Generator {
             _ => self.pick(&[3, -1]), // not an enum value: etcd then sorts nothing
         };
         // Never an unknown target: etcd 3.4 would sort with a nil sorter and crash.
-        let sort_target = if self.chance(40) { SortTarget::Key as i32 } else { self.rng.random_range(1..=4) };
+        let targets = self.universe.sort_targets;
+        let sort_target = match targets {
+            SortTargets::Any if self.chance(40) => SortTarget::Key as i32,
+            SortTargets::Any => self.rng.random_range(1..=4),
+            SortTargets::KeyOrValue => self.pick(&[SortTarget::Key as i32, SortTarget::Value as i32]),
+        };
         let limit = match self.rng.random_range(0..100) {
             0..65 => 0,
-            65..97 => self.rng.random_range(1..=4),
+            65..97 => self.rng.random_range(1..=self.universe.max_limit),
             97..99 => -1,
             _ => i64::MAX, // etcd's limit + 1 overflows to a negative limit: everything
         };
@@ -348,7 +488,7 @@ impl Generator {
             Ok(CompareTarget::Version) => Some(TargetUnion::Version(self.rng.random_range(0..=4))),
             Ok(CompareTarget::Create) => Some(TargetUnion::CreateRevision(self.seen_or_random())),
             Ok(CompareTarget::Mod) => Some(TargetUnion::ModRevision(self.seen_or_random())),
-            Ok(CompareTarget::Value) => Some(TargetUnion::Value(self.value())),
+            Ok(CompareTarget::Value) => Some(TargetUnion::Value(self.compare_value())),
             Ok(CompareTarget::Lease) => Some(TargetUnion::Lease(if self.chance(80) { 0 } else { 7 })),
             Err(_) => None,
         };
@@ -375,11 +515,11 @@ impl Generator {
     }
 
     fn txn_put(&mut self, scope: &mut TxnScope) -> Option<PutRequest> {
-        let free: Vec<&[u8]> = KEYS.iter().copied().filter(|k| scope.is_free(k)).collect();
+        let free: Vec<&Vec<u8>> = self.universe.keys.iter().filter(|k| scope.is_free(k)).collect();
         if free.is_empty() {
             return None;
         }
-        let key = self.pick(&free).to_vec();
+        let key = free[self.rng.random_range(0..free.len())].clone();
         scope.put_keys.push(key.clone());
         Some(self.put(key, !scope.from_key_delete, true))
     }
@@ -460,6 +600,41 @@ impl Generator {
         txn
     }
 
+    /// A txn putting 16 or more distinct keys at once (so wide ranges have many keys to return) with a
+    /// read among the puts, sometimes guarded by a compare over a prefix span; its failure branch reads
+    /// a span, after deleting one half the time.
+    fn bulk_txn(&mut self) -> TxnRequest {
+        let compare = (0..usize::from(self.chance(40)))
+            .map(|_| {
+                let mut compare = self.compare();
+                (compare.key, compare.range_end) = self.prefix_span();
+                compare
+            })
+            .collect();
+        let mut keys = self.universe.keys.clone();
+        let count = self.rng.random_range(16..=keys.len());
+        for i in 0..count {
+            let j = self.rng.random_range(i..keys.len());
+            keys.swap(i, j);
+        }
+        keys.truncate(count);
+        let mut success: Vec<RequestOp> = keys
+            .into_iter()
+            .map(|key| {
+                let put = PutRequest { key, value: self.value(), prev_kv: self.chance(30), ..Default::default() };
+                RequestOp { request: Some(Request::RequestPut(put)) }
+            })
+            .collect();
+        // a read in the middle sees the writes before it
+        let at = self.rng.random_range(0..=success.len());
+        success.insert(at, RequestOp { request: Some(Request::RequestRange(self.range(true))) });
+        let mut failure = vec![RequestOp { request: Some(Request::RequestRange(self.range(true))) }];
+        if self.chance(50) {
+            failure.insert(0, RequestOp { request: Some(Request::RequestDeleteRange(self.delete())) });
+        }
+        TxnRequest { compare, success, failure }
+    }
+
     fn compact(&mut self) -> CompactionRequest {
         let physical = self.chance(30);
         let lowest_valid = (self.compact + 1).max(self.current - 50);
@@ -472,6 +647,10 @@ impl Generator {
     }
 
     fn op(&mut self) -> Op {
+        let bulk = self.universe.bulk_per_mille;
+        if bulk > 0 && self.rng.random_range(0..1000) < bulk {
+            return Op::Txn(self.bulk_txn());
+        }
         match self.rng.random_range(0..1000) {
             0..300 => {
                 let key = if self.chance(2) { Vec::new() } else { self.key() };
@@ -493,16 +672,26 @@ impl Generator {
         if let Op::Compact(c) = op {
             self.compact = c.revision;
         }
-        let mut seen = vec![self.current];
-        match reply {
-            Reply::Range(r) => seen.extend(r.kvs.iter().flat_map(|kv| [kv.mod_revision, kv.create_revision])),
-            Reply::Put(p) => seen.extend(p.prev_kv.iter().flat_map(|kv| [kv.mod_revision, kv.create_revision])),
-            Reply::DeleteRange(d) => seen.extend(d.prev_kvs.iter().map(|kv| kv.create_revision)),
-            Reply::Txn(_) | Reply::Compact(_) => {}
+        // the key-values the reply shows, and whether their mod revisions are worth remembering
+        let (kvs, with_mod) = match reply {
+            Reply::Range(r) => (&r.kvs[..], true),
+            Reply::Put(p) => (p.prev_kv.as_slice(), true),
+            Reply::DeleteRange(d) => (&d.prev_kvs[..], false),
+            Reply::Txn(_) | Reply::Compact(_) => (&[][..], false),
+        };
+        self.seen.push(self.current);
+        for kv in kvs {
+            if with_mod {
+                self.seen.push(kv.mod_revision);
+            }
+            self.seen.push(kv.create_revision);
         }
-        self.seen.extend(seen);
         let excess = self.seen.len().saturating_sub(SEEN_MAX);
         self.seen.drain(..excess);
+        // keys_only replies carry no values
+        self.seen_values.extend(kvs.iter().filter(|kv| !kv.value.is_empty()).map(|kv| kv.value.clone()));
+        let excess = self.seen_values.len().saturating_sub(SEEN_MAX);
+        self.seen_values.drain(..excess);
     }
 }
 
@@ -525,9 +714,18 @@ fn note(tally: &mut Tally, answer: &Answer) {
     };
     tally.ok += 1;
     let notes: &[(&'static str, bool)] = match reply {
-        Reply::Range(r) => &[("returned keys", !r.kvs.is_empty()), ("more", r.more)],
+        Reply::Range(r) => &[
+            ("returned keys", !r.kvs.is_empty()),
+            ("returned over 12 keys", r.kvs.len() > 12),
+            ("counted over 12 keys", r.count > 12),
+            ("more", r.more),
+        ],
         Reply::Put(p) => &[("returned prev_kv", p.prev_kv.is_some())],
-        Reply::DeleteRange(d) => &[("deleted keys", d.deleted > 0), ("returned prev_kvs", !d.prev_kvs.is_empty())],
+        Reply::DeleteRange(d) => &[
+            ("deleted keys", d.deleted > 0),
+            ("deleted over 12 keys", d.deleted > 12),
+            ("returned prev_kvs", !d.prev_kvs.is_empty()),
+        ],
         Reply::Txn(t) => &[
             ("succeeded", t.succeeded),
             ("nested txn ran", t.responses.iter().any(|r| matches!(r.response, Some(Response::ResponseTxn(_))))),
@@ -574,9 +772,9 @@ fn readable(value: &impl std::fmt::Debug) -> String {
     out
 }
 
-fn fail(index: usize, seed: u64, op: &Op, etcd: &Answer, t4: &Answer) -> ! {
+fn fail(test: &str, index: usize, seed: u64, op: &Op, etcd: &Answer, t4: &Answer) -> ! {
     panic!(
-        "op {index} (seed {seed}, reproduce with T4_DIFF_SEED={seed}): T4's answer differs from etcd's\n\
+        "{test}: op {index} (seed {seed}, reproduce with T4_DIFF_SEED={seed}): T4's answer differs from etcd's\n\
          request: {}\netcd:    {}\nt4:      {}",
         readable(op),
         readable(etcd),
@@ -586,9 +784,20 @@ fn fail(index: usize, seed: u64, op: &Op, etcd: &Answer, t4: &Answer) -> ! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t4_answers_a_random_kv_workload_exactly_as_etcd_does() {
+    run("differential", Universe::narrow(), "T4_DIFF_OPS", DEFAULT_OPS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t4_answers_a_wide_kv_workload_exactly_as_etcd_does() {
+    run("differential (wide)", Universe::wide(), "T4_DIFF_WIDE_OPS", DEFAULT_WIDE_OPS).await;
+}
+
+/// Runs `ops_var` (else `default_ops`) ops drawn from `universe` against a fresh etcd and a fresh T4,
+/// then reads back the retained history; panics at the first answer that differs.
+async fn run(test: &str, universe: Universe, ops_var: &str, default_ops: usize) {
     let seed = env_number("T4_DIFF_SEED").unwrap_or(DEFAULT_SEED);
-    let ops = env_number("T4_DIFF_OPS").map_or(DEFAULT_OPS, |n| n as usize);
-    println!("differential: seed {seed}, {ops} ops (set T4_DIFF_SEED / T4_DIFF_OPS to change)");
+    let ops = env_number(ops_var).map_or(default_ops, |n| n as usize);
+    println!("{test}: seed {seed}, {ops} ops (set T4_DIFF_SEED / {ops_var} to change)");
     let started = Instant::now();
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -599,13 +808,13 @@ async fn t4_answers_a_random_kv_workload_exactly_as_etcd_does() {
     let (etcd, t4) = (etcd.await.expect("start etcd"), t4.await.expect("start t4"));
     let (mut etcd_kv, mut t4_kv) = (etcd.kv().await, t4.kv().await);
 
-    let mut generator = Generator::new(seed);
+    let mut generator = Generator::new(seed, universe);
     let mut tallies: BTreeMap<&'static str, Tally> = BTreeMap::new();
     for index in 0..ops {
         let op = generator.op();
         let (etcd_answer, t4_answer) = tokio::join!(send("etcd", &mut etcd_kv, &op), send("t4", &mut t4_kv, &op));
         if etcd_answer != t4_answer {
-            fail(index, seed, &op, &etcd_answer, &t4_answer);
+            fail(test, index, seed, &op, &etcd_answer, &t4_answer);
         }
         note(tallies.entry(op.kind()).or_default(), &etcd_answer);
         generator.observe(&op, &etcd_answer);
@@ -618,12 +827,12 @@ async fn t4_answers_a_random_kv_workload_exactly_as_etcd_does() {
         let op = Op::Range(RangeRequest { key: vec![0], range_end: vec![0], revision, ..Default::default() });
         let (etcd_answer, t4_answer) = tokio::join!(send("etcd", &mut etcd_kv, &op), send("t4", &mut t4_kv, &op));
         if etcd_answer != t4_answer {
-            fail(ops, seed, &op, &etcd_answer, &t4_answer);
+            fail(test, ops, seed, &op, &etcd_answer, &t4_answer);
         }
     }
 
     println!(
-        "differential: {ops} ops agreed, then {revisions} revisions of history; revision {}, compacted at {}; {:.1?}",
+        "{test}: {ops} ops agreed, then {revisions} revisions of history; revision {}, compacted at {}; {:.1?}",
         generator.current,
         generator.compact,
         started.elapsed()
