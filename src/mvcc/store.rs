@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot};
 
-use super::encoding::{Version, decode_history_key, escaped_key, history_key, meta, revision_bytes};
+use super::encoding::{Version, decode_history_key, decode_revision, escaped_key, history_key, meta, revision_bytes};
 use super::{KeySpan, RangeEnd, VersionReader};
 use crate::config::JOURNAL_BYTES_MAX;
 use crate::error::{Error, Result};
@@ -348,21 +348,44 @@ impl ReadView {
     /// Counts keys whose newest version at or below `rev` is live, reading only the version tag.
     fn count_history(&self, span: &KeySpan, rev: i64) -> Result<i64> {
         let mut count = 0;
+        self.newest_in_history(span, rev, |_, record| {
+            count += i64::from(!Version::is_tombstone_record(record)?);
+            Ok(true)
+        })?;
+        Ok(count)
+    }
+
+    /// Hands `newest` the newest record at or below `rev` of each key in `span` (tombstones included),
+    /// with its `kv` key, in key order, until it returns false. Versions of one key are adjacent and
+    /// ascending, so one pass remembers the last fitting one; nothing else is decoded.
+    fn newest_in_history(
+        &self,
+        span: &KeySpan,
+        rev: i64,
+        mut newest: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
         let mut group: Vec<u8> = Vec::new();
-        let mut newest_is_live: Option<bool> = None;
+        let mut candidate: Option<(fjall::Slice, fjall::Slice)> = None;
         for item in self.history_iter(span) {
             let (k, v) = item.into_inner()?;
-            let prefix = &k[..k.len().saturating_sub(8)];
+            let split = k.len().checked_sub(8).ok_or_else(|| Error::Corrupt(format!("history key {k:02x?}")))?;
+            let (prefix, version_rev) = k.split_at(split);
             if prefix != group.as_slice() {
-                count += i64::from(newest_is_live.take().unwrap_or(false));
+                if let Some((key, record)) = candidate.take()
+                    && !newest(&key, &record)?
+                {
+                    return Ok(());
+                }
                 group = prefix.to_vec();
             }
-            let (_, version_rev) = decode_history_key(&k)?;
-            if version_rev <= rev {
-                newest_is_live = Some(!Version::is_tombstone_record(&v)?);
+            if decode_revision(version_rev)? <= rev {
+                candidate = Some((k, v));
             }
         }
-        Ok(count + i64::from(newest_is_live.unwrap_or(false)))
+        if let Some((key, record)) = candidate {
+            newest(&key, &record)?;
+        }
+        Ok(())
     }
 
     /// Iterates `kv` over every version of the keys in `span`.
@@ -393,35 +416,14 @@ impl ReadView {
     }
 
     fn visit_history(&self, span: &KeySpan, rev: i64, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
-        let iter = self.history_iter(span);
-        // Versions of one key are adjacent and ascending: keep the newest at or below `rev`.
-        let mut group: Vec<u8> = Vec::new();
-        let mut candidate: Option<(Vec<u8>, fjall::Slice)> = None;
-        let mut emit = |candidate: &mut Option<(Vec<u8>, fjall::Slice)>| -> Result<bool> {
-            if let Some((key, value)) = candidate.take() {
-                let version = Version::decode(&value)?;
-                if !version.is_tombstone() {
-                    return Ok(visit(&key, version));
-                }
+        self.newest_in_history(span, rev, |k, record| {
+            let version = Version::decode(record)?;
+            if version.is_tombstone() {
+                return Ok(true);
             }
-            Ok(true)
-        };
-        for item in iter {
-            let (k, v) = item.into_inner()?;
-            let prefix = &k[..k.len().saturating_sub(8)];
-            if prefix != group.as_slice() {
-                if !emit(&mut candidate)? {
-                    return Ok(());
-                }
-                group = prefix.to_vec();
-            }
-            let (key, version_rev) = decode_history_key(&k)?;
-            if version_rev <= rev {
-                candidate = Some((key, v));
-            }
-        }
-        emit(&mut candidate)?;
-        Ok(())
+            let (key, _) = decode_history_key(k)?;
+            Ok(visit(&key, version))
+        })
     }
 }
 

@@ -1,7 +1,6 @@
 //! The store on disk: group commits, reads at any revision, and physical compaction.
 
 use super::*;
-use crate::mvcc::encoding::decode_revision;
 use crate::mvcc::range::collect;
 
 fn put(key: &str, value: &str, create_revision: i64, version: i64) -> LogEvent {
