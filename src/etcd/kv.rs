@@ -35,9 +35,7 @@ impl Services {
     /// does; the rest go through the sequencer.
     pub async fn txn(&self, txn: TxnRequest) -> crate::Result<TxnResponse> {
         if eval::is_read_only(&txn) {
-            let proposal = Proposal::Txn(txn);
-            validate::validate(&proposal, self.sequencer.limits())?;
-            let Proposal::Txn(txn) = proposal else { unreachable!("built just above") };
+            validate::validate_txn(&txn, self.sequencer.limits())?;
             let store = self.store.clone();
             return self.reads.run(move || eval::read_only_txn(&store.read_view()?, &txn)).await?;
         }

@@ -31,14 +31,21 @@ pub fn validate(proposal: &Proposal, limits: Limits) -> Result<()> {
             check_delete(r)?;
             r.encoded_len()
         }
-        Proposal::Txn(r) => {
-            check_txn(r, limits.max_txn_ops)?;
-            check_intervals(&r.success)?;
-            check_intervals(&r.failure)?;
-            r.encoded_len()
-        }
+        Proposal::Txn(r) => return validate_txn(r, limits),
         Proposal::Compact(r) => r.encoded_len(),
     };
+    check_size(encoded_len, limits)
+}
+
+/// Validates a transaction as etcd's gRPC layer does (also for ones answered without the sequencer).
+pub fn validate_txn(r: &TxnRequest, limits: Limits) -> Result<()> {
+    check_txn(r, limits.max_txn_ops)?;
+    check_intervals(&r.success)?;
+    check_intervals(&r.failure)?;
+    check_size(r.encoded_len(), limits)
+}
+
+fn check_size(encoded_len: usize, limits: Limits) -> Result<()> {
     if encoded_len > limits.max_request_bytes {
         return Err(Error::RequestTooLarge);
     }
