@@ -72,6 +72,22 @@ impl Server {
         }
     }
 
+    /// Starts the server a behaviour test runs against: T4, or the reference etcd 3.4 when
+    /// `T4_TEST_REFERENCE=etcd` (to check that the test itself pins etcd's behaviour). `t4_args`
+    /// are passed to T4 only.
+    pub fn start_under_test(data_dir: &Path, t4_args: &[&str]) -> Server {
+        match std::env::var("T4_TEST_REFERENCE").as_deref() {
+            Ok("etcd") => Self::start_etcd(data_dir),
+            Ok("") | Ok("t4") | Err(_) => Self::start_t4(data_dir, t4_args),
+            Ok(other) => panic!("T4_TEST_REFERENCE={other}: expected `etcd` or `t4`"),
+        }
+    }
+
+    /// Whether [`Server::start_under_test`] starts the reference etcd.
+    pub fn testing_reference() -> bool {
+        std::env::var("T4_TEST_REFERENCE").as_deref() == Ok("etcd")
+    }
+
     /// Starts a reference etcd 3.4 (Debian's `etcd-server`) on free loopback ports.
     pub fn start_etcd(data_dir: &Path) -> Server {
         for _attempt in 0..3 {
