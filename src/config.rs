@@ -25,6 +25,22 @@ pub const DEFAULT_GROUPS_IN_FLIGHT_MAX: usize = 2;
 pub const JOURNAL_BYTES_MAX: u64 = 128 * 1024 * 1024;
 /// How long an idle executor polls for work before it sleeps (0: sleep at once).
 pub const DEFAULT_SPIN_BEFORE_PARK_US: u64 = 0;
+/// Shortest lease TTL in seconds; shorter grants are raised to it. etcd derives its minimum from the
+/// election timeout (ceil(1.5 × 1 s) with its defaults); T4 keeps the same value so clients see the same.
+pub const LEASE_TTL_MIN_SECONDS: i64 = 2;
+/// Longest lease TTL in seconds (etcd's `MaxLeaseTTL`).
+pub const LEASE_TTL_MAX_SECONDS: i64 = 9_000_000_000;
+/// How often each shard checks its leases for expiry (and streams for departed clients).
+pub const LEASE_TICK_MS: u64 = 100;
+/// Expired leases one shard proposes to revoke per tick at most (etcd revokes 1000 per second).
+pub const LEASE_REVOKES_PER_TICK_MAX: usize = 100;
+/// Encoded watch responses a stream may have queued for a client that has not taken them; beyond
+/// it, the stream's watchers stop getting live events and catch up from the log once it drains.
+pub const WATCH_STREAM_BUFFER_BYTES: usize = 2 * 1024 * 1024;
+/// Log bytes one catch-up read takes at most (bounds the memory and the pause of one batch).
+pub const WATCH_CATCH_UP_BYTES_MAX: usize = 1024 * 1024;
+/// etcd's default interval between progress notifications for watchers that asked for them.
+pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL_MS: u64 = 10 * 60 * 1000;
 /// How long a graceful shutdown waits for in-flight requests before closing connections.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
@@ -69,6 +85,11 @@ pub struct Config {
     #[arg(long, env = "T4_SPIN_BEFORE_PARK_US", default_value_t = DEFAULT_SPIN_BEFORE_PARK_US)]
     pub spin_before_park_us: u64,
 
+    /// Milliseconds between progress notifications to idle watchers that asked for them (etcd's
+    /// --experimental-watch-progress-notify-interval).
+    #[arg(long, env = "T4_WATCH_PROGRESS_NOTIFY_INTERVAL_MS", default_value_t = DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL_MS)]
+    pub watch_progress_notify_interval_ms: u64,
+
     /// Milliseconds a graceful shutdown waits for in-flight requests.
     #[arg(long, env = "T4_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
@@ -88,6 +109,7 @@ impl Config {
             groups_in_flight_max: DEFAULT_GROUPS_IN_FLIGHT_MAX,
             spin_before_park_us: DEFAULT_SPIN_BEFORE_PARK_US,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            watch_progress_notify_interval_ms: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL_MS,
         }
     }
 

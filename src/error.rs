@@ -30,9 +30,18 @@ pub enum Error {
     /// The request reads or compacts at a revision not yet written.
     #[error("mvcc: required revision is a future revision")]
     FutureRevision,
-    /// A lease id that does not exist (leases are not granted yet on this node).
+    /// A lease id that does not exist.
     #[error("requested lease not found")]
     LeaseNotFound,
+    /// A lease grant naming an id that is already granted.
+    #[error("lease already exists")]
+    LeaseExists,
+    /// A lease grant with a TTL above etcd's maximum.
+    #[error("too large lease TTL")]
+    LeaseTtlTooLarge,
+    /// A watch ended by the node, with the reason.
+    #[error("watch canceled: {0}")]
+    WatchCanceled(String),
     /// A write request larger than `max_request_bytes`.
     #[error("request is too large")]
     RequestTooLarge,

@@ -20,12 +20,16 @@ mod mvcc;
 mod node;
 mod runtime;
 mod sequencer;
+mod shard;
 mod types;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use node::Node;
-pub use types::{Compare, CompareOp, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse, prefix_end};
+pub use node::{Node, Watch};
+pub use types::{
+    Compare, CompareOp, Event, EventKind, KeyValue, Lease, LeaseStatus, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    WatchOptions, prefix_end,
+};
 
 /// Defaults and limits of [`Config`].
 pub mod defaults {

@@ -2,19 +2,26 @@
 //! `t4 run` is a `Node` with a listen address; embedded programs open one in-process. Every method
 //! is `async` over flume channels, so it works from any async runtime.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::config::Config;
+use futures_lite::Stream;
+use tonic::codegen::BoxStream;
+
+use crate::config::{Config, GRPC_OVERHEAD_BYTES};
 use crate::error::{Error, Result};
 use crate::etcd::Services;
 use crate::mvcc::{Store, VersionReader};
 use crate::proto::etcdserverpb as pb;
 use crate::runtime::blocking::BlockingPool;
 use crate::runtime::{Executors, Plan, bind_listeners};
-use crate::sequencer::{Limits, Outcome, Proposal, Sequencer};
-use crate::types::{KeyValue, Txn, TxnResponse, prefix_end};
+use crate::sequencer::{Limits, Outcome, Proposal, SUBSCRIBER_GROUPS_MAX, Sequencer};
+use crate::shard::{ShardActor, ShardContext};
+use crate::types::{Event, KeyValue, Lease, LeaseStatus, Txn, TxnResponse, WatchOptions, prefix_end};
 
 /// Threads answering scans off the executors.
 const READ_THREADS: usize = 2;
@@ -37,8 +44,20 @@ impl Node {
         let cores = config.cores();
         let store = Store::open(&config.data_dir)?;
         let limits = Limits { max_request_bytes: config.max_request_bytes, max_txn_ops: config.max_txn_ops };
-        let (sequencer, handle) =
-            Sequencer::new(store.clone(), limits, config.group_proposals_max, config.groups_in_flight_max)?;
+        let mut subscribers = Vec::with_capacity(cores);
+        let mut group_receivers = Vec::with_capacity(cores);
+        for _ in 0..cores {
+            let (tx, rx) = flume::bounded(SUBSCRIBER_GROUPS_MAX);
+            subscribers.push(tx);
+            group_receivers.push(rx);
+        }
+        let (sequencer, handle) = Sequencer::new(
+            store.clone(),
+            limits,
+            config.group_proposals_max,
+            config.groups_in_flight_max,
+            subscribers,
+        )?;
         let (reads, _threads) = BlockingPool::start("read", READ_THREADS)?;
         let (listeners, local_addr) = match config.listen {
             Some(addr) => {
@@ -47,6 +66,19 @@ impl Node {
             }
             None => (Vec::new(), None),
         };
+        let context = ShardContext {
+            store: store.clone(),
+            reads: reads.clone(),
+            sequencer: handle.clone(),
+            fragment_bytes: config.max_request_bytes + GRPC_OVERHEAD_BYTES,
+            progress_interval: Duration::from_millis(config.watch_progress_notify_interval_ms.max(1)),
+        };
+        let (shards, shard_handles): (Vec<_>, Vec<_>) = group_receivers
+            .into_iter()
+            .enumerate()
+            .map(|(index, groups)| ShardActor::new(index, cores, groups, context.clone()))
+            .unzip();
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let services = Services {
             store,
             sequencer: handle,
@@ -54,13 +86,17 @@ impl Node {
             name: config.name.clone(),
             client_addr: local_addr,
             max_request_bytes: config.max_request_bytes,
+            shards: Arc::from(shard_handles),
+            shutdown: shutdown_rx,
         };
         let executors = Executors::start(Plan {
             cores,
             listeners,
             routes: services.clone().routes(),
             sequencer,
+            shards,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
+            shutdown,
             spin_before_park: Duration::from_micros(config.spin_before_park_us),
         })?;
         Ok(Node { running: Mutex::new(Some(Running { services, executors })), local_addr })
@@ -83,6 +119,16 @@ impl Node {
     /// Puts `value` at `key`; returns the revision of the write.
     pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<i64> {
         let put = pb::PutRequest { key: key.into(), value: value.into(), ..Default::default() };
+        match self.propose(Proposal::Put(put)).await? {
+            Outcome::Put(resp) => Ok(resp.header.map_or(0, |h| h.revision)),
+            other => Err(Error::Runtime(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Puts `value` at `key` attached to lease `lease` (the key is deleted when the lease ends);
+    /// returns the revision of the write.
+    pub async fn put_with_lease(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>, lease: i64) -> Result<i64> {
+        let put = pb::PutRequest { key: key.into(), value: value.into(), lease, ..Default::default() };
         match self.propose(Proposal::Put(put)).await? {
             Outcome::Put(resp) => Ok(resp.header.map_or(0, |h| h.revision)),
             other => Err(Error::Runtime(format!("unexpected outcome {other:?}"))),
@@ -149,6 +195,85 @@ impl Node {
         services.reads.run(move || Ok(store.read_view()?.current_revision())).await?
     }
 
+    /// Watches the keys of `key`/`range_end` in etcd's terms (an empty `range_end`: the key alone;
+    /// `[0]`: every key from `key`) from `start_revision` (0: from now; a past revision replays
+    /// history first). Events arrive in revision order; dropping the [`Watch`] cancels it.
+    pub async fn watch(
+        &self,
+        key: impl Into<Vec<u8>>,
+        range_end: impl Into<Vec<u8>>,
+        start_revision: i64,
+        options: WatchOptions,
+    ) -> Result<Watch> {
+        use pb::watch_create_request::FilterType;
+        let mut filters = Vec::new();
+        if options.no_put {
+            filters.push(FilterType::Noput as i32);
+        }
+        if options.no_delete {
+            filters.push(FilterType::Nodelete as i32);
+        }
+        let create = pb::WatchCreateRequest {
+            key: key.into(),
+            range_end: range_end.into(),
+            start_revision,
+            prev_kv: options.prev_kv,
+            filters,
+            ..Default::default()
+        };
+        let (requests, requests_rx) = flume::bounded(1);
+        let request = pb::WatchRequest { request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)) };
+        requests.send(Ok(request)).map_err(|_| Error::Closed)?;
+        let responses = self.services()?.open_watch(Box::pin(requests_rx.into_stream())).await?;
+        Ok(Watch { _requests: requests, responses, pending: VecDeque::new(), finished: false })
+    }
+
+    /// Watches every key starting with `prefix` (see [`Node::watch`]).
+    pub async fn watch_prefix(
+        &self,
+        prefix: impl Into<Vec<u8>>,
+        start_revision: i64,
+        options: WatchOptions,
+    ) -> Result<Watch> {
+        let prefix = prefix.into();
+        let end = prefix_end(&prefix);
+        let key = if prefix.is_empty() { vec![0] } else { prefix };
+        self.watch(key, end, start_revision, options).await
+    }
+
+    /// Grants a lease of `ttl` seconds (raised to the minimum, 2 s, if lower) with an id the node picks.
+    pub async fn grant(&self, ttl: i64) -> Result<Lease> {
+        let resp = self.services()?.lease_grant(pb::LeaseGrantRequest { ttl, id: 0 }).await?;
+        Ok(Lease { id: resp.id, ttl: resp.ttl })
+    }
+
+    /// Renews lease `id` for its full TTL; returns the TTL. A lease that expired cannot be renewed.
+    pub async fn keep_alive(&self, id: i64) -> Result<i64> {
+        match self.services()?.lease_keep_alive_once(id).await?.ttl {
+            0 => Err(Error::LeaseNotFound),
+            ttl => Ok(ttl),
+        }
+    }
+
+    /// Revokes lease `id`: its keys are deleted at one revision.
+    pub async fn revoke(&self, id: i64) -> Result<()> {
+        self.services()?.lease_revoke(pb::LeaseRevokeRequest { id }).await.map(|_| ())
+    }
+
+    /// The TTLs and keys of lease `id`.
+    pub async fn time_to_live(&self, id: i64) -> Result<LeaseStatus> {
+        let resp = self.services()?.lease_time_to_live(pb::LeaseTimeToLiveRequest { id, keys: true }).await?;
+        if resp.ttl == -1 {
+            return Err(Error::LeaseNotFound);
+        }
+        Ok(LeaseStatus { id, granted_ttl: resp.granted_ttl, ttl: resp.ttl, keys: resp.keys })
+    }
+
+    /// The ids of every lease, in id order.
+    pub async fn leases(&self) -> Result<Vec<i64>> {
+        Ok(self.services()?.lease_leases().await?.leases.into_iter().map(|l| l.id).collect())
+    }
+
     /// Stops serving: refuses new connections, lets in-flight requests finish, commits and syncs
     /// everything accepted, and releases the data directory. Calling it again does nothing.
     pub async fn close(&self) -> Result<()> {
@@ -171,6 +296,61 @@ impl Drop for Node {
             executors.signal_shutdown();
             let sequencer = services.sequencer.clone();
             std::thread::spawn(move || futures_lite::future::block_on(sequencer.stop()));
+        }
+    }
+}
+
+/// A watch on an embedded node: a [`Stream`] of events in revision order (also readable with
+/// [`Watch::next`]). It ends with an error if the watch is cancelled (a start revision that was
+/// compacted: [`Error::Compacted`]) and ends when the node closes. Dropping it cancels the watch.
+pub struct Watch {
+    /// Keeps the request side open: the node serves the watch while it is.
+    _requests: flume::Sender<std::result::Result<pb::WatchRequest, tonic::Status>>,
+    responses: BoxStream<pb::WatchResponse>,
+    /// Events of a response not handed out yet.
+    pending: VecDeque<Event>,
+    finished: bool,
+}
+
+impl Watch {
+    /// The next event; `None` once the watch has ended.
+    pub async fn next(&mut self) -> Option<Result<Event>> {
+        futures_lite::StreamExt::next(self).await
+    }
+}
+
+impl Stream for Watch {
+    type Item = Result<Event>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Event>>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            if self.finished {
+                return Poll::Ready(None);
+            }
+            let response = match self.responses.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    self.finished = true;
+                    continue;
+                }
+                Poll::Ready(Some(Err(status))) => {
+                    self.finished = true;
+                    return Poll::Ready(Some(Err(Error::WatchCanceled(status.message().to_string()))));
+                }
+                Poll::Ready(Some(Ok(response))) => response,
+            };
+            if response.compact_revision != 0 {
+                self.finished = true;
+                return Poll::Ready(Some(Err(Error::Compacted)));
+            }
+            if response.canceled {
+                self.finished = true;
+                return Poll::Ready(Some(Err(Error::WatchCanceled(response.cancel_reason))));
+            }
+            self.pending.extend(response.events.into_iter().map(Event::from));
         }
     }
 }

@@ -108,8 +108,8 @@ impl Compare {
 /// One operation of a transaction branch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TxnOp {
-    /// Put a value (and return the previous key-value).
-    Put { key: Vec<u8>, value: Vec<u8> },
+    /// Put a value, attached to `lease` (0: none), and return the previous key-value.
+    Put { key: Vec<u8>, value: Vec<u8>, lease: i64 },
     /// Read the keys of `[key, end)` (an empty `end`: the key alone).
     Get { key: Vec<u8>, end: Vec<u8> },
     /// Delete the keys of `[key, end)` (an empty `end`: the key alone).
@@ -121,7 +121,11 @@ pub enum TxnOp {
 impl TxnOp {
     /// Put `value` at `key`.
     pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> TxnOp {
-        TxnOp::Put { key: key.into(), value: value.into() }
+        TxnOp::Put { key: key.into(), value: value.into(), lease: 0 }
+    }
+    /// Put `value` at `key`, attached to lease `lease`.
+    pub fn put_with_lease(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>, lease: i64) -> TxnOp {
+        TxnOp::Put { key: key.into(), value: value.into(), lease }
     }
     /// Read `key`.
     pub fn get(key: impl Into<Vec<u8>>) -> TxnOp {
@@ -134,9 +138,13 @@ impl TxnOp {
 
     fn into_proto(self) -> pb::RequestOp {
         let request = match self {
-            TxnOp::Put { key, value } => {
-                request_op::Request::RequestPut(pb::PutRequest { key, value, prev_kv: true, ..Default::default() })
-            }
+            TxnOp::Put { key, value, lease } => request_op::Request::RequestPut(pb::PutRequest {
+                key,
+                value,
+                lease,
+                prev_kv: true,
+                ..Default::default()
+            }),
             TxnOp::Get { key, end } => {
                 request_op::Request::RequestRange(pb::RangeRequest { key, range_end: end, ..Default::default() })
             }
@@ -244,4 +252,61 @@ mod tests {
         assert_eq!(prefix_end(b"\xff\xff"), b"\x00");
         assert_eq!(prefix_end(b""), b"\x00");
     }
+}
+
+/// What happened to a key, as a watch reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    /// The key after the change; for a delete, only `key` and `mod_revision` (the delete's revision)
+    /// are set, as in etcd.
+    pub kv: KeyValue,
+    /// The key before the change, if [`WatchOptions::prev_kv`] was asked and it existed.
+    pub prev_kv: Option<KeyValue>,
+}
+
+impl From<mvccpb::Event> for Event {
+    fn from(event: mvccpb::Event) -> Event {
+        let kind =
+            if event.r#type == mvccpb::event::EventType::Delete as i32 { EventKind::Delete } else { EventKind::Put };
+        Event { kind, kv: event.kv.map(Into::into).unwrap_or_default(), prev_kv: event.prev_kv.map(Into::into) }
+    }
+}
+
+/// How a watch filters and reports events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// Report each key's previous value with its events.
+    pub prev_kv: bool,
+    /// Leave out puts.
+    pub no_put: bool,
+    /// Leave out deletes.
+    pub no_delete: bool,
+}
+
+/// A granted lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub id: i64,
+    /// The granted TTL in seconds (raised to the minimum if asked lower).
+    pub ttl: i64,
+}
+
+/// A lease's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseStatus {
+    pub id: i64,
+    /// The granted TTL in seconds.
+    pub granted_ttl: i64,
+    /// Whole seconds left before it expires.
+    pub ttl: i64,
+    /// The keys attached to it, in key order.
+    pub keys: Vec<Vec<u8>>,
 }

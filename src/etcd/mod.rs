@@ -1,11 +1,13 @@
-//! The etcd v3 gRPC services: thin `Send` proxies that read a store snapshot or message the
-//! sequencer. Services not built yet (Watch, Lease, Auth) are absent from the routes, so clients get
-//! `Unimplemented`.
+//! The etcd v3 gRPC services: thin `Send` proxies that read a store snapshot or message an actor
+//! (the sequencer, or a shard). Services not built yet (Auth) are absent from the routes, so clients
+//! get `Unimplemented`.
 
 mod cluster;
 mod kv;
+mod lease;
 mod maintenance;
 pub mod status;
+mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,9 +17,12 @@ use crate::mvcc::Store;
 use crate::proto::etcdserverpb::ResponseHeader;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::runtime::blocking::BlockingPool;
 use crate::sequencer::SequencerHandle;
+use crate::shard::ShardHandle;
 
 /// What every service handler shares. Cheap to clone; owns no state of its own.
 #[derive(Clone)]
@@ -28,6 +33,10 @@ pub struct Services {
     pub name: String,
     pub client_addr: Option<SocketAddr>,
     pub max_request_bytes: usize,
+    /// One handle per core's shard actor, in core order.
+    pub shards: Arc<[ShardHandle]>,
+    /// Becomes true when the node shuts down (long-lived streams end then).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Services {
@@ -48,6 +57,8 @@ impl Services {
         let max_message = self.max_request_bytes + GRPC_OVERHEAD_BYTES;
         let routes = tonic::service::Routes::new(KvServer::new(self.clone()).max_decoding_message_size(max_message))
             .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(max_message))
+            .add_service(WatchServer::new(self.clone()).max_decoding_message_size(max_message))
+            .add_service(LeaseServer::new(self.clone()).max_decoding_message_size(max_message))
             .add_service(ClusterServer::new(self));
         status::FrameLimitCompat { inner: routes }
     }

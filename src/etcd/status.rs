@@ -17,8 +17,11 @@ pub fn to_status(error: Error) -> Status {
         Error::Compacted => (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
         Error::FutureRevision => (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"),
         Error::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found"),
+        Error::LeaseExists => (Code::FailedPrecondition, "etcdserver: lease already exists"),
+        Error::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
         Error::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
         Error::Closed => (Code::Unavailable, "etcdserver: server stopped"),
+        Error::WatchCanceled(_) => (Code::Cancelled, "etcdserver: watch canceled"),
         Error::Storage(_)
         | Error::Corrupt(_)
         | Error::Runtime(_)

@@ -1,32 +1,56 @@
-//! The log record: everything one revision changed, in the order it changed it. The same bytes are the
-//! `log` keyspace's values, and (later) the payload of WAL objects in object storage and peer frames.
+//! The log record: everything one log entry changed, in the order it changed it. The same bytes are
+//! the `log` keyspace's values, and (later) the payload of WAL objects in object storage and peer frames.
+//!
+//! A record is identified by `(revision, sub)`. A record that changes keys opens a new revision and
+//! has `sub` 0; lease grants and revokes that delete no key consume no revision (as in etcd), so they
+//! follow the revision they happened after with `sub` 1, 2, ... Sorting by `(revision, sub)` is
+//! commit order.
 //!
 //! Frame: `[payload len u32 BE][crc32c(payload) u32 BE][payload]`; payload:
-//! `[format u8][revision i64][event count u32]` then each event
-//! `[kind u8][key len u32][key]` and, for puts, `[create i64][version i64][lease i64][value len u32][value]`.
+//! `[format u8][revision i64][sub u32][event count u32]` then each event `[kind u8]` and:
+//! put `[key len u32][key][create i64][version i64][lease i64][value len u32][value]`;
+//! delete `[key len u32][key]`; lease grant `[id i64][ttl i64]`; lease revoke `[id i64]`.
 
 use crate::error::{Error, Result};
 
-const FORMAT_V1: u8 = 1;
+const FORMAT_V2: u8 = 2;
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
+const KIND_LEASE_GRANT: u8 = 3;
+const KIND_LEASE_REVOKE: u8 = 4;
 const FRAME_HEADER_BYTES: usize = 8;
 
-/// One change inside a revision.
+/// One change inside a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogEvent {
     /// `key` now holds `value` (its mod revision is the record's revision).
     Put { key: Vec<u8>, value: Vec<u8>, create_revision: i64, version: i64, lease: i64 },
     /// `key` was deleted.
     Delete { key: Vec<u8> },
+    /// Lease `id` was granted with `ttl` seconds.
+    LeaseGrant { id: i64, ttl: i64 },
+    /// Lease `id` was revoked (its keys' deletes are in the same record).
+    LeaseRevoke { id: i64 },
 }
 
-/// All changes of one revision.
+impl LogEvent {
+    /// The key a put or delete changed.
+    pub fn key(&self) -> Option<&[u8]> {
+        match self {
+            LogEvent::Put { key, .. } | LogEvent::Delete { key } => Some(key),
+            LogEvent::LeaseGrant { .. } | LogEvent::LeaseRevoke { .. } => None,
+        }
+    }
+}
+
+/// All changes of one log entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
-    /// The revision these events were committed at.
+    /// The revision these events were committed at (for a lease-only record: the revision it follows).
     pub revision: i64,
-    /// The changes, in the order the transaction made them.
+    /// 0 for a record that opened `revision`; 1, 2, ... for lease-only records after it.
+    pub sub: u32,
+    /// The changes, in the order they were made.
     pub events: Vec<LogEvent>,
 }
 
@@ -68,8 +92,9 @@ impl LogRecord {
     /// The framed, checksummed bytes of this record.
     pub fn encode(&self) -> Vec<u8> {
         let mut payload = Vec::with_capacity(64);
-        payload.push(FORMAT_V1);
+        payload.push(FORMAT_V2);
         payload.extend_from_slice(&self.revision.to_be_bytes());
+        payload.extend_from_slice(&self.sub.to_be_bytes());
         let count = u32::try_from(self.events.len()).expect("events are bounded by max_txn_ops");
         payload.extend_from_slice(&count.to_be_bytes());
         for event in &self.events {
@@ -85,6 +110,15 @@ impl LogRecord {
                 LogEvent::Delete { key } => {
                     payload.push(KIND_DELETE);
                     put_bytes(&mut payload, key);
+                }
+                LogEvent::LeaseGrant { id, ttl } => {
+                    payload.push(KIND_LEASE_GRANT);
+                    payload.extend_from_slice(&id.to_be_bytes());
+                    payload.extend_from_slice(&ttl.to_be_bytes());
+                }
+                LogEvent::LeaseRevoke { id } => {
+                    payload.push(KIND_LEASE_REVOKE);
+                    payload.extend_from_slice(&id.to_be_bytes());
                 }
             }
         }
@@ -110,10 +144,11 @@ impl LogRecord {
         }
         let mut r = Reader { bytes: payload };
         let format = r.u8()?;
-        if format != FORMAT_V1 {
+        if format != FORMAT_V2 {
             return Err(Error::Corrupt(format!("log record format {format}")));
         }
         let revision = r.i64()?;
+        let sub = r.u32()?;
         let count = r.u32()? as usize;
         let mut events = Vec::with_capacity(count.min(1024));
         for _ in 0..count {
@@ -124,6 +159,8 @@ impl LogRecord {
                     LogEvent::Put { key, value: r.bytes()?, create_revision, version, lease }
                 }
                 KIND_DELETE => LogEvent::Delete { key: r.bytes()? },
+                KIND_LEASE_GRANT => LogEvent::LeaseGrant { id: r.i64()?, ttl: r.i64()? },
+                KIND_LEASE_REVOKE => LogEvent::LeaseRevoke { id: r.i64()? },
                 kind => return Err(Error::Corrupt(format!("log event kind {kind}"))),
             };
             events.push(event);
@@ -131,7 +168,7 @@ impl LogRecord {
         if !r.bytes.is_empty() {
             return Err(Error::Corrupt("trailing bytes in log record payload".into()));
         }
-        Ok(LogRecord { revision, events })
+        Ok(LogRecord { revision, sub, events })
     }
 }
 
@@ -142,10 +179,12 @@ mod tests {
     fn sample() -> LogRecord {
         LogRecord {
             revision: 42,
+            sub: 0,
             events: vec![
                 LogEvent::Put { key: b"a\x00".to_vec(), value: vec![], create_revision: 40, version: 3, lease: 0 },
                 LogEvent::Delete { key: b"b".to_vec() },
                 LogEvent::Put { key: b"c".to_vec(), value: vec![7; 300], create_revision: 42, version: 1, lease: 9 },
+                LogEvent::LeaseRevoke { id: 9 },
             ],
         }
     }
@@ -154,8 +193,10 @@ mod tests {
     fn records_round_trip() {
         let record = sample();
         assert_eq!(LogRecord::decode(&record.encode()).unwrap(), record);
-        let empty = LogRecord { revision: 1, events: vec![] };
+        let empty = LogRecord { revision: 1, sub: 0, events: vec![] };
         assert_eq!(LogRecord::decode(&empty.encode()).unwrap(), empty);
+        let grant = LogRecord { revision: 7, sub: 3, events: vec![LogEvent::LeaseGrant { id: -5, ttl: 60 }] };
+        assert_eq!(LogRecord::decode(&grant.encode()).unwrap(), grant);
     }
 
     #[test]

@@ -71,6 +71,37 @@ pub fn decode_revision(bytes: &[u8]) -> Result<i64> {
     Ok(u64::from_be_bytes(array) as i64)
 }
 
+/// The `log` key of record `(revision, sub)`: byte order is commit order.
+pub fn log_key(revision: i64, sub: u32) -> [u8; LOG_KEY_BYTES] {
+    let mut out = [0u8; LOG_KEY_BYTES];
+    out[..REVISION_BYTES].copy_from_slice(&revision_bytes(revision));
+    out[REVISION_BYTES..].copy_from_slice(&sub.to_be_bytes());
+    out
+}
+
+/// Bytes of a `log` key: revision, then sub-index.
+pub const LOG_KEY_BYTES: usize = REVISION_BYTES + 4;
+
+/// Inverse of [`log_key`].
+pub fn decode_log_key(bytes: &[u8]) -> Result<(i64, u32)> {
+    if bytes.len() != LOG_KEY_BYTES {
+        return Err(Error::Corrupt(format!("log key of {} bytes", bytes.len())));
+    }
+    let (rev, sub) = bytes.split_at(REVISION_BYTES);
+    Ok((decode_revision(rev)?, u32::from_be_bytes(sub.try_into().expect("4 bytes"))))
+}
+
+/// The `leases` key of lease `id`: the sign bit flipped, so byte order is numeric order.
+pub fn lease_key(id: i64) -> [u8; 8] {
+    ((id as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// Inverse of [`lease_key`].
+pub fn decode_lease_key(bytes: &[u8]) -> Result<i64> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| Error::Corrupt(format!("lease key of {} bytes", bytes.len())))?;
+    Ok((u64::from_be_bytes(array) ^ (1 << 63)) as i64)
+}
+
 /// One version of a key: what `kv` stores per revision and `latest` per live key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Version {
@@ -154,6 +185,8 @@ pub mod meta {
     pub const CLUSTER_ID: &[u8] = b"cluster_id";
     /// The leadership term (u64 BE); 1 for a single node.
     pub const TERM: &[u8] = b"term";
+    /// The on-disk format of this data directory (i64 BE); see `store::FORMAT`.
+    pub const FORMAT: &[u8] = b"format";
 }
 
 #[cfg(test)]
@@ -192,6 +225,20 @@ mod tests {
         let mut bad = history_key(b"a\x00b", 7);
         bad[2] = 0x07; // break the escape after the zero byte
         assert!(decode_history_key(&bad).is_err());
+    }
+
+    #[test]
+    fn log_and_lease_keys_sort_numerically() {
+        assert!(log_key(2, u32::MAX) < log_key(3, 0));
+        assert!(log_key(3, 0) < log_key(3, 1));
+        assert_eq!(decode_log_key(&log_key(42, 7)).unwrap(), (42, 7));
+        let ids = [i64::MIN, -5, -1, 0, 1, 7, i64::MAX];
+        for pair in ids.windows(2) {
+            assert!(lease_key(pair[0]) < lease_key(pair[1]));
+        }
+        for id in ids {
+            assert_eq!(decode_lease_key(&lease_key(id)).unwrap(), id);
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The fjall database of one node: `log`, `kv`, `latest` and `meta` keyspaces, written only by the
+//! The fjall database of one node: `log`, `kv`, `latest`, `leases` and `meta` keyspaces, written only by the
 //! sequencer's committer (one atomic batch and one sync per group) and its compactor (removals of
 //! versions no read can reach). Readers take a [`ReadView`]: one snapshot, so no reader sees half a group.
 
@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot};
 
-use super::encoding::{Version, decode_history_key, decode_revision, escaped_key, history_key, meta, revision_bytes};
+use super::encoding::{
+    Version, decode_history_key, decode_lease_key, decode_log_key, decode_revision, escaped_key, history_key,
+    lease_key, log_key, meta,
+};
 use super::{KeySpan, RangeEnd, VersionReader};
 use crate::config::JOURNAL_BYTES_MAX;
 use crate::error::{Error, Result};
@@ -19,6 +22,9 @@ use crate::log::{LogEvent, LogRecord};
 pub const INITIAL_REVISION: i64 = 1;
 /// Compact revision of a store never compacted (etcd's `compactMainRev` starts at -1).
 pub const NEVER_COMPACTED: i64 = -1;
+/// The on-disk format this build reads and writes. 2: log keys carry a sub-index and records carry
+/// lease grants and revokes.
+const FORMAT: i64 = 2;
 
 /// Who this node is; chosen at first start and kept in `meta`.
 #[derive(Debug, Clone, Copy)]
@@ -47,12 +53,14 @@ pub struct Store {
     /// Holds `<data-dir>/LOCK` for the lifetime of the store.
     _lock: File,
     db: Database,
-    /// revision → framed [`LogRecord`]: the WAL and the watch history.
+    /// (revision, sub) → framed [`LogRecord`]: the WAL and the watch history.
     log: Keyspace,
     /// escape(key) ‖ revision → [`Version`]: every version still inside the history window.
     kv: Keyspace,
     /// key → [`Version`] of live keys at the current revision: reads at "now" are one ordered scan.
     latest: Keyspace,
+    /// lease id → granted TTL (i64 BE) of every lease not revoked; deadlines live in memory only.
+    leases: Keyspace,
     /// named bookkeeping values (see [`meta`]).
     meta: Keyspace,
     identity: Identity,
@@ -101,11 +109,34 @@ impl Store {
             .open()
             .map_err(|e| dir_error(format!("cannot open database: {e}")))?;
         let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
-        let (log, kv, latest, meta_ks) = (open("log")?, open("kv")?, open("latest")?, open("meta")?);
+        let (log, kv, latest, leases, meta_ks) =
+            (open("log")?, open("kv")?, open("latest")?, open("leases")?, open("meta")?);
+        Self::check_format(&db, &meta_ks).map_err(|e| match e {
+            Error::Corrupt(reason) => dir_error(reason),
+            other => other,
+        })?;
         let identity = Self::load_or_create_identity(&db, &meta_ks)?;
-        let store = Store { _lock: lock, db, log, kv, latest, meta: meta_ks, identity, db_dir: data_dir.join("db") };
+        let store =
+            Store { _lock: lock, db, log, kv, latest, leases, meta: meta_ks, identity, db_dir: data_dir.join("db") };
         store.check_log_matches_state()?;
         Ok(Arc::new(store))
+    }
+
+    /// Refuses a data directory written in another format; marks a new one with this build's.
+    fn check_format(db: &Database, meta_ks: &Keyspace) -> Result<()> {
+        match read_i64(meta_ks, meta::FORMAT)? {
+            Some(FORMAT) => Ok(()),
+            Some(other) => Err(Error::Corrupt(format!("written in format {other}; this build reads format {FORMAT}"))),
+            None if read_i64(meta_ks, meta::CURRENT_REVISION)?.is_some() => Err(Error::Corrupt(format!(
+                "written by an older T4 (format 1); this build reads format {FORMAT}: start from an empty directory"
+            ))),
+            None => {
+                let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+                batch.insert(meta_ks, meta::FORMAT, FORMAT.to_be_bytes().to_vec());
+                batch.commit()?;
+                Ok(())
+            }
+        }
     }
 
     /// A group writes its log records and the current revision in one batch, so after any crash the
@@ -182,7 +213,19 @@ impl Store {
         };
         let current = get(meta::CURRENT_REVISION)?.unwrap_or(INITIAL_REVISION);
         let compact = get(meta::COMPACT_REVISION)?.unwrap_or(NEVER_COMPACTED);
-        Ok(ReadView { snapshot, kv: self.kv.clone(), latest: self.latest.clone(), current, compact })
+        Ok(ReadView {
+            snapshot,
+            log: self.log.clone(),
+            kv: self.kv.clone(),
+            latest: self.latest.clone(),
+            current,
+            compact,
+        })
+    }
+
+    /// The revision of the last committed write.
+    pub fn current_revision(&self) -> Result<i64> {
+        Ok(read_i64(&self.meta, meta::CURRENT_REVISION)?.unwrap_or(INITIAL_REVISION))
     }
 
     /// Revision up to which superseded versions have been removed.
@@ -196,7 +239,7 @@ impl Store {
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
         for record in &group.records {
             let rev = record.revision;
-            batch.insert(&self.log, revision_bytes(rev).to_vec(), record.encode());
+            batch.insert(&self.log, log_key(rev, record.sub).to_vec(), record.encode());
             // Later events on one key in one revision supersede earlier ones; the batch keeps the last.
             for event in &record.events {
                 match event {
@@ -216,6 +259,10 @@ impl Store {
                         batch.insert(&self.kv, history_key(key, rev), Version::tombstone(rev).encode());
                         batch.remove(&self.latest, key.clone());
                     }
+                    LogEvent::LeaseGrant { id, ttl } => {
+                        batch.insert(&self.leases, lease_key(*id).to_vec(), ttl.to_be_bytes().to_vec());
+                    }
+                    LogEvent::LeaseRevoke { id } => batch.remove(&self.leases, lease_key(*id).to_vec()),
                 }
             }
         }
@@ -245,12 +292,13 @@ impl Store {
             return Ok(());
         }
         let snapshot = self.db.snapshot();
-        let first = revision_bytes((done_through + 1).max(0)).to_vec();
+        let first = log_key((done_through + 1).max(0), 0).to_vec();
         let mut changed: BTreeSet<Vec<u8>> = BTreeSet::new();
-        for item in snapshot.range(&self.log, first..=revision_bytes(compact).to_vec()) {
+        for item in snapshot.range(&self.log, first..=log_key(compact, u32::MAX).to_vec()) {
             let (_, bytes) = item.into_inner()?;
-            changed.extend(LogRecord::decode(&bytes)?.events.into_iter().map(|e| match e {
-                LogEvent::Put { key, .. } | LogEvent::Delete { key } => key,
+            changed.extend(LogRecord::decode(&bytes)?.events.into_iter().filter_map(|e| match e {
+                LogEvent::Put { key, .. } | LogEvent::Delete { key } => Some(key),
+                LogEvent::LeaseGrant { .. } | LogEvent::LeaseRevoke { .. } => None,
             }));
         }
         let mut batch = self.db.batch();
@@ -274,7 +322,7 @@ impl Store {
             }
         }
         std::mem::replace(&mut batch, self.db.batch()).commit()?;
-        for item in snapshot.range(&self.log, ..revision_bytes(compact.max(0)).to_vec()) {
+        for item in snapshot.range(&self.log, ..log_key(compact.max(0), 0).to_vec()) {
             batch.remove(&self.log, item.key()?);
             if batch.len() >= REMOVALS_PER_BATCH {
                 std::mem::replace(&mut batch, self.db.batch()).commit()?;
@@ -283,6 +331,38 @@ impl Store {
         batch.insert(&self.meta, meta::COMPACTED_THROUGH, compact.to_be_bytes().to_vec());
         batch.commit()?;
         Ok(())
+    }
+
+    /// The `(revision, sub)` of the newest log record, if the log holds any.
+    pub fn last_log_position(&self) -> Result<Option<(i64, u32)>> {
+        match self.log.last_key_value() {
+            Some(guard) => Ok(Some(decode_log_key(&guard.key()?)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every lease not revoked, as (id, granted TTL), in id order.
+    pub fn leases(&self) -> Result<Vec<(i64, i64)>> {
+        let mut leases = Vec::new();
+        for item in self.leases.iter() {
+            let (k, v) = item.into_inner()?;
+            let ttl = i64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt("lease TTL".into()))?);
+            leases.push((decode_lease_key(&k)?, ttl));
+        }
+        Ok(leases)
+    }
+
+    /// Every live key attached to a lease, as (key, lease). Scans every live key: call it at startup.
+    pub fn leased_keys(&self) -> Result<Vec<(Vec<u8>, i64)>> {
+        let mut keys = Vec::new();
+        for item in self.latest.iter() {
+            let (k, v) = item.into_inner()?;
+            let lease = Version::decode(&v)?.lease;
+            if lease != 0 {
+                keys.push((k.to_vec(), lease));
+            }
+        }
+        Ok(keys)
     }
 
     /// Syncs everything written so far (used at shutdown).
@@ -295,6 +375,7 @@ impl Store {
 /// A consistent, immutable view of the committed state.
 pub struct ReadView {
     snapshot: Snapshot,
+    log: Keyspace,
     kv: Keyspace,
     latest: Keyspace,
     current: i64,
@@ -331,6 +412,31 @@ impl VersionReader for ReadView {
 }
 
 impl ReadView {
+    /// The log records from revision `from` through `to` (lease-only records included), in commit
+    /// order, stopping after the record that brings the bytes read to `bytes_max` (so at least one
+    /// record if there is one). Returns the records and the last revision fully read: `to`, or the
+    /// last record's revision if the byte bound cut the read short (records after a revision's
+    /// first are lease-only, so that revision's key changes are all read). Records below the compact
+    /// revision may be gone: check `compact_revision` first.
+    pub fn log_records(&self, from: i64, to: i64, bytes_max: usize) -> Result<(Vec<LogRecord>, i64)> {
+        let mut records: Vec<LogRecord> = Vec::new();
+        let mut bytes = 0;
+        if from > to {
+            return Ok((records, to));
+        }
+        let range = log_key(from.max(0), 0).to_vec()..=log_key(to, u32::MAX).to_vec();
+        for item in self.snapshot.range(&self.log, range) {
+            let (_, value) = item.into_inner()?;
+            bytes += value.len();
+            records.push(LogRecord::decode(&value)?);
+            if bytes >= bytes_max {
+                let last = records.last().expect("a record was just read").revision;
+                return Ok((records, last));
+            }
+        }
+        Ok((records, to))
+    }
+
     /// Iterates `latest` over `span` (empty for an inverted span; a single key is a one-key range).
     fn latest_iter(&self, span: &KeySpan) -> Result<Box<dyn Iterator<Item = fjall::Guard>>> {
         Ok(match &span.end {

@@ -13,8 +13,11 @@ fn del(key: &str) -> LogEvent {
 
 /// Commits one record per revision, starting at revision 2.
 fn write(store: &Store, revisions: Vec<Vec<LogEvent>>) {
-    let records: Vec<LogRecord> =
-        revisions.into_iter().enumerate().map(|(i, events)| LogRecord { revision: i as i64 + 2, events }).collect();
+    let records: Vec<LogRecord> = revisions
+        .into_iter()
+        .enumerate()
+        .map(|(i, events)| LogRecord { revision: i as i64 + 2, sub: 0, events })
+        .collect();
     let current_revision = records.last().map_or(INITIAL_REVISION, |r| r.revision);
     store.commit(&GroupWrite { records, current_revision, compact_revision: None }).unwrap();
 }
@@ -53,7 +56,7 @@ fn physical_compaction_removes_only_what_no_read_can_reach() {
     assert_eq!(after, before, "reads at and above the compact revision are unchanged");
     // a keeps its version at 5; b its version at 2 (still the newest at 5) and 6; c is gone.
     assert_eq!(history_entries(&store), 3);
-    let log: Vec<i64> = store.log.iter().map(|g| decode_revision(&g.key().unwrap()).unwrap()).collect();
+    let log: Vec<i64> = store.log.iter().map(|g| decode_log_key(&g.key().unwrap()).unwrap().0).collect();
     assert_eq!(log, [5, 6], "log records below the compact revision are removed");
     assert_eq!(store.compacted_through().unwrap(), 5);
 

@@ -18,7 +18,18 @@ use tokio::sync::watch;
 use crate::error::{Error, Result};
 use crate::etcd::status::FrameLimitCompat;
 use crate::sequencer::Sequencer;
+use crate::shard::ShardActor;
 use hyper_io::{GlommioExecutor, HyperIo};
+
+thread_local! {
+    /// The index of the executor running on this thread, if it is one.
+    static CURRENT_CORE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The executor (core index) the calling thread runs, or `None` off the executors.
+pub fn current_core() -> Option<usize> {
+    CURRENT_CORE.with(|core| core.get())
+}
 
 /// The gRPC services every core serves.
 pub type Routes = FrameLimitCompat<tonic::service::Routes>;
@@ -71,7 +82,11 @@ pub struct Plan {
     pub routes: Routes,
     /// The sequencer, run on core 0.
     pub sequencer: Sequencer,
+    /// One shard actor per core, in core order.
+    pub shards: Vec<ShardActor>,
     pub shutdown_grace: Duration,
+    /// Set to true to shut down: every core stops accepting and drains (watch streams close).
+    pub shutdown: watch::Sender<bool>,
     /// How long an idle executor polls before it sleeps.
     pub spin_before_park: Duration,
 }
@@ -86,22 +101,28 @@ pub struct Executors {
 impl Executors {
     /// Starts one executor per core (pinned when the machine has that many CPUs).
     pub fn start(plan: Plan) -> Result<Executors> {
-        let Plan { cores, mut listeners, routes, sequencer, shutdown_grace, spin_before_park } = plan;
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let Plan { cores, mut listeners, routes, sequencer, mut shards, shutdown_grace, shutdown, spin_before_park } =
+            plan;
+        assert_eq!(shards.len(), cores, "one shard actor per core");
+        let shutdown_rx = shutdown.subscribe();
         let (drained_tx, drained) = flume::unbounded();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut sequencer = Some(sequencer);
         let mut threads = Vec::with_capacity(cores);
         listeners.reverse();
+        shards.reverse();
         for core in 0..cores {
             let listener = listeners.pop();
+            let shard = shards.pop().expect("one shard per core");
             let routes = routes.clone();
             let shutdown = shutdown_rx.clone();
             let drained = drained_tx.clone();
             let sequencer = if core == 0 { sequencer.take() } else { None };
             let placement = if cores <= cpus { Placement::Fixed(core) } else { Placement::Unbound };
             let main = move || async move {
+                CURRENT_CORE.with(|c| c.set(Some(core)));
                 let sequencer_task = sequencer.map(|s| glommio::spawn_local(s.run()));
+                let shard_task = glommio::spawn_local(shard.run(shutdown.clone()));
                 match listener {
                     // SAFETY: the fd is a listening socket bound for this core and owned by nobody else.
                     Some(fd) => {
@@ -117,6 +138,8 @@ impl Executors {
                 if let Some(task) = sequencer_task {
                     task.await;
                 }
+                // The shard ends once the sequencer (on core 0) has stopped sending committed groups.
+                shard_task.await;
             };
             let mut builder = LocalExecutorBuilder::new(placement).name(&format!("t4-core-{core}"));
             if !spin_before_park.is_zero() {

@@ -3,7 +3,9 @@
 //! compares against the state before the txn, `ignore_*`/lease/revision checks on the chosen path,
 //! then ops in order, each seeing the txn's earlier writes, all at one revision.
 
+use super::leases::LeaseTable;
 use super::{Outcome, Proposal};
+use crate::config::{LEASE_TTL_MAX_SECONDS, LEASE_TTL_MIN_SECONDS};
 use crate::error::{Error, Result};
 use crate::log::{LogEvent, LogRecord};
 use crate::mvcc::range::{self, collect, key_value};
@@ -12,8 +14,8 @@ use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUn
 use crate::proto::etcdserverpb::request_op::Request;
 use crate::proto::etcdserverpb::response_op::Response;
 use crate::proto::etcdserverpb::{
-    CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RequestOp,
-    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeResponse, PutRequest, PutResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::proto::mvccpb::KeyValue;
 
@@ -22,8 +24,10 @@ use crate::proto::mvccpb::KeyValue;
 pub struct Evaluation {
     /// The reply (header revision set; ids are filled in by the API layer).
     pub outcome: Outcome,
-    /// The revision's changes, if the proposal wrote anything.
+    /// The record of the proposal's changes, if it changed anything.
     pub record: Option<LogRecord>,
+    /// For each event of `record`, the key's version before it (for watchers' `prev_kv`).
+    pub prevs: Vec<Option<KeyValue>>,
     /// A compaction to persist, and whether the caller waits for the physical removal.
     pub compaction: Option<(i64, bool)>,
 }
@@ -37,6 +41,11 @@ pub struct SequencerState {
     pub compact: i64,
     /// Versions of groups handed to the committer and not yet visible in the store.
     pub in_flight: Layer,
+    /// Sub-index of the last record at `current` (lease-only records follow a revision without
+    /// opening a new one).
+    pub sub: u32,
+    /// Every lease and its attached keys, as of `current`.
+    pub leases: LeaseTable,
 }
 
 fn header(revision: i64) -> Option<ResponseHeader> {
@@ -48,7 +57,10 @@ impl SequencerState {
     /// advances the state by its effects.
     pub fn evaluate(&mut self, committed: &dyn VersionReader, proposal: &Proposal) -> Result<Evaluation> {
         let view = Layered { lower: committed, layer: &self.in_flight, current: self.current, compact: self.compact };
-        let (outcome, changes, events) = match proposal {
+        let leases = &self.leases;
+        let lease_exists = |id: i64| leases.contains(id);
+        let mut txn = TxnWriter::new(&view, &lease_exists);
+        let outcome = match proposal {
             Proposal::Compact(c) => {
                 if c.revision <= self.compact {
                     return Err(Error::Compacted);
@@ -58,35 +70,65 @@ impl SequencerState {
                 }
                 self.compact = c.revision;
                 let outcome = Outcome::Compact(CompactionResponse { header: header(self.current) });
-                return Ok(Evaluation { outcome, record: None, compaction: Some((c.revision, c.physical)) });
+                let compaction = Some((c.revision, c.physical));
+                return Ok(Evaluation { outcome, record: None, prevs: Vec::new(), compaction });
             }
             Proposal::Put(p) => {
-                if p.lease != 0 {
+                if p.lease != 0 && !self.leases.contains(p.lease) {
                     return Err(Error::LeaseNotFound);
                 }
-                let mut txn = TxnWriter::new(&view);
-                let resp = txn.put(p)?;
-                (Outcome::Put(resp), txn.changes, txn.events)
+                Outcome::Put(txn.put(p)?)
             }
-            Proposal::DeleteRange(d) => {
-                let mut txn = TxnWriter::new(&view);
-                let resp = txn.delete_range(d)?;
-                (Outcome::DeleteRange(resp), txn.changes, txn.events)
-            }
-            Proposal::Txn(t) => {
-                let mut txn = TxnWriter::new(&view);
-                let resp = txn.txn(t)?;
-                (Outcome::Txn(resp), txn.changes, txn.events)
+            Proposal::DeleteRange(d) => Outcome::DeleteRange(txn.delete_range(d)?),
+            Proposal::Txn(t) => Outcome::Txn(txn.txn(t)?),
+            Proposal::LeaseGrant(g) => Outcome::LeaseGrant(self.grant(g, &mut txn)?),
+            Proposal::LeaseRevoke(r) => {
+                let keys = self.leases.keys(r.id).ok_or(Error::LeaseNotFound)?;
+                for key in keys {
+                    txn.delete_range(&DeleteRangeRequest { key, ..Default::default() })?;
+                }
+                txn.events.push(LogEvent::LeaseRevoke { id: r.id });
+                txn.prevs.push(None);
+                Outcome::LeaseRevoke(LeaseRevokeResponse { header: None })
             }
         };
+        let TxnWriter { changes, events, prevs, .. } = txn;
+        let mut outcome = outcome;
         if events.is_empty() {
-            return Ok(Evaluation { outcome, record: None, compaction: None });
+            return Ok(Evaluation { outcome, record: None, prevs, compaction: None });
         }
-        self.current += 1;
-        for (key, version) in changes.iter() {
-            self.in_flight.push(key, version.clone());
+        // Only changes to keys open a revision; lease grants and revokes alone follow the current one.
+        if events.iter().any(|e| e.key().is_some()) {
+            self.current += 1;
+            self.sub = 0;
+            for (key, version) in changes.iter() {
+                self.in_flight.push(key, version.clone());
+            }
+        } else {
+            self.sub += 1;
         }
-        Ok(Evaluation { outcome, record: Some(LogRecord { revision: self.current, events }), compaction: None })
+        if let Outcome::LeaseRevoke(resp) = &mut outcome {
+            resp.header = header(self.current);
+        }
+        self.leases.apply(&events, &prevs);
+        let record = LogRecord { revision: self.current, sub: self.sub, events };
+        Ok(Evaluation { outcome, record: Some(record), prevs, compaction: None })
+    }
+
+    /// etcd's lessor `Grant`: a given id must be free; TTLs above the maximum are refused and those
+    /// below the minimum raised to it.
+    fn grant(&self, g: &LeaseGrantRequest, txn: &mut TxnWriter) -> Result<LeaseGrantResponse> {
+        let id = if g.id == 0 { self.leases.unused_id()? } else { g.id };
+        if g.ttl > LEASE_TTL_MAX_SECONDS {
+            return Err(Error::LeaseTtlTooLarge);
+        }
+        if self.leases.contains(id) {
+            return Err(Error::LeaseExists);
+        }
+        let ttl = g.ttl.max(LEASE_TTL_MIN_SECONDS);
+        txn.events.push(LogEvent::LeaseGrant { id, ttl });
+        txn.prevs.push(None);
+        Ok(LeaseGrantResponse { header: header(self.current), id, ttl, error: String::new() })
     }
 }
 
@@ -94,7 +136,7 @@ impl SequencerState {
 /// snapshot, without the sequencer: it sees every acknowledged write, like a Range does.
 pub fn read_only_txn(committed: &dyn VersionReader, t: &TxnRequest) -> Result<TxnResponse> {
     assert!(is_read_only(t), "only read-only txns may bypass the sequencer");
-    let mut txn = TxnWriter::new(committed);
+    let mut txn = TxnWriter::new(committed, &|_| false);
     let resp = txn.txn(t)?;
     debug_assert!(txn.events.is_empty(), "a read-only txn wrote");
     Ok(resp)
@@ -103,15 +145,26 @@ pub fn read_only_txn(committed: &dyn VersionReader, t: &TxnRequest) -> Result<Tx
 /// One write transaction in progress: its own changes layered over the state before it.
 struct TxnWriter<'a> {
     before: &'a dyn VersionReader,
+    /// Whether a lease exists (puts may only attach existing leases).
+    lease_exists: &'a dyn Fn(i64) -> bool,
     /// The revision before this txn; its writes land at `begin + 1`.
     begin: i64,
     changes: Layer,
     events: Vec<LogEvent>,
+    /// The version each event's key had before this txn.
+    prevs: Vec<Option<KeyValue>>,
 }
 
 impl<'a> TxnWriter<'a> {
-    fn new(before: &'a dyn VersionReader) -> TxnWriter<'a> {
-        TxnWriter { before, begin: before.current_revision(), changes: Layer::default(), events: Vec::new() }
+    fn new(before: &'a dyn VersionReader, lease_exists: &'a dyn Fn(i64) -> bool) -> TxnWriter<'a> {
+        TxnWriter {
+            before,
+            lease_exists,
+            begin: before.current_revision(),
+            changes: Layer::default(),
+            events: Vec::new(),
+            prevs: Vec::new(),
+        }
     }
 
     /// The revision reads inside the txn see: one past `begin` once the txn has written.
@@ -150,7 +203,9 @@ impl<'a> TxnWriter<'a> {
         let new = Version { create_revision, mod_revision: rev, version, lease, value: Some(value.clone()) };
         self.changes.push(&p.key, new);
         self.events.push(LogEvent::Put { key: p.key.clone(), value, create_revision, version, lease });
-        let prev_kv = prev.filter(|_| p.prev_kv).map(|v| key_value(&p.key, v));
+        let prev = prev.map(|v| key_value(&p.key, v));
+        self.prevs.push(prev.clone());
+        let prev_kv = prev.filter(|_| p.prev_kv);
         Ok(PutResponse { header: header(rev), prev_kv })
     }
 
@@ -161,6 +216,7 @@ impl<'a> TxnWriter<'a> {
         for kv in &doomed {
             self.changes.push(&kv.key, Version::tombstone(rev));
             self.events.push(LogEvent::Delete { key: kv.key.clone() });
+            self.prevs.push(Some(kv.clone()));
         }
         let deleted = doomed.len() as i64;
         let prev_kvs = if d.prev_kv { doomed } else { Vec::new() };
@@ -186,7 +242,7 @@ impl<'a> TxnWriter<'a> {
         if (p.ignore_value || p.ignore_lease) && self.before.get(&p.key)?.is_none() {
             return Err(Error::KeyNotFound);
         }
-        if p.lease != 0 {
+        if p.lease != 0 && !(self.lease_exists)(p.lease) {
             return Err(Error::LeaseNotFound);
         }
         Ok(())

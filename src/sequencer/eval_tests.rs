@@ -27,7 +27,7 @@ impl VersionReader for EmptyStore {
 }
 
 fn state() -> SequencerState {
-    SequencerState { current: 1, compact: -1, in_flight: Layer::default() }
+    SequencerState { current: 1, compact: -1, in_flight: Layer::default(), sub: 0, leases: Default::default() }
 }
 
 fn put(key: &str, value: &str) -> PutRequest {
@@ -181,7 +181,8 @@ fn txn_reading_at(revision: i64) -> Proposal {
 
 #[test]
 fn a_txn_range_revision_is_checked_literally_against_the_compact_revision() {
-    let mut state = SequencerState { current: 1, compact: -1, in_flight: Layer::default() };
+    let mut state =
+        SequencerState { current: 1, compact: -1, in_flight: Layer::default(), sub: 0, leases: Default::default() };
     // -1 is not below etcd's initial compact revision (-1): the range reads the current revision.
     assert!(state.evaluate(&EmptyStore, &txn_reading_at(-1)).is_ok());
     assert!(matches!(state.evaluate(&EmptyStore, &txn_reading_at(-2)), Err(Error::Compacted)));

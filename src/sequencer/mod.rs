@@ -10,21 +10,25 @@ pub mod eval;
 mod eval_tests;
 #[cfg(test)]
 mod failure_tests;
+pub mod leases;
 pub mod validate;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use eval::{Evaluation, SequencerState};
+use leases::LeaseTable;
 pub use validate::Limits;
 
 use crate::error::{Error, Result};
+use crate::log::LogRecord;
 use crate::mvcc::store::GroupWrite;
 use crate::mvcc::{Layer, Store, VersionReader};
 use crate::proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, TxnRequest, TxnResponse,
 };
+use crate::proto::mvccpb::KeyValue;
 
 /// A write (or a compaction) for the sequencer to order.
 #[derive(Debug, Clone)]
@@ -33,6 +37,8 @@ pub enum Proposal {
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(CompactionRequest),
+    LeaseGrant(LeaseGrantRequest),
+    LeaseRevoke(LeaseRevokeRequest),
 }
 
 /// The sequencer's answer to a [`Proposal`], with the header revision set.
@@ -42,12 +48,33 @@ pub enum Outcome {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compact(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
 }
+
+/// A group made durable, as every subscriber (the shard actors; later the uploader and replicator)
+/// receives it: one shared allocation, sent before the group's replies are released, so anything a
+/// client does after seeing its write acknowledged reaches a subscriber after the group itself.
+#[derive(Debug)]
+pub struct CommittedGroup {
+    /// The group's records in commit order.
+    pub records: Vec<LogRecord>,
+    /// For each record, for each of its events: the key's version before it (watchers' `prev_kv`).
+    pub prevs: Vec<Vec<Option<KeyValue>>>,
+}
+
+/// Where committed groups go. Bounded per subscriber: a subscriber that falls this far behind makes
+/// the committer wait, which holds back acknowledgements (backpressure) rather than dropping a group.
+pub const SUBSCRIBER_GROUPS_MAX: usize = 1024;
 
 type Reply = flume::Sender<Result<Outcome>>;
 
 enum Message {
     Propose(Proposal, Reply),
+    /// Every lease as (id, granted TTL).
+    Leases(flume::Sender<Vec<(i64, i64)>>),
+    /// The keys attached to a lease (`None`: no such lease).
+    LeaseKeys(i64, flume::Sender<Option<Vec<Vec<u8>>>>),
     /// Finish everything queued before this, sync, and stop.
     Stop(flume::Sender<()>),
 }
@@ -71,6 +98,20 @@ impl SequencerHandle {
         outcome.recv_async().await.map_err(|_| Error::Closed)?
     }
 
+    /// Every lease as (id, granted TTL), as of every write assigned so far.
+    pub async fn leases(&self) -> Result<Vec<(i64, i64)>> {
+        let (reply, answer) = flume::bounded(1);
+        self.mailbox.send_async(Message::Leases(reply)).await.map_err(|_| Error::Closed)?;
+        answer.recv_async().await.map_err(|_| Error::Closed)
+    }
+
+    /// The keys attached to lease `id`, in key order; `None` if there is no such lease.
+    pub async fn lease_keys(&self, id: i64) -> Result<Option<Vec<Vec<u8>>>> {
+        let (reply, answer) = flume::bounded(1);
+        self.mailbox.send_async(Message::LeaseKeys(id, reply)).await.map_err(|_| Error::Closed)?;
+        answer.recv_async().await.map_err(|_| Error::Closed)
+    }
+
     /// The limits proposals are validated against.
     pub fn limits(&self) -> Limits {
         self.limits
@@ -88,6 +129,8 @@ impl SequencerHandle {
 /// One group for the committer thread: the batch, and the replies it releases once the batch is durable.
 struct CommitJob {
     write: GroupWrite,
+    /// Per record, per event: the key's version before it.
+    prevs: Vec<Vec<Option<KeyValue>>>,
     replies: Vec<(Reply, Result<Outcome>)>,
     /// A compaction in this group, and whether its caller waits for the physical removal.
     compaction: Option<(i64, bool)>,
@@ -124,18 +167,27 @@ enum Event {
 }
 
 impl Sequencer {
-    /// Creates the sequencer for `store` and its committer and compactor threads.
+    /// Creates the sequencer for `store` and its committer and compactor threads; every committed
+    /// group goes to each of `subscribers`.
     pub fn new(
         store: Arc<Store>,
         limits: Limits,
         group_proposals_max: usize,
         groups_in_flight_max: usize,
+        subscribers: Vec<flume::Sender<Arc<CommittedGroup>>>,
     ) -> Result<(Sequencer, SequencerHandle)> {
         let view = store.read_view()?;
+        let current = view.current_revision();
+        let sub = match store.last_log_position()? {
+            Some((revision, sub)) if revision == current => sub,
+            _ => 0,
+        };
         let state = SequencerState {
-            current: view.current_revision(),
+            current,
             compact: view.compact_revision(),
             in_flight: Layer::default(),
+            sub,
+            leases: LeaseTable::load(store.leases()?, store.leased_keys()?),
         };
         let (mailbox_tx, mailbox) = flume::bounded(MAILBOX_CAPACITY);
         let (compactor, jobs) = flume::unbounded::<CompactJob>();
@@ -165,7 +217,7 @@ impl Sequencer {
             .name("t4-committer".into())
             .spawn(move || {
                 for job in groups.iter() {
-                    let report = commit(&commit_store, job, &compactor);
+                    let report = commit(&commit_store, job, &compactor, &subscribers);
                     if committed_tx.send(report).is_err() {
                         break;
                     }
@@ -208,6 +260,7 @@ impl Sequencer {
             match event {
                 Event::Message(None) => stop_reply = Some(None),
                 Event::Message(Some(Message::Stop(done))) => stop_reply = Some(Some(done)),
+                Event::Message(Some(query @ (Message::Leases(_) | Message::LeaseKeys(..)))) => self.answer(query),
                 Event::Message(Some(Message::Propose(proposal, reply))) => {
                     if let Some(done) = self.start_group(proposal, reply) {
                         stop_reply = Some(Some(done));
@@ -237,6 +290,8 @@ impl Sequencer {
         while proposals.len() < self.group_proposals_max {
             match self.mailbox.try_recv() {
                 Ok(Message::Propose(p, r)) => proposals.push((p, r)),
+                // Queries see no proposal of this group: none of them is acknowledged yet.
+                Ok(query @ (Message::Leases(_) | Message::LeaseKeys(..))) => self.answer(query),
                 Ok(Message::Stop(done)) => {
                     stop = Some(done);
                     break;
@@ -260,12 +315,16 @@ impl Sequencer {
             }
         };
         let mut write = GroupWrite::default();
+        let mut prevs = Vec::new();
         let mut replies = Vec::with_capacity(proposals.len());
         let mut compaction = None;
         for (proposal, reply) in proposals {
             let outcome = match self.state.evaluate(&view, &proposal) {
-                Ok(Evaluation { outcome, record, compaction: c }) => {
-                    write.records.extend(record);
+                Ok(Evaluation { outcome, record, prevs: p, compaction: c }) => {
+                    if let Some(record) = record {
+                        write.records.push(record);
+                        prevs.push(p);
+                    }
                     if let Some((revision, physical)) = c {
                         write.compact_revision = Some(revision);
                         compaction = Some((revision, physical || compaction.is_some_and(|(_, p)| p)));
@@ -278,13 +337,26 @@ impl Sequencer {
         }
         write.current_revision = self.state.current;
         self.in_flight.push_back(self.state.current);
-        if let Err(flume::SendError(job)) = self.committer.send(CommitJob { write, replies, compaction }) {
+        if let Err(flume::SendError(job)) = self.committer.send(CommitJob { write, prevs, replies, compaction }) {
             for (reply, _) in job.replies {
                 let _ = reply.send(Err(Error::Storage(COMMITTER_GONE.into())));
             }
             self.finish_group(Err(COMMITTER_GONE.into()));
         }
         stop
+    }
+
+    /// Answers a query about the state as of every proposal evaluated so far.
+    fn answer(&self, query: Message) {
+        match query {
+            Message::Leases(reply) => {
+                let _ = reply.send(self.state.leases.all());
+            }
+            Message::LeaseKeys(id, reply) => {
+                let _ = reply.send(self.state.leases.keys(id));
+            }
+            Message::Propose(..) | Message::Stop(_) => unreachable!("only queries are answered"),
+        }
     }
 
     /// Notes that the oldest in-flight group is durable (its versions are now in the store), or
@@ -308,10 +380,16 @@ impl Sequencer {
 
 const COMMITTER_GONE: &str = "committer thread stopped";
 
-/// Commits one group on the committer thread, then releases its replies in order (holding a physical
-/// compaction's reply until the compactor has removed the old versions, as etcd does).
-fn commit(store: &Store, job: CommitJob, compactor: &flume::Sender<CompactJob>) -> Committed {
-    let CommitJob { write, mut replies, compaction } = job;
+/// Commits one group on the committer thread, hands it to every subscriber, then releases its replies
+/// in order (holding a physical compaction's reply until the compactor has removed the old versions,
+/// as etcd does).
+fn commit(
+    store: &Store,
+    job: CommitJob,
+    compactor: &flume::Sender<CompactJob>,
+    subscribers: &[flume::Sender<Arc<CommittedGroup>>],
+) -> Committed {
+    let CommitJob { mut write, prevs, mut replies, compaction } = job;
     if let Err(e) = store.commit(&write) {
         let reason = e.to_string();
         for (reply, _) in replies {
@@ -327,6 +405,13 @@ fn commit(store: &Store, job: CommitJob, compactor: &flume::Sender<CompactJob>) 
             None
         };
         let _ = compactor.send(CompactJob { revision, reply: held });
+    }
+    if !write.records.is_empty() && !subscribers.is_empty() {
+        let group = Arc::new(CommittedGroup { records: std::mem::take(&mut write.records), prevs });
+        for subscriber in subscribers {
+            // A subscriber that is gone (its executor stopped) needs nothing more.
+            let _ = subscriber.send(group.clone());
+        }
     }
     for (reply, outcome) in replies {
         let _ = reply.send(outcome);

@@ -33,6 +33,8 @@ pub fn validate(proposal: &Proposal, limits: Limits) -> Result<()> {
         }
         Proposal::Txn(r) => return validate_txn(r, limits),
         Proposal::Compact(r) => r.encoded_len(),
+        Proposal::LeaseGrant(r) => r.encoded_len(),
+        Proposal::LeaseRevoke(r) => r.encoded_len(),
     };
     check_size(encoded_len, limits)
 }

@@ -1,0 +1,144 @@
+//! The Lease service. Grants and revokes go through the sequencer (they are log records);
+//! keep-alives and TTL queries go to the shard that owns the lease's timer.
+
+use futures_lite::StreamExt;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Services;
+use super::status::to_status;
+use crate::proto::etcdserverpb::lease_server::Lease;
+use crate::proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
+    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse, ResponseHeader,
+};
+use crate::sequencer::{Outcome, Proposal};
+use crate::shard::{ShardHandle, lease_owner};
+
+fn revision_header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader { revision, ..Default::default() })
+}
+
+impl Services {
+    fn lease_shard(&self, id: i64) -> &ShardHandle {
+        &self.shards[lease_owner(id, self.shards.len())]
+    }
+
+    /// Grants a lease (`id` 0: the node picks one).
+    pub async fn lease_grant(&self, req: LeaseGrantRequest) -> crate::Result<LeaseGrantResponse> {
+        match self.sequencer.propose(Proposal::LeaseGrant(req)).await? {
+            Outcome::LeaseGrant(resp) => Ok(resp),
+            other => Err(crate::Error::Runtime(format!("sequencer answered a lease grant with {other:?}"))),
+        }
+    }
+
+    /// Revokes a lease, deleting its keys in one revision.
+    pub async fn lease_revoke(&self, req: LeaseRevokeRequest) -> crate::Result<LeaseRevokeResponse> {
+        match self.sequencer.propose(Proposal::LeaseRevoke(req)).await? {
+            Outcome::LeaseRevoke(resp) => Ok(resp),
+            other => Err(crate::Error::Runtime(format!("sequencer answered a lease revoke with {other:?}"))),
+        }
+    }
+
+    /// Renews a lease for its full TTL. As etcd does, a lease that does not exist gets TTL 0.
+    pub async fn lease_keep_alive_once(&self, id: i64) -> crate::Result<LeaseKeepAliveResponse> {
+        let (ttl, revision) = self.lease_shard(id).keep_alive(id).await?;
+        Ok(LeaseKeepAliveResponse { header: revision_header(revision), id, ttl: ttl.unwrap_or(0) })
+    }
+
+    /// A lease's granted and remaining TTL, and its keys if asked. As etcd does, a lease that does
+    /// not exist gets TTL -1 rather than an error.
+    pub async fn lease_time_to_live(&self, req: LeaseTimeToLiveRequest) -> crate::Result<LeaseTimeToLiveResponse> {
+        let (ttl, revision) = self.lease_shard(req.id).time_to_live(req.id).await?;
+        let not_found =
+            LeaseTimeToLiveResponse { header: revision_header(revision), id: req.id, ttl: -1, ..Default::default() };
+        let Some(ttl) = ttl else { return Ok(not_found) };
+        let keys = if req.keys {
+            match self.sequencer.lease_keys(req.id).await? {
+                Some(keys) => keys,
+                None => return Ok(not_found), // revoked in between
+            }
+        } else {
+            Vec::new()
+        };
+        Ok(LeaseTimeToLiveResponse {
+            header: revision_header(revision),
+            id: req.id,
+            ttl: ttl.remaining,
+            granted_ttl: ttl.granted,
+            keys,
+        })
+    }
+
+    /// Every lease, in id order.
+    pub async fn lease_leases(&self) -> crate::Result<LeaseLeasesResponse> {
+        let leases = self.sequencer.leases().await?;
+        let revision = self.store.current_revision()?;
+        Ok(LeaseLeasesResponse {
+            header: revision_header(revision),
+            leases: leases.into_iter().map(|(id, _)| LeaseStatus { id }).collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for Services {
+    async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
+        let mut resp = Services::lease_grant(self, request.into_inner()).await.map_err(to_status)?;
+        resp.header = self.header(resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let mut resp = Services::lease_revoke(self, request.into_inner()).await.map_err(to_status)?;
+        resp.header = self.header(resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
+        // Requests are answered one at a time, in order; the stream ends when the client's does, after
+        // an error, or when the node shuts down.
+        let state = (request.into_inner(), self.shutdown.clone(), self.clone());
+        let responses = futures_lite::stream::unfold(state, |(mut requests, mut shutdown, services)| async move {
+            let next = async { requests.next().await };
+            let stopped = async {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+                None
+            };
+            let response = match futures_lite::future::or(stopped, next).await? {
+                Ok(request) => services.lease_keep_alive_once(request.id).await.map_err(to_status).map(|mut resp| {
+                    resp.header = services.header(resp.header);
+                    resp
+                }),
+                Err(status) => Err(status),
+            };
+            Some((response, (requests, shutdown, services)))
+        });
+        Ok(Response::new(Box::pin(responses)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let mut resp = Services::lease_time_to_live(self, request.into_inner()).await.map_err(to_status)?;
+        resp.header = self.header(resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let mut resp = Services::lease_leases(self).await.map_err(to_status)?;
+        resp.header = self.header(resp.header);
+        Ok(Response::new(resp))
+    }
+}

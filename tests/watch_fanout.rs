@@ -1,0 +1,701 @@
+//! Watches at scale: many watches on many streams each get exactly their events, and a client that
+//! stops reading its watch stream holds up no one (and loses nothing). Every test runs against T4,
+//! or against the reference etcd 3.4 with `T4_TEST_REFERENCE=etcd`.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use common::Server;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use t4::proto::etcdserverpb::kv_client::KvClient;
+use t4::proto::etcdserverpb::watch_client::WatchClient;
+use t4::proto::etcdserverpb::watch_create_request::FilterType;
+use t4::proto::etcdserverpb::watch_request::RequestUnion;
+use t4::proto::etcdserverpb::{
+    DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest, WatchResponse, request_op,
+};
+use t4::proto::mvccpb::{Event, KeyValue, event::EventType};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout_at};
+use tonic::codegen::tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::Channel;
+
+/// Each test's overall bound.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------------
+// Harness (the same model as tests/watch.rs)
+// ---------------------------------------------------------------------------------------------
+
+struct Fixture {
+    server: Server,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    // The harness blocks while the server starts; keep that off the test's runtime.
+    let server = tokio::task::spawn_blocking(move || Server::start_under_test(&path, &[])).await.expect("start server");
+    Fixture { server, _dir: dir }
+}
+
+impl Fixture {
+    async fn channel(&self) -> Channel {
+        common::channel(&self.server.endpoint).await.expect("connect")
+    }
+}
+
+/// Opens a Watch call whose first request is `first` (queued before the call: etcd sends the
+/// response headers only with its first message). Returns the request sender and the responses.
+async fn open_stream(
+    channel: Channel,
+    first: WatchCreateRequest,
+    deadline: Instant,
+) -> (mpsc::UnboundedSender<WatchRequest>, tonic::Streaming<WatchResponse>) {
+    let (requests, queued) = mpsc::unbounded_channel();
+    requests.send(create(first)).expect("queue the first request");
+    let mut client = WatchClient::new(channel).max_decoding_message_size(usize::MAX);
+    let responses = timeout_at(deadline, client.watch(UnboundedReceiverStream::new(queued)))
+        .await
+        .expect("no response headers for a Watch call before the deadline")
+        .expect("open a Watch call")
+        .into_inner();
+    (requests, responses)
+}
+
+fn create(request: WatchCreateRequest) -> WatchRequest {
+    WatchRequest { request_union: Some(RequestUnion::CreateRequest(request)) }
+}
+
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn revision(r: &WatchResponse) -> i64 {
+    r.header.as_ref().expect("a watch response carries a header").revision
+}
+
+fn mod_revision(e: &Event) -> i64 {
+    e.kv.as_ref().expect("an event carries a kv").mod_revision
+}
+
+fn all_events(responses: &[WatchResponse]) -> Vec<Event> {
+    responses.iter().flat_map(|r| r.events.iter().cloned()).collect()
+}
+
+/// Why `responses` break "no revision split across responses, header revision at least the events'".
+fn split_revisions(responses: &[WatchResponse]) -> Option<String> {
+    let mut last_seen = 0;
+    for r in responses {
+        let first = mod_revision(r.events.first()?);
+        if first <= last_seen {
+            return Some(format!("revision {first} starts a response after revision {last_seen} was seen"));
+        }
+        last_seen = mod_revision(r.events.last().unwrap());
+        if revision(r) < last_seen {
+            return Some(format!("header revision {} is below its events' {last_seen}", revision(r)));
+        }
+    }
+    None
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put(Vec<u8>, Vec<u8>),
+    /// DeleteRange of `[key, range_end)`.
+    Delete(Vec<u8>, Vec<u8>),
+}
+
+fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    match end {
+        [] => key == start,
+        [0] => key >= start,
+        _ => key >= start && key < end,
+    }
+}
+
+#[derive(Clone)]
+struct Model {
+    revision: i64,
+    live: BTreeMap<Vec<u8>, KeyValue>,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model { revision: 1, live: BTreeMap::new() }
+    }
+}
+
+impl Model {
+    /// Applies one request (a txn when several ops) and returns its events, each with its prev_kv.
+    fn apply(&mut self, ops: &[Op]) -> Vec<Event> {
+        let rev = self.revision + 1;
+        let mut events = Vec::new();
+        for op in ops {
+            match op {
+                Op::Put(key, value) => {
+                    let prev = self.live.get(key).cloned();
+                    let kv = KeyValue {
+                        key: key.clone(),
+                        create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
+                        mod_revision: rev,
+                        version: prev.as_ref().map_or(1, |p| p.version + 1),
+                        value: value.clone(),
+                        lease: 0,
+                    };
+                    self.live.insert(key.clone(), kv.clone());
+                    events.push(Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: prev });
+                }
+                Op::Delete(start, end) => {
+                    let keys: Vec<Vec<u8>> = self.live.keys().filter(|k| in_range(k, start, end)).cloned().collect();
+                    for key in keys {
+                        let prev = self.live.remove(&key);
+                        let kv = KeyValue { key, mod_revision: rev, ..Default::default() };
+                        events.push(Event { r#type: EventType::Delete as i32, kv: Some(kv), prev_kv: prev });
+                    }
+                }
+            }
+        }
+        if !events.is_empty() {
+            self.revision = rev;
+        }
+        events
+    }
+}
+
+/// The events a watch created with `w` sees among `events` (start_revision aside).
+fn seen_by(w: &WatchCreateRequest, events: &[Event]) -> Vec<Event> {
+    let drops = |e: &Event| {
+        w.filters.iter().any(|&f| {
+            (f == FilterType::Noput as i32 && e.r#type == EventType::Put as i32)
+                || (f == FilterType::Nodelete as i32 && e.r#type == EventType::Delete as i32)
+        })
+    };
+    events
+        .iter()
+        .filter(|e| in_range(&e.kv.as_ref().unwrap().key, &w.key, &w.range_end) && !drops(e))
+        .map(|e| Event { prev_kv: if w.prev_kv { e.prev_kv.clone() } else { None }, ..e.clone() })
+        .collect()
+}
+
+/// Writes through the KV service and the model at once.
+struct Writer {
+    kv: KvClient<Channel>,
+    model: Model,
+    log: Vec<Event>,
+}
+
+impl Writer {
+    /// Sends `ops` (one Put or DeleteRange, or a Txn of several), checks the server's revision
+    /// against the model's and returns the events.
+    async fn write(&mut self, ops: Vec<Op>) -> Vec<Event> {
+        let request_op = |op: &Op| match op {
+            Op::Put(key, value) => request_op::Request::RequestPut(PutRequest {
+                key: key.clone(),
+                value: value.clone(),
+                ..Default::default()
+            }),
+            Op::Delete(key, range_end) => request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+                key: key.clone(),
+                range_end: range_end.clone(),
+                ..Default::default()
+            }),
+        };
+        let header = match (ops.len(), request_op(&ops[0])) {
+            (1, request_op::Request::RequestPut(put)) => self.kv.put(put).await.expect("put").into_inner().header,
+            (1, request_op::Request::RequestDeleteRange(delete)) => {
+                self.kv.delete_range(delete).await.expect("delete").into_inner().header
+            }
+            _ => {
+                let success = ops.iter().map(|op| RequestOp { request: Some(request_op(op)) }).collect();
+                let txn = self.kv.txn(TxnRequest { success, ..Default::default() }).await.expect("txn").into_inner();
+                assert!(txn.succeeded, "a txn without compares succeeds");
+                txn.header
+            }
+        };
+        let events = self.model.apply(&ops);
+        assert_eq!(header.expect("a header").revision, self.model.revision, "the server's revision after {ops:?}");
+        self.log.extend(events.iter().cloned());
+        events
+    }
+
+    /// The events a watch created with `w` sees from `from` on.
+    fn expected(&self, w: &WatchCreateRequest, from: i64) -> Vec<Event> {
+        let since: Vec<Event> = self.log.iter().filter(|e| mod_revision(e) >= from).cloned().collect();
+        seen_by(w, &since)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A thousand watchers
+// ---------------------------------------------------------------------------------------------
+
+const STREAMS: usize = 10;
+const CONNECTIONS: usize = 3;
+const WATCHES_PER_STREAM: usize = 100;
+
+/// The key space: `/f/X/Y/n` for X, Y in a..d and n in 0..8, and neighbours of the watched
+/// prefixes that no prefix watch may see.
+fn key_space() -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    for x in ["a", "b", "c", "d"] {
+        for y in ["a", "b", "c", "d"] {
+            for n in 0..8 {
+                keys.push(format!("/f/{x}/{y}/{n}").into_bytes());
+            }
+        }
+        keys.push(format!("/f/{x}").into_bytes()); // not under /f/X/
+        keys.push(format!("/f/{x}0").into_bytes()); // just past the prefix /f/X/
+    }
+    for key in ["/f", "/f0", "/e/z", "/g/a", "/f/", "/f/a/"] {
+        keys.push(key.as_bytes().to_vec());
+    }
+    keys
+}
+
+fn random_watch(
+    rng: &mut ChaCha8Rng,
+    keys: &[Vec<u8>],
+    past_revisions: std::ops::RangeInclusive<i64>,
+) -> WatchCreateRequest {
+    let letter = |rng: &mut ChaCha8Rng| ["a", "b", "c", "d"][rng.random_range(0..4)];
+    let prefix = |p: String| {
+        let end = prefix_end(p.as_bytes());
+        (p.into_bytes(), end)
+    };
+    let (key, range_end) = match rng.random_range(0..8) {
+        0 => prefix("/f/".to_string()),
+        1 => prefix(format!("/f/{}/", letter(rng))),
+        2 => prefix(format!("/f/{}/{}/", letter(rng), letter(rng))),
+        3 => (keys[rng.random_range(0..keys.len())].clone(), Vec::new()),
+        4 => {
+            let (x, y) = (letter(rng), letter(rng));
+            let (i, j) = (rng.random_range(0..7), rng.random_range(1..9));
+            let (i, j) = if i < j { (i, j) } else { (j, i + 1) };
+            (format!("/f/{x}/{y}/{i}").into_bytes(), format!("/f/{x}/{y}/{j}").into_bytes())
+        }
+        5 => {
+            let (i, j) = (rng.random_range(0..3u8), rng.random_range(1..4u8));
+            let (i, j) = if i < j { (i, j) } else { (j, i + 1) };
+            (format!("/f/{}/", (b'a' + i) as char).into_bytes(), format!("/f/{}/", (b'a' + j) as char).into_bytes())
+        }
+        6 => (keys[rng.random_range(0..keys.len())].clone(), vec![0]),
+        _ => (vec![0], vec![0]),
+    };
+    let filters = match rng.random_range(0..10) {
+        0 => vec![FilterType::Noput as i32],
+        1 => vec![FilterType::Nodelete as i32],
+        _ => Vec::new(),
+    };
+    let start_revision = if rng.random_range(0..3) == 0 { rng.random_range(past_revisions) } else { 0 };
+    WatchCreateRequest {
+        key,
+        range_end,
+        start_revision,
+        filters,
+        prev_kv: rng.random_range(0..10) < 3,
+        ..Default::default()
+    }
+}
+
+fn random_write(rng: &mut ChaCha8Rng, keys: &[Vec<u8>], i: usize) -> Vec<Op> {
+    let key = |rng: &mut ChaCha8Rng| keys[rng.random_range(0..keys.len())].clone();
+    let value = |i: usize, j: usize| format!("v{i}.{j}").into_bytes();
+    match rng.random_range(0..20) {
+        0..11 => vec![Op::Put(key(rng), value(i, 0))],
+        11..14 => vec![Op::Delete(key(rng), Vec::new())],
+        14..16 => {
+            let from = key(rng);
+            let range_end = match rng.random_range(0..3) {
+                0 => prefix_end(&from),
+                1 => {
+                    let mut end = from.clone();
+                    end.push(b'5');
+                    end
+                }
+                _ => match key(rng) {
+                    to if to > from => to,
+                    _ => prefix_end(&from),
+                },
+            };
+            vec![Op::Delete(from, range_end)]
+        }
+        _ => {
+            // A txn over distinct keys (etcd refuses a txn whose puts overlap its deletes).
+            let mut chosen: Vec<Vec<u8>> = Vec::new();
+            while chosen.len() < rng.random_range(2..7) {
+                let k = key(rng);
+                if !chosen.contains(&k) {
+                    chosen.push(k);
+                }
+            }
+            chosen
+                .into_iter()
+                .enumerate()
+                .map(
+                    |(j, k)| {
+                        if rng.random_range(0..4) == 0 { Op::Delete(k, Vec::new()) } else { Op::Put(k, value(i, j)) }
+                    },
+                )
+                .collect()
+        }
+    }
+}
+
+/// What one stream's reader hands back: each watch's responses.
+type Received = HashMap<i64, Vec<WatchResponse>>;
+
+/// Reads one stream: first the created responses (in request order, with `created_ids`, at
+/// `created_revision`), which it reports on `all_created`; then event responses until every watch
+/// reached its count in `targets` (which arrive once the writes are done).
+async fn read_stream(
+    stream: usize,
+    mut responses: tonic::Streaming<WatchResponse>,
+    created_ids: Vec<i64>,
+    created_revision: i64,
+    all_created: oneshot::Sender<Vec<i64>>,
+    targets: oneshot::Receiver<HashMap<i64, usize>>,
+    deadline: Instant,
+) -> Result<Received, String> {
+    let mut ids = Vec::new();
+    let mut received: Received = HashMap::new();
+    let mut all_created = Some(all_created);
+    let mut targets = Some(targets);
+    let mut wanted: Option<HashMap<i64, usize>> = None;
+    let count =
+        |received: &Received, id: i64| received.get(&id).map_or(0, |rs| rs.iter().map(|r| r.events.len()).sum());
+    loop {
+        if let Some(wanted) = &wanted
+            && wanted.iter().all(|(&id, &n)| count(&received, id) >= n)
+        {
+            return Ok(received);
+        }
+        let message = tokio::select! {
+            t = async { targets.as_mut().unwrap().await }, if targets.is_some() => {
+                targets = None;
+                wanted = Some(t.map_err(|_| "the test dropped the targets".to_string())?);
+                continue;
+            }
+            m = timeout_at(deadline, responses.message()) => m,
+        };
+        let r = match message {
+            Err(_) => {
+                let missing: Vec<String> = match &wanted {
+                    None => vec![format!("{} of {} watches created", ids.len(), created_ids.len())],
+                    Some(wanted) => wanted
+                        .iter()
+                        .filter(|(id, n)| count(&received, **id) < **n)
+                        .map(|(id, n)| format!("watch {id}: {} of {n} events", count(&received, *id)))
+                        .collect(),
+                };
+                let shown = &missing[..missing.len().min(5)];
+                return Err(format!(
+                    "stream {stream}: deadline passed; {} watches short, e.g. {shown:?}",
+                    missing.len()
+                ));
+            }
+            Ok(Err(status)) => return Err(format!("stream {stream} failed: {status:?}")),
+            Ok(Ok(None)) => return Err(format!("stream {stream} ended")),
+            Ok(Ok(Some(r))) => r,
+        };
+        if r.created {
+            let n = ids.len();
+            if r.canceled || n >= created_ids.len() || created_ids[n] != r.watch_id {
+                return Err(format!("stream {stream}: created response #{n} unexpected (ids {created_ids:?}): {r:?}"));
+            }
+            if revision(&r) != created_revision {
+                return Err(format!("stream {stream}: created at revision {}, not {created_revision}", revision(&r)));
+            }
+            ids.push(r.watch_id);
+            if ids.len() == created_ids.len() {
+                let _ = all_created.take().expect("reported once").send(ids.clone());
+            }
+            continue;
+        }
+        if r.canceled || r.events.is_empty() || !ids.contains(&r.watch_id) {
+            return Err(format!("stream {stream}: unexpected response (watches {ids:?}): {r:?}"));
+        }
+        let id = r.watch_id;
+        received.entry(id).or_default().push(r);
+        if let Some(wanted) = &wanted
+            && count(&received, id) > wanted[&id]
+        {
+            return Err(format!("stream {stream}: watch {id} got more than its {} events", wanted[&id]));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_watchers_on_overlapping_prefixes_each_see_exactly_their_events() {
+    let f = start().await;
+    let deadline = Instant::now() + DEADLINE;
+    let mut rng = ChaCha8Rng::seed_from_u64(0x7a7c4);
+    let keys = key_space();
+    let mut w = Writer { kv: KvClient::new(f.channel().await), model: Model::default(), log: Vec::new() };
+
+    // History that a third of the watches replay.
+    for i in 0..100 {
+        let ops = if i < 60 {
+            vec![Op::Put(keys[rng.random_range(0..keys.len())].clone(), b"early".to_vec())]
+        } else {
+            random_write(&mut rng, &keys, i)
+        };
+        w.write(ops).await;
+    }
+    let created_revision = w.model.revision;
+
+    // 1,000 watches: ten streams over three connections. Even streams choose their watch ids,
+    // odd ones let the server assign them (0, 1, 2, ... in request order).
+    let mut connections = Vec::new();
+    for _ in 0..CONNECTIONS {
+        connections.push(f.channel().await);
+    }
+    let mut plans: Vec<Vec<(i64, WatchCreateRequest)>> = Vec::new();
+    let mut readers = Vec::new();
+    let mut created = Vec::new();
+    let mut target_senders = Vec::new();
+    let mut request_sides = Vec::new();
+    for stream in 0..STREAMS {
+        let plan: Vec<(i64, WatchCreateRequest)> = (0..WATCHES_PER_STREAM)
+            .map(|i| {
+                let mut request = random_watch(&mut rng, &keys, 2..=created_revision + 1);
+                let id = if stream % 2 == 0 { 1000 + 7 * i as i64 } else { i as i64 };
+                if stream % 2 == 0 {
+                    request.watch_id = id;
+                }
+                (id, request)
+            })
+            .collect();
+        let (requests, responses) =
+            open_stream(connections[stream % CONNECTIONS].clone(), plan[0].1.clone(), deadline).await;
+        for (_, request) in &plan[1..] {
+            requests.send(create(request.clone())).expect("queue a create request");
+        }
+        let (created_tx, created_rx) = oneshot::channel();
+        let (targets_tx, targets_rx) = oneshot::channel();
+        let created_ids = plan.iter().map(|(id, _)| *id).collect();
+        readers.push(tokio::spawn(read_stream(
+            stream,
+            responses,
+            created_ids,
+            created_revision,
+            created_tx,
+            targets_rx,
+            deadline,
+        )));
+        created.push(created_rx);
+        target_senders.push(targets_tx);
+        request_sides.push(requests);
+        plans.push(plan);
+    }
+    for (stream, created) in created.into_iter().enumerate() {
+        if timeout_at(deadline, created).await.map_or(true, |r| r.is_err()) {
+            let failure = match readers.swap_remove(stream).await {
+                Ok(Err(e)) => e,
+                other => format!("{other:?}"),
+            };
+            panic!("stream {stream}: not every watch was created before the deadline: {failure}");
+        }
+    }
+
+    // Live writes: puts, deletes, range deletes and multi-key txns all over the key space.
+    for i in 100..400 {
+        w.write(random_write(&mut rng, &keys, i)).await;
+    }
+
+    // Each watch's exact expected events, and each stream's counts.
+    let mut expected: Vec<HashMap<i64, Vec<Event>>> = Vec::new();
+    for (plan, targets) in plans.iter().zip(target_senders) {
+        let per_watch: HashMap<i64, Vec<Event>> = plan
+            .iter()
+            .map(|(id, request)| {
+                let from = if request.start_revision == 0 { created_revision + 1 } else { request.start_revision };
+                (*id, w.expected(request, from))
+            })
+            .collect();
+        let _ = targets.send(per_watch.iter().map(|(id, events)| (*id, events.len())).collect());
+        expected.push(per_watch);
+    }
+    let total: usize = expected.iter().flat_map(|s| s.values()).map(Vec::len).sum();
+    assert!(total > 50_000, "the writes reach many watches ({total} events in all)");
+
+    let mut failures = Vec::new();
+    for (stream, reader) in readers.into_iter().enumerate() {
+        let received = match timeout_at(deadline + Duration::from_secs(1), reader).await {
+            Err(_) => panic!("stream {stream}'s reader did not finish"),
+            Ok(joined) => joined.expect("reader task"),
+        };
+        let received = match received {
+            Ok(received) => received,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        for (id, want) in &expected[stream] {
+            let responses = received.get(id).map_or(&[][..], Vec::as_slice);
+            let got = all_events(responses);
+            if &got != want {
+                let first_difference =
+                    got.iter().zip(want).position(|(g, w)| g != w).unwrap_or(got.len().min(want.len()));
+                let request = &plans[stream].iter().find(|(i, _)| i == id).unwrap().1;
+                failures.push(format!(
+                    "stream {stream} watch {id} ({:?}..{:?} from {} filters {:?} prev_kv {}): {} events, expected {}; \
+                     first difference at #{first_difference}: got {:?}, expected {:?}",
+                    String::from_utf8_lossy(&request.key),
+                    String::from_utf8_lossy(&request.range_end),
+                    request.start_revision,
+                    request.filters,
+                    request.prev_kv,
+                    got.len(),
+                    want.len(),
+                    got.get(first_difference),
+                    want.get(first_difference),
+                ));
+            } else if let Some(why) = split_revisions(responses) {
+                failures.push(format!("stream {stream} watch {id}: {why}"));
+            }
+        }
+    }
+    drop(request_sides);
+    assert!(
+        failures.is_empty(),
+        "{} failures, the first ones:\n{}",
+        failures.len(),
+        failures[..failures.len().min(10)].join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A stalled stream
+// ---------------------------------------------------------------------------------------------
+
+const STALL_PUTS: usize = 20_000;
+const STALL_WRITERS: usize = 8;
+const STALL_VALUE_BYTES: usize = 1024;
+
+/// Receives event responses on `responses` until `n` events arrived, all for `watch_id`.
+async fn receive_events(
+    responses: &mut tonic::Streaming<WatchResponse>,
+    watch_id: i64,
+    n: usize,
+    deadline: Instant,
+    what: &str,
+) -> Vec<WatchResponse> {
+    let mut got = Vec::new();
+    let mut count = 0;
+    while count < n {
+        let r = match timeout_at(deadline, responses.message()).await {
+            Err(_) => panic!("{what}: {count} of {n} events before the deadline"),
+            Ok(Err(status)) => panic!("{what}: the stream failed: {status:?}"),
+            Ok(Ok(None)) => panic!("{what}: the stream ended"),
+            Ok(Ok(Some(r))) => r,
+        };
+        assert!(r.watch_id == watch_id && !r.events.is_empty() && !r.canceled, "{what}: unexpected {r:?}");
+        count += r.events.len();
+        got.push(r);
+    }
+    assert_eq!(count, n, "{what}: more events than written");
+    got
+}
+
+/// The (revision, key, value) of each put event, checking it is a put creating its key.
+fn puts(what: &str, responses: &[WatchResponse]) -> Vec<(i64, Vec<u8>, Vec<u8>)> {
+    if let Some(why) = split_revisions(responses) {
+        panic!("{what}: {why}");
+    }
+    all_events(responses)
+        .into_iter()
+        .map(|e| {
+            let kv = e.kv.expect("a kv");
+            assert_eq!(
+                (e.r#type, kv.create_revision, kv.version),
+                (EventType::Put as i32, kv.mod_revision, 1),
+                "{what}"
+            );
+            (kv.mod_revision, kv.key, kv.value)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_watch_stream_gets_every_event_once_it_resumes() {
+    let f = start().await;
+    let deadline = Instant::now() + DEADLINE;
+    let request = WatchCreateRequest { key: b"/s/".to_vec(), range_end: prefix_end(b"/s/"), ..Default::default() };
+
+    // The stalled stream has a connection to itself: HTTP/2 flow control is per connection too, and
+    // this client's unread data must not hold up the other stream's.
+    let (_stalled_requests, mut stalled) = open_stream(f.channel().await, request.clone(), deadline).await;
+    let created = timeout_at(deadline, stalled.message()).await.expect("created before the deadline").unwrap().unwrap();
+    assert!(created.created, "{created:?}");
+    let stalled_id = created.watch_id;
+
+    let (_active_requests, mut active) = open_stream(f.channel().await, request.clone(), deadline).await;
+    let created = timeout_at(deadline, active.message()).await.expect("created before the deadline").unwrap().unwrap();
+    assert!(created.created, "{created:?}");
+    let active_id = created.watch_id;
+    let active_reader =
+        tokio::spawn(
+            async move { receive_events(&mut active, active_id, STALL_PUTS, deadline, "the active watch").await },
+        );
+
+    // About 20 MiB of events, ten times the client's HTTP/2 stream window and far beyond any
+    // reasonable server-side buffer, written by concurrent writers on a third connection.
+    let kv = KvClient::new(f.channel().await);
+    let mut writers = Vec::new();
+    for writer in 0..STALL_WRITERS {
+        let mut kv = kv.clone();
+        writers.push(tokio::spawn(async move {
+            let mut written = Vec::new();
+            for i in (writer..STALL_PUTS).step_by(STALL_WRITERS) {
+                let key = format!("/s/{i:05}").into_bytes();
+                let mut value = format!("{i:05}:").into_bytes();
+                value.resize(STALL_VALUE_BYTES, b'a' + (i % 26) as u8);
+                let put = PutRequest { key: key.clone(), value: value.clone(), ..Default::default() };
+                let revision = kv.put(put).await.expect("put").into_inner().header.expect("a header").revision;
+                written.push((revision, key, value));
+            }
+            written
+        }));
+    }
+    let mut written = Vec::new();
+    for writer in writers {
+        match timeout_at(deadline, writer).await {
+            Err(_) => panic!("the writers did not finish before the deadline while a watch stream was stalled"),
+            Ok(w) => written.extend(w.expect("writer task")),
+        }
+    }
+    written.sort();
+    assert!(written.windows(2).all(|p| p[0].0 < p[1].0), "each put has its own revision");
+
+    // The active watch got everything while the stalled stream has not been read at all.
+    let got = match timeout_at(deadline, active_reader).await {
+        Err(_) => panic!("the active watch did not finish before the deadline while another stream was stalled"),
+        Ok(got) => got.expect("active reader task"),
+    };
+    assert!(puts("the active watch", &got) == written, "the active watch saw exactly the puts, in order");
+
+    // Now the stalled stream: every event, in order, none twice.
+    let got = receive_events(&mut stalled, stalled_id, STALL_PUTS, deadline, "the stalled watch").await;
+    let got = puts("the stalled watch", &got);
+    if got != written {
+        let at = got.iter().zip(&written).position(|(g, w)| g != w).unwrap_or(0);
+        panic!(
+            "the stalled watch differs from the writes at #{at}: got revision {:?}, expected {:?}",
+            got.get(at).map(|p| p.0),
+            written.get(at).map(|p| p.0)
+        );
+    }
+}
