@@ -4,24 +4,33 @@
 # Builds release binaries, starts `t4 run` and a single-node etcd on free loopback ports, each on
 # its own temporary data dir, runs the same t4-loadtest workloads against both (alternating which
 # goes first, so neither always gets the cooler machine), and prints one table. Both servers and
-# their data dirs are removed on exit, however the script ends.
+# their data dirs are removed on exit, however the script ends. A failed run (say, a workload one
+# server does not support) shows as FAILED in the table, and the script then exits non-zero.
 #
 # Settings (environment):
-#   BENCH_WORKLOADS   space- or comma-separated WORKLOAD[:CLIENTS]; default "seq-put par-put:16"
-#                     (WORKLOAD: seq-put par-put seq-get par-get mixed; CLIENTS default BENCH_CLIENTS)
+#   BENCH_WORKLOADS   space- or comma-separated WORKLOAD[:N]; default
+#                     "seq-put par-put:16 watch-latency watch-fanout:1000"
+#                     (WORKLOAD: seq-put par-put seq-get par-get mixed watch-latency watch-fanout;
+#                     N is the clients, default BENCH_CLIENTS, except for watch-latency, where it
+#                     is the writers, default 1, and watch-fanout, where it is the watchers,
+#                     default 1000)
 #   BENCH_CLIENTS     clients of par-* and mixed when not given per workload; default 16
-#   BENCH_TOTAL       timed operations per run; default 10000
+#   BENCH_TOTAL       timed operations per run (puts of watch-latency); default 10000
+#   BENCH_FANOUT_TOTAL  puts of each watch-fanout run (each goes to every watcher); default 500
 #   BENCH_MAX_SECS    cap on each timed run; default 120
 #   BENCH_LOADTEST_ARGS  extra t4-loadtest flags for every run, e.g. "--val-size 1024"
-# Raw results (one JSON line per run) are kept in target/bench/last.jsonl.
+# For the watch workloads, ops/s counts events received by all watchers together and the
+# latencies are put->event. Raw results (one JSON line per run) are kept in
+# target/bench/last.jsonl. Binaries are built in CARGO_TARGET_DIR if set, else target/.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-WORKLOADS="${BENCH_WORKLOADS:-seq-put par-put:16}"
+WORKLOADS="${BENCH_WORKLOADS:-seq-put par-put:16 watch-latency watch-fanout:1000}"
 CLIENTS="${BENCH_CLIENTS:-16}"
 TOTAL="${BENCH_TOTAL:-10000}"
+FANOUT_TOTAL="${BENCH_FANOUT_TOTAL:-500}"
 MAX_SECS="${BENCH_MAX_SECS:-120}"
 read -r -a EXTRA_ARGS <<<"${BENCH_LOADTEST_ARGS:-}"
 STARTUP_SECS=30
@@ -65,8 +74,9 @@ trap 'exit 143' TERM
 
 step "building release binaries"
 cargo build --release -q -p t4 -p t4-loadtest
-T4_BIN="$ROOT/target/release/t4"
-LOADTEST="$ROOT/target/release/t4-loadtest"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+T4_BIN="$TARGET_DIR/release/t4"
+LOADTEST="$TARGET_DIR/release/t4-loadtest"
 
 # --- T4 -----------------------------------------------------------------------------------
 step "starting t4 on a free loopback port"
@@ -111,31 +121,68 @@ done
 # --- the runs -----------------------------------------------------------------------------
 RESULTS="$TMP/results.jsonl"
 : >"$RESULTS"
-run_one() { # server endpoint workload clients run-number
-    local prefix="/bench/$5/"
-    step "$3 with $4 client(s) against $1 ($2)"
+FAILED=0
+run_one() { # server endpoint workload clients watchers total run-number
+    local prefix="/bench/$7/"
+    if [ "$3" = watch-fanout ]; then
+        step "$3 with $5 watchers, $6 puts against $1 ($2)"
+    else
+        step "$3 with $4 client(s) against $1 ($2)"
+    fi
     # In the background so that a signal to this script runs its trap at once, not after the run.
-    "$LOADTEST" --endpoints "$2" --workload "$3" --clients "$4" --total "$TOTAL" \
+    "$LOADTEST" --endpoints "$2" --workload "$3" --clients "$4" --watchers "$5" --total "$6" \
         --prefix "$prefix" --duration-max-secs "$MAX_SECS" --label "$1" --output jsonl \
-        "${EXTRA_ARGS[@]}" >>"$RESULTS" </dev/null &
+        "${EXTRA_ARGS[@]}" >"$TMP/run.jsonl" 2>"$TMP/run.err" </dev/null &
     LOADTEST_PID=$!
-    wait "$LOADTEST_PID" || die "t4-loadtest failed against $1"
+    local rc=0
+    wait "$LOADTEST_PID" || rc=$?
     LOADTEST_PID=""
+    cat "$TMP/run.err" >&2
+    if [ "$rc" -ne 0 ]; then
+        FAILED=1
+        printf 'bench.sh: t4-loadtest failed against %s (exit %s)\n' "$1" "$rc" >&2
+    fi
+    # One line per run in any case: its report (watch checks fail after reporting), or if there is
+    # none, what failed.
+    python3 - "$1" "$3" "$4" "$5" "$rc" "$TMP/run.jsonl" "$TMP/run.err" >>"$RESULTS" <<'PY'
+import json, sys
+label, workload, clients, watchers, rc, report, err = sys.argv[1:]
+text = open(report).read().strip()
+if text:
+    r = json.loads(text)
+else:
+    lines = open(err).read().strip().splitlines() or ["no output"]
+    r = {"label": label, "workload": workload, "clients": int(clients), "first_error": lines[-1]}
+    r["watchers"] = {"watch-fanout": int(watchers), "watch-latency": 1}.get(workload)
+r["failed"] = rc != "0"
+print(json.dumps(r))
+PY
 }
 
 run=0
 for spec in ${WORKLOADS//,/ }; do
     workload="${spec%%:*}"
-    clients="$CLIENTS"
-    [ "$spec" != "$workload" ] && clients="${spec#*:}"
-    case "$workload" in seq-put | seq-get) clients=1 ;; esac
+    n=""
+    [ "$spec" != "$workload" ] && n="${spec#*:}"
+    clients="${n:-$CLIENTS}"
+    watchers=1000
+    total="$TOTAL"
+    case "$workload" in
+    seq-put | seq-get) clients=1 ;;
+    watch-latency) clients="${n:-1}" ;;
+    watch-fanout)
+        clients=1
+        watchers="${n:-1000}"
+        total="$FANOUT_TOTAL"
+        ;;
+    esac
     run=$((run + 1))
     if [ $((run % 2)) -eq 1 ]; then
-        run_one t4 "$T4_EP" "$workload" "$clients" "$run"
-        run_one etcd "$ETCD_EP" "$workload" "$clients" "$run"
+        run_one t4 "$T4_EP" "$workload" "$clients" "$watchers" "$total" "$run"
+        run_one etcd "$ETCD_EP" "$workload" "$clients" "$watchers" "$total" "$run"
     else
-        run_one etcd "$ETCD_EP" "$workload" "$clients" "$run"
-        run_one t4 "$T4_EP" "$workload" "$clients" "$run"
+        run_one etcd "$ETCD_EP" "$workload" "$clients" "$watchers" "$total" "$run"
+        run_one t4 "$T4_EP" "$workload" "$clients" "$watchers" "$total" "$run"
     fi
 done
 
@@ -143,28 +190,53 @@ mkdir -p target/bench
 cp "$RESULTS" target/bench/last.jsonl
 
 # --- the table ----------------------------------------------------------------------------
-printf '\nT4 vs etcd %s, %s ops per run, %s cores, %s\n' \
-    "$(etcd --version | sed -n 's/^etcd Version: //p')" "$TOTAL" "$(nproc)" "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+printf '\nT4 vs etcd %s, %s ops per run (watch-fanout: %s puts), %s cores, %s\n' \
+    "$(etcd --version | sed -n 's/^etcd Version: //p')" "$TOTAL" "$FANOUT_TOTAL" "$(nproc)" \
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 python3 - "$RESULTS" <<'EOF'
 import json, sys
 
 runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 pairs = {}
 for r in runs:
-    pairs.setdefault((r["workload"], r["clients"]), {})[r["label"]] = r
+    pairs.setdefault((r["workload"], r["clients"], r.get("watchers")), {})[r["label"]] = r
 
-head = ["workload", "clients", "T4 ops/s", "etcd ops/s", "T4/etcd", "T4 p50/p99 us", "etcd p50/p99 us", "errors T4/etcd"]
-rows = []
-for (workload, clients), by in pairs.items():
-    t4, etcd = by["t4"], by["etcd"]
-    ratio = t4["ops_per_sec"] / etcd["ops_per_sec"] if etcd["ops_per_sec"] else float("inf")
+def measured(r):
+    return r is not None and "ops_per_sec" in r
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if b else "-"
+
+def ops(r):
+    return f'{r["ops_per_sec"]:.0f}' + ("" if not r["failed"] else " FAILED") if measured(r) else "FAILED"
+
+def latency(r):
+    return f'{r["p50_us"]}/{r["p99_us"]}' if measured(r) else "-"
+
+def errors(r):
+    return str(r["errors"]) if measured(r) else "-"
+
+head = ["workload", "clients", "T4 ops/s", "etcd ops/s", "T4/etcd ops", "T4 p50/p99 us", "etcd p50/p99 us",
+        "T4/etcd p50", "errors T4/etcd"]
+rows, failures = [], []
+for (workload, clients, watchers), by in pairs.items():
+    t4, etcd = by.get("t4"), by.get("etcd")
+    both = measured(t4) and measured(etcd)
+    capped = any(measured(r) and r["stopped_early"] for r in (t4, etcd))
     rows.append([
-        workload, str(clients),
-        f'{t4["ops_per_sec"]:.0f}', f'{etcd["ops_per_sec"]:.0f}', f"{ratio:.2f}x",
-        f'{t4["p50_us"]}/{t4["p99_us"]}', f'{etcd["p50_us"]}/{etcd["p99_us"]}',
-        f'{t4["errors"]}/{etcd["errors"]}' + (" (capped)" if t4["stopped_early"] or etcd["stopped_early"] else ""),
+        workload, f"{watchers} watchers" if workload == "watch-fanout" else str(clients),
+        ops(t4), ops(etcd), ratio(t4["ops_per_sec"], etcd["ops_per_sec"]) if both else "-",
+        latency(t4), latency(etcd), ratio(t4["p50_us"], etcd["p50_us"]) if both else "-",
+        f"{errors(t4)}/{errors(etcd)}" + (" (capped)" if capped else ""),
     ])
+    failures += [f'{r["label"]} {workload}: {r.get("first_error")}' for r in (t4, etcd) if r and r.get("first_error")]
 widths = [max(len(x) for x in col) for col in zip(head, *rows)]
 for row in [head, ["-" * w for w in widths], *rows]:
     print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+print("T4/etcd ops above 1x and T4/etcd p50 below 1x favour T4.")
+if any(workload.startswith("watch-") for workload, _, _ in pairs):
+    print("watch-*: ops/s are events received by all watchers together; latencies are put->event.")
+for failure in failures:
+    print(f"first error of {failure}")
 EOF
+[ "$FAILED" -eq 0 ] || die "some runs failed; see the table"

@@ -2,11 +2,12 @@
 //!
 //! It speaks only the public etcd v3 API (through `etcd-client`), so the same run can be pointed at
 //! both servers and their numbers compared fairly. The workloads follow etcd's own `benchmark`
-//! tool: sequential and parallel puts of distinct keys, gets of random existing keys, and a mix.
-//! This file is the command line; `workload` drives the requests and `stats` turns the samples
-//! into a report.
+//! tool: sequential and parallel puts of distinct keys, gets of random existing keys, a mix, and
+//! the latency and fan-out of watch events. This file is the command line; `workload` drives the
+//! requests (`watch` the watch workloads) and `stats` turns the samples into a report.
 
 mod stats;
+mod watch;
 mod workload;
 
 use std::process::ExitCode;
@@ -36,11 +37,12 @@ struct Args {
     #[arg(long, env = "T4_LOADTEST_WORKLOAD", value_enum, default_value = "seq-put")]
     workload: Workload,
 
-    /// Concurrent workers, each with its own client connection (seq-* always use one).
+    /// Concurrent workers, each with its own client connection (seq-* and watch-fanout always use
+    /// one; for watch-latency, the writers).
     #[arg(long, env = "T4_LOADTEST_CLIENTS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
     clients: u32,
 
-    /// Timed operations in all, over all workers.
+    /// Timed operations in all, over all workers (for the watch workloads, puts).
     #[arg(long, env = "T4_LOADTEST_TOTAL", default_value_t = 10_000)]
     total: u64,
 
@@ -72,9 +74,27 @@ struct Args {
     #[arg(long, env = "T4_LOADTEST_DURATION_MAX_SECS", default_value_t = 600)]
     duration_max_secs: u64,
 
-    /// Per-request deadline; a request past it counts as an error.
+    /// Per-request deadline; a request past it counts as an error. For the watch workloads, also
+    /// how long a watch stream may go without a message while events are due.
     #[arg(long, env = "T4_LOADTEST_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
     request_timeout_secs: u64,
+
+    /// Watchers of watch-fanout, all on `--prefix` (watch-latency has one).
+    #[arg(long, env = "T4_LOADTEST_WATCHERS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    watchers: u32,
+
+    /// Connections the watch-fanout watchers share (at most one per stream).
+    #[arg(long, env = "T4_LOADTEST_CONNS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    conns: u32,
+
+    /// Watch streams of watch-fanout in all, spread evenly over `--conns`, watchers spread evenly
+    /// over them (at most one per watcher).
+    #[arg(long, env = "T4_LOADTEST_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    streams: u32,
+
+    /// Puts per second of the watch workloads, over all writers; 0 puts as fast as they go.
+    #[arg(long, env = "T4_LOADTEST_PUT_RATE", default_value_t = 0)]
+    put_rate: u64,
 }
 
 #[tokio::main]
@@ -99,6 +119,11 @@ async fn main() -> ExitCode {
         key_count: args.key_count,
         duration_max: Duration::from_secs(args.duration_max_secs),
         request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+        // watch-latency: one watcher on a connection of its own.
+        watchers: if args.workload == Workload::WatchLatency { 1 } else { args.watchers },
+        conns: if args.workload == Workload::WatchLatency { 1 } else { args.conns },
+        streams: if args.workload == Workload::WatchLatency { 1 } else { args.streams },
+        put_rate: args.put_rate,
     };
     let outcome = match workload::run(&plan).await {
         Ok(outcome) => outcome,
@@ -115,5 +140,7 @@ async fn main() -> ExitCode {
     if let Some(e) = &report.first_error {
         eprintln!("t4-loadtest: {} errors; first: {e}", report.errors);
     }
-    if report.ok == 0 && report.errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    // A watch run is also a check: one watcher short of an event fails it.
+    let failed = if plan.workload.is_watch() { report.errors > 0 } else { report.ok == 0 && report.errors > 0 };
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }

@@ -2,11 +2,14 @@
 //!
 //! Percentiles are read off the full sorted list of per-request latencies (nearest rank), not
 //! from a histogram, so small runs are exact and nothing depends on bucket choices. Throughput
-//! counts successful requests only, over the wall time of the timed phase.
+//! counts successful requests only, over the wall time of the timed phase. For the watch
+//! workloads a sample is one event delivered to one watcher (its put→event latency), so
+//! throughput is events received by all watchers together per second, from the first put to the
+//! last event.
 
 use serde_json::json;
 
-use crate::workload::{Outcome, Plan};
+use crate::workload::{Outcome, Plan, WatchTally};
 
 /// One run, summarised.
 #[derive(Debug)]
@@ -29,6 +32,8 @@ pub struct Report {
     pub p999_us: u64,
     pub max_us: u64,
     pub stopped_early: bool,
+    /// The watch workloads' shape; `None` for the others.
+    pub watch: Option<WatchTally>,
 }
 
 impl Report {
@@ -56,12 +61,16 @@ impl Report {
             p999_us: percentile(&samples, 99.9),
             max_us: samples.last().copied().unwrap_or(0),
             stopped_early: outcome.stopped_early,
+            watch: outcome.watch,
         }
     }
 
     /// A few lines for a person.
     pub fn text(&self) -> String {
         let label = if self.label.is_empty() { String::new() } else { format!("[{}] ", self.label) };
+        if let Some(watch) = &self.watch {
+            return self.watch_text(&label, watch);
+        }
         let mut s = format!(
             "{label}{} on {} with {} client(s), key {} B, value {} B\n\
              ops: {} ok, {} errors of {} in {:.3} s = {:.1} ops/s\n\
@@ -74,6 +83,40 @@ impl Report {
             self.ok,
             self.errors,
             self.total,
+            self.elapsed_secs,
+            self.ops_per_sec,
+            self.p50_us,
+            self.p90_us,
+            self.p99_us,
+            self.p999_us,
+            self.max_us,
+        );
+        if self.stopped_early {
+            s.push_str("stopped early: --duration-max-secs reached\n");
+        }
+        s
+    }
+
+    /// The watch workloads' lines: events rather than requests.
+    fn watch_text(&self, label: &str, watch: &WatchTally) -> String {
+        let mut s = format!(
+            "{label}{} on {} with {} writer(s), key {} B, value {} B\n\
+             watchers: {} on {} connection(s), {} stream(s); {} of {} puts acknowledged\n\
+             events: {} ok of {} expected, {} errors, in {:.3} s = {:.1} events/s\n\
+             put->event latency us: p50 {} p90 {} p99 {} p999 {} max {}\n",
+            self.workload,
+            self.endpoints.join(","),
+            self.clients,
+            self.key_size,
+            self.val_size,
+            watch.watchers,
+            watch.conns,
+            watch.streams,
+            watch.puts,
+            self.total,
+            self.ok,
+            watch.events_expected(),
+            self.errors,
             self.elapsed_secs,
             self.ops_per_sec,
             self.p50_us,
@@ -109,6 +152,11 @@ impl Report {
             "p999_us": self.p999_us,
             "max_us": self.max_us,
             "stopped_early": self.stopped_early,
+            "watchers": self.watch.map(|w| w.watchers),
+            "conns": self.watch.map(|w| w.conns),
+            "streams": self.watch.map(|w| w.streams),
+            "puts": self.watch.map(|w| w.puts),
+            "events_expected": self.watch.map(|w| w.events_expected()),
         })
         .to_string()
     }
@@ -126,7 +174,10 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::workload::Workload;
 
     #[test]
     fn nearest_rank_percentiles() {
@@ -137,6 +188,56 @@ mod tests {
         assert_eq!(percentile(&samples, 99.9), 999);
         assert_eq!(percentile(&samples, 100.0), 1000);
         assert_eq!(percentile(&samples, 0.0), 1);
+    }
+
+    fn watch_plan() -> Plan {
+        Plan {
+            endpoints: vec!["127.0.0.1:1".into()],
+            workload: Workload::WatchFanout,
+            clients: 1,
+            total: 2,
+            key_size: 16,
+            val_size: 8,
+            prefix: "/bench/".into(),
+            key_count: 0,
+            duration_max: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            watchers: 3,
+            conns: 1,
+            streams: 2,
+            put_rate: 0,
+        }
+    }
+
+    #[test]
+    fn watch_reports_count_events_per_second() {
+        let outcome = Outcome {
+            latencies_us: vec![40, 10, 30, 20, 60, 50],
+            elapsed: Duration::from_millis(500),
+            watch: Some(WatchTally { watchers: 3, conns: 1, streams: 2, puts: 2 }),
+            ..Outcome::default()
+        };
+        let report = Report::new("etcd", &watch_plan(), outcome);
+        assert_eq!(report.ok, 6);
+        assert_eq!(report.ops_per_sec, 12.0);
+        assert_eq!(report.p50_us, 30);
+        assert_eq!(report.max_us, 60);
+        let text = report.text();
+        assert!(text.contains("watchers: 3 on 1 connection(s), 2 stream(s); 2 of 2 puts"), "{text}");
+        assert!(text.contains("events: 6 ok of 6 expected, 0 errors"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+        assert_eq!(json["workload"], "watch-fanout");
+        assert_eq!(json["watchers"], 3);
+        assert_eq!(json["events_expected"], 6);
+    }
+
+    #[test]
+    fn other_reports_have_no_watch_fields() {
+        let plan = Plan { workload: Workload::SeqPut, ..watch_plan() };
+        let report = Report::new("", &plan, Outcome { latencies_us: vec![1], ..Outcome::default() });
+        assert!(report.text().starts_with("seq-put on "));
+        let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+        assert!(json["watchers"].is_null());
     }
 
     #[test]

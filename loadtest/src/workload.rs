@@ -5,7 +5,7 @@
 //! its own HTTP/2 connection, as separate etcd clients would. Workers take op numbers from one
 //! shared counter, which bounds the run by `--total` and spreads it over whoever is fastest;
 //! every request is also bounded by `--duration-max-secs`, so a stuck server ends the run
-//! early instead of hanging it.
+//! early instead of hanging it. The watch workloads have their own driver, in `watch`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,12 +28,23 @@ pub enum Workload {
     ParGet,
     /// Half the clients put distinct new keys, half get random keys from a pre-written set.
     Mixed,
+    /// One prefix watcher on its own connection; `--clients` clients put distinct keys under the
+    /// prefix, one at a time each; the samples are put→event latencies.
+    WatchLatency,
+    /// `--watchers` prefix watchers over `--conns` connections and `--streams` streams; one client
+    /// puts distinct keys; every watcher must get every event once, in order.
+    WatchFanout,
 }
 
 impl Workload {
     /// Runs with one client whatever `--clients` says.
     pub fn is_sequential(self) -> bool {
-        matches!(self, Workload::SeqPut | Workload::SeqGet)
+        matches!(self, Workload::SeqPut | Workload::SeqGet | Workload::WatchFanout)
+    }
+
+    /// Watches the prefix and times puts to their events (driven by `watch::run`).
+    pub fn is_watch(self) -> bool {
+        matches!(self, Workload::WatchLatency | Workload::WatchFanout)
     }
 
     /// Reads from a key set written before the timed phase.
@@ -49,6 +60,8 @@ impl Workload {
             Workload::SeqGet => "seq-get",
             Workload::ParGet => "par-get",
             Workload::Mixed => "mixed",
+            Workload::WatchLatency => "watch-latency",
+            Workload::WatchFanout => "watch-fanout",
         }
     }
 }
@@ -66,13 +79,30 @@ pub struct Plan {
     pub key_count: u64,
     pub duration_max: Duration,
     pub request_timeout: Duration,
+    /// Watchers of the watch workloads (watch-latency: 1).
+    pub watchers: u32,
+    /// Connections the watchers share (watch-latency: 1).
+    pub conns: u32,
+    /// Watch streams in all, spread over `conns` (watch-latency: 1).
+    pub streams: u32,
+    /// Puts per second of the watch workloads, over all writers; 0 is as fast as they go.
+    pub put_rate: u64,
 }
 
 impl Plan {
     /// Key number `i`: the prefix, then `i` zero-padded to make `key_size` bytes.
-    fn key(&self, i: u64) -> String {
+    pub(crate) fn key(&self, i: u64) -> String {
         let width = self.key_size.saturating_sub(self.prefix.len());
         format!("{}{i:0width$}", self.prefix)
+    }
+
+    /// The `i` of a key made by `key(i)`; `None` for any other key.
+    pub(crate) fn key_index(&self, key: &[u8]) -> Option<u64> {
+        let digits = key.strip_prefix(self.prefix.as_bytes())?;
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse().ok()
     }
 }
 
@@ -87,17 +117,36 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// The duration cap ended the run before `total` requests were sent.
     pub stopped_early: bool,
+    /// The watch workloads' shape and what was expected of them.
+    pub watch: Option<WatchTally>,
+}
+
+/// The shape of a watch run: its samples are one per event delivered to a watcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchTally {
+    pub watchers: u32,
+    pub conns: u32,
+    pub streams: u32,
+    /// Puts the server acknowledged; each watcher should get an event for each.
+    pub puts: u64,
+}
+
+impl WatchTally {
+    /// Events due to all watchers together.
+    pub fn events_expected(&self) -> u64 {
+        self.puts * u64::from(self.watchers)
+    }
 }
 
 impl Outcome {
-    fn error(&mut self, e: impl ToString) {
+    pub(crate) fn error(&mut self, e: impl ToString) {
         self.errors += 1;
         if self.first_error.is_none() {
             self.first_error = Some(e.to_string());
         }
     }
 
-    fn merge(&mut self, other: Outcome) {
+    pub(crate) fn merge(&mut self, other: Outcome) {
         self.latencies_us.extend(other.latencies_us);
         self.errors += other.errors;
         if self.first_error.is_none() {
@@ -124,6 +173,9 @@ struct Shared {
 
 /// Connects, writes the key set if the workload reads, then runs the timed phase.
 pub async fn run(plan: &Plan) -> Result<Outcome, String> {
+    if plan.workload.is_watch() {
+        return crate::watch::run(plan).await;
+    }
     let mut clients = Vec::with_capacity(plan.clients as usize);
     for _ in 0..plan.clients {
         clients.push(connect(plan).await?);
@@ -143,6 +195,7 @@ pub async fn run(plan: &Plan) -> Result<Outcome, String> {
             Workload::SeqGet | Workload::ParGet => Role::Reader,
             Workload::Mixed if w % 2 == 0 => Role::Writer,
             Workload::Mixed => Role::Reader,
+            Workload::WatchLatency | Workload::WatchFanout => unreachable!("watch workloads run in watch::run"),
         };
         tasks.push(tokio::spawn(worker(role, client, shared.clone(), w as u64 + 1)));
     }
@@ -155,7 +208,7 @@ pub async fn run(plan: &Plan) -> Result<Outcome, String> {
 }
 
 /// A client of its own connection; one cheap get makes sure the server answers before timing.
-async fn connect(plan: &Plan) -> Result<Client, String> {
+pub(crate) async fn connect(plan: &Plan) -> Result<Client, String> {
     let options = ConnectOptions::new().with_connect_timeout(plan.request_timeout).with_timeout(plan.request_timeout);
     let mut client = Client::connect(&plan.endpoints, Some(options))
         .await
@@ -236,7 +289,7 @@ async fn worker(role: Role, mut client: Client, shared: Arc<Shared>, seed: u64) 
 }
 
 /// `len` bytes that do not compress, so neither server gains from compressing values.
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = SplitMix64(seed);
     (0..len).map(|_| rng.next() as u8).collect()
 }
@@ -275,7 +328,31 @@ mod tests {
             key_count: 10,
             duration_max: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
+            watchers: 1,
+            conns: 1,
+            streams: 1,
+            put_rate: 0,
         }
+    }
+
+    #[test]
+    fn key_index_inverts_key() {
+        let p = plan();
+        for i in [0, 7, 42, 123_456_789, 10_000_000_000] {
+            assert_eq!(p.key_index(p.key(i).as_bytes()), Some(i));
+        }
+        let short = Plan { key_size: 4, ..plan() };
+        assert_eq!(short.key_index(short.key(12345).as_bytes()), Some(12345));
+    }
+
+    #[test]
+    fn key_index_rejects_other_keys() {
+        let p = plan();
+        assert_eq!(p.key_index(b"/bench/"), None);
+        assert_eq!(p.key_index(b"/other/000000042"), None);
+        assert_eq!(p.key_index(b"/bench/00000004x"), None);
+        assert_eq!(p.key_index(b"/bench/-00000042"), None);
+        assert_eq!(p.key_index(b"/bench/99999999999999999999999"), None);
     }
 
     #[test]
