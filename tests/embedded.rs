@@ -1,6 +1,6 @@
 //! The embedded API from a tokio program: a node in-process, no network.
 
-use t4::{Compare, CompareOp, Config, Error, Node, Txn, TxnOp, TxnOpResponse};
+use t4::{Compare, CompareOp, Config, Error, EventKind, Node, Txn, TxnOp, TxnOpResponse, WatchOptions};
 
 #[tokio::test]
 async fn embedded_node_reads_writes_and_survives_reopen() {
@@ -66,4 +66,76 @@ fn embedded_node_works_without_any_async_runtime_of_its_own() {
         assert_eq!(node.get("k").await.unwrap().unwrap().value, b"v");
         node.close().await.unwrap();
     });
+}
+
+/// Bounds every wait on the node in these tests.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+async fn next_event(watch: &mut t4::Watch) -> t4::Event {
+    tokio::time::timeout(WAIT, watch.next()).await.expect("an event in time").expect("the watch goes on").unwrap()
+}
+
+#[tokio::test]
+async fn embedded_watches_replay_history_then_follow_live_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(Config::new(dir.path())).unwrap();
+    let first = node.put("app/a", "1").await.unwrap();
+    node.put("other", "x").await.unwrap();
+    let options = WatchOptions { prev_kv: true, ..Default::default() };
+    let mut watch = node.watch_prefix("app/", first, options).await.unwrap();
+    let replayed = next_event(&mut watch).await;
+    assert_eq!((replayed.kind, replayed.kv.mod_revision, replayed.prev_kv), (EventKind::Put, first, None));
+    let second = node.put("app/a", "2").await.unwrap();
+    let live = next_event(&mut watch).await;
+    assert_eq!((live.kv.value.as_slice(), live.kv.mod_revision, live.kv.version), (&b"2"[..], second, 2));
+    assert_eq!(live.prev_kv.unwrap().value, b"1");
+    node.delete("app/a").await.unwrap();
+    let deleted = next_event(&mut watch).await;
+    assert_eq!(
+        (deleted.kind, deleted.kv.key.as_slice(), deleted.kv.value.len()),
+        (EventKind::Delete, &b"app/a"[..], 0)
+    );
+
+    let mut puts_only = node.watch("k", "", 0, WatchOptions { no_delete: true, ..Default::default() }).await.unwrap();
+    node.put("k", "v").await.unwrap();
+    node.delete("k").await.unwrap();
+    let revision = node.put("k", "w").await.unwrap();
+    let event = next_event(&mut puts_only).await;
+    assert_eq!((event.kind, event.kv.value.as_slice()), (EventKind::Put, &b"v"[..]));
+    assert_eq!(next_event(&mut puts_only).await.kv.mod_revision, revision, "the delete is filtered out");
+
+    node.compact(revision).await.unwrap();
+    let mut compacted = node.watch_prefix("app/", first, WatchOptions::default()).await.unwrap();
+    let outcome = tokio::time::timeout(WAIT, compacted.next()).await.unwrap();
+    assert!(matches!(outcome, Some(Err(Error::Compacted))), "{outcome:?}");
+    node.close().await.unwrap();
+    let ended = tokio::time::timeout(WAIT, watch.next()).await.unwrap();
+    assert!(ended.is_none(), "closing the node ends its watches: {ended:?}");
+}
+
+#[tokio::test]
+async fn embedded_leases_attach_keys_renew_and_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(Config::new(dir.path())).unwrap();
+    let lease = node.grant(1).await.unwrap();
+    assert_eq!(lease.ttl, 2, "TTLs below etcd's minimum are raised to it");
+    node.put_with_lease("session/a", "1", lease.id).await.unwrap();
+    node.txn(Txn::new().and_then([TxnOp::put_with_lease("session/b", "2", lease.id)])).await.unwrap();
+    assert!(matches!(node.put_with_lease("x", "1", lease.id + 1).await, Err(Error::LeaseNotFound)));
+    assert_eq!(node.keep_alive(lease.id).await.unwrap(), 2);
+    let status = node.time_to_live(lease.id).await.unwrap();
+    assert_eq!((status.granted_ttl, status.keys.len()), (2, 2));
+    assert!(status.ttl <= 2);
+    assert_eq!(node.leases().await.unwrap(), vec![lease.id]);
+    assert_eq!(node.get("session/a").await.unwrap().unwrap().lease, lease.id);
+
+    let before = node.revision().await.unwrap();
+    node.revoke(lease.id).await.unwrap();
+    assert_eq!(node.revision().await.unwrap(), before + 1, "both keys are deleted at one revision");
+    assert_eq!(node.count("session/").await.unwrap(), 0);
+    assert!(matches!(node.time_to_live(lease.id).await, Err(Error::LeaseNotFound)));
+    assert!(matches!(node.keep_alive(lease.id).await, Err(Error::LeaseNotFound)));
+    assert!(matches!(node.revoke(lease.id).await, Err(Error::LeaseNotFound)));
+    assert!(node.leases().await.unwrap().is_empty());
+    node.close().await.unwrap();
 }

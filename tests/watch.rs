@@ -957,3 +957,36 @@ async fn a_progress_request_on_a_stream_without_watches_is_answered() {
     assert_eq!((r.watch_id, r.created, r.canceled, r.events.len()), (-1, false, false, 0), "{r:?}");
     assert_eq!(revision(&r), w.revision());
 }
+
+/// T4 only: etcd's interval is fixed at 10 minutes unless configured, so this starts T4 with a short
+/// one. An idle watcher that asked for progress notifications gets empty responses at the current
+/// revision; one that did not ask gets none; events in an interval replace that interval's
+/// notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_watchers_that_asked_get_progress_notifications_at_the_current_revision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    let server =
+        tokio::task::spawn_blocking(move || Server::start_t4(&path, &["--watch-progress-notify-interval-ms", "200"]))
+            .await
+            .expect("start t4");
+    let fixture = Fixture { server, _dir: dir };
+    let mut writer = fixture.writer().await;
+    writer.put("/progress/a", "1").await;
+    let revision = writer.revision();
+    let request = |progress_notify| WatchCreateRequest {
+        key: b"/progress/".to_vec(),
+        range_end: b"/progress0".to_vec(),
+        progress_notify,
+        ..Default::default()
+    };
+    let (mut stream, notified) = fixture.watch(request(true)).await;
+    let quiet = stream.create(request(false)).await;
+    for _ in 0..3 {
+        let r = stream.recv().await;
+        assert_eq!(r.watch_id, notified, "only the watch that asked is notified: {r:?}");
+        assert!(r.events.is_empty() && !r.created && !r.canceled, "{r:?}");
+        assert_eq!(r.header.unwrap().revision, revision);
+    }
+    assert_ne!(notified, quiet);
+}
