@@ -607,7 +607,7 @@ impl ShardState {
         let compacted_header = self.header(0);
         let fragment_bytes = self.context.fragment_bytes;
         let Some(stream) = self.streams.get_mut(&stream_id) else { return };
-        let mut cancelled = Vec::new();
+        let mut compacted = Vec::new();
         let mut gone = false;
         for (&watch_id, watcher) in stream.watchers.iter_mut().filter(|(_, w)| !w.synced) {
             if watcher.next_rev < batch.compact {
@@ -619,7 +619,9 @@ impl ShardState {
                     canceled: true,
                     ..Default::default()
                 });
-                cancelled.push(watch_id);
+                watcher.compacted = true;
+                watcher.synced = true; // never planned again
+                compacted.push((watch_id, watcher.span.clone()));
                 continue;
             }
             if watcher.next_rev < batch.from
@@ -648,10 +650,8 @@ impl ShardState {
                 gone |= !send(&stream.outbox, watcher, response, fragment_bytes);
             }
         }
-        for watch_id in cancelled {
-            if let Some(watcher) = stream.watchers.remove(&watch_id) {
-                self.watchers.remove(&watcher.span, WatcherKey { stream: stream_id, watch_id });
-            }
+        for (watch_id, span) in compacted {
+            self.watchers.remove(&span, WatcherKey { stream: stream_id, watch_id });
         }
         if gone {
             self.close_stream(stream_id);
@@ -666,7 +666,7 @@ impl ShardState {
                 continue;
             }
             for (&watch_id, watcher) in stream.watchers.iter_mut() {
-                if watcher.progress_notify && watcher.synced && !watcher.sent_since_tick {
+                if watcher.progress_notify && watcher.synced && !watcher.compacted && !watcher.sent_since_tick {
                     stream.outbox.push(WatchResponse { header, watch_id, ..Default::default() });
                 }
                 watcher.sent_since_tick = false;

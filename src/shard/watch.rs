@@ -42,6 +42,9 @@ pub struct Watcher {
     pub fragment: bool,
     /// An event response went out since the last progress tick.
     pub sent_since_tick: bool,
+    /// Its next revision was compacted: it got etcd's compacted response and receives nothing more,
+    /// but (as in etcd) keeps its id on the stream until cancelled.
+    pub compacted: bool,
 }
 
 /// One watch stream: its queue to the client and its watchers.
@@ -116,6 +119,7 @@ impl WatchStream {
                 progress_notify: c.progress_notify,
                 fragment: c.fragment,
                 sent_since_tick: false,
+                compacted: false,
             },
         );
         Ok(id)
