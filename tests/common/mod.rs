@@ -120,20 +120,33 @@ impl Server {
         panic!("etcd did not start in three attempts");
     }
 
+    /// Polls the server's Status until it answers. Runs its own runtime on a scoped thread, so it
+    /// works from inside a test's tokio runtime as well as from plain code.
     fn wait_until_serving(&mut self) -> bool {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let endpoint = self.endpoint.clone();
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(_)) = child.try_wait()
             {
                 return false;
             }
-            let ok = rt.block_on(async {
-                let Ok(channel) = channel(&self.endpoint).await else {
-                    return false;
-                };
-                MaintenanceClient::new(channel).status(t4::proto::etcdserverpb::StatusRequest {}).await.is_ok()
+            let ok = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                        rt.block_on(async {
+                            let Ok(channel) = channel(&endpoint).await else {
+                                return false;
+                            };
+                            MaintenanceClient::new(channel)
+                                .status(t4::proto::etcdserverpb::StatusRequest {})
+                                .await
+                                .is_ok()
+                        })
+                    })
+                    .join()
+                    .unwrap_or(false)
             });
             if ok {
                 return true;
