@@ -53,6 +53,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use common::Server;
+use common::watch_model::in_range;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use t4::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -368,15 +369,6 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-/// Whether a delete of `[start, end)` (etcd's conventions for `end`) removes `key`.
-fn span_contains(start: &[u8], end: &[u8], key: &[u8]) -> bool {
-    match end {
-        [] => key == start,
-        [0] => key >= start,
-        end => key >= start && key < end,
-    }
-}
-
 /// What one top-level txn writes so far, so that generated ops avoid etcd's duplicate-key error
 /// unless a fault deliberately asks for it.
 #[derive(Default)]
@@ -394,7 +386,7 @@ struct TxnScope {
 
 impl TxnScope {
     fn is_free(&self, key: &[u8]) -> bool {
-        !self.put_keys.iter().any(|k| k == key) && !self.deleted.iter().any(|(s, e)| span_contains(s, e, key))
+        !self.put_keys.iter().any(|k| k == key) && !self.deleted.iter().any(|(s, e)| in_range(key, s, e))
     }
 }
 
@@ -624,7 +616,7 @@ impl Generator {
     fn txn_delete(&mut self, scope: &mut TxnScope) -> Option<DeleteRangeRequest> {
         for _attempt in 0..4 {
             let (key, range_end) = self.span();
-            if scope.put_keys.iter().any(|k| span_contains(&key, &range_end, k)) {
+            if scope.put_keys.iter().any(|k| in_range(k, &key, &range_end)) {
                 continue;
             }
             scope.from_key_delete |= range_end == [0];
@@ -1514,7 +1506,7 @@ impl Side {
 /// end one key, `\0` every key from the key on).
 fn watch_covers(request: &WatchCreateRequest, key: &[u8]) -> bool {
     let start: &[u8] = if request.key.is_empty() { &[0] } else { &request.key };
-    span_contains(start, &request.range_end, key)
+    in_range(key, start, &request.range_end)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,20 +4,19 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use common::Server;
+use common::watch_model::{Op, Writer, mod_revision, seen_by};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use t4::proto::etcdserverpb::kv_client::KvClient;
 use t4::proto::etcdserverpb::watch_client::WatchClient;
 use t4::proto::etcdserverpb::watch_create_request::FilterType;
 use t4::proto::etcdserverpb::watch_request::RequestUnion;
-use t4::proto::etcdserverpb::{
-    DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest, WatchResponse, request_op,
-};
-use t4::proto::mvccpb::{Event, KeyValue, event::EventType};
+use t4::proto::etcdserverpb::{PutRequest, WatchCreateRequest, WatchRequest, WatchResponse};
+use t4::proto::mvccpb::{Event, event::EventType};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 use tonic::codegen::tokio_stream::wrappers::UnboundedReceiverStream;
@@ -86,10 +85,6 @@ fn revision(r: &WatchResponse) -> i64 {
     r.header.as_ref().expect("a watch response carries a header").revision
 }
 
-fn mod_revision(e: &Event) -> i64 {
-    e.kv.as_ref().expect("an event carries a kv").mod_revision
-}
-
 fn all_events(responses: &[WatchResponse]) -> Vec<Event> {
     responses.iter().flat_map(|r| r.events.iter().cloned()).collect()
 }
@@ -110,126 +105,7 @@ fn split_revisions(responses: &[WatchResponse]) -> Option<String> {
     None
 }
 
-#[derive(Clone, Debug)]
-enum Op {
-    Put(Vec<u8>, Vec<u8>),
-    /// DeleteRange of `[key, range_end)`.
-    Delete(Vec<u8>, Vec<u8>),
-}
-
-fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
-    match end {
-        [] => key == start,
-        [0] => key >= start,
-        _ => key >= start && key < end,
-    }
-}
-
-#[derive(Clone)]
-struct Model {
-    revision: i64,
-    live: BTreeMap<Vec<u8>, KeyValue>,
-}
-
-impl Default for Model {
-    fn default() -> Self {
-        Model { revision: 1, live: BTreeMap::new() }
-    }
-}
-
-impl Model {
-    /// Applies one request (a txn when several ops) and returns its events, each with its prev_kv.
-    fn apply(&mut self, ops: &[Op]) -> Vec<Event> {
-        let rev = self.revision + 1;
-        let mut events = Vec::new();
-        for op in ops {
-            match op {
-                Op::Put(key, value) => {
-                    let prev = self.live.get(key).cloned();
-                    let kv = KeyValue {
-                        key: key.clone(),
-                        create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
-                        mod_revision: rev,
-                        version: prev.as_ref().map_or(1, |p| p.version + 1),
-                        value: value.clone(),
-                        lease: 0,
-                    };
-                    self.live.insert(key.clone(), kv.clone());
-                    events.push(Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: prev });
-                }
-                Op::Delete(start, end) => {
-                    let keys: Vec<Vec<u8>> = self.live.keys().filter(|k| in_range(k, start, end)).cloned().collect();
-                    for key in keys {
-                        let prev = self.live.remove(&key);
-                        let kv = KeyValue { key, mod_revision: rev, ..Default::default() };
-                        events.push(Event { r#type: EventType::Delete as i32, kv: Some(kv), prev_kv: prev });
-                    }
-                }
-            }
-        }
-        if !events.is_empty() {
-            self.revision = rev;
-        }
-        events
-    }
-}
-
-/// The events a watch created with `w` sees among `events` (start_revision aside).
-fn seen_by(w: &WatchCreateRequest, events: &[Event]) -> Vec<Event> {
-    let drops = |e: &Event| {
-        w.filters.iter().any(|&f| {
-            (f == FilterType::Noput as i32 && e.r#type == EventType::Put as i32)
-                || (f == FilterType::Nodelete as i32 && e.r#type == EventType::Delete as i32)
-        })
-    };
-    events
-        .iter()
-        .filter(|e| in_range(&e.kv.as_ref().unwrap().key, &w.key, &w.range_end) && !drops(e))
-        .map(|e| Event { prev_kv: if w.prev_kv { e.prev_kv.clone() } else { None }, ..e.clone() })
-        .collect()
-}
-
-/// Writes through the KV service and the model at once.
-struct Writer {
-    kv: KvClient<Channel>,
-    model: Model,
-    log: Vec<Event>,
-}
-
 impl Writer {
-    /// Sends `ops` (one Put or DeleteRange, or a Txn of several), checks the server's revision
-    /// against the model's and returns the events.
-    async fn write(&mut self, ops: Vec<Op>) -> Vec<Event> {
-        let request_op = |op: &Op| match op {
-            Op::Put(key, value) => request_op::Request::RequestPut(PutRequest {
-                key: key.clone(),
-                value: value.clone(),
-                ..Default::default()
-            }),
-            Op::Delete(key, range_end) => request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-                key: key.clone(),
-                range_end: range_end.clone(),
-                ..Default::default()
-            }),
-        };
-        let header = match (ops.len(), request_op(&ops[0])) {
-            (1, request_op::Request::RequestPut(put)) => self.kv.put(put).await.expect("put").into_inner().header,
-            (1, request_op::Request::RequestDeleteRange(delete)) => {
-                self.kv.delete_range(delete).await.expect("delete").into_inner().header
-            }
-            _ => {
-                let success = ops.iter().map(|op| RequestOp { request: Some(request_op(op)) }).collect();
-                let txn = self.kv.txn(TxnRequest { success, ..Default::default() }).await.expect("txn").into_inner();
-                assert!(txn.succeeded, "a txn without compares succeeds");
-                txn.header
-            }
-        };
-        let events = self.model.apply(&ops);
-        assert_eq!(header.expect("a header").revision, self.model.revision, "the server's revision after {ops:?}");
-        self.log.extend(events.iter().cloned());
-        events
-    }
-
     /// The events a watch created with `w` sees from `from` on.
     fn expected(&self, w: &WatchCreateRequest, from: i64) -> Vec<Event> {
         let since: Vec<Event> = self.log.iter().filter(|e| mod_revision(e) >= from).cloned().collect();
@@ -442,7 +318,7 @@ async fn a_thousand_watchers_on_overlapping_prefixes_each_see_exactly_their_even
     let deadline = Instant::now() + DEADLINE;
     let mut rng = ChaCha8Rng::seed_from_u64(0x7a7c4);
     let keys = key_space();
-    let mut w = Writer { kv: KvClient::new(f.channel().await), model: Model::default(), log: Vec::new() };
+    let mut w = Writer::new(KvClient::new(f.channel().await));
 
     // History that a third of the watches replay.
     for i in 0..100 {

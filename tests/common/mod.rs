@@ -12,6 +12,8 @@ use t4::proto::etcdserverpb::kv_client::KvClient;
 use t4::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use tonic::transport::Channel;
 
+pub mod watch_model;
+
 /// How long a server may take to start or stop.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
