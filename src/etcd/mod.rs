@@ -42,14 +42,7 @@ pub struct Services {
 impl Services {
     /// Fills the ids and term etcd puts in every top-level response header.
     fn header(&self, header: Option<ResponseHeader>) -> Option<ResponseHeader> {
-        let identity = self.store.identity();
-        let revision = header.map_or(0, |h| h.revision);
-        Some(ResponseHeader {
-            cluster_id: identity.cluster_id,
-            member_id: identity.member_id,
-            revision,
-            raft_term: identity.term,
-        })
+        Some(self.store.identity().response_header(header.map_or(0, |h| h.revision)))
     }
 
     /// All services as one router.

@@ -37,6 +37,18 @@ pub struct Identity {
     pub term: u64,
 }
 
+impl Identity {
+    /// The header etcd puts on every response from this member, at `revision`.
+    pub fn response_header(&self, revision: i64) -> crate::proto::etcdserverpb::ResponseHeader {
+        crate::proto::etcdserverpb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.term,
+        }
+    }
+}
+
 /// One group commit: the records of consecutive revisions, and a compaction if one was requested.
 #[derive(Debug, Default)]
 pub struct GroupWrite {

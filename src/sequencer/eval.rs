@@ -60,7 +60,7 @@ impl SequencerState {
         let leases = &self.leases;
         let lease_exists = |id: i64| leases.contains(id);
         let mut txn = TxnWriter::new(&view, &lease_exists);
-        let outcome = match proposal {
+        let mut outcome = match proposal {
             Proposal::Compact(c) => {
                 if c.revision <= self.compact {
                     return Err(Error::Compacted);
@@ -93,7 +93,6 @@ impl SequencerState {
             }
         };
         let TxnWriter { changes, events, prevs, .. } = txn;
-        let mut outcome = outcome;
         if events.is_empty() {
             return Ok(Evaluation { outcome, record: None, prevs, compaction: None });
         }

@@ -445,13 +445,7 @@ fn read_history(store: &Store, from: i64, to: i64, want_prev: bool) -> Result<Ca
 
 impl ShardState {
     fn header(&self, revision: i64) -> Option<ResponseHeader> {
-        let identity = self.context.store.identity();
-        Some(ResponseHeader {
-            cluster_id: identity.cluster_id,
-            member_id: identity.member_id,
-            revision,
-            raft_term: identity.term,
-        })
+        Some(self.context.store.identity().response_header(revision))
     }
 
     /// Applies one committed group: lease timers, then live events for synced watchers. Returns the
