@@ -9,7 +9,8 @@
 //! Frame: `[payload len u32 BE][crc32c(payload) u32 BE][payload]`; payload:
 //! `[format u8][revision i64][sub u32][event count u32]` then each event `[kind u8]` and:
 //! put `[key len u32][key][create i64][version i64][lease i64][value len u32][value]`;
-//! delete `[key len u32][key]`; lease grant `[id i64][ttl i64]`; lease revoke `[id i64]`.
+//! delete `[key len u32][key]`; lease grant `[id i64][ttl i64]`; lease revoke `[id i64]`; compaction
+//! `[revision i64]` (a compaction consumes no revision either, so it is a `sub` > 0 record).
 
 use crate::error::{Error, Result};
 
@@ -18,6 +19,7 @@ const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
 const KIND_LEASE_GRANT: u8 = 3;
 const KIND_LEASE_REVOKE: u8 = 4;
+const KIND_COMPACT: u8 = 5;
 const FRAME_HEADER_BYTES: usize = 8;
 
 /// One change inside a record.
@@ -31,6 +33,9 @@ pub enum LogEvent {
     LeaseGrant { id: i64, ttl: i64 },
     /// Lease `id` was revoked (its keys' deletes are in the same record).
     LeaseRevoke { id: i64 },
+    /// History below `revision` was compacted away (etcd's Compact); replayed from a WAL, it
+    /// compacts the restored store the same way.
+    Compact { revision: i64 },
 }
 
 impl LogEvent {
@@ -38,7 +43,7 @@ impl LogEvent {
     pub fn key(&self) -> Option<&[u8]> {
         match self {
             LogEvent::Put { key, .. } | LogEvent::Delete { key } => Some(key),
-            LogEvent::LeaseGrant { .. } | LogEvent::LeaseRevoke { .. } => None,
+            LogEvent::LeaseGrant { .. } | LogEvent::LeaseRevoke { .. } | LogEvent::Compact { .. } => None,
         }
     }
 }
@@ -120,6 +125,10 @@ impl LogRecord {
                     payload.push(KIND_LEASE_REVOKE);
                     payload.extend_from_slice(&id.to_be_bytes());
                 }
+                LogEvent::Compact { revision } => {
+                    payload.push(KIND_COMPACT);
+                    payload.extend_from_slice(&revision.to_be_bytes());
+                }
             }
         }
         let mut framed = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
@@ -161,6 +170,7 @@ impl LogRecord {
                 KIND_DELETE => LogEvent::Delete { key: r.bytes()? },
                 KIND_LEASE_GRANT => LogEvent::LeaseGrant { id: r.i64()?, ttl: r.i64()? },
                 KIND_LEASE_REVOKE => LogEvent::LeaseRevoke { id: r.i64()? },
+                KIND_COMPACT => LogEvent::Compact { revision: r.i64()? },
                 kind => return Err(Error::Corrupt(format!("log event kind {kind}"))),
             };
             events.push(event);
@@ -197,6 +207,8 @@ mod tests {
         assert_eq!(LogRecord::decode(&empty.encode()).unwrap(), empty);
         let grant = LogRecord { revision: 7, sub: 3, events: vec![LogEvent::LeaseGrant { id: -5, ttl: 60 }] };
         assert_eq!(LogRecord::decode(&grant.encode()).unwrap(), grant);
+        let compact = LogRecord { revision: 9, sub: 1, events: vec![LogEvent::Compact { revision: 4 }] };
+        assert_eq!(LogRecord::decode(&compact.encode()).unwrap(), compact);
     }
 
     #[test]

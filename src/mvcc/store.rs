@@ -22,9 +22,12 @@ use crate::log::{LogEvent, LogRecord};
 pub const INITIAL_REVISION: i64 = 1;
 /// Compact revision of a store never compacted (etcd's `compactMainRev` starts at -1).
 pub const NEVER_COMPACTED: i64 = -1;
-/// The on-disk format this build reads and writes. 2: log keys carry a sub-index and records carry
-/// lease grants and revokes.
-const FORMAT: i64 = 2;
+/// The on-disk format this build writes. 2: log keys carry a sub-index and records carry lease
+/// grants and revokes. 3: compactions are log records too (format 2 directories are upgraded in place:
+/// they hold no record a format 3 build reads differently).
+const FORMAT: i64 = 3;
+/// Older formats this build opens and upgrades to [`FORMAT`].
+const FORMATS_UPGRADED: [i64; 1] = [2];
 
 /// Who this node is; chosen at first start and kept in `meta`.
 #[derive(Debug, Clone, Copy)]
@@ -49,15 +52,13 @@ impl Identity {
     }
 }
 
-/// One group commit: the records of consecutive revisions, and a compaction if one was requested.
+/// One group commit: the records of consecutive log positions (a compaction is a record too).
 #[derive(Debug, Default)]
 pub struct GroupWrite {
-    /// Records in revision order; may be empty (a group of reads-only txns or a compaction).
+    /// Records in `(revision, sub)` order; may be empty (a group of read-only txns).
     pub records: Vec<LogRecord>,
     /// The revision the store has reached after this group (unchanged if `records` is empty).
     pub current_revision: i64,
-    /// A compaction requested in this group.
-    pub compact_revision: Option<i64>,
 }
 
 /// The node's database.
@@ -138,6 +139,12 @@ impl Store {
     fn check_format(db: &Database, meta_ks: &Keyspace) -> Result<()> {
         match read_i64(meta_ks, meta::FORMAT)? {
             Some(FORMAT) => Ok(()),
+            Some(old) if FORMATS_UPGRADED.contains(&old) => {
+                let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+                batch.insert(meta_ks, meta::FORMAT, FORMAT.to_be_bytes().to_vec());
+                batch.commit()?;
+                Ok(())
+            }
             Some(other) => Err(Error::Corrupt(format!("written in format {other}; this build reads format {FORMAT}"))),
             None if read_i64(meta_ks, meta::CURRENT_REVISION)?.is_some() => Err(Error::Corrupt(format!(
                 "written by an older T4 (format 1); this build reads format {FORMAT}: start from an empty directory"
@@ -275,14 +282,14 @@ impl Store {
                         batch.insert(&self.leases, lease_key(*id).to_vec(), ttl.to_be_bytes().to_vec());
                     }
                     LogEvent::LeaseRevoke { id } => batch.remove(&self.leases, lease_key(*id).to_vec()),
+                    LogEvent::Compact { revision } => {
+                        batch.insert(&self.meta, meta::COMPACT_REVISION, revision.to_be_bytes().to_vec());
+                    }
                 }
             }
         }
         if !group.records.is_empty() {
             batch.insert(&self.meta, meta::CURRENT_REVISION, group.current_revision.to_be_bytes().to_vec());
-        }
-        if let Some(compact) = group.compact_revision {
-            batch.insert(&self.meta, meta::COMPACT_REVISION, compact.to_be_bytes().to_vec());
         }
         batch.commit()?;
         Ok(())
@@ -310,7 +317,7 @@ impl Store {
             let (_, bytes) = item.into_inner()?;
             changed.extend(LogRecord::decode(&bytes)?.events.into_iter().filter_map(|e| match e {
                 LogEvent::Put { key, .. } | LogEvent::Delete { key } => Some(key),
-                LogEvent::LeaseGrant { .. } | LogEvent::LeaseRevoke { .. } => None,
+                LogEvent::LeaseGrant { .. } | LogEvent::LeaseRevoke { .. } | LogEvent::Compact { .. } => None,
             }));
         }
         let mut batch = self.db.batch();

@@ -69,9 +69,16 @@ impl SequencerState {
                     return Err(Error::FutureRevision);
                 }
                 self.compact = c.revision;
+                // Like a lease grant, a compaction consumes no revision: it follows the current one.
+                self.sub += 1;
+                let record = LogRecord {
+                    revision: self.current,
+                    sub: self.sub,
+                    events: vec![LogEvent::Compact { revision: c.revision }],
+                };
                 let outcome = Outcome::Compact(CompactionResponse { header: header(self.current) });
                 let compaction = Some((c.revision, c.physical));
-                return Ok(Evaluation { outcome, record: None, prevs: Vec::new(), compaction });
+                return Ok(Evaluation { outcome, record: Some(record), prevs: vec![None], compaction });
             }
             Proposal::Put(p) => {
                 if p.lease != 0 && !self.leases.contains(p.lease) {

@@ -166,7 +166,10 @@ fn compaction_is_bounded_by_the_current_and_previous_compact_revisions() {
     assert!(matches!(s.evaluate(&EmptyStore, &compact(5)), Err(Error::FutureRevision)));
     let eval = s.evaluate(&EmptyStore, &compact(3)).unwrap();
     assert_eq!(eval.compaction, Some((3, false)));
-    assert!(eval.record.is_none(), "compaction takes no revision");
+    let record = eval.record.expect("a compaction is logged");
+    assert_eq!((record.revision, record.sub), (4, 1), "compaction takes no revision: it follows the current one");
+    assert_eq!(record.events, [crate::log::LogEvent::Compact { revision: 3 }]);
+    assert_eq!(s.current, 4);
     assert!(matches!(s.evaluate(&EmptyStore, &compact(3)), Err(Error::Compacted)));
     let old = RangeRequest { key: "k".into(), revision: 2, ..Default::default() };
     let t = TxnRequest { success: vec![op(Request::RequestRange(old))], ..Default::default() };

@@ -101,6 +101,7 @@ impl LeaseTable {
                 LogEvent::LeaseRevoke { id } => {
                     self.leases.remove(id);
                 }
+                LogEvent::Compact { .. } => {}
             }
         }
     }

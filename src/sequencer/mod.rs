@@ -326,7 +326,6 @@ impl Sequencer {
                         prevs.push(p);
                     }
                     if let Some((revision, physical)) = c {
-                        write.compact_revision = Some(revision);
                         compaction = Some((revision, physical || compaction.is_some_and(|(_, p)| p)));
                     }
                     Ok(outcome)

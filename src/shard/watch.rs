@@ -153,7 +153,7 @@ pub fn to_event(watcher: &Watcher, event: &LogEvent, revision: i64, prev: Option
         LogEvent::Delete { key } => {
             (EventType::Delete, KeyValue { key: key.clone(), mod_revision: revision, ..Default::default() })
         }
-        LogEvent::LeaseGrant { .. } | LogEvent::LeaseRevoke { .. } => return None,
+        LogEvent::LeaseGrant { .. } | LogEvent::LeaseRevoke { .. } | LogEvent::Compact { .. } => return None,
     };
     let prev_kv = if watcher.prev_kv { prev.cloned() } else { None };
     Some(Event { r#type: kind as i32, kv: Some(kv), prev_kv })
