@@ -44,8 +44,21 @@ pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL_MS: u64 = 10 * 60 * 1000;
 /// How long a graceful shutdown waits for in-flight requests before closing connections.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
+/// Uploads to object storage in flight at once (sync upload).
+pub const DEFAULT_WAL_UPLOAD_MAX_IN_FLIGHT: usize = 4;
+/// Least milliseconds between the starts of two WAL uploads (0: none).
+pub const DEFAULT_WAL_UPLOAD_INTERVAL_MS: u64 = 0;
+/// Milliseconds a write waits for object storage before its caller gets "request timed out".
+pub const DEFAULT_WAL_UPLOAD_TIMEOUT_MS: u64 = 10_000;
+/// Async upload: a WAL object is cut at this many bytes...
+pub const DEFAULT_WAL_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
+/// ...or when its oldest record is this many milliseconds old.
+pub const DEFAULT_WAL_SEGMENT_AGE_MS: u64 = 1_000;
+/// Minutes between checkpoints (Go T4's default).
+pub const DEFAULT_CHECKPOINT_INTERVAL_MIN: u64 = 15;
+
 /// The configuration of one T4 node.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct Config {
     /// Directory holding the node's database (created if missing; locked while the node runs).
     #[arg(long, env = "T4_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
@@ -93,6 +106,91 @@ pub struct Config {
     /// Milliseconds a graceful shutdown waits for in-flight requests.
     #[arg(long, env = "T4_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
+
+    /// Object storage settings (none: the node keeps its data on local disk only).
+    #[command(flatten)]
+    pub object_store: ObjectStoreArgs,
+
+    /// An object store given by an embedding program (any [`crate::object::ObjectStore`]); wins over
+    /// `object_store`.
+    #[arg(skip)]
+    pub object_store_override: Option<std::sync::Arc<dyn crate::object::ObjectStore>>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("cores", &self.cores)
+            .field("object_store", &self.object_store)
+            .field("object_store_override", &self.object_store_override.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where and how the node makes its writes durable beyond its disk.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ObjectStoreArgs {
+    /// S3 bucket holding this node's WAL objects and checkpoints. Credentials come from
+    /// T4_S3_ACCESS_KEY_ID and T4_S3_SECRET_ACCESS_KEY, or from --s3-profile; there is no fallback.
+    #[arg(long, env = "T4_S3_BUCKET", conflicts_with = "object_store_dir")]
+    pub s3_bucket: Option<String>,
+
+    /// Key prefix inside the bucket (several nodes or databases can share a bucket).
+    #[arg(long, env = "T4_S3_PREFIX", default_value = "")]
+    pub s3_prefix: String,
+
+    /// S3 endpoint URL for S3-compatible stores (MinIO, Ceph, moto); addressed path-style.
+    #[arg(long, env = "T4_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region.
+    #[arg(long, env = "T4_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// Profile of the AWS shared config and credentials files to take credentials from.
+    #[arg(long, env = "T4_S3_PROFILE")]
+    pub s3_profile: Option<String>,
+
+    /// A local folder used as the object store (development and tests).
+    #[arg(long, env = "T4_OBJECT_STORE_DIR")]
+    pub object_store_dir: Option<PathBuf>,
+
+    /// Acknowledge a write only once the WAL object holding it is stored (true by default when a
+    /// store is set); false uploads in the background, cut by --wal-segment-bytes/--wal-segment-age-ms.
+    #[arg(long, env = "T4_WAL_SYNC_UPLOAD", default_value_t = true, action = clap::ArgAction::Set)]
+    pub wal_sync_upload: bool,
+
+    /// WAL uploads in flight at once (sync upload).
+    #[arg(long, env = "T4_WAL_UPLOAD_MAX_IN_FLIGHT", default_value_t = DEFAULT_WAL_UPLOAD_MAX_IN_FLIGHT)]
+    pub wal_upload_max_in_flight: usize,
+
+    /// Least milliseconds between two WAL uploads: bounds the PUT rate (and the bill); writes arriving
+    /// meanwhile share the next object.
+    #[arg(long, env = "T4_WAL_UPLOAD_INTERVAL_MS", default_value_t = DEFAULT_WAL_UPLOAD_INTERVAL_MS)]
+    pub wal_upload_interval_ms: u64,
+
+    /// Milliseconds a write waits for object storage before failing with "request timed out"; an
+    /// outage longer than this makes the node refuse writes until the store is back.
+    #[arg(long, env = "T4_WAL_UPLOAD_TIMEOUT_MS", default_value_t = DEFAULT_WAL_UPLOAD_TIMEOUT_MS)]
+    pub wal_upload_timeout_ms: u64,
+
+    /// Async upload: bytes at which a WAL object is cut.
+    #[arg(long, env = "T4_WAL_SEGMENT_BYTES", default_value_t = DEFAULT_WAL_SEGMENT_BYTES)]
+    pub wal_segment_bytes: usize,
+
+    /// Async upload: age in milliseconds at which a WAL object is cut.
+    #[arg(long, env = "T4_WAL_SEGMENT_AGE_MS", default_value_t = DEFAULT_WAL_SEGMENT_AGE_MS)]
+    pub wal_segment_age_ms: u64,
+
+    /// Minutes between checkpoints (0: none by time).
+    #[arg(long, env = "T4_CHECKPOINT_INTERVAL", default_value_t = DEFAULT_CHECKPOINT_INTERVAL_MIN)]
+    pub checkpoint_interval: u64,
+
+    /// Also checkpoint after this many log records (0: not by count).
+    #[arg(long, env = "T4_CHECKPOINT_ENTRIES", default_value_t = 0)]
+    pub checkpoint_entries: u64,
 }
 
 impl Config {
@@ -110,6 +208,18 @@ impl Config {
             spin_before_park_us: DEFAULT_SPIN_BEFORE_PARK_US,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             watch_progress_notify_interval_ms: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL_MS,
+            object_store: ObjectStoreArgs {
+                s3_region: "us-east-1".to_string(),
+                wal_sync_upload: true,
+                wal_upload_max_in_flight: DEFAULT_WAL_UPLOAD_MAX_IN_FLIGHT,
+                wal_upload_interval_ms: DEFAULT_WAL_UPLOAD_INTERVAL_MS,
+                wal_upload_timeout_ms: DEFAULT_WAL_UPLOAD_TIMEOUT_MS,
+                wal_segment_bytes: DEFAULT_WAL_SEGMENT_BYTES,
+                wal_segment_age_ms: DEFAULT_WAL_SEGMENT_AGE_MS,
+                checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL_MIN,
+                ..ObjectStoreArgs::default()
+            },
+            object_store_override: None,
         }
     }
 

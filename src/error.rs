@@ -57,6 +57,13 @@ pub enum Error {
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
+    /// Object storage cannot be reached, so a write cannot be made durable (sync upload); the node
+    /// takes writes again once the store is back.
+    #[error("object store unavailable, writes cannot be made durable: {0}")]
+    StoreUnavailable(String),
+    /// A write was not acknowledged in time (its outcome is unknown: it may still be applied).
+    #[error("request timed out")]
+    Timeout,
     /// The local database failed; the node stops taking writes.
     #[error("storage failure: {0}")]
     Storage(String),

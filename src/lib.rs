@@ -13,6 +13,7 @@
 //! ```
 
 mod config;
+mod durability;
 mod error;
 mod etcd;
 mod log;

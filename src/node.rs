@@ -13,6 +13,7 @@ use futures_lite::Stream;
 use tonic::codegen::BoxStream;
 
 use crate::config::{Config, GRPC_OVERHEAD_BYTES};
+use crate::durability::{Durability, Settings, open_object_store};
 use crate::error::{Error, Result};
 use crate::etcd::Services;
 use crate::mvcc::{Store, VersionReader};
@@ -29,6 +30,13 @@ const READ_THREADS: usize = 2;
 struct Running {
     services: Services,
     executors: Executors,
+    durability: Option<Durability>,
+}
+
+/// Runs `f` on a fresh thread and waits for it: tokio runtimes can be neither driven (`block_on`)
+/// nor dropped from inside another runtime, and an embedding program may call from one.
+fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|scope| scope.spawn(f).join()).unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// A T4 node running in this process.
@@ -42,7 +50,28 @@ impl Node {
     /// etcd v3 API there.
     pub fn open(config: Config) -> Result<Node> {
         let cores = config.cores();
-        let store = Store::open(&config.data_dir)?;
+        let object_store = match &config.object_store_override {
+            Some(store) => Some(store.clone()),
+            None => open_object_store(&config.object_store)?,
+        };
+        let (store, mut durability) = match object_store {
+            Some(object_store) => {
+                let settings = Settings::from_args(&config.object_store);
+                let (durability, store) = off_runtime(|| Durability::open(object_store, settings, &config.data_dir))?;
+                (store, Some(durability))
+            }
+            None => (Store::open(&config.data_dir)?, None),
+        };
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let (upload_stage, upload_subscription) = match durability.as_mut() {
+            Some(durability) => durability.start(shutdown_rx.clone()),
+            None => (None, None),
+        };
+        // Sync upload: groups wait in the uploader too; let enough be in flight to keep its pipeline full.
+        let groups_in_flight_max = match &upload_stage {
+            Some(_) => config.groups_in_flight_max.max(config.object_store.wal_upload_max_in_flight + 1),
+            None => config.groups_in_flight_max,
+        };
         let limits = Limits { max_request_bytes: config.max_request_bytes, max_txn_ops: config.max_txn_ops };
         let mut subscribers = Vec::with_capacity(cores);
         let mut group_receivers = Vec::with_capacity(cores);
@@ -51,12 +80,14 @@ impl Node {
             subscribers.push(tx);
             group_receivers.push(rx);
         }
+        subscribers.extend(upload_subscription);
         let (sequencer, handle) = Sequencer::new(
             store.clone(),
             limits,
             config.group_proposals_max,
-            config.groups_in_flight_max,
+            groups_in_flight_max,
             subscribers,
+            upload_stage,
         )?;
         let (reads, _threads) = BlockingPool::start("read", READ_THREADS)?;
         let (listeners, local_addr) = match config.listen {
@@ -78,7 +109,6 @@ impl Node {
             .enumerate()
             .map(|(index, groups)| ShardActor::new(index, cores, groups, context.clone()))
             .unzip();
-        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let services = Services {
             store,
             sequencer: handle,
@@ -99,7 +129,7 @@ impl Node {
             shutdown,
             spin_before_park: Duration::from_micros(config.spin_before_park_us),
         })?;
-        Ok(Node { running: Mutex::new(Some(Running { services, executors })), local_addr })
+        Ok(Node { running: Mutex::new(Some(Running { services, executors, durability })), local_addr })
     }
 
     /// Where the etcd API is served, if it is.
@@ -278,12 +308,36 @@ impl Node {
     /// everything accepted, and releases the data directory. Calling it again does nothing.
     pub async fn close(&self) -> Result<()> {
         let running = self.running.lock().map_err(|_| Error::Closed)?.take();
-        let Some(Running { services, executors }) = running else { return Ok(()) };
+        let Some(Running { services, executors, durability }) = running else { return Ok(()) };
         executors.drain().await;
         services.sequencer.stop().await;
         executors.join().await;
         drop(services);
+        if let Some(durability) = durability {
+            let (done, closed) = flume::bounded(1);
+            std::thread::spawn(move || {
+                durability.close();
+                let _ = done.send(());
+            });
+            let _ = closed.recv_async().await;
+        }
         Ok(())
+    }
+
+    /// Writes a checkpoint to object storage now (and collects what older ones no longer need).
+    /// Returns the checkpoint manifest's key, or `None` if the newest checkpoint is current already.
+    /// Fails if the node has no object store.
+    pub async fn checkpoint(&self) -> Result<Option<String>> {
+        let pending = {
+            let running = self.running.lock().map_err(|_| Error::Closed)?;
+            let running = running.as_ref().ok_or(Error::Closed)?;
+            let durability = running
+                .durability
+                .as_ref()
+                .ok_or_else(|| Error::Runtime("the node has no object store to checkpoint to".into()))?;
+            durability.checkpoint()
+        };
+        Ok(pending.await?.map(|written| written.key))
     }
 }
 
@@ -291,11 +345,16 @@ impl Drop for Node {
     fn drop(&mut self) {
         // Without `close`, stop in the background: every acknowledged write is already durable.
         if let Ok(mut running) = self.running.lock()
-            && let Some(Running { executors, services }) = running.take()
+            && let Some(Running { executors, services, durability }) = running.take()
         {
             executors.signal_shutdown();
             let sequencer = services.sequencer.clone();
-            std::thread::spawn(move || futures_lite::future::block_on(sequencer.stop()));
+            std::thread::spawn(move || {
+                futures_lite::future::block_on(sequencer.stop());
+                if let Some(durability) = durability {
+                    durability.close();
+                }
+            });
         }
     }
 }

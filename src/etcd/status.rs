@@ -22,6 +22,10 @@ pub fn to_status(error: Error) -> Status {
         Error::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
         Error::Closed => (Code::Unavailable, "etcdserver: server stopped"),
         Error::WatchCanceled(_) => (Code::Cancelled, "etcdserver: watch canceled"),
+        Error::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
+        Error::StoreUnavailable(_) => {
+            return Status::new(Code::Unavailable, format!("etcdserver: {error}"));
+        }
         Error::Storage(_)
         | Error::Corrupt(_)
         | Error::Runtime(_)

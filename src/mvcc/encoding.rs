@@ -187,6 +187,9 @@ pub mod meta {
     pub const TERM: &[u8] = b"term";
     /// The on-disk format of this data directory (i64 BE); see `store::FORMAT`.
     pub const FORMAT: &[u8] = b"format";
+    /// The log position `(revision i64 BE, sub u32 BE)` through which every record is stored in
+    /// object storage; absent when the node never ran with a store (or nothing is uploaded yet).
+    pub const UPLOADED_THROUGH: &[u8] = b"uploaded_through";
 }
 
 #[cfg(test)]

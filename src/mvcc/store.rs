@@ -59,6 +59,44 @@ pub struct GroupWrite {
     pub records: Vec<LogRecord>,
     /// The revision the store has reached after this group (unchanged if `records` is empty).
     pub current_revision: i64,
+    /// The records are already in object storage (sync upload): the upload watermark moves with them.
+    pub uploaded: bool,
+}
+
+/// The spaces of checkpoint entries: one per keyspace, and the `meta` values that describe the state
+/// (not the node: identity, term and format stay the restoring node's own).
+pub mod checkpoint_space {
+    use super::meta;
+
+    pub const META: u8 = 0;
+    pub const LOG: u8 = 1;
+    pub const KV: u8 = 2;
+    pub const LATEST: u8 = 3;
+    pub const LEASES: u8 = 4;
+    /// The `meta` entries a checkpoint carries.
+    pub const META_NAMES: [&[u8]; 3] = [meta::CURRENT_REVISION, meta::COMPACT_REVISION, meta::COMPACTED_THROUGH];
+}
+
+/// Takes each checkpoint entry as (space, key, value).
+pub type CheckpointVisitor<'a> = dyn FnMut(u8, &[u8], &[u8]) -> Result<()> + 'a;
+
+/// A position in the log: `(revision, sub)`, ordered as commits are.
+pub type LogPosition = (i64, u32);
+
+fn encode_position((revision, sub): LogPosition) -> Vec<u8> {
+    let mut bytes = revision.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&sub.to_be_bytes());
+    bytes
+}
+
+fn decode_position(bytes: &[u8]) -> Result<LogPosition> {
+    let corrupt = || Error::Corrupt("meta log position".into());
+    let revision = i64::from_be_bytes(bytes.get(..8).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?);
+    let sub = u32::from_be_bytes(bytes.get(8..12).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?);
+    if bytes.len() != 12 {
+        return Err(corrupt());
+    }
+    Ok((revision, sub))
 }
 
 /// The node's database.
@@ -77,6 +115,10 @@ pub struct Store {
     /// named bookkeeping values (see [`meta`]).
     meta: Keyspace,
     identity: Identity,
+    /// Set when the node uploads to object storage: compaction keeps log records not uploaded yet.
+    keep_unuploaded_log: std::sync::atomic::AtomicBool,
+    /// The current term (`identity.term` is the term at open).
+    term: std::sync::atomic::AtomicU64,
     /// `<data-dir>/db`, for disk-usage reports.
     db_dir: PathBuf,
 }
@@ -129,8 +171,22 @@ impl Store {
             other => other,
         })?;
         let identity = Self::load_or_create_identity(&db, &meta_ks)?;
-        let store =
-            Store { _lock: lock, db, log, kv, latest, leases, meta: meta_ks, identity, db_dir: data_dir.join("db") };
+        let term = std::sync::atomic::AtomicU64::new(identity.term);
+        let db_dir = data_dir.join("db");
+        let keep_unuploaded_log = std::sync::atomic::AtomicBool::new(false);
+        let store = Store {
+            _lock: lock,
+            db,
+            log,
+            kv,
+            latest,
+            leases,
+            meta: meta_ks,
+            identity,
+            keep_unuploaded_log,
+            term,
+            db_dir,
+        };
         store.check_log_matches_state()?;
         Ok(Arc::new(store))
     }
@@ -195,7 +251,7 @@ impl Store {
 
     /// This node's ids and term.
     pub fn identity(&self) -> Identity {
-        self.identity
+        Identity { term: self.term.load(std::sync::atomic::Ordering::Acquire), ..self.identity }
     }
 
     /// Bytes the database occupies on disk: allocated blocks, not apparent lengths (fjall preallocates
@@ -288,8 +344,11 @@ impl Store {
                 }
             }
         }
-        if !group.records.is_empty() {
+        if let Some(last) = group.records.last() {
             batch.insert(&self.meta, meta::CURRENT_REVISION, group.current_revision.to_be_bytes().to_vec());
+            if group.uploaded {
+                batch.insert(&self.meta, meta::UPLOADED_THROUGH, encode_position((last.revision, last.sub)));
+            }
         }
         batch.commit()?;
         Ok(())
@@ -341,7 +400,16 @@ impl Store {
             }
         }
         std::mem::replace(&mut batch, self.db.batch()).commit()?;
-        for item in snapshot.range(&self.log, ..log_key(compact.max(0), 0).to_vec()) {
+        // With object storage, records not uploaded yet stay: the uploader still needs them.
+        let mut log_end = log_key(compact.max(0), 0).to_vec();
+        if self.keep_unuploaded_log.load(std::sync::atomic::Ordering::Acquire) {
+            let uploaded_end = match self.uploaded_through()? {
+                Some((revision, sub)) => log_key(revision, sub.saturating_add(1)).to_vec(),
+                None => Vec::new(),
+            };
+            log_end = log_end.min(uploaded_end);
+        }
+        for item in snapshot.range(&self.log, ..log_end) {
             batch.remove(&self.log, item.key()?);
             if batch.len() >= REMOVALS_PER_BATCH {
                 std::mem::replace(&mut batch, self.db.batch()).commit()?;
@@ -382,6 +450,124 @@ impl Store {
             }
         }
         Ok(keys)
+    }
+
+    /// The log position through which records are stored in object storage, if any are.
+    pub fn uploaded_through(&self) -> Result<Option<LogPosition>> {
+        self.meta.get(meta::UPLOADED_THROUGH)?.map(|v| decode_position(&v)).transpose()
+    }
+
+    /// Records that object storage holds every record through `position` (async upload). Not synced:
+    /// a crash that loses it makes the node upload those records again, which is harmless.
+    pub fn set_uploaded_through(&self, position: LogPosition) -> Result<()> {
+        self.meta.insert(meta::UPLOADED_THROUGH, encode_position(position))?;
+        Ok(())
+    }
+
+    /// From now on, compaction keeps the log records object storage does not hold yet.
+    pub fn keep_unuploaded_log(&self) {
+        self.keep_unuploaded_log.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Sets the leadership term (a node with an object store starts a new one at each start, so its
+    /// objects never collide with those of an earlier run).
+    pub fn set_term(&self, term: u64) -> Result<()> {
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        batch.insert(&self.meta, meta::TERM, (term as i64).to_be_bytes().to_vec());
+        batch.commit()?;
+        self.term.store(term, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Streams one consistent snapshot of the whole state to `visit` in (space, key) order, as a
+    /// checkpoint holds it (see [`checkpoint_space`]); returns the snapshot's log position and compact
+    /// revision. Blocking: call off the executors.
+    pub fn scan_checkpoint(&self, visit: &mut CheckpointVisitor) -> Result<(LogPosition, i64)> {
+        let snapshot = self.db.snapshot();
+        let meta_i64 = |name: &[u8]| -> Result<Option<i64>> {
+            match snapshot.get(&self.meta, name)? {
+                Some(v) => {
+                    Ok(Some(i64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt("meta".into()))?)))
+                }
+                None => Ok(None),
+            }
+        };
+        let current = meta_i64(meta::CURRENT_REVISION)?.unwrap_or(INITIAL_REVISION);
+        let compact = meta_i64(meta::COMPACT_REVISION)?.unwrap_or(NEVER_COMPACTED);
+        let sub = match snapshot.iter(&self.log).next_back() {
+            Some(guard) => {
+                let (revision, sub) = decode_log_key(&guard.key()?)?;
+                if revision == current { sub } else { 0 }
+            }
+            None => 0,
+        };
+        let mut metas: Vec<&[u8]> = checkpoint_space::META_NAMES.to_vec();
+        metas.sort_unstable();
+        for name in metas {
+            if let Some(value) = snapshot.get(&self.meta, name)? {
+                visit(checkpoint_space::META, name, &value)?;
+            }
+        }
+        for (space, keyspace) in [
+            (checkpoint_space::LOG, &self.log),
+            (checkpoint_space::KV, &self.kv),
+            (checkpoint_space::LATEST, &self.latest),
+            (checkpoint_space::LEASES, &self.leases),
+        ] {
+            for item in snapshot.iter(keyspace) {
+                let (key, value) = item.into_inner()?;
+                visit(space, &key, &value)?;
+            }
+        }
+        Ok(((current, sub), compact))
+    }
+
+    /// Loads checkpoint entries (from [`Store::scan_checkpoint`]) into this store, which must be empty;
+    /// call [`Store::sync`] after the last. Refuses spaces and meta names it does not know.
+    pub fn load_checkpoint_entries(&self, entries: &[(u8, Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let mut batch = self.db.batch();
+        for (space, key, value) in entries {
+            let keyspace = match *space {
+                checkpoint_space::META if checkpoint_space::META_NAMES.contains(&key.as_slice()) => &self.meta,
+                checkpoint_space::LOG => &self.log,
+                checkpoint_space::KV => &self.kv,
+                checkpoint_space::LATEST => &self.latest,
+                checkpoint_space::LEASES => &self.leases,
+                other => {
+                    return Err(Error::Corrupt(format!("checkpoint entry in unknown space {other} (key {key:?})")));
+                }
+            };
+            batch.insert(keyspace, key.clone(), value.clone());
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// Removes the whole state (keys, history, log, leases and the revisions), keeping the node's
+    /// identity: the store is then as a fresh one, ready for a restore. Blocking.
+    pub fn clear_state(&self) -> Result<()> {
+        const REMOVALS_PER_BATCH: usize = 4096;
+        let mut batch = self.db.batch();
+        for keyspace in [&self.log, &self.kv, &self.latest, &self.leases] {
+            for item in keyspace.iter() {
+                batch.remove(keyspace, item.key()?);
+                if batch.len() >= REMOVALS_PER_BATCH {
+                    std::mem::replace(&mut batch, self.db.batch()).commit()?;
+                }
+            }
+        }
+        for name in checkpoint_space::META_NAMES.into_iter().chain([meta::UPLOADED_THROUGH]) {
+            batch.remove(&self.meta, name);
+        }
+        batch.commit()?;
+        self.sync()
+    }
+
+    /// Whether the store holds nothing written by clients (a fresh directory).
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.log.first_key_value().is_none()
+            && self.latest.first_key_value().is_none()
+            && read_i64(&self.meta, meta::CURRENT_REVISION)?.is_none())
     }
 
     /// Syncs everything written so far (used at shutdown).

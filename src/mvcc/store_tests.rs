@@ -19,7 +19,7 @@ fn write(store: &Store, revisions: Vec<Vec<LogEvent>>) {
         .map(|(i, events)| LogRecord { revision: i as i64 + 2, sub: 0, events })
         .collect();
     let current_revision = records.last().map_or(INITIAL_REVISION, |r| r.revision);
-    store.commit(&GroupWrite { records, current_revision }).unwrap();
+    store.commit(&GroupWrite { records, current_revision, uploaded: false }).unwrap();
 }
 
 /// Every live key-value at `rev`, as (key, value, mod revision).

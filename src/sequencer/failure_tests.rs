@@ -25,7 +25,7 @@ fn a_failed_commit_is_never_acknowledged_and_fences_later_writes() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<Store> = Store::open(dir.path()).unwrap();
     let limits = Limits { max_request_bytes: 1 << 20, max_txn_ops: 128 };
-    let (sequencer, handle) = Sequencer::new(store.clone(), limits, 16, 2, Vec::new()).unwrap();
+    let (sequencer, handle) = Sequencer::new(store.clone(), limits, 16, 2, Vec::new(), None).unwrap();
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
             let actor = glommio::spawn_local(sequencer.run());

@@ -126,6 +126,34 @@ impl SequencerHandle {
     }
 }
 
+/// A group evaluated but not yet committed locally, as the uploader holds it in sync-upload mode:
+/// it is committed (and its replies released) only once the uploader passes it on.
+pub struct PendingGroup(CommitJob);
+
+impl PendingGroup {
+    /// The group's records, in commit order (empty for a group of failed or read-only proposals).
+    pub fn records(&self) -> &[LogRecord] {
+        &self.0.write.records
+    }
+
+    /// Answers every caller still waiting with `error()` now; the group itself goes on and is
+    /// committed if it is uploaded later (so the callers' outcome is unknown, as with etcd's timeouts).
+    pub fn fail_replies(&mut self, error: impl Fn() -> Error) {
+        for (reply, _) in self.0.replies.drain(..) {
+            let _ = reply.send(Err(error()));
+        }
+    }
+}
+
+/// Sync upload: the sequencer hands each group to the uploader instead of the committer, and the
+/// committer takes groups back from the uploader, in order, once they are stored.
+pub struct UploadStage {
+    pub to_uploader: flume::Sender<PendingGroup>,
+    pub from_uploader: flume::Receiver<PendingGroup>,
+    /// Set while the object store is failing: new proposals are refused at once with the reason.
+    pub outage: Arc<std::sync::Mutex<Option<String>>>,
+}
+
 /// One group for the committer thread: the batch, and the replies it releases once the batch is durable.
 struct CommitJob {
     write: GroupWrite,
@@ -144,8 +172,11 @@ pub struct Sequencer {
     store: Arc<Store>,
     state: SequencerState,
     mailbox: flume::Receiver<Message>,
-    committer: flume::Sender<CommitJob>,
+    /// Where groups go: the committer, or the uploader first (sync upload).
+    committer: GroupSink,
     committed: flume::Receiver<Committed>,
+    /// The object store's outage, in sync-upload mode.
+    outage: Option<Arc<std::sync::Mutex<Option<String>>>>,
     /// Last revision of each group handed to the committer and not yet reported durable.
     in_flight: VecDeque<i64>,
     group_proposals_max: usize,
@@ -161,6 +192,21 @@ struct CompactJob {
     reply: Option<(Reply, Result<Outcome>)>,
 }
 
+enum GroupSink {
+    Committer(flume::Sender<CommitJob>),
+    Uploader(flume::Sender<PendingGroup>),
+}
+
+impl GroupSink {
+    /// Hands `job` on; gives it back if the receiver is gone.
+    fn send(&self, job: CommitJob) -> std::result::Result<(), CommitJob> {
+        match self {
+            GroupSink::Committer(tx) => tx.send(job).map_err(|flume::SendError(job)| job),
+            GroupSink::Uploader(tx) => tx.send(PendingGroup(job)).map_err(|flume::SendError(group)| group.0),
+        }
+    }
+}
+
 enum Event {
     Message(Option<Message>),
     Committed(Committed),
@@ -168,13 +214,15 @@ enum Event {
 
 impl Sequencer {
     /// Creates the sequencer for `store` and its committer and compactor threads; every committed
-    /// group goes to each of `subscribers`.
+    /// group goes to each of `subscribers`. With an upload stage, groups are uploaded before they are
+    /// committed (sync upload).
     pub fn new(
         store: Arc<Store>,
         limits: Limits,
         group_proposals_max: usize,
         groups_in_flight_max: usize,
         subscribers: Vec<flume::Sender<Arc<CommittedGroup>>>,
+        upload: Option<UploadStage>,
     ) -> Result<(Sequencer, SequencerHandle)> {
         let view = store.read_view()?;
         let current = view.current_revision();
@@ -210,13 +258,37 @@ impl Sequencer {
         if store.compacted_through()? < state.compact {
             let _ = compactor.send(CompactJob { revision: state.compact, reply: None });
         }
-        let (committer, groups) = flume::unbounded::<CommitJob>(); // bounded by groups_in_flight_max
+        // Unbounded, but bounded by groups_in_flight_max.
+        let (committer, groups, outage) = match upload {
+            None => {
+                let (tx, rx) = flume::unbounded::<CommitJob>();
+                (GroupSink::Committer(tx), rx, None)
+            }
+            Some(stage) => {
+                let (tx, rx) = flume::unbounded::<CommitJob>();
+                let from_uploader = stage.from_uploader;
+                // The uploader's groups, unwrapped, in the order it passes them on.
+                std::thread::Builder::new()
+                    .name("t4-uploaded".into())
+                    .spawn(move || {
+                        for group in from_uploader.iter() {
+                            if tx.send(group.0).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .map_err(|e| Error::Runtime(format!("upload relay thread: {e}")))?;
+                (GroupSink::Uploader(stage.to_uploader), rx, Some(stage.outage))
+            }
+        };
+        let uploaded = outage.is_some();
         let (committed_tx, committed) = flume::unbounded();
         let commit_store = store.clone();
         let committer_thread = std::thread::Builder::new()
             .name("t4-committer".into())
             .spawn(move || {
-                for job in groups.iter() {
+                for mut job in groups.iter() {
+                    job.write.uploaded = uploaded;
                     let report = commit(&commit_store, job, &compactor, &subscribers);
                     if committed_tx.send(report).is_err() {
                         break;
@@ -230,6 +302,7 @@ impl Sequencer {
             mailbox,
             committer,
             committed,
+            outage,
             in_flight: VecDeque::new(),
             group_proposals_max: group_proposals_max.max(1),
             groups_in_flight_max: groups_in_flight_max.max(1),
@@ -305,6 +378,14 @@ impl Sequencer {
             }
             return stop;
         }
+        let outage = self.outage.as_ref().and_then(|o| o.lock().ok().and_then(|reason| reason.clone()));
+        if let Some(reason) = outage {
+            // Nothing could be made durable: refuse now rather than queue behind the outage.
+            for (_, reply) in proposals {
+                let _ = reply.send(Err(Error::StoreUnavailable(reason.clone())));
+            }
+            return stop;
+        }
         let view = match self.store.read_view() {
             Ok(view) => view,
             Err(e) => {
@@ -336,7 +417,7 @@ impl Sequencer {
         }
         write.current_revision = self.state.current;
         self.in_flight.push_back(self.state.current);
-        if let Err(flume::SendError(job)) = self.committer.send(CommitJob { write, prevs, replies, compaction }) {
+        if let Err(job) = self.committer.send(CommitJob { write, prevs, replies, compaction }) {
             for (reply, _) in job.replies {
                 let _ = reply.send(Err(Error::Storage(COMMITTER_GONE.into())));
             }

@@ -1,0 +1,364 @@
+//! Checkpoints: a snapshot of the whole database streamed in key order, cut into content-addressed
+//! table objects (only those not already stored are uploaded), then its manifest, then
+//! `manifest/latest`. Restoring loads the tables (downloaded in parallel, each checked against its
+//! content hash) into an empty store. GC keeps the two newest checkpoints and what they (and branch
+//! pins) need.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::layout::{
+    self, BRANCHES_PREFIX, CHECKPOINT_PREFIX, CheckpointManifest, FORMAT_VERSION, LATEST_KEY, LatestManifest,
+    TABLE_PREFIX, WAL_PREFIX, checkpoint_key, parse_checkpoint, parse_checkpoint_key, parse_latest, parse_wal_key,
+};
+use super::table::{TableBuilder, decode_table};
+use crate::error::{Error, Result};
+use crate::mvcc::Store;
+use crate::object::{ObjectError, ObjectStore};
+
+/// Expected size of one table object.
+pub const TABLE_TARGET_BYTES: usize = 4 * 1024 * 1024;
+/// Tables uploaded or downloaded at once.
+const TRANSFERS_IN_FLIGHT: usize = 8;
+/// Checkpoints GC keeps (the newest ones).
+pub const CHECKPOINTS_KEPT: usize = 2;
+
+fn storage(what: &str, e: ObjectError) -> Error {
+    Error::Storage(format!("{what}: {e}"))
+}
+
+/// A checkpoint written: its manifest's key.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub key: String,
+}
+
+/// Writes a checkpoint of `local` under `term`. The snapshot is read on a blocking thread while
+/// tables are uploaded as they are cut. Returns `None` when the store's position is the one of the
+/// newest checkpoint already (nothing to do).
+pub async fn create(store: &Arc<dyn ObjectStore>, local: &Arc<Store>, term: u64) -> Result<Option<Written>> {
+    let started = Instant::now();
+    let latest = read_latest(store).await?;
+    let (tables_tx, tables_rx) = flume::bounded(TRANSFERS_IN_FLIGHT);
+    let scan_store = local.clone();
+    let scan = tokio::task::spawn_blocking(move || {
+        let mut builder = TableBuilder::new(TABLE_TARGET_BYTES);
+        let mut entries = 0u64;
+        let result = scan_store.scan_checkpoint(&mut |space, key, value| {
+            entries += 1;
+            if let Some(table) = builder.push(space, key, value) {
+                tables_tx.send(table).map_err(|_| Error::Closed)?;
+            }
+            Ok(())
+        });
+        if result.is_ok()
+            && let Some(table) = builder.finish()
+        {
+            let _ = tables_tx.send(table);
+        }
+        result.map(|(position, compact)| (position, compact, entries))
+    });
+    let mut refs = Vec::new();
+    let mut uploads = Vec::new();
+    let (mut uploaded, mut bytes_uploaded) = (0usize, 0u64);
+    while let Ok(table) = tables_rx.recv_async().await {
+        refs.push(table.table_ref());
+        let store = store.clone();
+        uploads.push(tokio::spawn(async move {
+            let size = table.bytes.len() as u64;
+            match store.put_if_absent(&table.key, table.bytes).await {
+                Ok(_) => Ok(Some(size)),
+                Err(ObjectError::PreconditionFailed(_)) => Ok(None), // shared with an earlier checkpoint
+                Err(e) => Err(storage(&format!("uploading {}", table.key), e)),
+            }
+        }));
+        if uploads.len() >= TRANSFERS_IN_FLIGHT {
+            let done = uploads.remove(0).await.map_err(|e| Error::Runtime(format!("upload task: {e}")))??;
+            if let Some(size) = done {
+                uploaded += 1;
+                bytes_uploaded += size;
+            }
+        }
+    }
+    for upload in uploads {
+        if let Some(size) = upload.await.map_err(|e| Error::Runtime(format!("upload task: {e}")))?? {
+            uploaded += 1;
+            bytes_uploaded += size;
+        }
+    }
+    let (position, compact, entries) = scan.await.map_err(|e| Error::Runtime(format!("checkpoint scan: {e}")))??;
+    if let Some(latest) = &latest
+        && latest.revision >= position.0
+        && latest.term == term
+    {
+        return Ok(None);
+    }
+    let key = checkpoint_key(term, position.0);
+    let manifest = CheckpointManifest {
+        format_version: FORMAT_VERSION,
+        term,
+        revision: position.0,
+        sub: position.1,
+        compact_revision: compact,
+        tables: refs,
+        entries,
+        created_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+    };
+    match store.put_if_absent(&key, manifest.to_json()).await {
+        Ok(_) => {}
+        Err(ObjectError::PreconditionFailed(_)) => {
+            tracing::info!(key, "a checkpoint at this revision exists already");
+            return Ok(None);
+        }
+        Err(e) => return Err(storage(&format!("writing {key}"), e)),
+    }
+    let pointer = LatestManifest::new(term, position.0);
+    store.put(LATEST_KEY, pointer.to_json()).await.map_err(|e| storage("writing manifest/latest", e))?;
+    tracing::info!(
+        checkpoint = key,
+        revision = position.0,
+        entries,
+        tables = manifest.tables.len(),
+        tables_uploaded = uploaded,
+        bytes_uploaded,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "checkpoint written"
+    );
+    Ok(Some(Written { key }))
+}
+
+/// `manifest/latest`, if there is one (a bad one is an error: never guessed at).
+pub async fn read_latest(store: &Arc<dyn ObjectStore>) -> Result<Option<LatestManifest>> {
+    match store.get(LATEST_KEY).await.map_err(|e| storage("reading manifest/latest", e))? {
+        Some(object) => Ok(Some(parse_latest(&object.bytes).map_err(|e| Error::Corrupt(e.to_string()))?)),
+        None => Ok(None),
+    }
+}
+
+/// Every checkpoint manifest key, newest first.
+async fn checkpoint_keys(store: &Arc<dyn ObjectStore>) -> Result<Vec<String>> {
+    let mut keys: Vec<String> = store
+        .list(CHECKPOINT_PREFIX, None)
+        .await
+        .map_err(|e| storage("listing checkpoints", e))?
+        .into_iter()
+        .filter(|k| parse_checkpoint_key(k).is_some())
+        .collect();
+    keys.sort_by_key(|k| parse_checkpoint_key(k).map(|c| (c.revision, c.term)));
+    keys.reverse();
+    Ok(keys)
+}
+
+/// A checkpoint loaded into a store: its manifest's key.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub key: String,
+}
+
+/// Loads the newest usable checkpoint into `local` (which must be empty): `manifest/latest`'s, or, if
+/// it is damaged (bad JSON, unknown format, a table that fails its hash or CRC), the next older one,
+/// and so on. Returns `None` when the store holds no checkpoint. A damaged checkpoint is reported
+/// and never applied; `reset` empties the local store again before the next attempt.
+pub async fn restore_newest(
+    store: &Arc<dyn ObjectStore>,
+    local: &mut Arc<Store>,
+    reset: &mut dyn FnMut(&mut Arc<Store>) -> Result<()>,
+) -> Result<Option<Restored>> {
+    let mut candidates = checkpoint_keys(store).await?;
+    match read_latest(store).await {
+        Ok(Some(latest)) => {
+            // The pointer's checkpoint first (it is normally the newest listed too).
+            candidates.retain(|k| *k != latest.checkpoint_key);
+            candidates.insert(0, latest.checkpoint_key);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "manifest/latest is unusable; trying the checkpoints listed"),
+    }
+    let mut failures = Vec::new();
+    for key in candidates {
+        match restore_one(store, local, &key).await {
+            Ok(restored) => {
+                if !failures.is_empty() {
+                    tracing::warn!(checkpoint = key, skipped = ?failures, "restored from an older checkpoint");
+                }
+                return Ok(Some(restored));
+            }
+            Err(e @ (Error::Corrupt(_) | Error::Storage(_))) => {
+                tracing::error!(checkpoint = key, error = %e, "checkpoint unusable; falling back to the previous one");
+                failures.push(format!("{key}: {e}"));
+                reset(local)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if failures.is_empty() {
+        Ok(None)
+    } else {
+        Err(Error::Corrupt(format!("no usable checkpoint: {}", failures.join("; "))))
+    }
+}
+
+async fn restore_one(store: &Arc<dyn ObjectStore>, local: &Arc<Store>, key: &str) -> Result<Restored> {
+    let started = Instant::now();
+    let object = store
+        .get(key)
+        .await
+        .map_err(|e| storage(&format!("reading {key}"), e))?
+        .ok_or_else(|| Error::Storage(format!("{key} is missing")))?;
+    let manifest = parse_checkpoint(&object.bytes).map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+    let total = manifest.tables.len();
+    let total_bytes: u64 = manifest.tables.iter().map(|t| t.bytes).sum();
+    let progress = super::progress::Progress::new("restoring checkpoint", total_bytes);
+    let mut downloads = Vec::new();
+    let mut loaded_bytes = 0u64;
+    let mut next = 0;
+    while next < total || !downloads.is_empty() {
+        while next < total && downloads.len() < TRANSFERS_IN_FLIGHT {
+            let (store, table) = (store.clone(), manifest.tables[next].clone());
+            downloads.push(tokio::spawn(async move {
+                let object = store
+                    .get(&table.key)
+                    .await
+                    .map_err(|e| storage(&format!("reading {}", table.key), e))?
+                    .ok_or_else(|| Error::Corrupt(format!("table {} is missing", table.key)))?;
+                let entries = decode_table(&table.key, &object.bytes).map_err(|e| Error::Corrupt(e.to_string()))?;
+                if entries.len() as u64 != table.entries {
+                    return Err(Error::Corrupt(format!(
+                        "table {} holds {} entries, its manifest says {}",
+                        table.key,
+                        entries.len(),
+                        table.entries
+                    )));
+                }
+                Ok((entries, object.bytes.len() as u64))
+            }));
+            next += 1;
+        }
+        // Tables load in manifest order (the store does not need it, but a failure then names the
+        // first bad table).
+        let (entries, size) =
+            downloads.remove(0).await.map_err(|e| Error::Runtime(format!("download task: {e}")))??;
+        let rows: Vec<(u8, Vec<u8>, Vec<u8>)> = entries.into_iter().map(|e| (e.space, e.key, e.value)).collect();
+        let target = local.clone();
+        tokio::task::spawn_blocking(move || target.load_checkpoint_entries(&rows))
+            .await
+            .map_err(|e| Error::Runtime(format!("load task: {e}")))??;
+        loaded_bytes += size;
+        progress.set(loaded_bytes);
+    }
+    let target = local.clone();
+    let position = (manifest.revision, manifest.sub);
+    tokio::task::spawn_blocking(move || {
+        target.set_uploaded_through(position)?;
+        target.sync()
+    })
+    .await
+    .map_err(|e| Error::Runtime(format!("sync task: {e}")))??;
+    progress.finish();
+    tracing::info!(
+        checkpoint = key,
+        revision = manifest.revision,
+        entries = manifest.entries,
+        tables = total,
+        bytes = total_bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "checkpoint restored"
+    );
+    Ok(Restored { key: key.to_string() })
+}
+
+/// What a GC pass removed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Collected {
+    pub checkpoints: usize,
+    pub tables: usize,
+    pub wal_objects: usize,
+}
+
+/// Deletes what no kept checkpoint needs: checkpoints beyond the [`CHECKPOINTS_KEPT`] newest (never
+/// `manifest/latest`'s or a branch-pinned one), tables no kept checkpoint lists, and WAL objects
+/// whose records all precede the oldest of the newest checkpoints.
+pub async fn collect(store: &Arc<dyn ObjectStore>) -> Result<Collected> {
+    let Some(latest) = read_latest(store).await? else { return Ok(Collected::default()) };
+    let mut pinned: BTreeSet<String> = BTreeSet::new();
+    pinned.insert(latest.checkpoint_key.clone());
+    for key in store.list(BRANCHES_PREFIX, None).await.map_err(|e| storage("listing branches", e))? {
+        let Some(object) = store.get(&key).await.map_err(|e| storage(&format!("reading {key}"), e))? else {
+            continue;
+        };
+        match layout::parse_branch_pin(&object.bytes) {
+            Ok(pin) => {
+                pinned.insert(pin.checkpoint_key);
+            }
+            // An unreadable pin might protect anything: collect nothing rather than guess.
+            Err(e) => return Err(Error::Corrupt(format!("{key}: {e}; GC skipped"))),
+        }
+    }
+    let checkpoints = checkpoint_keys(store).await?;
+    // WAL objects stay from the oldest of the newest checkpoints on, so a restore that must fall back
+    // from a damaged newest checkpoint to the previous one still finds every record after it.
+    let wal_boundary = checkpoints
+        .iter()
+        .take(CHECKPOINTS_KEPT)
+        .filter_map(|k| parse_checkpoint_key(k).map(|c| c.revision))
+        .min()
+        .unwrap_or(latest.revision)
+        .min(latest.revision);
+    let (mut kept, mut doomed) = (Vec::new(), Vec::new());
+    for (i, key) in checkpoints.into_iter().enumerate() {
+        if i < CHECKPOINTS_KEPT || pinned.contains(&key) {
+            kept.push(key);
+        } else {
+            doomed.push(key);
+        }
+    }
+    let mut referenced: BTreeSet<String> = BTreeSet::new();
+    for key in &kept {
+        let object = store.get(key).await.map_err(|e| storage(&format!("reading {key}"), e))?;
+        let Some(object) = object else { continue };
+        // A kept checkpoint that does not parse protects nothing we can name: collect no table.
+        let manifest =
+            parse_checkpoint(&object.bytes).map_err(|e| Error::Corrupt(format!("{key}: {e}; GC skipped")))?;
+        referenced.extend(manifest.tables.into_iter().map(|t| t.key));
+    }
+    let mut collected = Collected::default();
+    // Checkpoint manifests first: a table is only deleted once nothing lists it.
+    store.delete_many(&doomed).await.map_err(|e| storage("deleting old checkpoints", e))?;
+    collected.checkpoints = doomed.len();
+    let tables: Vec<String> = store
+        .list(TABLE_PREFIX, None)
+        .await
+        .map_err(|e| storage("listing tables", e))?
+        .into_iter()
+        .filter(|k| !referenced.contains(k))
+        .collect();
+    // Tables of a checkpoint being written right now are not listed by any manifest yet: only tables
+    // older than the newest manifest could be unreferenced for good, but object stores give no
+    // reliable creation time here, so checkpoints are written by this node only (one writer), and GC
+    // runs right after a checkpoint, never during one.
+    store.delete_many(&tables).await.map_err(|e| storage("deleting unreferenced tables", e))?;
+    collected.tables = tables.len();
+    // WAL objects whose every record precedes that boundary: the next object (in position order, any
+    // term) starts at or before the boundary revision's first record. The last stays.
+    let wal: Vec<String> = store.list(WAL_PREFIX, None).await.map_err(|e| storage("listing WAL objects", e))?;
+    let mut starts: Vec<((i64, u32, u64), &String)> =
+        wal.iter().filter_map(|k| parse_wal_key(k).map(|w| ((w.revision, w.sub, w.term), k))).collect();
+    starts.sort();
+    let doomed_wal: Vec<String> = starts
+        .windows(2)
+        .filter(|pair| (pair[1].0.0, pair[1].0.1) <= (wal_boundary, 0))
+        .map(|pair| pair[0].1.clone())
+        .collect();
+    store.delete_many(&doomed_wal).await.map_err(|e| storage("deleting covered WAL objects", e))?;
+    collected.wal_objects = doomed_wal.len();
+    if collected.checkpoints + collected.tables + collected.wal_objects > 0 {
+        tracing::info!(
+            checkpoints = collected.checkpoints,
+            tables = collected.tables,
+            wal_objects = collected.wal_objects,
+            "object storage GC"
+        );
+    }
+    Ok(collected)
+}

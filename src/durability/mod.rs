@@ -1,0 +1,387 @@
+//! Durability in object storage. Pure parts: the names of objects and the JSON documents that index
+//! them (`layout`), and the content-defined table objects a checkpoint is cut into (`table`). Actors
+//! and procedures: the uploader (`uploader`), WAL replay (`replay`), checkpoints, restore and GC
+//! (`checkpoint`), all driven by [`Durability`] on one small tokio runtime of their own (the object
+//! store's calls are async; the S3 client needs tokio).
+//!
+//! Invariants: every object name that can go stale (WAL objects, checkpoints) carries its term, and a
+//! node starts a new term at each start, so it never overwrites an object; table objects are named by
+//! the hash of their bytes, so equal content is stored once and a reader can check what it fetched
+//! against the name it asked for.
+
+pub mod checkpoint;
+pub mod layout;
+mod progress;
+pub mod replay;
+pub mod table;
+pub mod uploader;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use layout::{CHECKPOINT_PREFIX, WAL_PREFIX, parse_checkpoint_key, parse_wal_key};
+use uploader::{Outage, UploadStats, UploaderConfig};
+
+use crate::config::ObjectStoreArgs;
+use crate::error::{Error, Result};
+use crate::log::LogRecord;
+use crate::mvcc::Store;
+use crate::mvcc::store::{INITIAL_REVISION, LogPosition};
+use crate::object::{DirStore, ObjectStore};
+use crate::sequencer::{CommittedGroup, SUBSCRIBER_GROUPS_MAX, UploadStage};
+
+/// Threads of the durability runtime (uploads and downloads are I/O bound).
+const RUNTIME_THREADS: usize = 2;
+/// Bytes of local log records per WAL object when a start uploads what the store lacks.
+const TAIL_OBJECT_BYTES: usize = 8 * 1024 * 1024;
+/// How often the checkpoint loop looks at the store's revision.
+const CHECKPOINT_POLL: Duration = Duration::from_secs(1);
+
+/// How the node uses its object store.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub sync_upload: bool,
+    pub max_in_flight: usize,
+    pub min_interval: Duration,
+    pub wait_max: Duration,
+    pub segment_bytes: usize,
+    pub segment_age: Duration,
+    /// Checkpoint when this much time passed since the last one and something changed.
+    pub checkpoint_interval: Option<Duration>,
+    /// Checkpoint when this many revisions were written since the last one.
+    pub checkpoint_entries: Option<u64>,
+}
+
+impl Settings {
+    pub fn from_args(args: &ObjectStoreArgs) -> Settings {
+        Settings {
+            sync_upload: args.wal_sync_upload,
+            max_in_flight: args.wal_upload_max_in_flight.max(1),
+            min_interval: Duration::from_millis(args.wal_upload_interval_ms),
+            wait_max: Duration::from_millis(args.wal_upload_timeout_ms.max(1)),
+            segment_bytes: args.wal_segment_bytes.max(1),
+            segment_age: Duration::from_millis(args.wal_segment_age_ms.max(1)),
+            checkpoint_interval: (args.checkpoint_interval > 0)
+                .then(|| Duration::from_secs(args.checkpoint_interval.saturating_mul(60))),
+            checkpoint_entries: (args.checkpoint_entries > 0).then_some(args.checkpoint_entries),
+        }
+    }
+}
+
+/// The object store the arguments name, if any: a local folder, or S3 (credentials from the
+/// environment or a profile, never a default chain).
+pub fn open_object_store(args: &ObjectStoreArgs) -> Result<Option<Arc<dyn ObjectStore>>> {
+    if let Some(dir) = &args.object_store_dir {
+        let store = DirStore::open(dir).map_err(|e| Error::Storage(format!("object store dir: {e}")))?;
+        return Ok(Some(Arc::new(store)));
+    }
+    Ok(None)
+}
+
+/// Object-storage durability of one node: its runtime, store, term and background tasks.
+pub struct Durability {
+    runtime: tokio::runtime::Runtime,
+    store: Arc<dyn ObjectStore>,
+    local: Arc<Store>,
+    settings: Settings,
+    term: u64,
+    stats: Arc<UploadStats>,
+    /// Serialises checkpoints (the loop's and those asked for) with their GC.
+    checkpointing: Arc<tokio::sync::Mutex<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    started: Instant,
+}
+
+/// The local store's log position: its revision, and the sub of the last record at that revision.
+fn local_position(local: &Store) -> Result<LogPosition> {
+    let current = local.current_revision()?;
+    Ok(match local.last_log_position()? {
+        Some((revision, sub)) if revision == current => (current, sub),
+        _ => (current, 0),
+    })
+}
+
+/// Empties the local store for a (new) restore.
+fn reset_local(local: &mut Arc<Store>) -> Result<()> {
+    local.clear_state()
+}
+
+impl Durability {
+    /// Opens the node's local store, first bringing it up to date from object storage: an empty
+    /// store is restored from the newest usable checkpoint, then the WAL objects after the local
+    /// position are replayed; a store left behind the newest checkpoint (its WAL collected) is
+    /// restored anew. Then the node takes a new term and uploads local records the store lacks.
+    pub fn open(store: Arc<dyn ObjectStore>, settings: Settings, data_dir: &Path) -> Result<(Durability, Arc<Store>)> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(RUNTIME_THREADS)
+            .thread_name("t4-durability")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Runtime(format!("durability runtime: {e}")))?;
+        let mut local = Store::open(data_dir)?;
+        let term = runtime.block_on(Self::bring_up_to_date(&store, &mut local, data_dir))?;
+        local.keep_unuploaded_log();
+        let durability = Durability {
+            runtime,
+            store,
+            local: local.clone(),
+            settings,
+            term,
+            stats: Arc::new(UploadStats::default()),
+            checkpointing: Arc::new(tokio::sync::Mutex::new(())),
+            tasks: Vec::new(),
+            started: Instant::now(),
+        };
+        durability.runtime.block_on(durability.upload_tail())?;
+        Ok((durability, local))
+    }
+
+    async fn bring_up_to_date(store: &Arc<dyn ObjectStore>, local: &mut Arc<Store>, data_dir: &Path) -> Result<u64> {
+        let started = Instant::now();
+        let mut reset = reset_local;
+        let mut restored = None;
+        if local.is_empty()? {
+            restored = checkpoint::restore_newest(store, local, &mut reset).await?;
+        }
+        let mut replayed = replay::replay(store, local, local_position(local)?).await?;
+        if restored.is_none() {
+            // A store left behind the newest checkpoint, whose WAL was collected since: restore anew,
+            // unless it holds records object storage lacks (then a human must decide).
+            if let Some(latest) = checkpoint::read_latest(store).await?
+                && local_position(local)?.0 < latest.revision
+            {
+                let position = local_position(local)?;
+                if local.uploaded_through()? != Some(position) {
+                    return Err(Error::DataDir {
+                        path: data_dir.to_path_buf(),
+                        reason: format!(
+                            "it is behind the newest checkpoint (revision {} < {}) and holds writes object storage lacks; \
+                             move it away to restore from object storage",
+                            position.0, latest.revision
+                        ),
+                    });
+                }
+                tracing::warn!(
+                    local = position.0,
+                    checkpoint = latest.revision,
+                    "data dir is behind the newest checkpoint; restoring"
+                );
+                reset_local(local)?;
+                restored = checkpoint::restore_newest(store, local, &mut reset).await?;
+                replayed = replay::replay(store, local, local_position(local)?).await?;
+            }
+        }
+        if restored.is_some() || replayed.records > 0 {
+            tracing::info!(
+                checkpoint = restored.as_ref().map(|r| r.key.as_str()),
+                wal_objects = replayed.objects,
+                wal_records = replayed.records,
+                revision = local_position(local)?.0,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "restored from object storage"
+            );
+        }
+        // A new term: higher than any this node or the store has seen.
+        let mut highest = local.identity().term;
+        for key in store.list(WAL_PREFIX, None).await.map_err(|e| Error::Storage(format!("listing WAL: {e}")))? {
+            highest = highest.max(parse_wal_key(&key).map_or(0, |k| k.term));
+        }
+        for key in store
+            .list(CHECKPOINT_PREFIX, None)
+            .await
+            .map_err(|e| Error::Storage(format!("listing checkpoints: {e}")))?
+        {
+            highest = highest.max(parse_checkpoint_key(&key).map_or(0, |k| k.term));
+        }
+        let term = highest + 1;
+        local.set_term(term)?;
+        Ok(term)
+    }
+
+    /// Uploads the local records object storage lacks (a crash in async mode, or a data dir that
+    /// ran without a store), or, if the log no longer holds them all, writes a checkpoint.
+    async fn upload_tail(&self) -> Result<()> {
+        let local = &self.local;
+        let position = local_position(local)?;
+        let uploaded = local.uploaded_through()?.unwrap_or((INITIAL_REVISION, 0));
+        if uploaded >= position {
+            return Ok(());
+        }
+        let view = local.read_view()?;
+        let mut records: Vec<LogRecord> = Vec::new();
+        let mut from = uploaded.0;
+        loop {
+            let (batch, covered) = view.log_records(from, position.0, TAIL_OBJECT_BYTES)?;
+            records.extend(batch.into_iter().filter(|r| (r.revision, r.sub) > uploaded));
+            if covered >= position.0 {
+                break;
+            }
+            from = covered + 1;
+        }
+        let contiguous = records.first().is_some_and(|r| {
+            let at = (r.revision, r.sub);
+            at == (uploaded.0 + 1, 0) || at == (uploaded.0, uploaded.1 + 1)
+        }) && records.windows(2).all(|w| {
+            let (a, b) = ((w[0].revision, w[0].sub), (w[1].revision, w[1].sub));
+            b == (a.0 + 1, 0) || b == (a.0, a.1 + 1)
+        }) && records.last().map(|r| (r.revision, r.sub)) == Some(position);
+        if !contiguous {
+            tracing::info!(uploaded = ?uploaded, local = ?position, "the local log does not hold every record object storage lacks; writing a checkpoint");
+            let _guard = self.checkpointing.lock().await;
+            checkpoint::create(&self.store, local, self.term).await?;
+            local.set_uploaded_through(position)?;
+            return Ok(());
+        }
+        tracing::info!(records = records.len(), "uploading local records object storage lacks");
+        let mut start = 0;
+        while start < records.len() {
+            let mut end = start;
+            let mut bytes = Vec::new();
+            while end < records.len() && bytes.len() < TAIL_OBJECT_BYTES {
+                bytes.extend_from_slice(&records[end].encode());
+                end += 1;
+            }
+            let first = &records[start];
+            let key = layout::wal_key(self.term, first.revision, first.sub);
+            uploader::store_object(self.store.as_ref(), &key, bytes, &self.stats, |e| {
+                tracing::warn!(error = %e, key, "WAL upload failed; retrying");
+            })
+            .await
+            .map_err(Error::Storage)?;
+            let last = &records[end - 1];
+            local.set_uploaded_through((last.revision, last.sub))?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Starts the uploader (and the checkpoint loop). In sync mode returns the stage the sequencer
+    /// hands groups to; in async mode, the subscription the committer sends committed groups to.
+    pub fn start(
+        &mut self,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> (Option<UploadStage>, Option<flume::Sender<Arc<CommittedGroup>>>) {
+        let config = UploaderConfig {
+            term: self.term,
+            max_in_flight: self.settings.max_in_flight,
+            min_interval: self.settings.min_interval,
+            wait_max: self.settings.wait_max,
+            segment_bytes: self.settings.segment_bytes,
+            segment_age: self.settings.segment_age,
+        };
+        let (stage, subscription) = if self.settings.sync_upload {
+            let (to_uploader, input) = flume::unbounded();
+            let (output, from_uploader) = flume::unbounded();
+            let outage: Outage = Arc::new(Mutex::new(None));
+            let task = uploader::run_sync(
+                self.store.clone(),
+                config,
+                uploader::SyncChannels { input, output, outage: outage.clone(), shutdown: shutdown.clone() },
+                self.stats.clone(),
+            );
+            self.tasks.push(self.runtime.spawn(task));
+            (Some(UploadStage { to_uploader, from_uploader, outage }), None)
+        } else {
+            let (tx, groups) = flume::bounded(SUBSCRIBER_GROUPS_MAX);
+            let task = uploader::run_async(self.store.clone(), self.local.clone(), config, groups, self.stats.clone());
+            self.tasks.push(self.runtime.spawn(task));
+            (None, Some(tx))
+        };
+        if self.settings.checkpoint_interval.is_some() || self.settings.checkpoint_entries.is_some() {
+            let task = checkpoint_loop(
+                self.store.clone(),
+                self.local.clone(),
+                self.term,
+                self.settings.clone(),
+                self.checkpointing.clone(),
+                shutdown,
+            );
+            self.tasks.push(self.runtime.spawn(task));
+        }
+        (stage, subscription)
+    }
+
+    /// Writes a checkpoint now (then collects garbage); `None` if the newest one is current.
+    pub fn checkpoint(&self) -> impl Future<Output = Result<Option<checkpoint::Written>>> + Send + 'static {
+        let (store, local, term, lock) =
+            (self.store.clone(), self.local.clone(), self.term, self.checkpointing.clone());
+        let (tx, rx) = flume::bounded(1);
+        self.runtime.spawn(async move {
+            let _ = tx.send(checkpoint_and_collect(&store, &local, term, &lock).await);
+        });
+        async move { rx.recv_async().await.map_err(|_| Error::Closed)? }
+    }
+
+    /// Waits for the background tasks (they end once the sequencer and subscriptions are gone, or
+    /// the shutdown signal is seen), then stops the runtime.
+    pub fn close(self) {
+        let Durability { runtime, tasks, stats, started, .. } = self;
+        runtime.block_on(async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        });
+        let objects = stats.objects.load(std::sync::atomic::Ordering::Relaxed);
+        let seconds = started.elapsed().as_secs_f64().max(0.001);
+        tracing::info!(
+            wal_objects = objects,
+            wal_bytes = stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
+            failed_attempts = stats.failures.load(std::sync::atomic::Ordering::Relaxed),
+            puts_per_second = format!("{:.1}", objects as f64 / seconds),
+            "WAL uploads"
+        );
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+}
+
+async fn checkpoint_and_collect(
+    store: &Arc<dyn ObjectStore>,
+    local: &Arc<Store>,
+    term: u64,
+    lock: &tokio::sync::Mutex<()>,
+) -> Result<Option<checkpoint::Written>> {
+    let _guard = lock.lock().await;
+    let written = checkpoint::create(store, local, term).await?;
+    if written.is_some()
+        && let Err(e) = checkpoint::collect(store).await
+    {
+        tracing::warn!(error = %e, "object storage GC failed; it runs again after the next checkpoint");
+    }
+    Ok(written)
+}
+
+/// Checkpoints by time and by revisions written, until shutdown.
+async fn checkpoint_loop(
+    store: Arc<dyn ObjectStore>,
+    local: Arc<Store>,
+    term: u64,
+    settings: Settings,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last_revision = local.current_revision().unwrap_or(INITIAL_REVISION);
+    let mut last_time = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(CHECKPOINT_POLL) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let Ok(revision) = local.current_revision() else { continue };
+        let by_count = settings.checkpoint_entries.is_some_and(|n| (revision - last_revision).max(0) as u64 >= n);
+        let by_time =
+            settings.checkpoint_interval.is_some_and(|t| last_time.elapsed() >= t) && revision > last_revision;
+        if !(by_count || by_time) {
+            continue;
+        }
+        match checkpoint_and_collect(&store, &local, term, &lock).await {
+            Ok(_) => {
+                last_revision = revision;
+                last_time = Instant::now();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "checkpoint failed; retrying at the next poll");
+            }
+        }
+    }
+}

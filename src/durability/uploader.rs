@@ -1,0 +1,394 @@
+//! The uploader actor: turns groups of log records into WAL objects `wal/<term>/<first-rev>`, each the
+//! concatenation of the records' frames (`[len u32][crc32c u32][payload]`, the log's own encoding).
+//!
+//! **Sync mode** (the default with a store): the sequencer hands every evaluated group here before
+//! the local commit; a group goes on to the committer, and so becomes visible and acknowledged, only
+//! once the object holding it is stored. Groups that arrive while uploads are in flight (at most
+//! `max_in_flight`) or during the minimum interval between uploads accumulate and leave as one
+//! object, so the PUT rate stays bounded whatever the write rate. Groups leave in order, so the store
+//! never holds a revision locally whose predecessors are not in object storage. If the store fails,
+//! uploads are retried without end; a caller that waited `wait_max` gets a timeout (its write may
+//! still be applied once the store returns, as with etcd's timeouts), and while the oldest upload has
+//! been failing for `wait_max` new writes are refused at once (see [`UploadStage`]).
+//!
+//! **Async mode**: the uploader subscribes to committed groups like a shard does and cuts objects by
+//! size or age; the upload watermark in `meta` records what is stored, and compaction keeps the log
+//! records above it.
+//!
+//! Every object is created with `put_if_absent`: a node never overwrites an object, of its own term or
+//! another's. A retry that finds its own object already there (a lost response) compares the bytes.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::layout::wal_key;
+use crate::log::LogRecord;
+use crate::mvcc::Store;
+use crate::object::{ObjectError, ObjectStore};
+use crate::sequencer::{CommittedGroup, PendingGroup};
+
+/// First pause before retrying a failed upload; doubles up to [`RETRY_DELAY_MAX`].
+const RETRY_DELAY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
+/// Bytes of records one WAL object holds at most in sync mode (a bigger backlog leaves as several).
+const SYNC_OBJECT_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Settings of the uploader.
+#[derive(Debug, Clone)]
+pub struct UploaderConfig {
+    /// The term objects are written under.
+    pub term: u64,
+    /// Uploads in flight at once (sync mode).
+    pub max_in_flight: usize,
+    /// Least time between the starts of two uploads.
+    pub min_interval: Duration,
+    /// How long a write waits for object storage before its caller gets a timeout; also how long an
+    /// upload may keep failing before new writes are refused.
+    pub wait_max: Duration,
+    /// Async mode: an object is cut when its records reach this many bytes...
+    pub segment_bytes: usize,
+    /// ...or when its oldest record is this old.
+    pub segment_age: Duration,
+}
+
+/// What the uploader did, for logs, `t4 status` and benchmarks.
+#[derive(Debug, Default)]
+pub struct UploadStats {
+    /// WAL objects stored.
+    pub objects: AtomicU64,
+    /// Bytes of WAL objects stored.
+    pub bytes: AtomicU64,
+    /// Upload attempts that failed.
+    pub failures: AtomicU64,
+}
+
+/// The bytes of a WAL object being built, and the log positions it covers.
+#[derive(Default)]
+struct WalObject {
+    bytes: Vec<u8>,
+    first: Option<(i64, u32)>,
+    last: Option<(i64, u32)>,
+}
+
+impl WalObject {
+    fn push(&mut self, record: &LogRecord) {
+        self.first.get_or_insert((record.revision, record.sub));
+        self.last = Some((record.revision, record.sub));
+        self.bytes.extend_from_slice(&record.encode());
+    }
+
+    /// The object's key under `term`, if it holds any record.
+    fn key(&self, term: u64) -> Option<String> {
+        self.first.map(|(revision, sub)| wal_key(term, revision, sub))
+    }
+}
+
+/// Stores one object, retrying until it is stored. A retry that finds the key taken compares the
+/// bytes (its own earlier attempt may have succeeded); different bytes there are a conflict with
+/// another writer, returned as an error: the node must not go on writing under this term.
+pub async fn store_object(
+    store: &dyn ObjectStore,
+    key: &str,
+    bytes: Vec<u8>,
+    stats: &UploadStats,
+    mut on_failure: impl FnMut(&str),
+) -> Result<(), String> {
+    let mut delay = RETRY_DELAY_FIRST;
+    loop {
+        let error = match store.put_if_absent(key, bytes.clone()).await {
+            Ok(_) => break,
+            Err(ObjectError::PreconditionFailed(_)) => match store.get(key).await {
+                Ok(Some(existing)) if existing.bytes == bytes => break,
+                Ok(Some(_)) => {
+                    return Err(format!("{key} already holds different records: another node writes under this term"));
+                }
+                Ok(None) => format!("{key} was reported present but is gone"),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        stats.failures.fetch_add(1, Ordering::Relaxed);
+        on_failure(&error);
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RETRY_DELAY_MAX);
+    }
+    stats.objects.fetch_add(1, Ordering::Relaxed);
+    stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Where the sync uploader reports the store's health; the sequencer refuses writes while it is set.
+pub type Outage = Arc<Mutex<Option<String>>>;
+
+fn set_outage(outage: &Outage, reason: Option<String>) {
+    if let Ok(mut current) = outage.lock() {
+        *current = reason;
+    }
+}
+
+/// The sync uploader's connections: groups in from the sequencer, out to the committer, the outage
+/// flag the sequencer reads, and the node's shutdown signal (after which a store that stays down makes
+/// the uploader give up within `wait_max`).
+pub struct SyncChannels {
+    pub input: flume::Receiver<PendingGroup>,
+    pub output: flume::Sender<PendingGroup>,
+    pub outage: Outage,
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+enum Progress {
+    /// An attempt of batch `id` failed (it is being retried).
+    Failed(String),
+    /// Batch `id` is stored.
+    Stored(u64),
+    /// Batch `id` conflicts with another writer's object.
+    Conflict(String),
+}
+
+struct Batch {
+    id: u64,
+    groups: Vec<(PendingGroup, Instant)>,
+    stored: bool,
+}
+
+/// The sync-mode uploader: takes evaluated groups from `input`, passes them to `output` in order once
+/// each is in an object in `store`. Ends when `input` closes and everything is passed on, or, if the
+/// store stays down, `wait_max` after `input` closed (the groups left were never acknowledged).
+pub async fn run_sync(
+    store: Arc<dyn ObjectStore>,
+    config: UploaderConfig,
+    channels: SyncChannels,
+    stats: Arc<UploadStats>,
+) {
+    let SyncChannels { input, output, outage, mut shutdown } = channels;
+    let (progress_tx, progress) = flume::unbounded::<Progress>();
+    let mut waiting: Vec<(PendingGroup, Instant)> = Vec::new();
+    let mut batches: VecDeque<Batch> = VecDeque::new();
+    let mut next_id = 0u64;
+    let mut next_start = Instant::now();
+    let mut failing_since: Option<Instant> = None;
+    // When the input closed or the node began to stop: from then on, a store that stays down for
+    // `wait_max` makes the uploader give up.
+    let mut closed_at: Option<Instant> = None;
+    let mut input_closed = false;
+    let mut fenced: Option<String> = None;
+    loop {
+        // Pass on stored batches, in order.
+        while batches.front().is_some_and(|b| b.stored) {
+            let batch = batches.pop_front().expect("front exists");
+            for (group, _) in batch.groups {
+                if output.send(group).is_err() {
+                    return;
+                }
+            }
+        }
+        let now = Instant::now();
+        // Start uploads.
+        let in_flight = batches.iter().filter(|b| !b.stored).count();
+        if fenced.is_none() && !waiting.is_empty() && in_flight < config.max_in_flight && now >= next_start {
+            let mut object = WalObject::default();
+            let mut take = 0;
+            for (group, _) in &waiting {
+                group.records().iter().for_each(|r| object.push(r));
+                take += 1;
+                if object.bytes.len() >= SYNC_OBJECT_BYTES_MAX {
+                    break;
+                }
+            }
+            let groups: Vec<_> = waiting.drain(..take).collect();
+            let id = next_id;
+            next_id += 1;
+            let Some(key) = object.key(config.term) else {
+                // Nothing to store (failed or read-only proposals): passes on in its turn.
+                batches.push_back(Batch { id, groups, stored: true });
+                continue;
+            };
+            let object = object.bytes;
+            batches.push_back(Batch { id, groups, stored: false });
+            next_start = now + config.min_interval;
+            let (store, stats, progress_tx) = (store.clone(), stats.clone(), progress_tx.clone());
+            tokio::spawn(async move {
+                let report = progress_tx.clone();
+                let result = store_object(store.as_ref(), &key, object, &stats, |e| {
+                    let _ = report.send(Progress::Failed(e.to_string()));
+                })
+                .await;
+                let _ = progress_tx.send(match result {
+                    Ok(()) => Progress::Stored(id),
+                    Err(conflict) => Progress::Conflict(conflict),
+                });
+            });
+            continue;
+        }
+        // Callers that waited too long get a timeout (their groups stay queued).
+        let overdue = |since: &Instant| now.duration_since(*since) >= config.wait_max;
+        for (group, since) in waiting.iter_mut().chain(batches.iter_mut().flat_map(|b| b.groups.iter_mut())) {
+            if overdue(since) {
+                group.fail_replies(|| crate::Error::Timeout);
+            }
+        }
+        if let Some(since) = failing_since
+            && now.duration_since(since) >= config.wait_max
+            && fenced.is_none()
+        {
+            // Reported once per outage; the flag stays until an upload succeeds.
+            if outage.lock().map(|o| o.is_none()).unwrap_or(false) {
+                tracing::error!(
+                    failing_for_ms = now.duration_since(since).as_millis() as u64,
+                    "object store unavailable: refusing writes until uploads succeed again"
+                );
+            }
+            let reason = format!("uploads failing for {} s", now.duration_since(since).as_secs());
+            set_outage(&outage, Some(reason));
+        }
+        if input_closed && waiting.is_empty() && batches.is_empty() {
+            return;
+        }
+        if let Some(closed) = closed_at
+            && now.duration_since(closed) >= config.wait_max
+            && !(waiting.is_empty() && batches.is_empty())
+        {
+            let left: usize = batches.iter().map(|b| b.groups.len()).sum::<usize>() + waiting.len();
+            tracing::error!(groups = left, "stopping with writes not stored in object storage (never acknowledged)");
+            return;
+        }
+        // Wait for something to happen.
+        let mut deadline = now + config.wait_max;
+        if !waiting.is_empty() && fenced.is_none() {
+            deadline = deadline.min(next_start.max(now));
+        }
+        let earliest_waiter =
+            waiting.iter().chain(batches.iter().flat_map(|b| b.groups.iter())).map(|(_, since)| *since).min();
+        if let Some(since) = earliest_waiter {
+            deadline = deadline.min((since + config.wait_max).max(now + Duration::from_millis(10)));
+        }
+        let receive = async {
+            if input_closed {
+                std::future::pending::<Option<PendingGroup>>().await
+            } else {
+                input.recv_async().await.ok()
+            }
+        };
+        let stopping = async {
+            if closed_at.is_some() {
+                std::future::pending::<()>().await
+            } else {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            }
+        };
+        tokio::select! {
+            group = receive => match group {
+                Some(group) => {
+                    let arrived = Instant::now();
+                    waiting.push((group, arrived));
+                    while let Ok(more) = input.try_recv() {
+                        waiting.push((more, arrived));
+                    }
+                }
+                None => {
+                    input_closed = true;
+                    closed_at.get_or_insert_with(Instant::now);
+                }
+            },
+            _ = stopping => {
+                closed_at.get_or_insert_with(Instant::now);
+            }
+            event = progress.recv_async() => match event {
+                Ok(Progress::Failed(reason)) => {
+                    if failing_since.is_none() {
+                        tracing::warn!(error = %reason, "WAL upload failed; retrying");
+                        failing_since = Some(Instant::now());
+                    }
+                }
+                Ok(Progress::Stored(id)) => {
+                    if let Some(since) = failing_since.take() {
+                        tracing::info!(outage_ms = since.elapsed().as_millis() as u64, "object store reachable again");
+                        set_outage(&outage, None);
+                    }
+                    if let Some(batch) = batches.iter_mut().find(|b| b.id == id) {
+                        batch.stored = true;
+                    }
+                }
+                Ok(Progress::Conflict(reason)) => {
+                    tracing::error!(error = %reason, "WAL upload conflict: refusing all writes");
+                    set_outage(&outage, Some(reason.clone()));
+                    fenced = Some(reason);
+                }
+                Err(_) => unreachable!("the uploader holds a progress sender"),
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+    }
+}
+
+/// The async-mode uploader: stores committed groups from `groups` as WAL objects cut by size or age,
+/// moving the upload watermark in `local` after each. Ends when `groups` closes, after storing what
+/// it holds (giving up `wait_max` later if the store is down: those records stay in the local log
+/// and are uploaded at the next start).
+pub async fn run_async(
+    store: Arc<dyn ObjectStore>,
+    local: Arc<Store>,
+    config: UploaderConfig,
+    groups: flume::Receiver<Arc<CommittedGroup>>,
+    stats: Arc<UploadStats>,
+) {
+    let mut object = WalObject::default();
+    let mut oldest: Option<Instant> = None;
+    let mut closed = false;
+    loop {
+        let due =
+            oldest.is_some_and(|t| t.elapsed() >= config.segment_age) || object.bytes.len() >= config.segment_bytes;
+        if let Some(key) = object.key(config.term)
+            && (due || closed)
+        {
+            let WalObject { bytes, last, .. } = std::mem::take(&mut object);
+            let last = last.expect("an object with a first record has a last");
+            let mut failing_since: Option<Instant> = None;
+            let upload = store_object(store.as_ref(), &key, bytes, &stats, |e| {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                tracing::warn!(error = %e, failing_for_ms = since.elapsed().as_millis() as u64, key, "async WAL upload failed; retrying");
+            });
+            let result = if closed {
+                match tokio::time::timeout(config.wait_max, upload).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::error!(
+                            "stopping before the last WAL records reached object storage; they are uploaded at the next start"
+                        );
+                        return;
+                    }
+                }
+            } else {
+                upload.await
+            };
+            if let Err(conflict) = result {
+                tracing::error!(error = %conflict, "async WAL upload conflict: uploads stop");
+                return;
+            }
+            if let Err(e) = local.set_uploaded_through(last) {
+                tracing::error!(error = %e, "cannot record the upload watermark");
+            }
+            oldest = None;
+            continue;
+        }
+        if closed {
+            return;
+        }
+        let wait = match oldest {
+            Some(t) => config.segment_age.saturating_sub(t.elapsed()),
+            None => Duration::from_secs(3600),
+        };
+        match tokio::time::timeout(wait, groups.recv_async()).await {
+            Ok(Ok(group)) => {
+                if !group.records.is_empty() {
+                    oldest.get_or_insert_with(Instant::now);
+                    group.records.iter().for_each(|r| object.push(r));
+                }
+            }
+            Ok(Err(_)) => closed = true,
+            Err(_) => {}
+        }
+    }
+}
