@@ -54,6 +54,8 @@ pub const DEFAULT_WAL_UPLOAD_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_WAL_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
 /// ...or when its oldest record is this many milliseconds old.
 pub const DEFAULT_WAL_SEGMENT_AGE_MS: u64 = 1_000;
+/// Expected size of a checkpoint's table objects.
+pub const DEFAULT_CHECKPOINT_TABLE_BYTES: usize = 4 * 1024 * 1024;
 /// Minutes between checkpoints (Go T4's default).
 pub const DEFAULT_CHECKPOINT_INTERVAL_MIN: u64 = 15;
 
@@ -191,6 +193,11 @@ pub struct ObjectStoreArgs {
     /// Also checkpoint after this many log records (0: not by count).
     #[arg(long, env = "T4_CHECKPOINT_ENTRIES", default_value_t = 0)]
     pub checkpoint_entries: u64,
+
+    /// Expected size of a checkpoint's table objects (smaller: more sharing between checkpoints,
+    /// more objects).
+    #[arg(long, env = "T4_CHECKPOINT_TABLE_BYTES", default_value_t = DEFAULT_CHECKPOINT_TABLE_BYTES, hide = true)]
+    pub checkpoint_table_bytes: usize,
 }
 
 impl Config {
@@ -217,6 +224,7 @@ impl Config {
                 wal_segment_bytes: DEFAULT_WAL_SEGMENT_BYTES,
                 wal_segment_age_ms: DEFAULT_WAL_SEGMENT_AGE_MS,
                 checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL_MIN,
+                checkpoint_table_bytes: DEFAULT_CHECKPOINT_TABLE_BYTES,
                 ..ObjectStoreArgs::default()
             },
             object_store_override: None,

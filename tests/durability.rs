@@ -177,3 +177,67 @@ async fn a_corrupt_wal_object_is_detected_and_never_applied() {
     let name = victim.strip_prefix(&objects).unwrap().to_string_lossy().trim_end_matches('%').to_string();
     assert!(error.contains(&name), "the error names the object {name}: {error}");
 }
+
+/// The keys of the tables a checkpoint manifest lists.
+fn checkpoint_tables(objects: &Path, key: &str) -> Vec<String> {
+    let bytes = std::fs::read(objects.join(format!("{key}%"))).expect("checkpoint manifest");
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    doc["tables"].as_array().unwrap().iter().map(|t| t["key"].as_str().unwrap().to_string()).collect()
+}
+
+fn embedded_config(data: &Path, objects: &Path) -> t4::Config {
+    let mut config = t4::Config::new(data);
+    config.cores = Some(1);
+    config.object_store.object_store_dir = Some(objects.to_path_buf());
+    config.object_store.checkpoint_interval = 0;
+    config.object_store.checkpoint_table_bytes = 64 * 1024;
+    config
+}
+
+async fn embedded_state(node: &t4::Node) -> Vec<(Vec<u8>, Vec<u8>, i64, i64, i64)> {
+    let kvs = node.range(vec![0], vec![0]).await.expect("range");
+    kvs.into_iter().map(|kv| (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_of_a_mostly_unchanged_database_share_their_tables_and_a_damaged_one_falls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, objects) = (dir.path().join("data"), dir.path().join("objects"));
+    let node = t4::Node::open(embedded_config(&data, &objects)).unwrap();
+    let value = |i: usize, round: u8| vec![b'a' + round; 200 + i % 64];
+    for chunk in 0..160 {
+        let mut txn = t4::Txn::new();
+        for i in chunk * 125..(chunk + 1) * 125 {
+            txn = txn.and_then([t4::TxnOp::put(format!("key/{i:06}"), value(i, 0))]);
+        }
+        node.txn(txn).await.unwrap();
+    }
+    let first = node.checkpoint().await.unwrap().expect("a first checkpoint");
+    for i in (0..20_000).step_by(2_000) {
+        node.put(format!("key/{i:06}"), value(i, 1)).await.unwrap();
+    }
+    let second = node.checkpoint().await.unwrap().expect("a second checkpoint");
+    let (old, new) = (checkpoint_tables(&objects, &first), checkpoint_tables(&objects, &second));
+    let shared = new.iter().filter(|t| old.contains(t)).count();
+    println!("checkpoint tables: {} then {}, {shared} shared", old.len(), new.len());
+    assert!(old.len() >= 50, "enough tables to measure sharing: {}", old.len());
+    assert!(shared * 10 >= new.len() * 8, "{shared} of {} tables shared", new.len());
+    // More writes after the second checkpoint: WAL only.
+    for i in 0..50 {
+        node.put(format!("late/{i}"), "x").await.unwrap();
+    }
+    let before = embedded_state(&node).await;
+    node.close().await.unwrap();
+
+    // Damage a table only the newest checkpoint has; restore from scratch.
+    let victim = new.iter().find(|t| !old.contains(t)).expect("a table of the second checkpoint only");
+    let path = objects.join(format!("{victim}%"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::remove_dir_all(&data).unwrap();
+    let node = t4::Node::open(embedded_config(&data, &objects)).unwrap();
+    assert_eq!(embedded_state(&node).await, before, "the previous checkpoint plus the WAL after it");
+    node.close().await.unwrap();
+}

@@ -17,8 +17,6 @@ use crate::error::{Error, Result};
 use crate::mvcc::Store;
 use crate::object::{ObjectError, ObjectStore};
 
-/// Expected size of one table object.
-pub const TABLE_TARGET_BYTES: usize = 4 * 1024 * 1024;
 /// Tables uploaded or downloaded at once.
 const TRANSFERS_IN_FLIGHT: usize = 8;
 /// Checkpoints GC keeps (the newest ones).
@@ -34,16 +32,21 @@ pub struct Written {
     pub key: String,
 }
 
-/// Writes a checkpoint of `local` under `term`. The snapshot is read on a blocking thread while
+/// Writes a checkpoint of `local` under `term`, cut into tables of about `table_bytes`. The snapshot is read on a blocking thread while
 /// tables are uploaded as they are cut. Returns `None` when the store's position is the one of the
 /// newest checkpoint already (nothing to do).
-pub async fn create(store: &Arc<dyn ObjectStore>, local: &Arc<Store>, term: u64) -> Result<Option<Written>> {
+pub async fn create(
+    store: &Arc<dyn ObjectStore>,
+    local: &Arc<Store>,
+    term: u64,
+    table_bytes: usize,
+) -> Result<Option<Written>> {
     let started = Instant::now();
     let latest = read_latest(store).await?;
     let (tables_tx, tables_rx) = flume::bounded(TRANSFERS_IN_FLIGHT);
     let scan_store = local.clone();
     let scan = tokio::task::spawn_blocking(move || {
-        let mut builder = TableBuilder::new(TABLE_TARGET_BYTES);
+        let mut builder = TableBuilder::new(table_bytes);
         let mut entries = 0u64;
         let result = scan_store.scan_checkpoint(&mut |space, key, value| {
             entries += 1;

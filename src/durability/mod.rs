@@ -51,6 +51,8 @@ pub struct Settings {
     pub checkpoint_interval: Option<Duration>,
     /// Checkpoint when this many revisions were written since the last one.
     pub checkpoint_entries: Option<u64>,
+    /// Expected size of a checkpoint table object.
+    pub table_bytes: usize,
 }
 
 impl Settings {
@@ -65,6 +67,7 @@ impl Settings {
             checkpoint_interval: (args.checkpoint_interval > 0)
                 .then(|| Duration::from_secs(args.checkpoint_interval.saturating_mul(60))),
             checkpoint_entries: (args.checkpoint_entries > 0).then_some(args.checkpoint_entries),
+            table_bytes: args.checkpoint_table_bytes.max(1024),
         }
     }
 }
@@ -229,7 +232,7 @@ impl Durability {
         if !contiguous {
             tracing::info!(uploaded = ?uploaded, local = ?position, "the local log does not hold every record object storage lacks; writing a checkpoint");
             let _guard = self.checkpointing.lock().await;
-            checkpoint::create(&self.store, local, self.term).await?;
+            checkpoint::create(&self.store, local, self.term, self.settings.table_bytes).await?;
             local.set_uploaded_through(position)?;
             return Ok(());
         }
@@ -306,9 +309,10 @@ impl Durability {
     pub fn checkpoint(&self) -> impl Future<Output = Result<Option<checkpoint::Written>>> + Send + 'static {
         let (store, local, term, lock) =
             (self.store.clone(), self.local.clone(), self.term, self.checkpointing.clone());
+        let table_bytes = self.settings.table_bytes;
         let (tx, rx) = flume::bounded(1);
         self.runtime.spawn(async move {
-            let _ = tx.send(checkpoint_and_collect(&store, &local, term, &lock).await);
+            let _ = tx.send(checkpoint_and_collect(&store, &local, term, table_bytes, &lock).await);
         });
         async move { rx.recv_async().await.map_err(|_| Error::Closed)? }
     }
@@ -339,10 +343,11 @@ async fn checkpoint_and_collect(
     store: &Arc<dyn ObjectStore>,
     local: &Arc<Store>,
     term: u64,
+    table_bytes: usize,
     lock: &tokio::sync::Mutex<()>,
 ) -> Result<Option<checkpoint::Written>> {
     let _guard = lock.lock().await;
-    let written = checkpoint::create(store, local, term).await?;
+    let written = checkpoint::create(store, local, term, table_bytes).await?;
     if written.is_some()
         && let Err(e) = checkpoint::collect(store).await
     {
@@ -374,7 +379,7 @@ async fn checkpoint_loop(
         if !(by_count || by_time) {
             continue;
         }
-        match checkpoint_and_collect(&store, &local, term, &lock).await {
+        match checkpoint_and_collect(&store, &local, term, settings.table_bytes, &lock).await {
             Ok(_) => {
                 last_revision = revision;
                 last_time = Instant::now();
