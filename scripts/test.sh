@@ -12,9 +12,6 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The Python requirements of .venv; changing this line makes the next run reinstall them.
-VENV_REQUIREMENTS=("moto[server]>=5,<6")
-
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
@@ -53,23 +50,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # --- Python venv: create once, reinstall only when the requirements change ------------------
+# shellcheck source=scripts/lib/venv.sh
+. "$ROOT/scripts/lib/venv.sh"
 VENV="$ROOT/.venv"
-STAMP="$VENV/.t4-requirements"
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c '' >/dev/null 2>&1; then
-    step "creating Python venv at .venv"
+if venv_up_to_date "$VENV"; then
+    step ".venv is up to date (${VENV_REQUIREMENTS[*]})"
+else
     # Debian's own python3 has venv without ensurepip (pip) unless python3-venv is installed.
-    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    if ! venv_runs "$VENV" && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         apt_install python3-venv
     fi
-    rm -rf "$VENV"
-    python3 -m venv "$VENV"
-fi
-if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "${VENV_REQUIREMENTS[*]}" ]; then
-    step "installing ${VENV_REQUIREMENTS[*]} into .venv"
-    "$VENV/bin/python" -m pip install -q "${VENV_REQUIREMENTS[@]}"
-    printf '%s' "${VENV_REQUIREMENTS[*]}" >"$STAMP"
-else
-    step ".venv is up to date (${VENV_REQUIREMENTS[*]})"
+    step "preparing .venv (${VENV_REQUIREMENTS[*]})"
+    ensure_venv "$VENV"
 fi
 
 # --- Rust tests ---------------------------------------------------------------------------

@@ -19,9 +19,7 @@ mod etcd;
 mod log;
 mod mvcc;
 mod node;
-// The uploader that uses it comes next (issue 4); until then only its tests do.
-#[allow(dead_code)]
-mod object;
+pub mod object;
 mod runtime;
 mod sequencer;
 mod shard;

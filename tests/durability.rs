@@ -241,3 +241,111 @@ async fn checkpoints_of_a_mostly_unchanged_database_share_their_tables_and_a_dam
     assert_eq!(embedded_state(&node).await, before, "the previous checkpoint plus the WAL after it");
     node.close().await.unwrap();
 }
+
+/// Credentials for moto (it accepts any), passed the way operators pass them.
+const MOTO_ENV: [(&str, &str); 2] = [("T4_S3_ACCESS_KEY_ID", "t4-test"), ("T4_S3_SECRET_ACCESS_KEY", "t4-test-secret")];
+
+fn s3_args(moto: &common::moto::Moto, prefix: &str) -> Vec<String> {
+    ["--s3-bucket", &moto.bucket, "--s3-endpoint", &moto.endpoint, "--s3-prefix", prefix]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+fn start_on_s3(data: &Path, args: &[String]) -> Server {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::try_start_t4_env(data, &args, &MOTO_ENV).unwrap_or_else(|e| panic!("t4 did not start: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_loss_on_s3_restores_every_acknowledged_write() {
+    let moto = common::moto::Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = s3_args(&moto, "disk-loss");
+    let mut server = start_on_s3(&data, &args);
+    let mut kv = server.kv().await;
+    let first = write_load(&server.endpoint, "a", 300, 100).await;
+    kv.compact(CompactionRequest { revision: first - 50, physical: false }).await.expect("compact");
+    let last = write_load(&server.endpoint, "b", 300, 100).await;
+    let past = [first - 51, first - 50, first, last - 1];
+    let before = snapshot(&mut kv, &past).await;
+    server.kill();
+    std::fs::remove_dir_all(&data).unwrap();
+
+    let server = start_on_s3(&data, &args);
+    let mut kv = server.kv().await;
+    assert_eq!(snapshot(&mut kv, &past).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_stops_acknowledgements_and_loses_nothing() {
+    let moto = common::moto::Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut args = s3_args(&moto, "outage");
+    args.extend(["--wal-upload-timeout-ms", "1000"].map(String::from));
+    let mut server = start_on_s3(&data, &args);
+    let mut kv = server.kv().await;
+    let mut acknowledged: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+    for i in 0..20 {
+        let key = format!("before/{i}").into_bytes();
+        let resp = kv.put(PutRequest { key: key.clone(), value: b"v".to_vec(), ..Default::default() }).await.unwrap();
+        acknowledged.insert(key, resp.into_inner().header.unwrap().revision);
+    }
+
+    moto.pause();
+    // Writes are not acknowledged: the first waits for the store then times out, later ones are
+    // refused at once while the outage lasts. Reads go on.
+    let mut unknown = Vec::new();
+    for i in 0..5 {
+        let key = format!("during/{i}").into_bytes();
+        let started = Instant::now();
+        let result = kv.put(PutRequest { key: key.clone(), value: b"v".to_vec(), ..Default::default() }).await;
+        let status = result.expect_err("no write is acknowledged while the store is down");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        let expected = ["etcdserver: request timed out", "etcdserver: object store unavailable"];
+        assert!(expected.iter().any(|e| status.message().starts_with(e)), "{}", status.message());
+        println!("write during the outage: {:?} after {:?}", status.message(), started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(5), "answered within the bound: {:?}", started.elapsed());
+        unknown.push(key);
+    }
+    let read = kv.range(RangeRequest { key: b"before/0".to_vec(), ..Default::default() }).await.unwrap();
+    assert_eq!(read.into_inner().kvs.len(), 1, "reads are served during the outage");
+
+    moto.resume();
+    // Writes resume once the pending uploads land.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut resumed = false;
+    while Instant::now() < deadline {
+        let key = b"after/0".to_vec();
+        if let Ok(resp) = kv.put(PutRequest { key: key.clone(), value: b"v".to_vec(), ..Default::default() }).await {
+            acknowledged.insert(key, resp.into_inner().header.unwrap().revision);
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(resumed, "writes resume after the store returns");
+    for i in 1..20 {
+        let key = format!("after/{i}").into_bytes();
+        let resp = kv.put(PutRequest { key: key.clone(), value: b"v".to_vec(), ..Default::default() }).await.unwrap();
+        acknowledged.insert(key, resp.into_inner().header.unwrap().revision);
+    }
+    let current = range_all(&mut kv, 0).await.unwrap().0;
+
+    // Nothing acknowledged is lost, even with the disk gone.
+    server.kill();
+    std::fs::remove_dir_all(&data).unwrap();
+    let server = start_on_s3(&data, &args);
+    let mut kv = server.kv().await;
+    let (revision, kvs) = range_all(&mut kv, 0).await.unwrap();
+    assert_eq!(revision, current);
+    let restored: BTreeMap<Vec<u8>, i64> = kvs.into_iter().map(|kv| (kv.key, kv.mod_revision)).collect();
+    for (key, rev) in &acknowledged {
+        assert_eq!(restored.get(key), Some(rev), "{}", String::from_utf8_lossy(key));
+    }
+    for key in restored.keys() {
+        assert!(acknowledged.contains_key(key) || unknown.contains(key), "{}", String::from_utf8_lossy(key));
+    }
+}

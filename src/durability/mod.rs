@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::log::LogRecord;
 use crate::mvcc::Store;
 use crate::mvcc::store::{INITIAL_REVISION, LogPosition};
-use crate::object::{DirStore, ObjectStore};
+use crate::object::{DirStore, ObjectStore, S3Config, S3Credentials, S3Store};
 use crate::sequencer::{CommittedGroup, SUBSCRIBER_GROUPS_MAX, UploadStage};
 
 /// Threads of the durability runtime (uploads and downloads are I/O bound).
@@ -79,7 +79,39 @@ pub fn open_object_store(args: &ObjectStoreArgs) -> Result<Option<Arc<dyn Object
         let store = DirStore::open(dir).map_err(|e| Error::Storage(format!("object store dir: {e}")))?;
         return Ok(Some(Arc::new(store)));
     }
-    Ok(None)
+    let Some(bucket) = &args.s3_bucket else { return Ok(None) };
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let keys = (env("T4_S3_ACCESS_KEY_ID"), env("T4_S3_SECRET_ACCESS_KEY"));
+    let credentials = match (&args.s3_profile, keys) {
+        (Some(_), (Some(_), _) | (_, Some(_))) => {
+            return Err(Error::Runtime(
+                "S3 credentials: both --s3-profile and T4_S3_ACCESS_KEY_ID/T4_S3_SECRET_ACCESS_KEY are set; choose one"
+                    .into(),
+            ));
+        }
+        (Some(profile), _) => S3Credentials::Profile(profile.clone()),
+        (None, (Some(access_key_id), Some(secret_access_key))) => {
+            S3Credentials::Static { access_key_id, secret_access_key }
+        }
+        (None, (Some(_), None) | (None, Some(_))) => {
+            return Err(Error::Runtime(
+                "S3 credentials: set both T4_S3_ACCESS_KEY_ID and T4_S3_SECRET_ACCESS_KEY".into(),
+            ));
+        }
+        (None, (None, None)) => {
+            return Err(Error::Runtime(
+                "S3 credentials missing: set T4_S3_ACCESS_KEY_ID and T4_S3_SECRET_ACCESS_KEY, or --s3-profile \
+                 (T4 never falls back to anonymous or default-chain credentials)"
+                    .into(),
+            ));
+        }
+    };
+    let mut config = S3Config::new(bucket.clone(), credentials);
+    config.prefix = args.s3_prefix.clone();
+    config.endpoint = args.s3_endpoint.clone();
+    config.region = args.s3_region.clone();
+    let store = S3Store::open(config).map_err(|e| Error::Storage(format!("S3 store: {e}")))?;
+    Ok(Some(Arc::new(store)))
 }
 
 /// Object-storage durability of one node: its runtime, store, term and background tasks.

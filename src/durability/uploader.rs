@@ -151,6 +151,8 @@ struct Batch {
     id: u64,
     groups: Vec<(PendingGroup, Instant)>,
     stored: bool,
+    /// When its upload started.
+    started: Instant,
 }
 
 /// The sync-mode uploader: takes evaluated groups from `input`, passes them to `output` in order once
@@ -202,11 +204,11 @@ pub async fn run_sync(
             next_id += 1;
             let Some(key) = object.key(config.term) else {
                 // Nothing to store (failed or read-only proposals): passes on in its turn.
-                batches.push_back(Batch { id, groups, stored: true });
+                batches.push_back(Batch { id, groups, stored: true, started: now });
                 continue;
             };
             let object = object.bytes;
-            batches.push_back(Batch { id, groups, stored: false });
+            batches.push_back(Batch { id, groups, stored: false, started: now });
             next_start = now + config.min_interval;
             let (store, stats, progress_tx) = (store.clone(), stats.clone(), progress_tx.clone());
             tokio::spawn(async move {
@@ -229,18 +231,16 @@ pub async fn run_sync(
                 group.fail_replies(|| crate::Error::Timeout);
             }
         }
-        if let Some(since) = failing_since
+        // An upload failing, or hanging, for `wait_max` is an outage: refuse new writes until one succeeds.
+        let stuck_since = batches.iter().filter(|b| !b.stored).map(|b| b.started).min();
+        if let Some(since) = stuck_since
             && now.duration_since(since) >= config.wait_max
             && fenced.is_none()
         {
-            // Reported once per outage; the flag stays until an upload succeeds.
+            let reason = format!("a WAL upload has not completed for {} s", now.duration_since(since).as_secs());
             if outage.lock().map(|o| o.is_none()).unwrap_or(false) {
-                tracing::error!(
-                    failing_for_ms = now.duration_since(since).as_millis() as u64,
-                    "object store unavailable: refusing writes until uploads succeed again"
-                );
+                tracing::error!(reason, "object store unavailable: refusing writes until uploads succeed again");
             }
-            let reason = format!("uploads failing for {} s", now.duration_since(since).as_secs());
             set_outage(&outage, Some(reason));
         }
         if input_closed && waiting.is_empty() && batches.is_empty() {
@@ -261,7 +261,7 @@ pub async fn run_sync(
         }
         let earliest_waiter =
             waiting.iter().chain(batches.iter().flat_map(|b| b.groups.iter())).map(|(_, since)| *since).min();
-        if let Some(since) = earliest_waiter {
+        if let Some(since) = earliest_waiter.into_iter().chain(stuck_since).min() {
             deadline = deadline.min((since + config.wait_max).max(now + Duration::from_millis(10)));
         }
         let receive = async {
@@ -304,7 +304,10 @@ pub async fn run_sync(
                 }
                 Ok(Progress::Stored(id)) => {
                     if let Some(since) = failing_since.take() {
-                        tracing::info!(outage_ms = since.elapsed().as_millis() as u64, "object store reachable again");
+                        tracing::info!(failing_ms = since.elapsed().as_millis() as u64, "WAL uploads succeed again");
+                    }
+                    if fenced.is_none() && outage.lock().map(|o| o.is_some()).unwrap_or(false) {
+                        tracing::info!("object store reachable again: taking writes");
                         set_outage(&outage, None);
                     }
                     if let Some(batch) = batches.iter_mut().find(|b| b.id == id) {

@@ -1,14 +1,16 @@
 //! Object storage behind one small async trait, so the uploader, restore and GC never name a backend:
-//! `mem` (tests), `dir` (a local folder) and, next, `s3`. Conditional writes are the primitives the
-//! durability layer builds on: `put_if_absent` (`If-None-Match: *`) and `put_if_match` (`If-Match`).
+//! `mem` (tests), `dir` (a local folder) and `s3` (a bucket, through rusoto). Conditional writes are
+//! the primitives the durability layer builds on: `put_if_absent` (`If-None-Match: *`) and
+//! `put_if_match` (`If-Match`). Every implementation keeps the contract that
+//! `tests/common/object_contract.rs` checks.
 
 mod dir;
 mod mem;
+mod s3;
 
-#[allow(unused_imports)] // used by the uploader next (issue 4)
 pub use dir::DirStore;
-#[allow(unused_imports)]
 pub use mem::MemStore;
+pub use s3::{S3Config, S3Credentials, S3Retry, S3Store};
 
 /// What object-store calls fail with.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +32,9 @@ pub type ObjectResult<T> = std::result::Result<T, ObjectError>;
 /// An object's bytes and its entity tag (opaque; changes whenever the content does).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
+    /// The object's content.
     pub bytes: Vec<u8>,
+    /// Its entity tag, without quotes; what [`ObjectStore::put_if_match`] takes.
     pub etag: String,
 }
 
@@ -74,6 +78,3 @@ fn check_key(key: &str) -> ObjectResult<()> {
     }
     Ok(())
 }
-
-#[cfg(test)]
-pub mod contract;

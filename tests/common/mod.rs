@@ -12,6 +12,8 @@ use t4::proto::etcdserverpb::kv_client::KvClient;
 use t4::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use tonic::transport::Channel;
 
+pub mod moto;
+pub mod object_contract;
 pub mod watch_model;
 
 /// How long a server may take to start or stop.
@@ -44,7 +46,13 @@ impl Server {
 
     /// Like [`Server::start_t4`], but returns what the process printed if it failed to start.
     pub fn try_start_t4(data_dir: &Path, extra: &[&str]) -> Result<Server, String> {
+        Self::try_start_t4_env(data_dir, extra, &[])
+    }
+
+    /// Like [`Server::try_start_t4`], with extra environment variables for the process.
+    pub fn try_start_t4_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
         let mut child = Command::new(t4_binary())
+            .envs(env.iter().copied())
             .arg("run")
             .arg("--data-dir")
             .arg(data_dir)
