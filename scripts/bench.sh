@@ -19,6 +19,11 @@
 #   BENCH_FANOUT_TOTAL  puts of each watch-fanout run (each goes to every watcher); default 500
 #   BENCH_MAX_SECS    cap on each timed run; default 120
 #   BENCH_LOADTEST_ARGS  extra t4-loadtest flags for every run, e.g. "--val-size 1024"
+# Options:
+#   --with-s3         also run every workload against a third server, T4 with sync upload to moto's
+#                     S3 server (scripts/s3-server.sh), and report its ratio to etcd and the S3 PUTs
+#                     per second it sent during each run; BENCH_T4_S3_ARGS adds flags to that
+#                     server, e.g. "--wal-upload-max-in-flight 2 --wal-upload-interval-ms 10"
 # For the watch workloads, ops/s counts events received by all watchers together and the
 # latencies are put->event. Raw results (one JSON line per run) are kept in
 # target/bench/last.jsonl. Binaries are built in CARGO_TARGET_DIR if set, else target/.
@@ -27,12 +32,24 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
+WITH_S3=0
+for arg in "$@"; do
+    case "$arg" in
+    --with-s3) WITH_S3=1 ;;
+    *)
+        printf 'bench.sh: unknown option %s (see the header of this script)\n' "$arg" >&2
+        exit 2
+        ;;
+    esac
+done
+
 WORKLOADS="${BENCH_WORKLOADS:-seq-put par-put:16 watch-latency watch-fanout:1000}"
 CLIENTS="${BENCH_CLIENTS:-16}"
 TOTAL="${BENCH_TOTAL:-10000}"
 FANOUT_TOTAL="${BENCH_FANOUT_TOTAL:-500}"
 MAX_SECS="${BENCH_MAX_SECS:-120}"
 read -r -a EXTRA_ARGS <<<"${BENCH_LOADTEST_ARGS:-}"
+read -r -a T4_S3_ARGS <<<"${BENCH_T4_S3_ARGS:-}"
 STARTUP_SECS=30
 
 step() { printf '==> %s\n' "$*" >&2; }
@@ -47,6 +64,8 @@ done
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/t4-bench.XXXXXX")"
 T4_PID=""
+T4S3_PID=""
+MOTO_PID=""
 ETCD_PID=""
 LOADTEST_PID=""
 
@@ -65,6 +84,8 @@ stop_pid() {
 cleanup() {
     stop_pid "$LOADTEST_PID"
     stop_pid "$T4_PID"
+    stop_pid "$T4S3_PID"
+    stop_pid "$MOTO_PID"
     stop_pid "$ETCD_PID"
     rm -rf "$TMP"
 }
@@ -79,18 +100,70 @@ T4_BIN="$TARGET_DIR/release/t4"
 LOADTEST="$TARGET_DIR/release/t4-loadtest"
 
 # --- T4 -----------------------------------------------------------------------------------
-step "starting t4 on a free loopback port"
-"$T4_BIN" run --data-dir "$TMP/t4-data" --listen 127.0.0.1:0 >"$TMP/t4.out" 2>"$TMP/t4.err" </dev/null &
-T4_PID=$!
-T4_EP=""
-for _ in $(seq $((STARTUP_SECS * 10))); do
-    T4_EP="$(sed -n 's/^listening on //p' "$TMP/t4.out" | head -n1)"
-    [ -n "$T4_EP" ] && break
-    kill -0 "$T4_PID" 2>/dev/null || break
-    sleep 0.1
-done
-[ -n "$T4_EP" ] || die "t4 did not start; its stderr: $(tail -n 20 "$TMP/t4.err")"
-case "$T4_EP" in 127.0.0.1:*) ;; *) die "t4 listens on $T4_EP, not loopback" ;; esac
+# start_t4 NAME ARGS...: starts `t4 run` with its own data dir; sets STARTED_PID and STARTED_EP.
+start_t4() {
+    local name="$1"
+    shift
+    step "starting $name on a free loopback port"
+    "$T4_BIN" run --data-dir "$TMP/$name-data" --listen 127.0.0.1:0 --log info "$@" \
+        >"$TMP/$name.out" 2>"$TMP/$name.err" </dev/null &
+    STARTED_PID=$!
+    STARTED_EP=""
+    for _ in $(seq $((STARTUP_SECS * 10))); do
+        STARTED_EP="$(sed -n 's/^listening on //p' "$TMP/$name.out" | head -n1)"
+        [ -n "$STARTED_EP" ] && break
+        kill -0 "$STARTED_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -n "$STARTED_EP" ] || die "$name did not start; its stderr: $(tail -n 20 "$TMP/$name.err")"
+    case "$STARTED_EP" in 127.0.0.1:*) ;; *) die "$name listens on $STARTED_EP, not loopback" ;; esac
+}
+start_t4 t4
+T4_PID="$STARTED_PID"
+T4_EP="$STARTED_EP"
+
+T4S3_EP=""
+MOTO_ENDPOINT=""
+MOTO_BUCKET=""
+if [ "$WITH_S3" -eq 1 ]; then
+    step "starting moto's S3 server (scripts/s3-server.sh)"
+    "$ROOT/scripts/s3-server.sh" --bucket t4-bench >"$TMP/moto.out" 2>"$TMP/moto.err" </dev/null &
+    MOTO_PID=$!
+    for _ in $(seq $((STARTUP_SECS * 10))); do
+        MOTO_ENDPOINT="$(sed -n 's/^endpoint=\([^ ]*\) .*/\1/p' "$TMP/moto.out" | head -n1)"
+        [ -n "$MOTO_ENDPOINT" ] && break
+        kill -0 "$MOTO_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -n "$MOTO_ENDPOINT" ] || die "moto did not start; its stderr: $(tail -n 20 "$TMP/moto.err")"
+    MOTO_BUCKET=t4-bench
+    T4_S3_ACCESS_KEY_ID=bench T4_S3_SECRET_ACCESS_KEY=bench \
+        start_t4 t4-s3 --s3-bucket "$MOTO_BUCKET" --s3-endpoint "$MOTO_ENDPOINT" --s3-prefix bench \
+        "${T4_S3_ARGS[@]}"
+    T4S3_PID="$STARTED_PID"
+    T4S3_EP="$STARTED_EP"
+fi
+
+# The number of WAL objects T4+S3 has stored in moto so far (moto takes unsigned requests).
+wal_objects() {
+    python3 - "$MOTO_ENDPOINT" "$MOTO_BUCKET" <<'PY'
+import sys, urllib.parse, urllib.request, xml.etree.ElementTree as ET
+endpoint, bucket = sys.argv[1:]
+ns = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+count, token = 0, None
+for _ in range(100000):
+    query = {"list-type": "2", "prefix": "bench/wal/"}
+    if token:
+        query["continuation-token"] = token
+    with urllib.request.urlopen(f"{endpoint}/{bucket}?{urllib.parse.urlencode(query)}", timeout=30) as resp:
+        root = ET.fromstring(resp.read())
+    count += len(root.findall(f"{ns}Contents"))
+    token = root.findtext(f"{ns}NextContinuationToken")
+    if root.findtext(f"{ns}IsTruncated") != "true" or not token:
+        break
+print(count)
+PY
+}
 
 # --- etcd ---------------------------------------------------------------------------------
 step "starting etcd on free loopback ports"
@@ -158,6 +231,23 @@ r["failed"] = rc != "0"
 print(json.dumps(r))
 PY
 }
+# run_s3 ...: run_one against T4+S3, counting the WAL objects the run stored.
+run_s3() {
+    local before after
+    before="$(wal_objects)"
+    run_one "$@"
+    after="$(wal_objects)"
+    # Patch the run's line with the PUT count (run_one wrote it last).
+    python3 - "$RESULTS" "$((after - before))" <<'PY'
+import json, sys
+path, puts = sys.argv[1], int(sys.argv[2])
+lines = open(path).read().splitlines()
+r = json.loads(lines[-1])
+r["s3_puts"] = puts
+lines[-1] = json.dumps(r)
+open(path, "w").write("\n".join(lines) + "\n")
+PY
+}
 
 run=0
 for spec in ${WORKLOADS//,/ }; do
@@ -183,6 +273,9 @@ for spec in ${WORKLOADS//,/ }; do
     else
         run_one etcd "$ETCD_EP" "$workload" "$clients" "$watchers" "$total" "$run"
         run_one t4 "$T4_EP" "$workload" "$clients" "$watchers" "$total" "$run"
+    fi
+    if [ -n "$T4S3_EP" ]; then
+        run_s3 t4-s3 "$T4S3_EP" "$workload" "$clients" "$watchers" "$total" "$run"
     fi
 done
 
@@ -230,10 +323,24 @@ for (workload, clients, watchers), by in pairs.items():
         f"{errors(t4)}/{errors(etcd)}" + (" (capped)" if capped else ""),
     ])
     failures += [f'{r["label"]} {workload}: {r.get("first_error")}' for r in (t4, etcd) if r and r.get("first_error")]
+    s3 = by.get("t4-s3")
+    if s3 is not None:
+        s3_both = measured(s3) and measured(etcd)
+        rows[-1] += [ops(s3), ratio(s3["ops_per_sec"], etcd["ops_per_sec"]) if s3_both else "-", latency(s3)]
+        puts_per_sec = s3["s3_puts"] / s3["elapsed_secs"] if measured(s3) and s3.get("elapsed_secs") else None
+        rows[-1].append(f"{puts_per_sec:.0f}" if puts_per_sec is not None else "-")
+        if s3.get("first_error"):
+            failures.append(f't4-s3 {workload}: {s3.get("first_error")}')
+if any("t4-s3" in by for by in pairs.values()):
+    head += ["T4+S3 ops/s", "T4+S3/etcd ops", "T4+S3 p50/p99 us", "S3 PUTs/s"]
 widths = [max(len(x) for x in col) for col in zip(head, *rows)]
 for row in [head, ["-" * w for w in widths], *rows]:
     print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 print("T4/etcd ops above 1x and T4/etcd p50 below 1x favour T4.")
+if any("t4-s3" in by for by in pairs.values()):
+    print("T4+S3: sync upload to moto on loopback (a write is acknowledged once its WAL object is stored);")
+    print("S3 PUTs/s: WAL objects stored per second of the run; at $0.005 per 1,000 PUTs, 1 PUT/s")
+    print("sustained costs about $13 per month.")
 if any(workload.startswith("watch-") for workload, _, _ in pairs):
     print("watch-*: ops/s are events received by all watchers together; latencies are put->event.")
 for failure in failures:

@@ -24,6 +24,8 @@ use crate::sequencer::{Limits, Outcome, Proposal, SUBSCRIBER_GROUPS_MAX, Sequenc
 use crate::shard::{ShardActor, ShardContext};
 use crate::types::{Event, KeyValue, Lease, LeaseStatus, Txn, TxnResponse, WatchOptions, prefix_end};
 
+/// Groups in flight at once with sync upload (waiting for a PUT, or in one).
+const SYNC_UPLOAD_GROUPS_IN_FLIGHT_MAX: usize = 64;
 /// Threads answering scans off the executors.
 const READ_THREADS: usize = 2;
 
@@ -67,9 +69,11 @@ impl Node {
             Some(durability) => durability.start(shutdown_rx.clone()),
             None => (None, None),
         };
-        // Sync upload: groups wait in the uploader too; let enough be in flight to keep its pipeline full.
+        // Sync upload: groups wait in the uploader while a PUT is in flight, and all that wait leave in
+        // the next object, so the sequencer must not hold them back (groups are cheap; an outage stops
+        // new ones).
         let groups_in_flight_max = match &upload_stage {
-            Some(_) => config.groups_in_flight_max.max(config.object_store.wal_upload_max_in_flight + 1),
+            Some(_) => config.groups_in_flight_max.max(SYNC_UPLOAD_GROUPS_IN_FLIGHT_MAX),
             None => config.groups_in_flight_max,
         };
         let limits = Limits { max_request_bytes: config.max_request_bytes, max_txn_ops: config.max_txn_ops };

@@ -287,11 +287,18 @@ impl Sequencer {
         let committer_thread = std::thread::Builder::new()
             .name("t4-committer".into())
             .spawn(move || {
-                for mut job in groups.iter() {
-                    job.write.uploaded = uploaded;
-                    let report = commit(&commit_store, job, &compactor, &subscribers);
-                    if committed_tx.send(report).is_err() {
-                        break;
+                for first in groups.iter() {
+                    // Groups already waiting are committed together: one batch, one sync.
+                    let mut jobs = vec![first];
+                    while jobs.len() < COMMIT_MERGE_MAX
+                        && let Ok(job) = groups.try_recv()
+                    {
+                        jobs.push(job);
+                    }
+                    for report in commit(&commit_store, jobs, uploaded, &compactor, &subscribers) {
+                        if committed_tx.send(report).is_err() {
+                            return;
+                        }
                     }
                 }
             })
@@ -459,42 +466,64 @@ impl Sequencer {
 }
 
 const COMMITTER_GONE: &str = "committer thread stopped";
+/// Groups the committer merges into one batch (and one sync) at most.
+const COMMIT_MERGE_MAX: usize = 64;
 
-/// Commits one group on the committer thread, hands it to every subscriber, then releases its replies
-/// in order (holding a physical compaction's reply until the compactor has removed the old versions,
+/// Commits groups on the committer thread as one batch, hands each to every subscriber, then releases
+/// its replies in order (holding a physical compaction's reply until the compactor has removed the old versions,
 /// as etcd does).
 fn commit(
     store: &Store,
-    job: CommitJob,
+    jobs: Vec<CommitJob>,
+    uploaded: bool,
     compactor: &flume::Sender<CompactJob>,
     subscribers: &[flume::Sender<Arc<CommittedGroup>>],
-) -> Committed {
-    let CommitJob { mut write, prevs, mut replies, compaction } = job;
+) -> Vec<Committed> {
+    let mut write = GroupWrite { uploaded, ..Default::default() };
+    let mut counts = Vec::with_capacity(jobs.len());
+    let mut parts = Vec::with_capacity(jobs.len());
+    for CommitJob { write: job_write, prevs, replies, compaction } in jobs {
+        counts.push(job_write.records.len());
+        write.records.extend(job_write.records);
+        write.current_revision = job_write.current_revision;
+        parts.push((job_write.current_revision, prevs, replies, compaction));
+    }
     if let Err(e) = store.commit(&write) {
         let reason = e.to_string();
-        for (reply, _) in replies {
-            let _ = reply.send(Err(Error::Storage(reason.clone())));
+        return parts
+            .into_iter()
+            .map(|(_, _, replies, _)| {
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(Error::Storage(reason.clone())));
+                }
+                Err(reason.clone())
+            })
+            .collect();
+    }
+    let mut records = write.records.into_iter();
+    let mut reports = Vec::with_capacity(parts.len());
+    for ((current_revision, prevs, mut replies, compaction), count) in parts.into_iter().zip(counts) {
+        let group_records: Vec<LogRecord> = records.by_ref().take(count).collect();
+        if let Some((revision, physical)) = compaction {
+            let held = if physical {
+                let at = replies.iter().rposition(|(_, o)| matches!(o, Ok(Outcome::Compact(_))));
+                at.map(|i| replies.remove(i))
+            } else {
+                None
+            };
+            let _ = compactor.send(CompactJob { revision, reply: held });
         }
-        return Err(reason);
-    }
-    if let Some((revision, physical)) = compaction {
-        let held = if physical {
-            let at = replies.iter().rposition(|(_, o)| matches!(o, Ok(Outcome::Compact(_))));
-            at.map(|i| replies.remove(i))
-        } else {
-            None
-        };
-        let _ = compactor.send(CompactJob { revision, reply: held });
-    }
-    if !write.records.is_empty() && !subscribers.is_empty() {
-        let group = Arc::new(CommittedGroup { records: std::mem::take(&mut write.records), prevs });
-        for subscriber in subscribers {
-            // A subscriber that is gone (its executor stopped) needs nothing more.
-            let _ = subscriber.send(group.clone());
+        if !group_records.is_empty() && !subscribers.is_empty() {
+            let group = Arc::new(CommittedGroup { records: group_records, prevs });
+            for subscriber in subscribers {
+                // A subscriber that is gone (its executor stopped) needs nothing more.
+                let _ = subscriber.send(group.clone());
+            }
         }
+        for (reply, outcome) in replies {
+            let _ = reply.send(outcome);
+        }
+        reports.push(Ok(current_revision));
     }
-    for (reply, outcome) in replies {
-        let _ = reply.send(outcome);
-    }
-    Ok(write.current_revision)
+    reports
 }
