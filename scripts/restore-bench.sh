@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# How long a node that lost its disk takes to come back from object storage.
+#
+# Starts moto's S3 server (scripts/s3-server.sh) and `t4 run` with sync upload to it, writes
+# RESTORE_KEYS keys with t4-loadtest (par-put, 64 clients), kills the node (-9), deletes its data dir,
+# and times a restart until it serves; then checks the key count and revision. Two variants: the WAL
+# only, and with a checkpoint taken after 90% of the writes (checkpoint + the WAL after it).
+#   RESTORE_KEYS   keys to write; default 100000
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+KEYS="${RESTORE_KEYS:-100000}"
+STARTUP_SECS=120
+
+step() { printf '==> %s\n' "$*" >&2; }
+die() {
+    printf 'restore-bench.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/t4-restore.XXXXXX")"
+MOTO_PID=""
+T4_PID=""
+cleanup() {
+    for pid in "$T4_PID" "$MOTO_PID"; do
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+step "building release binaries"
+cargo build --release -q -p t4 -p t4-loadtest
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+step "starting moto"
+scripts/s3-server.sh --bucket t4-restore >"$TMP/moto.out" 2>"$TMP/moto.err" </dev/null &
+MOTO_PID=$!
+ENDPOINT=""
+for _ in $(seq $((STARTUP_SECS * 10))); do
+    ENDPOINT="$(sed -n 's/^endpoint=\([^ ]*\) .*/\1/p' "$TMP/moto.out" | head -n1)"
+    [ -n "$ENDPOINT" ] && break
+    sleep 0.1
+done
+[ -n "$ENDPOINT" ] || die "moto did not start: $(tail -n 5 "$TMP/moto.err")"
+export T4_S3_ACCESS_KEY_ID=restore T4_S3_SECRET_ACCESS_KEY=restore
+
+start_t4() { # prefix extra-args...; sets T4_PID and T4_EP
+    local prefix="$1"
+    shift
+    "$TARGET_DIR/release/t4" run --data-dir "$TMP/data" --listen 127.0.0.1:0 --log info \
+        --s3-bucket t4-restore --s3-endpoint "$ENDPOINT" --s3-prefix "$prefix" "$@" \
+        >"$TMP/t4.out" 2>"$TMP/t4.err" </dev/null &
+    T4_PID=$!
+    T4_EP=""
+    for _ in $(seq $((STARTUP_SECS * 100))); do
+        T4_EP="$(sed -n 's/^listening on //p' "$TMP/t4.out" | head -n1)"
+        [ -n "$T4_EP" ] && return 0
+        kill -0 "$T4_PID" 2>/dev/null || break
+        sleep 0.01
+    done
+    die "t4 did not start: $(tail -n 5 "$TMP/t4.err")"
+}
+
+# Prints "<keys> <revision>" of the node at T4_EP.
+state() {
+    local count revision
+    count="$(ETCDCTL_API=3 etcdctl --endpoints "$T4_EP" get /restore/ --prefix --limit 1 -w json |
+        python3 -c 'import json, sys; print(json.load(sys.stdin).get("count", 0))')"
+    revision="$(ETCDCTL_API=3 etcdctl --endpoints "$T4_EP" endpoint status -w json |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["Status"]["header"]["revision"])')"
+    echo "$count $revision"
+}
+
+for variant in wal checkpoint; do
+    rm -rf "$TMP/data"
+    extra=()
+    [ "$variant" = checkpoint ] && extra=(--checkpoint-entries $((KEYS * 9 / 10)))
+    start_t4 "$variant" "${extra[@]}"
+    step "$variant: writing $KEYS keys"
+    "$TARGET_DIR/release/t4-loadtest" --endpoints "$T4_EP" --workload par-put --clients 64 --total "$KEYS" \
+        --prefix /restore/ --output jsonl >/dev/null 2>"$TMP/loadtest.err" || die "loadtest: $(tail -n 5 "$TMP/loadtest.err")"
+    sleep 2 # let a checkpoint triggered by the last writes finish
+    read -r keys revision < <(state)
+    kill -9 "$T4_PID"
+    wait "$T4_PID" 2>/dev/null || true
+    rm -rf "$TMP/data"
+    started="$(date +%s.%N)"
+    start_t4 "$variant"
+    ended="$(date +%s.%N)"
+    read -r restored_keys restored_revision < <(state)
+    summary="$(sed -n 's/.*restored from object storage //p' "$TMP/t4.err" | sed 's/\x1b\[[0-9;]*m//g' | tail -n1)"
+    printf '%s: %s keys at revision %s; restored %s keys at revision %s in %.2f s (%s)\n' "$variant" "$keys" \
+        "$revision" "$restored_keys" "$restored_revision" "$(python3 -c "print($ended - $started)")" "$summary"
+    [ "$keys $revision" = "$restored_keys $restored_revision" ] || die "$variant: the restored state differs"
+    kill "$T4_PID"
+    wait "$T4_PID" 2>/dev/null || true
+    T4_PID=""
+done
