@@ -342,17 +342,17 @@ pub async fn collect(store: &Arc<dyn ObjectStore>) -> Result<Collected> {
     // runs right after a checkpoint, never during one.
     store.delete_many(&tables).await.map_err(|e| storage("deleting unreferenced tables", e))?;
     collected.tables = tables.len();
-    // WAL objects whose every record precedes that boundary: the next object (in position order, any
-    // term) starts at or before the boundary revision's first record. The last stays.
+    // WAL objects whose every record precedes that boundary: the next object in replay order starts
+    // at or before the boundary revision's first record. The last stays. Replay order, not position
+    // order: an older term's object that a newer term superseded holds records never acknowledged,
+    // and must neither end a live object's range (that object would go, and the stale one would be
+    // replayed in its place) nor outlive the objects superseding it; it is never replayed, so it goes.
     let wal: Vec<String> = store.list(WAL_PREFIX, None).await.map_err(|e| storage("listing WAL objects", e))?;
-    let mut starts: Vec<((i64, u32, u64), &String)> =
-        wal.iter().filter_map(|k| parse_wal_key(k).map(|w| ((w.revision, w.sub, w.term), k))).collect();
-    starts.sort();
-    let doomed_wal: Vec<String> = starts
-        .windows(2)
-        .filter(|pair| (pair[1].0.0, pair[1].0.1) <= (wal_boundary, 0))
-        .map(|pair| pair[0].1.clone())
-        .collect();
+    let planned = super::replay::plan(&wal);
+    let replayed: BTreeSet<&str> = planned.iter().map(|p| p.key.as_str()).collect();
+    let mut doomed_wal: Vec<String> =
+        planned.windows(2).filter(|pair| pair[1].start <= (wal_boundary, 0)).map(|pair| pair[0].key.clone()).collect();
+    doomed_wal.extend(wal.iter().filter(|k| parse_wal_key(k).is_some() && !replayed.contains(k.as_str())).cloned());
     store.delete_many(&doomed_wal).await.map_err(|e| storage("deleting covered WAL objects", e))?;
     collected.wal_objects = doomed_wal.len();
     if collected.checkpoints + collected.tables + collected.wal_objects > 0 {
@@ -364,4 +364,80 @@ pub async fn collect(store: &Arc<dyn ObjectStore>) -> Result<Collected> {
         );
     }
     Ok(collected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::durability::layout::wal_key;
+    use crate::durability::replay;
+    use crate::log::{LogEvent, LogRecord};
+    use crate::mvcc::store::GroupWrite;
+    use crate::object::MemStore;
+
+    /// One record per revision, each putting its own key `k<rev>` = `<tag><rev>`.
+    fn records(revisions: std::ops::RangeInclusive<i64>, tag: &str) -> Vec<LogRecord> {
+        revisions
+            .map(|revision| LogRecord {
+                revision,
+                sub: 0,
+                events: vec![LogEvent::Put {
+                    key: format!("k{revision}").into_bytes(),
+                    value: format!("{tag}{revision}").into_bytes(),
+                    create_revision: revision,
+                    version: 1,
+                    lease: 0,
+                }],
+            })
+            .collect()
+    }
+
+    async fn put_wal(store: &Arc<dyn ObjectStore>, term: u64, records: &[LogRecord]) {
+        let bytes: Vec<u8> = records.iter().flat_map(LogRecord::encode).collect();
+        store.put(&wal_key(term, records[0].revision, 0), bytes).await.unwrap();
+    }
+
+    /// A checkpoint manifest (its tables do not matter to GC's WAL decisions).
+    async fn put_checkpoint(store: &Arc<dyn ObjectStore>, term: u64, revision: i64) {
+        let manifest = CheckpointManifest {
+            format_version: FORMAT_VERSION,
+            term,
+            revision,
+            sub: 0,
+            compact_revision: 0,
+            tables: Vec::new(),
+            entries: 0,
+            created_unix_ms: 0,
+        };
+        store.put(&checkpoint_key(term, revision), manifest.to_json()).await.unwrap();
+        store.put(LATEST_KEY, LatestManifest::new(term, revision).to_json()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn gc_keeps_the_wal_a_newer_term_wrote_over_an_older_terms_superseded_object() {
+        let store: Arc<dyn ObjectStore> = Arc::new(MemStore::new());
+        // Term 1 stored 2..=14, then 20..=25 past a gap at 15 (never acknowledged); term 2 restarted
+        // from 15 and wrote 15..=22 in one object, 23..=25 in another.
+        put_wal(&store, 1, &records(2..=14, "t1-")).await;
+        put_wal(&store, 1, &records(20..=25, "stale-")).await;
+        put_wal(&store, 2, &records(15..=22, "t2-")).await;
+        put_wal(&store, 2, &records(23..=25, "t2-")).await;
+        put_checkpoint(&store, 2, 21).await;
+        put_checkpoint(&store, 2, 24).await;
+
+        collect(&store).await.unwrap();
+        let left = store.list(WAL_PREFIX, None).await.unwrap();
+        assert!(left.contains(&wal_key(2, 15, 0)), "it holds 22, which the checkpoint at 21 lacks: {left:?}");
+        assert!(!left.contains(&wal_key(1, 2, 0)), "wholly before the older checkpoint: {left:?}");
+        assert!(!left.contains(&wal_key(1, 20, 0)), "superseded, so never replayed: {left:?}");
+        // A restore falling back to the older checkpoint replays term 2's records after it.
+        let dir = tempfile::tempdir().unwrap();
+        let local = Store::open(dir.path()).unwrap();
+        let mut restored = records(2..=14, "t1-");
+        restored.extend(records(15..=21, "t2-"));
+        local.commit(&GroupWrite { records: restored, current_revision: 21, uploaded: true }).unwrap();
+        replay::replay(&store, &local, (21, 0)).await.unwrap();
+        let (replayed, _) = local.read_view().unwrap().log_records(22, 25, usize::MAX).unwrap();
+        assert_eq!(replayed, records(22..=25, "t2-"), "the acknowledged records, never the stale ones");
+    }
 }

@@ -82,7 +82,9 @@ pub fn open_object_store(args: &ObjectStoreArgs) -> Result<Option<Arc<dyn Object
     let Some(bucket) = &args.s3_bucket else { return Ok(None) };
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let keys = (env("T4_S3_ACCESS_KEY_ID"), env("T4_S3_SECRET_ACCESS_KEY"));
-    let credentials = match (&args.s3_profile, keys) {
+    // An empty profile (`T4_S3_PROFILE=` in an environment file) is unset, as empty keys are.
+    let profile = args.s3_profile.as_ref().filter(|p| !p.is_empty());
+    let credentials = match (profile, keys) {
         (Some(_), (Some(_), _) | (_, Some(_))) => {
             return Err(Error::Runtime(
                 "S3 credentials: both --s3-profile and T4_S3_ACCESS_KEY_ID/T4_S3_SECRET_ACCESS_KEY are set; choose one"
@@ -252,6 +254,11 @@ impl Durability {
             if covered >= position.0 {
                 break;
             }
+            // The byte bound cut the read after a record of revision `covered`: the lease-only and
+            // compaction records after it at that revision come before the next revision's.
+            let read = records.last().map_or(uploaded, |r| (r.revision, r.sub));
+            let (rest, _) = view.log_records(covered, covered, usize::MAX)?;
+            records.extend(rest.into_iter().filter(|r| (r.revision, r.sub) > read));
             from = covered + 1;
         }
         let contiguous = records.first().is_some_and(|r| {

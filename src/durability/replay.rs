@@ -30,14 +30,14 @@ fn successors((revision, sub): LogPosition) -> [LogPosition; 2] {
 
 /// One WAL object in the replay plan: records from `start` up to (not including) the next object's start.
 #[derive(Debug, Clone)]
-struct Planned {
-    key: String,
-    start: LogPosition,
+pub(super) struct Planned {
+    pub(super) key: String,
+    pub(super) start: LogPosition,
 }
 
 /// Orders the listed WAL objects into one run of positions: within a term by position, and a newer
-/// term's first object drops every older object starting at or after it.
-fn plan(keys: &[String]) -> Vec<Planned> {
+/// term's first object drops every older object starting at or after it (GC collects by this order too).
+pub(super) fn plan(keys: &[String]) -> Vec<Planned> {
     let mut parsed: Vec<(WalKey, &String)> = keys
         .iter()
         .filter_map(|key| match parse_wal_key(key) {
