@@ -43,6 +43,11 @@ pub async fn create(
 ) -> Result<Option<Written>> {
     let started = Instant::now();
     let latest = read_latest(store).await?;
+    if let Some(latest) = &latest
+        && latest.revision >= local.current_revision()?
+    {
+        return Ok(None); // nothing new since the newest checkpoint
+    }
     let (tables_tx, tables_rx) = flume::bounded(TRANSFERS_IN_FLIGHT);
     let scan_store = local.clone();
     let scan = tokio::task::spawn_blocking(move || {
@@ -93,9 +98,8 @@ pub async fn create(
     let (position, compact, entries) = scan.await.map_err(|e| Error::Runtime(format!("checkpoint scan: {e}")))??;
     if let Some(latest) = &latest
         && latest.revision >= position.0
-        && latest.term == term
     {
-        return Ok(None);
+        return Ok(None); // nothing new since (a restart does not make a checkpoint of its own)
     }
     let key = checkpoint_key(term, position.0);
     let manifest = CheckpointManifest {

@@ -79,7 +79,8 @@ pub fn open_object_store(args: &ObjectStoreArgs) -> Result<Option<Arc<dyn Object
         let store = DirStore::open(dir).map_err(|e| Error::Storage(format!("object store dir: {e}")))?;
         return Ok(Some(Arc::new(store)));
     }
-    let Some(bucket) = &args.s3_bucket else { return Ok(None) };
+    // An empty value (`T4_S3_BUCKET=` in an environment file) is unset.
+    let Some(bucket) = args.s3_bucket.as_ref().filter(|b| !b.is_empty()) else { return Ok(None) };
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let keys = (env("T4_S3_ACCESS_KEY_ID"), env("T4_S3_SECRET_ACCESS_KEY"));
     // An empty profile (`T4_S3_PROFILE=` in an environment file) is unset, as empty keys are.
@@ -110,7 +111,7 @@ pub fn open_object_store(args: &ObjectStoreArgs) -> Result<Option<Arc<dyn Object
     };
     let mut config = S3Config::new(bucket.clone(), credentials);
     config.prefix = args.s3_prefix.clone();
-    config.endpoint = args.s3_endpoint.clone();
+    config.endpoint = args.s3_endpoint.clone().filter(|e| !e.is_empty());
     config.region = args.s3_region.clone();
     let store = S3Store::open(config).map_err(|e| Error::Storage(format!("S3 store: {e}")))?;
     Ok(Some(Arc::new(store)))
