@@ -312,6 +312,26 @@ async fn a_store_outage_stops_acknowledgements_and_loses_nothing() {
     }
     let read = kv.range(RangeRequest { key: b"before/0".to_vec(), ..Default::default() }).await.unwrap();
     assert_eq!(read.into_inner().kvs.len(), 1, "reads are served during the outage");
+    // Many writers at once: every one gets an answer (a refusal) within the bound, none hangs.
+    let mut writers = Vec::new();
+    for connection in 0..4 {
+        let kv = KvClient::new(common::channel(&server.endpoint).await.unwrap());
+        for i in 0..100 {
+            let mut kv = kv.clone();
+            let key = format!("burst/{connection}/{i}").into_bytes();
+            unknown.push(key.clone());
+            writers.push(tokio::spawn(async move {
+                let started = Instant::now();
+                let put = kv.put(PutRequest { key, value: b"v".to_vec(), ..Default::default() });
+                let result = tokio::time::timeout(Duration::from_secs(10), put).await;
+                (result.map(|r| r.map(|_| ()).map_err(|s| s.code())), started.elapsed())
+            }));
+        }
+    }
+    for writer in writers {
+        let (result, took) = writer.await.unwrap();
+        assert_eq!(result, Ok(Err(tonic::Code::Unavailable)), "answered with a refusal, after {took:?}");
+    }
 
     moto.resume();
     // Writes resume once the pending uploads land.

@@ -317,14 +317,21 @@ impl Durability {
             let (to_uploader, input) = flume::unbounded();
             let (output, from_uploader) = flume::unbounded();
             let outage: Outage = Arc::new(Mutex::new(None));
+            let (outage_raised_tx, outage_raised) = flume::bounded(1);
             let task = uploader::run_sync(
                 self.store.clone(),
                 config,
-                uploader::SyncChannels { input, output, outage: outage.clone(), shutdown: shutdown.clone() },
+                uploader::SyncChannels {
+                    input,
+                    output,
+                    outage: outage.clone(),
+                    outage_raised: outage_raised_tx,
+                    shutdown: shutdown.clone(),
+                },
                 self.stats.clone(),
             );
             self.tasks.push(self.runtime.spawn(task));
-            (Some(UploadStage { to_uploader, from_uploader, outage }), None)
+            (Some(UploadStage { to_uploader, from_uploader, outage, outage_raised }), None)
         } else {
             let (tx, groups) = flume::bounded(SUBSCRIBER_GROUPS_MAX);
             let task = uploader::run_async(self.store.clone(), self.local.clone(), config, groups, self.stats.clone());

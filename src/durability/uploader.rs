@@ -135,6 +135,8 @@ pub struct SyncChannels {
     pub input: flume::Receiver<PendingGroup>,
     pub output: flume::Sender<PendingGroup>,
     pub outage: Outage,
+    /// Told each time an outage is declared (the sequencer may be waiting on a full pipeline).
+    pub outage_raised: flume::Sender<()>,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -164,7 +166,7 @@ pub async fn run_sync(
     channels: SyncChannels,
     stats: Arc<UploadStats>,
 ) {
-    let SyncChannels { input, output, outage, mut shutdown } = channels;
+    let SyncChannels { input, output, outage, outage_raised, mut shutdown } = channels;
     let (progress_tx, progress) = flume::unbounded::<Progress>();
     let mut waiting: Vec<(PendingGroup, Instant)> = Vec::new();
     let mut batches: VecDeque<Batch> = VecDeque::new();
@@ -238,10 +240,12 @@ pub async fn run_sync(
             && fenced.is_none()
         {
             let reason = format!("a WAL upload has not completed for {} s", now.duration_since(since).as_secs());
-            if outage.lock().map(|o| o.is_none()).unwrap_or(false) {
+            let newly = outage.lock().map(|o| o.is_none()).unwrap_or(false);
+            set_outage(&outage, Some(reason.clone()));
+            if newly {
                 tracing::error!(reason, "object store unavailable: refusing writes until uploads succeed again");
+                let _ = outage_raised.try_send(());
             }
-            set_outage(&outage, Some(reason));
         }
         if input_closed && waiting.is_empty() && batches.is_empty() {
             return;
@@ -317,6 +321,7 @@ pub async fn run_sync(
                 Ok(Progress::Conflict(reason)) => {
                     tracing::error!(error = %reason, "WAL upload conflict: refusing all writes");
                     set_outage(&outage, Some(reason.clone()));
+                    let _ = outage_raised.try_send(());
                     fenced = Some(reason);
                 }
                 Err(_) => unreachable!("the uploader holds a progress sender"),

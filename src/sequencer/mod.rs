@@ -152,6 +152,9 @@ pub struct UploadStage {
     pub from_uploader: flume::Receiver<PendingGroup>,
     /// Set while the object store is failing: new proposals are refused at once with the reason.
     pub outage: Arc<std::sync::Mutex<Option<String>>>,
+    /// Signalled when `outage` is set, so a sequencer waiting on a full pipeline starts refusing
+    /// what queues in its mailbox instead of leaving callers without an answer.
+    pub outage_raised: flume::Receiver<()>,
 }
 
 /// One group for the committer thread: the batch, and the replies it releases once the batch is durable.
@@ -175,8 +178,9 @@ pub struct Sequencer {
     /// Where groups go: the committer, or the uploader first (sync upload).
     committer: GroupSink,
     committed: flume::Receiver<Committed>,
-    /// The object store's outage, in sync-upload mode.
+    /// The object store's outage, in sync-upload mode, and its signal.
     outage: Option<Arc<std::sync::Mutex<Option<String>>>>,
+    outage_raised: Option<flume::Receiver<()>>,
     /// Last revision of each group handed to the committer and not yet reported durable.
     in_flight: VecDeque<i64>,
     group_proposals_max: usize,
@@ -210,6 +214,8 @@ impl GroupSink {
 enum Event {
     Message(Option<Message>),
     Committed(Committed),
+    /// The uploader declared an outage (sync upload).
+    OutageRaised,
 }
 
 impl Sequencer {
@@ -259,10 +265,10 @@ impl Sequencer {
             let _ = compactor.send(CompactJob { revision: state.compact, reply: None });
         }
         // Unbounded, but bounded by groups_in_flight_max.
-        let (committer, groups, outage) = match upload {
+        let (committer, groups, outage, outage_raised) = match upload {
             None => {
                 let (tx, rx) = flume::unbounded::<CommitJob>();
-                (GroupSink::Committer(tx), rx, None)
+                (GroupSink::Committer(tx), rx, None, None)
             }
             Some(stage) => {
                 let (tx, rx) = flume::unbounded::<CommitJob>();
@@ -278,7 +284,7 @@ impl Sequencer {
                         }
                     })
                     .map_err(|e| Error::Runtime(format!("upload relay thread: {e}")))?;
-                (GroupSink::Uploader(stage.to_uploader), rx, Some(stage.outage))
+                (GroupSink::Uploader(stage.to_uploader), rx, Some(stage.outage), Some(stage.outage_raised))
             }
         };
         let uploaded = outage.is_some();
@@ -310,6 +316,7 @@ impl Sequencer {
             committer,
             committed,
             outage,
+            outage_raised,
             in_flight: VecDeque::new(),
             group_proposals_max: group_proposals_max.max(1),
             groups_in_flight_max: groups_in_flight_max.max(1),
@@ -323,12 +330,27 @@ impl Sequencer {
     pub async fn run(mut self) {
         let mut stop_reply = None;
         loop {
-            let can_start_group = self.in_flight.len() < self.groups_in_flight_max;
+            // During an object-store outage new proposals are refused at once (see `start_group`), so
+            // the mailbox is read even with the pipeline full.
+            let can_start_group = self.in_flight.len() < self.groups_in_flight_max || self.outage_active();
             let event = if stop_reply.is_some() || !can_start_group {
                 if self.in_flight.is_empty() {
                     break;
                 }
-                Event::Committed(self.committed.recv_async().await.unwrap_or(Err(COMMITTER_GONE.into())))
+                let committed =
+                    async { Event::Committed(self.committed.recv_async().await.unwrap_or(Err(COMMITTER_GONE.into()))) };
+                match (&self.outage_raised, stop_reply.is_some()) {
+                    (Some(raised), false) => {
+                        let outage = async {
+                            match raised.recv_async().await {
+                                Ok(()) => Event::OutageRaised,
+                                Err(_) => std::future::pending().await,
+                            }
+                        };
+                        futures_lite::future::or(committed, outage).await
+                    }
+                    _ => committed.await,
+                }
             } else if self.in_flight.is_empty() {
                 Event::Message(self.mailbox.recv_async().await.ok())
             } else {
@@ -347,6 +369,7 @@ impl Sequencer {
                     }
                 }
                 Event::Committed(result) => self.finish_group(result),
+                Event::OutageRaised => {}
             }
         }
         if let Err(e) = self.store.sync() {
@@ -385,7 +408,7 @@ impl Sequencer {
             }
             return stop;
         }
-        let outage = self.outage.as_ref().and_then(|o| o.lock().ok().and_then(|reason| reason.clone()));
+        let outage = self.outage_reason();
         if let Some(reason) = outage {
             // Nothing could be made durable: refuse now rather than queue behind the outage.
             for (_, reply) in proposals {
@@ -431,6 +454,15 @@ impl Sequencer {
             self.finish_group(Err(COMMITTER_GONE.into()));
         }
         stop
+    }
+
+    /// Why the object store cannot take writes now, if it cannot (sync upload).
+    fn outage_reason(&self) -> Option<String> {
+        self.outage.as_ref().and_then(|o| o.lock().ok().and_then(|reason| reason.clone()))
+    }
+
+    fn outage_active(&self) -> bool {
+        self.outage.as_ref().is_some_and(|o| o.lock().map(|reason| reason.is_some()).unwrap_or(false))
     }
 
     /// Answers a query about the state as of every proposal evaluated so far.
