@@ -331,10 +331,35 @@ pub async fn run_sync(
     }
 }
 
+/// A spawned upload: `Err` is a conflict with another writer.
+type UploadTask = tokio::task::JoinHandle<Result<(), String>>;
+
+/// Segments' worth of records the async uploader holds in memory at most; beyond (a long outage), it
+/// keeps only their positions and reads them back from the local log, which compaction keeps above
+/// the watermark.
+const ASYNC_BUFFER_SEGMENTS_MAX: usize = 8;
+
+/// The records of the local log from `from` on (whole revisions, at least one revision's worth),
+/// through revision `to` at most, about `bytes` of them. Blocking.
+fn read_log(local: &Store, from: (i64, u32), to: i64, bytes: usize) -> crate::Result<Vec<LogRecord>> {
+    let view = local.read_view()?;
+    let (mut records, covered) = view.log_records(from.0, to, bytes)?;
+    if covered < to {
+        // The byte bound cut the read after a record of `covered`: its later records come too.
+        let read = records.last().map(|r| (r.revision, r.sub));
+        let (rest, _) = view.log_records(covered, covered, usize::MAX)?;
+        records.extend(rest.into_iter().filter(|r| read.is_none_or(|read| (r.revision, r.sub) > read)));
+    }
+    records.retain(|r| (r.revision, r.sub) >= from);
+    Ok(records)
+}
+
 /// The async-mode uploader: stores committed groups from `groups` as WAL objects cut by size or age,
-/// moving the upload watermark in `local` after each. Ends when `groups` closes, after storing what
-/// it holds (giving up `wait_max` later if the store is down: those records stay in the local log
-/// and are uploaded at the next start).
+/// moving the upload watermark in `local` after each. It never holds the committer back: it takes
+/// groups while an upload is in flight, and through a long outage keeps only positions, reading the
+/// records back from the local log once the store is back. Ends when `groups` closes, after storing
+/// what it holds (giving up `wait_max` later if the store is down: those records stay in the local
+/// log and are uploaded at the next start).
 pub async fn run_async(
     store: Arc<dyn ObjectStore>,
     local: Arc<Store>,
@@ -344,59 +369,132 @@ pub async fn run_async(
 ) {
     let mut object = WalObject::default();
     let mut oldest: Option<Instant> = None;
-    let mut closed = false;
+    // The first position received but not buffered (records from there come from the local log).
+    let mut overflow_from: Option<(i64, u32)> = None;
+    let mut latest: Option<(i64, u32)> = None;
+    // The upload in flight, and the position its object ends at.
+    let mut upload: Option<(UploadTask, (i64, u32))> = None;
+    let mut closed_at: Option<Instant> = None;
+    // Records read back from the log leave at once.
+    let mut from_log = false;
+    let buffer_max = config.segment_bytes.saturating_mul(ASYNC_BUFFER_SEGMENTS_MAX);
     loop {
-        let due =
-            oldest.is_some_and(|t| t.elapsed() >= config.segment_age) || object.bytes.len() >= config.segment_bytes;
-        if let Some(key) = object.key(config.term)
-            && (due || closed)
-        {
-            let WalObject { bytes, last, .. } = std::mem::take(&mut object);
-            let last = last.expect("an object with a first record has a last");
-            let mut failing_since: Option<Instant> = None;
-            let upload = store_object(store.as_ref(), &key, bytes, &stats, |e| {
-                let since = *failing_since.get_or_insert_with(Instant::now);
-                tracing::warn!(error = %e, failing_for_ms = since.elapsed().as_millis() as u64, key, "async WAL upload failed; retrying");
-            });
-            let result = if closed {
-                match tokio::time::timeout(config.wait_max, upload).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        tracing::error!(
-                            "stopping before the last WAL records reached object storage; they are uploaded at the next start"
-                        );
-                        return;
+        // Start the next upload: the buffer when due, else records read back from the log.
+        if upload.is_none() {
+            if object.first.is_none()
+                && let (Some(from), Some(to)) = (overflow_from, latest)
+            {
+                let reader = local.clone();
+                let bytes = config.segment_bytes;
+                match tokio::task::spawn_blocking(move || read_log(&reader, from, to.0, bytes)).await {
+                    Ok(Ok(records)) => {
+                        overflow_from = match records.last() {
+                            Some(last) if (last.revision, last.sub) < to => Some((last.revision, last.sub + 1)),
+                            Some(_) => None,
+                            None => {
+                                tracing::error!(from = ?from, "records to upload are gone from the local log");
+                                None
+                            }
+                        };
+                        records.iter().for_each(|r| object.push(r));
+                        from_log = true;
                     }
+                    Ok(Err(e)) => tracing::error!(error = %e, "reading the local log for upload"),
+                    Err(e) => tracing::error!(error = %e, "log reader task"),
                 }
-            } else {
-                upload.await
-            };
-            if let Err(conflict) = result {
-                tracing::error!(error = %conflict, "async WAL upload conflict: uploads stop");
+            }
+            let due = oldest.is_some_and(|t| t.elapsed() >= config.segment_age)
+                || object.bytes.len() >= config.segment_bytes
+                || overflow_from.is_some()
+                || from_log
+                || closed_at.is_some();
+            if let Some(key) = object.key(config.term)
+                && due
+            {
+                let WalObject { bytes, last, .. } = std::mem::take(&mut object);
+                let last = last.expect("an object with a first record has a last");
+                oldest = None;
+                from_log = false;
+                let (store, stats) = (store.clone(), stats.clone());
+                let task = tokio::spawn(async move {
+                    let mut failing_since: Option<Instant> = None;
+                    store_object(store.as_ref(), &key, bytes, &stats, |e| {
+                        let since = *failing_since.get_or_insert_with(Instant::now);
+                        let failing_for_ms = since.elapsed().as_millis() as u64;
+                        tracing::warn!(error = %e, failing_for_ms, key, "async WAL upload failed; retrying (writes go on)");
+                    })
+                    .await
+                });
+                upload = Some((task, last));
+            }
+        }
+        if let Some(closed) = closed_at {
+            if upload.is_none() && object.first.is_none() && overflow_from.is_none() {
                 return;
             }
-            if let Err(e) = local.set_uploaded_through(last) {
-                tracing::error!(error = %e, "cannot record the upload watermark");
+            if closed.elapsed() >= config.wait_max {
+                tracing::error!(
+                    "stopping before the last WAL records reached object storage; they are uploaded at the next start"
+                );
+                if let Some((task, _)) = upload {
+                    task.abort();
+                }
+                return;
             }
-            oldest = None;
-            continue;
         }
-        if closed {
-            return;
-        }
-        let wait = match oldest {
-            Some(t) => config.segment_age.saturating_sub(t.elapsed()),
-            None => Duration::from_secs(3600),
+        let deadline = match (oldest, closed_at) {
+            (_, Some(closed)) => closed + config.wait_max,
+            (Some(t), None) => t + config.segment_age,
+            (None, None) => Instant::now() + Duration::from_secs(3600),
         };
-        match tokio::time::timeout(wait, groups.recv_async()).await {
-            Ok(Ok(group)) => {
-                if !group.records.is_empty() {
-                    oldest.get_or_insert_with(Instant::now);
-                    group.records.iter().for_each(|r| object.push(r));
+        let finished = async {
+            match upload.as_mut() {
+                Some((task, _)) => Some(task.await),
+                None => std::future::pending().await,
+            }
+        };
+        let receive =
+            async { if closed_at.is_some() { std::future::pending().await } else { groups.recv_async().await.ok() } };
+        tokio::select! {
+            result = finished => {
+                let (_, last) = upload.take().expect("an upload was in flight");
+                match result {
+                    Some(Ok(Ok(()))) => {
+                        if let Err(e) = local.set_uploaded_through(last) {
+                            tracing::error!(error = %e, "cannot record the upload watermark");
+                        }
+                    }
+                    Some(Ok(Err(conflict))) => {
+                        tracing::error!(error = %conflict, "async WAL upload conflict: uploads stop");
+                        return;
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "async upload task failed; uploads stop");
+                        return;
+                    }
+                    None => unreachable!("only an upload in flight finishes"),
                 }
             }
-            Ok(Err(_)) => closed = true,
-            Err(_) => {}
+            group = receive => match group {
+                Some(group) => {
+                    for record in &group.records {
+                        let at = (record.revision, record.sub);
+                        latest = Some(at);
+                        if overflow_from.is_some() {
+                            continue;
+                        }
+                        if object.bytes.len() >= buffer_max {
+                            tracing::warn!("async upload backlog over its memory bound; reading it back from the log later");
+                            overflow_from = Some(at);
+                            continue;
+                        }
+                        oldest.get_or_insert_with(Instant::now);
+                        object.push(record);
+                    }
+                }
+                None => closed_at = Some(Instant::now()),
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => {}
         }
     }
 }
