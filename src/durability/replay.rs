@@ -18,7 +18,7 @@ use crate::mvcc::store::{GroupWrite, LogPosition};
 use crate::object::ObjectStore;
 
 /// WAL objects downloaded at once.
-const DOWNLOADS_IN_FLIGHT: usize = 8;
+const DOWNLOADS_IN_FLIGHT: usize = 16;
 /// Record bytes applied per local batch.
 const APPLY_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
@@ -91,18 +91,17 @@ pub async fn replay(store: &Arc<dyn ObjectStore>, local: &Store, from: LogPositi
     let mut write = GroupWrite { uploaded: true, ..Default::default() };
     let mut write_bytes = 0;
     let total = needed.len();
-    'objects: for (chunk_start, chunk) in
-        needed.chunks(DOWNLOADS_IN_FLIGHT).enumerate().map(|(i, c)| (i * DOWNLOADS_IN_FLIGHT, c))
-    {
-        let downloads: Vec<_> = chunk
-            .iter()
-            .map(|p| {
-                let (store, key) = (store.clone(), p.key.clone());
-                tokio::spawn(async move { (store.get(&key).await, key) })
-            })
-            .collect();
-        for (offset, download) in downloads.into_iter().enumerate() {
-            let index = chunk_start + offset;
+    // A sliding window of downloads: the next ones are on their way while one is applied.
+    let mut downloads = std::collections::VecDeque::new();
+    let mut next_download = 0;
+    'objects: for index in 0..total {
+        while next_download < total && downloads.len() < DOWNLOADS_IN_FLIGHT {
+            let (store, key) = (store.clone(), needed[next_download].key.clone());
+            downloads.push_back(tokio::spawn(async move { (store.get(&key).await, key) }));
+            next_download += 1;
+        }
+        {
+            let download = downloads.pop_front().expect("a download per object");
             let (object, key) = download.await.map_err(|e| Error::Runtime(format!("WAL download task: {e}")))?;
             let object = object.map_err(|e| Error::Storage(format!("reading {key}: {e}")))?;
             let Some(object) = object else {
@@ -146,6 +145,9 @@ pub async fn replay(store: &Arc<dyn ObjectStore>, local: &Store, from: LogPositi
                 tracing::info!(objects = index + 1, of = total, position = ?position, "replaying WAL objects");
             }
         }
+    }
+    for download in downloads {
+        download.abort(); // past a gap: not needed
     }
     if !write.records.is_empty() {
         local.commit(&write)?;
