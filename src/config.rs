@@ -44,6 +44,11 @@ pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL_MS: u64 = 10 * 60 * 1000;
 /// How long a graceful shutdown waits for in-flight requests before closing connections.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
+/// Keys, versions or changed keys a `t4 inspect` command shows unless `--limit` says otherwise.
+pub const DEFAULT_INSPECT_LIMIT: usize = 1000;
+/// How long `t4 status` waits for a node's answers, in milliseconds.
+pub const DEFAULT_STATUS_TIMEOUT_MS: u64 = 5000;
+
 /// Uploads to object storage in flight at once (sync upload).
 pub const DEFAULT_WAL_UPLOAD_MAX_IN_FLIGHT: usize = 4;
 /// Least milliseconds between the starts of two WAL uploads (0: none).

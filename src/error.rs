@@ -51,9 +51,10 @@ pub enum Error {
     /// The data directory cannot be used.
     #[error("data directory {path}: {reason}")]
     DataDir { path: PathBuf, reason: String },
-    /// Another process holds the data directory's lock.
-    #[error("data directory {0} is locked by another process (is another t4 running on it?)")]
-    DataDirLocked(PathBuf),
+    /// Another process holds the data directory's lock: `holder` names it (from its lock file),
+    /// `advice` says what to do instead.
+    #[error("data directory {path} is in use by {holder}; {advice}")]
+    DataDirLocked { path: PathBuf, holder: String, advice: String },
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },

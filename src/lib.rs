@@ -16,6 +16,7 @@ mod config;
 mod durability;
 mod error;
 mod etcd;
+pub mod inspect;
 mod log;
 mod mvcc;
 mod node;
@@ -25,7 +26,7 @@ mod sequencer;
 mod shard;
 mod types;
 
-pub use config::Config;
+pub use config::{Config, ObjectStoreArgs};
 pub use error::{Error, Result};
 pub use node::{Node, Watch};
 pub use types::{
@@ -36,7 +37,8 @@ pub use types::{
 /// Defaults and limits of [`Config`].
 pub mod defaults {
     pub use crate::config::{
-        DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, GRPC_OVERHEAD_BYTES,
+        DEFAULT_DATA_DIR, DEFAULT_INSPECT_LIMIT, DEFAULT_LISTEN, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS,
+        DEFAULT_STATUS_TIMEOUT_MS, GRPC_OVERHEAD_BYTES,
     };
 }
 

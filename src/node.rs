@@ -97,6 +97,7 @@ impl Node {
         let (listeners, local_addr) = match config.listen {
             Some(addr) => {
                 let (fds, bound) = bind_listeners(addr, cores)?;
+                store.record_listen_addr(bound);
                 (fds, Some(bound))
             }
             None => (Vec::new(), None),

@@ -34,9 +34,10 @@ fn help_lists_every_run_flag_with_its_environment_variable() {
 #[test]
 fn a_locked_data_dir_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = Server::start_t4(dir.path(), &[]);
+    let first = Server::start_t4(dir.path(), &[]);
     let err = Server::try_start_t4(dir.path(), &[]).err().expect("second server must not start");
-    assert!(err.contains("locked by another process"), "{err}");
+    let holder = format!("is in use by t4 (pid {}, serving {})", first.pid(), first.endpoint);
+    assert!(err.contains(&holder), "{err}");
 }
 
 #[test]
@@ -87,7 +88,7 @@ fn flags_win_over_environment_variables() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("locked"),
+        String::from_utf8_lossy(&out.stderr).contains("is in use by t4"),
         "the flag's directory (locked by the running server) was used, not the environment's"
     );
 }

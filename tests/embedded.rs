@@ -53,7 +53,7 @@ async fn embedded_node_reads_writes_and_survives_reopen() {
 async fn a_second_node_on_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(Config::new(dir.path())).unwrap();
-    assert!(matches!(Node::open(Config::new(dir.path())), Err(Error::DataDirLocked(_))));
+    assert!(matches!(Node::open(Config::new(dir.path())), Err(Error::DataDirLocked { .. })));
     node.close().await.unwrap();
 }
 

@@ -1,6 +1,11 @@
-//! The `t4` command line: one file per subcommand.
+//! The `t4` command line: one file (or folder) per subcommand, and the output and gRPC helpers the
+//! read-only commands share.
 
+mod grpc;
+mod inspect;
+mod output;
 mod run;
+mod status;
 
 use clap::{Parser, Subcommand};
 
@@ -15,12 +20,18 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node serving the etcd v3 gRPC API (every flag can also be set as a T4_* variable).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
+    /// Look inside a data directory without running a node (the directory must not be in use).
+    Inspect(inspect::InspectArgs),
+    /// Ask a running node (T4 or etcd) for its revision, leader, db size, version, role and members.
+    Status(status::StatusArgs),
 }
 
 /// Parses the command line and runs the subcommand.
 pub fn main() -> std::process::ExitCode {
     match Cli::parse().command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Status(args) => status::run(args),
     }
 }

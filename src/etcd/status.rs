@@ -30,7 +30,7 @@ pub fn to_status(error: Error) -> Status {
         | Error::Corrupt(_)
         | Error::Runtime(_)
         | Error::DataDir { .. }
-        | Error::DataDirLocked(_)
+        | Error::DataDirLocked { .. }
         | Error::Listen { .. } => {
             tracing::error!(error = %error, "request failed");
             return Status::new(Code::Unavailable, format!("etcdserver: {error}"));

@@ -3,7 +3,7 @@
 //! versions no read can reach). Readers take a [`ReadView`]: one snapshot, so no reader sees half a group.
 
 use std::collections::BTreeSet;
-use std::fs::File;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use super::encoding::{
     Version, decode_history_key, decode_lease_key, decode_log_key, decode_revision, escaped_key, history_key,
     lease_key, log_key, meta,
 };
+use super::lock::{DataDirLock, LockRole};
 use super::{KeySpan, RangeEnd, VersionReader};
 use crate::config::JOURNAL_BYTES_MAX;
 use crate::error::{Error, Result};
@@ -28,6 +29,12 @@ pub const NEVER_COMPACTED: i64 = -1;
 const FORMAT: i64 = 3;
 /// Older formats this build opens and upgrades to [`FORMAT`].
 const FORMATS_UPGRADED: [i64; 1] = [2];
+/// The database's folder inside a data directory.
+const DB_DIR: &str = "db";
+/// The file fjall writes first into a database folder: a folder without it holds no database.
+const FJALL_VERSION_FILE: &str = "version";
+/// The keyspaces of a T4 database.
+const KEYSPACES: [&str; 5] = ["log", "kv", "latest", "leases", "meta"];
 
 /// Who this node is; chosen at first start and kept in `meta`.
 #[derive(Debug, Clone, Copy)]
@@ -102,7 +109,7 @@ fn decode_position(bytes: &[u8]) -> Result<LogPosition> {
 /// The node's database.
 pub struct Store {
     /// Holds `<data-dir>/LOCK` for the lifetime of the store.
-    _lock: File,
+    lock: DataDirLock,
     db: Database,
     /// (revision, sub) → framed [`LogRecord`]: the WAL and the watch history.
     log: Keyspace,
@@ -148,47 +155,88 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Arc<Store>> {
         let dir_error = |reason: String| Error::DataDir { path: data_dir.to_path_buf(), reason };
         std::fs::create_dir_all(data_dir).map_err(|e| dir_error(format!("cannot create: {e}")))?;
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(data_dir.join("LOCK"))
-            .map_err(|e| dir_error(format!("cannot open lock file: {e}")))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::DataDirLocked(data_dir.to_path_buf())),
-            Err(std::fs::TryLockError::Error(e)) => return Err(dir_error(format!("cannot lock: {e}"))),
-        }
-        let db = Database::builder(data_dir.join("db"))
+        let lock = DataDirLock::acquire(data_dir, true, LockRole::Node)?;
+        let db = Database::builder(data_dir.join(DB_DIR))
             .max_journaling_size(JOURNAL_BYTES_MAX)
             .open()
             .map_err(|e| dir_error(format!("cannot open database: {e}")))?;
-        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
-        let (log, kv, latest, leases, meta_ks) =
-            (open("log")?, open("kv")?, open("latest")?, open("leases")?, open("meta")?);
+        let meta_ks = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         Self::check_format(&db, &meta_ks).map_err(|e| match e {
             Error::Corrupt(reason) => dir_error(reason),
             other => other,
         })?;
         let identity = Self::load_or_create_identity(&db, &meta_ks)?;
-        let term = std::sync::atomic::AtomicU64::new(identity.term);
-        let db_dir = data_dir.join("db");
-        let keep_unuploaded_log = std::sync::atomic::AtomicBool::new(false);
-        let store = Store {
-            _lock: lock,
-            db,
-            log,
-            kv,
-            latest,
-            leases,
-            meta: meta_ks,
-            identity,
-            keep_unuploaded_log,
-            term,
-            db_dir,
-        };
+        let store = Self::assemble(data_dir, lock, db, identity)?;
         store.check_log_matches_state()?;
         Ok(Arc::new(store))
+    }
+
+    /// Opens an existing database to read it (`t4 inspect`). Takes the directory's lock, so it
+    /// refuses a directory a node has open and no node opens it meanwhile; creates nothing and
+    /// writes nothing but the lock file's holder record (and fjall's own journal recovery); refuses
+    /// a directory that holds no T4 database, checking before fjall, which would create one.
+    pub fn open_read_only(data_dir: &Path) -> Result<Store> {
+        let dir_error = |reason: String| Error::DataDir { path: data_dir.to_path_buf(), reason };
+        let not_t4 = |what: &str| dir_error(format!("not a T4 data directory: {what}"));
+        match std::fs::metadata(data_dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(dir_error("not a directory".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(dir_error("does not exist".into())),
+            Err(e) => return Err(dir_error(format!("cannot read: {e}"))),
+        }
+        if !data_dir.join(DB_DIR).join(FJALL_VERSION_FILE).is_file() {
+            return Err(not_t4(&format!("no database ({DB_DIR}/) in it")));
+        }
+        let lock = DataDirLock::acquire(data_dir, false, LockRole::Inspect)?;
+        let db = Database::builder(data_dir.join(DB_DIR))
+            .max_journaling_size(JOURNAL_BYTES_MAX)
+            .open()
+            .map_err(|e| dir_error(format!("cannot open database: {e}")))?;
+        if let Some(missing) = KEYSPACES.iter().find(|name| !db.keyspace_exists(name)) {
+            return Err(not_t4(&format!("its database has no `{missing}` keyspace")));
+        }
+        let meta_ks = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        match read_i64(&meta_ks, meta::FORMAT)? {
+            // Upgrades change no record a reader decodes.
+            Some(format) if format == FORMAT || FORMATS_UPGRADED.contains(&format) => {}
+            Some(other) => {
+                return Err(dir_error(format!("written in format {other}; this build reads format {FORMAT}")));
+            }
+            None => return Err(not_t4("its database has no format mark")),
+        }
+        let id = |name: &[u8]| -> Result<u64> { Ok(read_i64(&meta_ks, name)?.unwrap_or(0) as u64) };
+        let identity =
+            Identity { member_id: id(meta::MEMBER_ID)?, cluster_id: id(meta::CLUSTER_ID)?, term: id(meta::TERM)? };
+        let store = Self::assemble(data_dir, lock, db, identity)?;
+        store.check_log_matches_state()?;
+        Ok(store)
+    }
+
+    /// The store over an opened database whose format and identity are settled.
+    fn assemble(data_dir: &Path, lock: DataDirLock, db: Database, identity: Identity) -> Result<Store> {
+        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let [log, kv, latest, leases, meta_ks] = KEYSPACES.map(open);
+        Ok(Store {
+            lock,
+            log: log?,
+            kv: kv?,
+            latest: latest?,
+            leases: leases?,
+            meta: meta_ks?,
+            db,
+            identity,
+            keep_unuploaded_log: std::sync::atomic::AtomicBool::new(false),
+            term: std::sync::atomic::AtomicU64::new(identity.term),
+            db_dir: data_dir.join(DB_DIR),
+        })
+    }
+
+    /// Adds the address this node serves to its lock file, so a process refused the directory can
+    /// say where to reach it. Best effort: the lock, not the record, keeps others out.
+    pub fn record_listen_addr(&self, addr: SocketAddr) {
+        if let Err(e) = self.lock.record_holder(LockRole::Node, Some(addr)) {
+            tracing::warn!(error = %e, "cannot record the listen address in the lock file");
+        }
     }
 
     /// Refuses a data directory written in another format; marks a new one with this build's.
@@ -640,6 +688,17 @@ impl ReadView {
             }
         }
         Ok((records, to))
+    }
+
+    /// Every version of `key` still in history (tombstones included), oldest first, at most
+    /// `versions_max` of them (the newest are dropped beyond it).
+    pub fn versions(&self, key: &[u8], versions_max: usize) -> Result<Vec<Version>> {
+        let mut versions = Vec::new();
+        for item in self.snapshot.prefix(&self.kv, escaped_key(key)).take(versions_max) {
+            let (_, value) = item.into_inner()?;
+            versions.push(Version::decode(&value)?);
+        }
+        Ok(versions)
     }
 
     /// Iterates `latest` over `span` (empty for an inverted span; a single key is a one-key range).

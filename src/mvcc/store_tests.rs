@@ -80,3 +80,52 @@ fn a_reopened_store_keeps_its_state_and_identity() {
     assert_eq!(snapshot_at(&store, 2), [(b"k".to_vec(), b"v".to_vec(), 2)]);
     assert_eq!(snapshot_at(&store, 3), [(b"k".to_vec(), b"w".to_vec(), 3)]);
 }
+
+#[test]
+fn a_read_only_open_refuses_what_is_not_a_t4_database_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = |path: &Path| match Store::open_read_only(path) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("{} opened", path.display()),
+    };
+    let missing = dir.path().join("missing");
+    assert!(refused(&missing).ends_with("does not exist"));
+    assert!(!missing.exists());
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert!(refused(&empty).ends_with("not a T4 data directory: no database (db/) in it"));
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "nothing created");
+
+    // A fjall database that T4 did not write: no keyspaces, then a `meta` keyspace without a format.
+    let foreign = dir.path().join("foreign");
+    let db = Database::builder(foreign.join(DB_DIR)).open().unwrap();
+    std::fs::write(foreign.join("LOCK"), b"").unwrap();
+    drop(db);
+    assert!(refused(&foreign).ends_with("not a T4 data directory: its database has no `log` keyspace"));
+    let db = Database::builder(foreign.join(DB_DIR)).open().unwrap();
+    for name in KEYSPACES {
+        db.keyspace(name, KeyspaceCreateOptions::default).unwrap();
+    }
+    drop(db);
+    assert!(refused(&foreign).ends_with("not a T4 data directory: its database has no format mark"));
+}
+
+#[test]
+fn a_read_only_store_reads_history_and_holds_the_lock_against_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    write(&store, vec![vec![put("k", "v", 2, 1)], vec![del("k")], vec![put("k", "w", 4, 1)]]);
+    let held = Store::open_read_only(dir.path()).err().expect("refused while a node has it").to_string();
+    assert!(held.contains(&format!("is in use by t4 (pid {})", std::process::id())), "{held}");
+    drop(store);
+
+    let reader = Store::open_read_only(dir.path()).unwrap();
+    let versions = reader.read_view().unwrap().versions(b"k", 10).unwrap();
+    let revisions: Vec<(i64, bool)> = versions.iter().map(|v| (v.mod_revision, v.is_tombstone())).collect();
+    assert_eq!(revisions, [(2, false), (3, true), (4, false)]);
+    assert_eq!(reader.read_view().unwrap().versions(b"k", 2).unwrap().len(), 2, "bounded");
+    let node = Store::open(dir.path()).err().expect("no node opens a directory being read").to_string();
+    assert!(node.contains("is in use by t4 inspect"), "{node}");
+    drop(reader);
+    assert_eq!(Store::open(dir.path()).unwrap().current_revision().unwrap(), 4);
+}
