@@ -8,34 +8,52 @@
 # server does not support) shows as FAILED in the table, and the script then exits non-zero.
 #
 # Settings (environment):
-#   BENCH_WORKLOADS   space- or comma-separated WORKLOAD[:N]; default
-#                     "seq-put par-put:16 watch-latency watch-fanout:1000"
-#                     (WORKLOAD: seq-put par-put seq-get par-get mixed watch-latency watch-fanout;
-#                     N is the clients, default BENCH_CLIENTS, except for watch-latency, where it
-#                     is the writers, default 1, and watch-fanout, where it is the watchers,
-#                     default 1000)
-#   BENCH_CLIENTS     clients of par-* and mixed when not given per workload; default 16
-#   BENCH_TOTAL       timed operations per run (puts of watch-latency); default 10000
+#   BENCH_WORKLOADS   space- or comma-separated WORKLOAD[:N[:CONNS]]; default
+#                     "seq-put par-put:16 par-put:256 seq-get par-get:16 mixed:16 txn:16
+#                      lease-churn:16 watch-latency watch-fanout:1000"
+#                     (WORKLOAD: seq-put par-put seq-get par-get mixed txn lease-churn watch-latency
+#                     watch-fanout; N is the clients, default BENCH_CLIENTS, except for
+#                     watch-latency, where it is the writers, default 1, and watch-fanout, where it
+#                     is the watchers, default 1000; CONNS is the connections the clients share,
+#                     default N up to BENCH_CONNS_MAX, so par-put:256 runs on 16 connections, as
+#                     etcd's own benchmark would be run; seq-* use one client on one connection)
+#   BENCH_CLIENTS     clients of par-*, mixed, txn and lease-churn when not given per workload; 16
+#   BENCH_CONNS_MAX   most connections a workload's clients get unless given per workload; 16
+#   BENCH_TOTAL       timed ops per run (puts of watch-latency); default 10000 (--quick: 1000)
 #   BENCH_FANOUT_TOTAL  puts of each watch-fanout run (each goes to every watcher); default 500
-#   BENCH_MAX_SECS    cap on each timed run; default 120
+#                     (--quick: 100)
+#   BENCH_RSS_KEYS    keys written for --rss; default 1000000 (--quick: 100000)
+#   BENCH_MAX_SECS    cap on each timed run; default 120 (the --rss load: 1800)
 #   BENCH_LOADTEST_ARGS  extra t4-loadtest flags for every run, e.g. "--val-size 1024"
 # Options:
+#   --quick           smaller totals (see above), so T4 and etcd both run every workload in under a
+#                     minute (10-40 s on 2 shared cores, build not included; a full run: 1-2 min)
+#   --rss             after the runs, write BENCH_RSS_KEYS more keys (64 B keys, 256 B values;
+#                     par-put, 64 clients on 16 connections) to T4 and to etcd (not T4+S3), then
+#                     report each server's resident memory (VmRSS) and the T4/etcd ratio under the
+#                     table
 #   --with-s3         also run every workload against a third server, T4 with sync upload to moto's
 #                     S3 server (scripts/s3-server.sh), and report its ratio to etcd and the S3 PUTs
-#                     per second it sent during each run; BENCH_T4_S3_ARGS adds flags to that
+#                     per second it sent during each timed phase; BENCH_T4_S3_ARGS adds flags to that
 #                     server, e.g. "--wal-upload-max-in-flight 2 --wal-upload-interval-ms 10"
 # For the watch workloads, ops/s counts events received by all watchers together and the
-# latencies are put->event. Raw results (one JSON line per run) are kept in
-# target/bench/last.jsonl. Binaries are built in CARGO_TARGET_DIR if set, else target/.
+# latencies are put->event; for txn, ops/s counts successful increments and the conflicts (failed
+# compares, retried) are shown per op. loadtest/README.md explains every workload. Raw results
+# (one JSON line per run) are kept in target/bench/last.jsonl. Binaries are built in
+# CARGO_TARGET_DIR if set, else target/.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 WITH_S3=0
+QUICK=0
+RSS=0
 for arg in "$@"; do
     case "$arg" in
     --with-s3) WITH_S3=1 ;;
+    --quick) QUICK=1 ;;
+    --rss) RSS=1 ;;
     *)
         printf 'bench.sh: unknown option %s (see the header of this script)\n' "$arg" >&2
         exit 2
@@ -43,11 +61,20 @@ for arg in "$@"; do
     esac
 done
 
-WORKLOADS="${BENCH_WORKLOADS:-seq-put par-put:16 watch-latency watch-fanout:1000}"
+WORKLOADS="${BENCH_WORKLOADS:-seq-put par-put:16 par-put:256 seq-get par-get:16 mixed:16 txn:16 lease-churn:16 watch-latency watch-fanout:1000}"
 CLIENTS="${BENCH_CLIENTS:-16}"
-TOTAL="${BENCH_TOTAL:-10000}"
-FANOUT_TOTAL="${BENCH_FANOUT_TOTAL:-500}"
+CONNS_MAX="${BENCH_CONNS_MAX:-16}"
+if [ "$QUICK" -eq 1 ]; then
+    TOTAL="${BENCH_TOTAL:-1000}"
+    FANOUT_TOTAL="${BENCH_FANOUT_TOTAL:-100}"
+    RSS_KEYS="${BENCH_RSS_KEYS:-100000}"
+else
+    TOTAL="${BENCH_TOTAL:-10000}"
+    FANOUT_TOTAL="${BENCH_FANOUT_TOTAL:-500}"
+    RSS_KEYS="${BENCH_RSS_KEYS:-1000000}"
+fi
 MAX_SECS="${BENCH_MAX_SECS:-120}"
+RSS_MAX_SECS=1800
 read -r -a EXTRA_ARGS <<<"${BENCH_LOADTEST_ARGS:-}"
 read -r -a T4_S3_ARGS <<<"${BENCH_T4_S3_ARGS:-}"
 STARTUP_SECS=30
@@ -144,12 +171,15 @@ if [ "$WITH_S3" -eq 1 ]; then
     T4S3_EP="$STARTED_EP"
 fi
 
-# The number of WAL objects T4+S3 has stored in moto so far (moto takes unsigned requests).
+# wal_objects FIRST LAST: the number of WAL objects T4+S3 has stored in moto whose first revision
+# lies in FIRST+1..LAST, the revisions a timed phase wrote (moto takes unsigned requests). WAL
+# objects are named wal/<term>/<first revision, 20 digits>[-<sub>] (src/durability/layout.rs).
 wal_objects() {
-    python3 - "$MOTO_ENDPOINT" "$MOTO_BUCKET" <<'PY'
-import sys, urllib.parse, urllib.request, xml.etree.ElementTree as ET
-endpoint, bucket = sys.argv[1:]
+    python3 - "$MOTO_ENDPOINT" "$MOTO_BUCKET" "$1" "$2" <<'PY'
+import re, sys, urllib.parse, urllib.request, xml.etree.ElementTree as ET
+endpoint, bucket, first, last = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 ns = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+name = re.compile(r"bench/wal/\d{10}/(\d{20})(-\d{10})?")
 count, token = 0, None
 for _ in range(100000):
     query = {"list-type": "2", "prefix": "bench/wal/"}
@@ -157,7 +187,11 @@ for _ in range(100000):
         query["continuation-token"] = token
     with urllib.request.urlopen(f"{endpoint}/{bucket}?{urllib.parse.urlencode(query)}", timeout=30) as resp:
         root = ET.fromstring(resp.read())
-    count += len(root.findall(f"{ns}Contents"))
+    for key in root.findall(f"{ns}Contents/{ns}Key"):
+        m = name.fullmatch(key.text or "")
+        if m is None:
+            sys.exit(f"bench.sh: unexpected WAL object name {key.text}")
+        count += first < int(m.group(1)) <= last
     token = root.findtext(f"{ns}NextContinuationToken")
     if root.findtext(f"{ns}IsTruncated") != "true" or not token:
         break
@@ -195,16 +229,18 @@ done
 RESULTS="$TMP/results.jsonl"
 : >"$RESULTS"
 FAILED=0
-run_one() { # server endpoint workload clients watchers total run-number
-    local prefix="/bench/$7/"
+run_one() { # server endpoint workload clients conns watchers total run-number
+    local prefix="/bench/$8/"
+    local conns_args=()
+    [ -n "$5" ] && conns_args=(--conns "$5")
     if [ "$3" = watch-fanout ]; then
-        step "$3 with $5 watchers, $6 puts against $1 ($2)"
+        step "$3 with $6 watchers, $7 puts against $1 ($2)"
     else
-        step "$3 with $4 client(s) against $1 ($2)"
+        step "$3 with $4 client(s)${5:+ on $5 connection(s)}, $7 ops against $1 ($2)"
     fi
     # In the background so that a signal to this script runs its trap at once, not after the run.
-    "$LOADTEST" --endpoints "$2" --workload "$3" --clients "$4" --watchers "$5" --total "$6" \
-        --prefix "$prefix" --duration-max-secs "$MAX_SECS" --label "$1" --output jsonl \
+    "$LOADTEST" --endpoints "$2" --workload "$3" --clients "$4" "${conns_args[@]}" --watchers "$6" \
+        --total "$7" --prefix "$prefix" --duration-max-secs "$MAX_SECS" --label "$1" --output jsonl \
         "${EXTRA_ARGS[@]}" >"$TMP/run.jsonl" 2>"$TMP/run.err" </dev/null &
     LOADTEST_PID=$!
     local rc=0
@@ -217,9 +253,9 @@ run_one() { # server endpoint workload clients watchers total run-number
     fi
     # One line per run in any case: its report (watch checks fail after reporting), or if there is
     # none, what failed.
-    python3 - "$1" "$3" "$4" "$5" "$rc" "$TMP/run.jsonl" "$TMP/run.err" >>"$RESULTS" <<'PY'
+    python3 - "$1" "$3" "$4" "$5" "$6" "$8" "$rc" "$TMP/run.jsonl" "$TMP/run.err" >>"$RESULTS" <<'PY'
 import json, sys
-label, workload, clients, watchers, rc, report, err = sys.argv[1:]
+label, workload, clients, conns, watchers, run, rc, report, err = sys.argv[1:]
 text = open(report).read().strip()
 if text:
     r = json.loads(text)
@@ -227,18 +263,26 @@ else:
     lines = open(err).read().strip().splitlines() or ["no output"]
     r = {"label": label, "workload": workload, "clients": int(clients), "first_error": lines[-1]}
     r["watchers"] = {"watch-fanout": int(watchers), "watch-latency": 1}.get(workload)
+    r["conns"] = int(conns) if conns else None
 r["failed"] = rc != "0"
+r["run"] = int(run)  # what pairs the runs of one workload in the table
 print(json.dumps(r))
 PY
 }
-# run_s3 ...: run_one against T4+S3, counting the WAL objects the run stored.
+# run_s3 ...: run_one against T4+S3, then counts the WAL objects of its timed phase: those whose
+# first revision lies between the revisions the run reported before and after that phase.
 run_s3() {
-    local before after
-    before="$(wal_objects)"
     run_one "$@"
-    after="$(wal_objects)"
     # Patch the run's line with the PUT count (run_one wrote it last).
-    python3 - "$RESULTS" "$((after - before))" <<'PY'
+    local revisions puts first last
+    revisions="$(tail -n 1 "$RESULTS" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print(r.get("revision_start") or "", r.get("revision_end") or "")')"
+    read -r first last <<<"$revisions"
+    [ -n "$last" ] || return 0
+    puts="$(wal_objects "$first" "$last")"
+    python3 - "$RESULTS" "$puts" <<'PY'
 import json, sys
 path, puts = sys.argv[1], int(sys.argv[2])
 lines = open(path).read().splitlines()
@@ -251,48 +295,100 @@ PY
 
 run=0
 for spec in ${WORKLOADS//,/ }; do
-    workload="${spec%%:*}"
-    n=""
-    [ "$spec" != "$workload" ] && n="${spec#*:}"
+    IFS=: read -r workload n conns extra <<<"$spec"
+    [ -z "$extra" ] || die "workload $spec: want WORKLOAD[:N[:CONNS]]"
     clients="${n:-$CLIENTS}"
     watchers=1000
     total="$TOTAL"
     case "$workload" in
-    seq-put | seq-get) clients=1 ;;
-    watch-latency) clients="${n:-1}" ;;
+    seq-put | seq-get)
+        clients=1
+        conns=""
+        ;;
+    par-put | par-get | mixed | txn | lease-churn)
+        [ -n "$conns" ] || conns=$((clients < CONNS_MAX ? clients : CONNS_MAX))
+        ;;
+    watch-latency)
+        clients="${n:-1}"
+        [ -z "$conns" ] || die "workload $spec: watch-latency takes no CONNS"
+        ;;
     watch-fanout)
         clients=1
         watchers="${n:-1000}"
         total="$FANOUT_TOTAL"
         ;;
+    *) die "unknown workload $workload in BENCH_WORKLOADS" ;;
     esac
     run=$((run + 1))
     if [ $((run % 2)) -eq 1 ]; then
-        run_one t4 "$T4_EP" "$workload" "$clients" "$watchers" "$total" "$run"
-        run_one etcd "$ETCD_EP" "$workload" "$clients" "$watchers" "$total" "$run"
+        run_one t4 "$T4_EP" "$workload" "$clients" "$conns" "$watchers" "$total" "$run"
+        run_one etcd "$ETCD_EP" "$workload" "$clients" "$conns" "$watchers" "$total" "$run"
     else
-        run_one etcd "$ETCD_EP" "$workload" "$clients" "$watchers" "$total" "$run"
-        run_one t4 "$T4_EP" "$workload" "$clients" "$watchers" "$total" "$run"
+        run_one etcd "$ETCD_EP" "$workload" "$clients" "$conns" "$watchers" "$total" "$run"
+        run_one t4 "$T4_EP" "$workload" "$clients" "$conns" "$watchers" "$total" "$run"
     fi
     if [ -n "$T4S3_EP" ]; then
-        run_s3 t4-s3 "$T4S3_EP" "$workload" "$clients" "$watchers" "$total" "$run"
+        run_s3 t4-s3 "$T4S3_EP" "$workload" "$clients" "$conns" "$watchers" "$total" "$run"
     fi
 done
+
+# --- resident memory after many keys ------------------------------------------------------
+# vm_rss PID: the process's resident set, in KiB.
+vm_rss() {
+    sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB$/\1/p' "/proc/$1/status"
+}
+RSS_LINES="$TMP/rss.txt"
+: >"$RSS_LINES"
+if [ "$RSS" -eq 1 ]; then
+    for server in t4 etcd; do
+        if [ "$server" = t4 ]; then pid="$T4_PID" ep="$T4_EP"; else pid="$ETCD_PID" ep="$ETCD_EP"; fi
+        # The pid must be the server itself, not a shell around it, or VmRSS measures the shell.
+        [ "$(cat "/proc/$pid/comm")" = "$server" ] || die "pid $pid is $(cat "/proc/$pid/comm"), not $server"
+        before="$(vm_rss "$pid")"
+        step "writing $RSS_KEYS keys to $server ($ep) for its resident memory"
+        "$LOADTEST" --endpoints "$ep" --workload par-put --clients 64 --conns 16 --total "$RSS_KEYS" \
+            --warmup-ops 0 --key-size 64 --val-size 256 --prefix /bench/rss/ \
+            --duration-max-secs "$RSS_MAX_SECS" --label "$server" --output jsonl \
+            >"$TMP/rss.jsonl" 2>"$TMP/rss.err" </dev/null &
+        LOADTEST_PID=$!
+        rc=0
+        wait "$LOADTEST_PID" || rc=$?
+        LOADTEST_PID=""
+        cat "$TMP/rss.err" >&2
+        after="$(vm_rss "$pid")"
+        if [ "$rc" -ne 0 ]; then
+            FAILED=1
+            printf 'bench.sh: writing the keys to %s failed (exit %s)\n' "$server" "$rc" >&2
+        fi
+        python3 - "$server" "$before" "$after" "$rc" "$TMP/rss.jsonl" >>"$RSS_LINES" <<'PY'
+import json, sys
+server, before, after, rc, report = sys.argv[1:]
+text = open(report).read().strip()
+r = json.loads(text) if text else {}
+print(json.dumps({"rss_of": server, "rss_before_kib": int(before), "rss_after_kib": int(after),
+                  "keys_ok": r.get("ok", 0), "ops_per_sec": r.get("ops_per_sec"),
+                  "stopped_early": r.get("stopped_early", False), "failed": rc != "0"}))
+PY
+    done
+    cat "$RSS_LINES" >>"$RESULTS"
+fi
 
 mkdir -p target/bench
 cp "$RESULTS" target/bench/last.jsonl
 
 # --- the table ----------------------------------------------------------------------------
-printf '\nT4 vs etcd %s, %s ops per run (watch-fanout: %s puts), %s cores, %s\n' \
-    "$(etcd --version | sed -n 's/^etcd Version: //p')" "$TOTAL" "$FANOUT_TOTAL" "$(nproc)" \
-    "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-python3 - "$RESULTS" <<'EOF'
+printf '\nT4 vs etcd %s, %s ops per run (watch-fanout: %s puts)%s, %s cores, %s\n' \
+    "$(etcd --version | sed -n 's/^etcd Version: //p')" "$TOTAL" "$FANOUT_TOTAL" \
+    "$([ "$QUICK" -eq 1 ] && printf ' (--quick)')" "$(nproc)" "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+python3 - "$RESULTS" "$RSS_KEYS" <<'EOF'
 import json, sys
 
-runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+lines = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+runs = [r for r in lines if "rss_of" not in r]
+rss = {r["rss_of"]: r for r in lines if "rss_of" in r}
 pairs = {}
 for r in runs:
-    pairs.setdefault((r["workload"], r["clients"], r.get("watchers")), {})[r["label"]] = r
+    pairs.setdefault(r["run"], {})[r["label"]] = r
 
 def measured(r):
     return r is not None and "ops_per_sec" in r
@@ -309,25 +405,38 @@ def latency(r):
 def errors(r):
     return str(r["errors"]) if measured(r) else "-"
 
+def conflicts_per_op(r):
+    return f'{r["conflicts"] / max(r["ok"], 1):.1f}' if measured(r) and r.get("conflicts") is not None else "-"
+
+def clients_cell(workload, clients, conns, watchers):
+    if workload == "watch-fanout":
+        return f"{watchers} watchers"
+    return f"{clients} on {conns} conns" if conns and conns != clients else str(clients)
+
 head = ["workload", "clients", "T4 ops/s", "etcd ops/s", "T4/etcd ops", "T4 p50/p99 us", "etcd p50/p99 us",
         "T4/etcd p50", "errors T4/etcd"]
 rows, failures = [], []
-for (workload, clients, watchers), by in pairs.items():
+workloads = set()
+for by in pairs.values():
+    any_run = next(iter(by.values()))
+    workload, clients, conns, watchers = (any_run.get(k) for k in ("workload", "clients", "conns", "watchers"))
+    workloads.add(workload)
     t4, etcd = by.get("t4"), by.get("etcd")
     both = measured(t4) and measured(etcd)
     capped = any(measured(r) and r["stopped_early"] for r in (t4, etcd))
+    notes = f" (conflicts/op {conflicts_per_op(t4)}/{conflicts_per_op(etcd)})" if workload == "txn" else ""
     rows.append([
-        workload, f"{watchers} watchers" if workload == "watch-fanout" else str(clients),
+        workload, clients_cell(workload, clients, conns, watchers),
         ops(t4), ops(etcd), ratio(t4["ops_per_sec"], etcd["ops_per_sec"]) if both else "-",
         latency(t4), latency(etcd), ratio(t4["p50_us"], etcd["p50_us"]) if both else "-",
-        f"{errors(t4)}/{errors(etcd)}" + (" (capped)" if capped else ""),
+        f"{errors(t4)}/{errors(etcd)}" + (" (capped)" if capped else "") + notes,
     ])
     failures += [f'{r["label"]} {workload}: {r.get("first_error")}' for r in (t4, etcd) if r and r.get("first_error")]
     s3 = by.get("t4-s3")
     if s3 is not None:
         s3_both = measured(s3) and measured(etcd)
         rows[-1] += [ops(s3), ratio(s3["ops_per_sec"], etcd["ops_per_sec"]) if s3_both else "-", latency(s3)]
-        puts_per_sec = s3["s3_puts"] / s3["elapsed_secs"] if measured(s3) and s3.get("elapsed_secs") else None
+        puts_per_sec = s3["s3_puts"] / s3["elapsed_secs"] if measured(s3) and "s3_puts" in s3 and s3["elapsed_secs"] else None
         rows[-1].append(f"{puts_per_sec:.0f}" if puts_per_sec is not None else "-")
         if s3.get("first_error"):
             failures.append(f't4-s3 {workload}: {s3.get("first_error")}')
@@ -339,10 +448,28 @@ for row in [head, ["-" * w for w in widths], *rows]:
 print("T4/etcd ops above 1x and T4/etcd p50 below 1x favour T4.")
 if any("t4-s3" in by for by in pairs.values()):
     print("T4+S3: sync upload to moto on loopback (a write is acknowledged once its WAL object is stored);")
-    print("S3 PUTs/s: WAL objects stored per second of the run; at $0.005 per 1,000 PUTs, 1 PUT/s")
-    print("sustained costs about $13 per month.")
-if any(workload.startswith("watch-") for workload, _, _ in pairs):
+    print("S3 PUTs/s: WAL objects of the timed phase (by their revisions: set-up and warm-up left out)")
+    print("per second of it; at $0.005 per 1,000 PUTs, 1 PUT/s sustained costs about $13 per month.")
+if any(w.startswith("watch-") for w in workloads):
     print("watch-*: ops/s are events received by all watchers together; latencies are put->event.")
+if "txn" in workloads:
+    print("txn: ops/s are successful compare-and-swap increments of shared counters (1 unless BENCH_LOADTEST_ARGS sets --key-space); conflicts are retries.")
+if "lease-churn" in workloads:
+    print("lease-churn: an op is lease grant + put with the lease + revoke.")
+if rss:
+    def mib(kib):
+        return f"{kib / 1024:.0f} MiB"
+    t4, etcd = rss.get("t4"), rss.get("etcd")
+    keys = int(sys.argv[2])
+    for r in (t4, etcd):
+        if r is None:
+            continue
+        rate = f', {r["ops_per_sec"]:.0f} puts/s' if r.get("ops_per_sec") else ""
+        state = " FAILED" if r["failed"] else (" (capped)" if r["stopped_early"] else "")
+        print(f'RSS of {r["rss_of"]}: {mib(r["rss_before_kib"])} after the workloads, {mib(r["rss_after_kib"])} after '
+              f'{r["keys_ok"]} of {keys} more keys{rate}{state}')
+    if t4 and etcd and etcd["rss_after_kib"]:
+        print(f'RSS T4/etcd after {keys} keys: {t4["rss_after_kib"] / etcd["rss_after_kib"]:.2f}x (target: 0.5x or less)')
 for failure in failures:
     print(f"first error of {failure}")
 EOF

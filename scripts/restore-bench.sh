@@ -79,7 +79,7 @@ for variant in wal checkpoint; do
     [ "$variant" = checkpoint ] && extra=(--checkpoint-entries $((KEYS * 9 / 10)))
     start_t4 "$variant" "${extra[@]}"
     step "$variant: writing $KEYS keys"
-    "$TARGET_DIR/release/t4-loadtest" --endpoints "$T4_EP" --workload par-put --clients 64 --total "$KEYS" \
+    "$TARGET_DIR/release/t4-loadtest" --endpoints "$T4_EP" --workload par-put --clients 64 --total "$KEYS" --warmup-ops 0 \
         --prefix /restore/ --output jsonl >/dev/null 2>"$TMP/loadtest.err" || die "loadtest: $(tail -n 5 "$TMP/loadtest.err")"
     sleep 2 # let a checkpoint triggered by the last writes finish
     read -r keys revision < <(state)

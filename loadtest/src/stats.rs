@@ -1,29 +1,37 @@
 //! The report: throughput and latency percentiles from the raw samples of one run.
 //!
-//! Percentiles are read off the full sorted list of per-request latencies (nearest rank), not
-//! from a histogram, so small runs are exact and nothing depends on bucket choices. Throughput
-//! counts successful requests only, over the wall time of the timed phase. For the watch
+//! Percentiles are read off the full sorted list of per-op latencies (nearest rank), not from a
+//! histogram, so small runs are exact and nothing depends on bucket choices. Throughput counts
+//! successful ops only, over the wall time of the timed phase (warm-up excluded). For the watch
 //! workloads a sample is one event delivered to one watcher (its put→event latency), so
 //! throughput is events received by all watchers together per second, from the first put to the
 //! last event.
 
 use serde_json::json;
 
-use crate::workload::{Outcome, Plan, WatchTally};
+use crate::workload::{Budget, Outcome, Plan, TxnTally, WatchTally, Workload};
 
 /// One run, summarised.
 #[derive(Debug)]
 pub struct Report {
     pub label: String,
-    pub workload: &'static str,
+    pub workload: Workload,
     pub endpoints: Vec<String>,
     pub clients: u32,
-    pub total: u64,
+    pub conns: u32,
+    /// `--total`, or `None` for a `--duration` run.
+    pub total: Option<u64>,
+    pub duration_secs: Option<f64>,
+    pub warmup: Budget,
     pub key_size: usize,
     pub val_size: usize,
+    pub key_space: u64,
+    pub read_ratio: f64,
     pub ok: u64,
     pub errors: u64,
     pub first_error: Option<String>,
+    /// Txn: compare-and-swap conflicts, retried (not errors).
+    pub conflicts: u64,
     pub elapsed_secs: f64,
     pub ops_per_sec: f64,
     pub p50_us: u64,
@@ -34,25 +42,39 @@ pub struct Report {
     pub stopped_early: bool,
     /// The watch workloads' shape; `None` for the others.
     pub watch: Option<WatchTally>,
+    /// The txn workload's counters; `None` for the others.
+    pub txn: Option<TxnTally>,
+    /// The store's revision just before and just after the timed phase.
+    pub revisions: Option<(i64, i64)>,
 }
 
 impl Report {
     pub fn new(label: &str, plan: &Plan, outcome: Outcome) -> Report {
+        let ok = outcome.ok();
         let mut samples = outcome.latencies_us;
         samples.sort_unstable();
         let elapsed_secs = outcome.elapsed.as_secs_f64();
-        let ok = samples.len() as u64;
+        let (total, duration_secs) = match plan.stop {
+            Budget::Ops(n) => (Some(n), None),
+            Budget::Time(d) => (None, Some(d.as_secs_f64())),
+        };
         Report {
             label: label.to_string(),
-            workload: plan.workload.name(),
+            workload: plan.workload,
             endpoints: plan.endpoints.clone(),
             clients: plan.clients,
-            total: plan.total,
+            conns: outcome.watch.map_or(plan.conns, |w| w.conns),
+            total,
+            duration_secs,
+            warmup: plan.warmup,
             key_size: plan.key_size,
             val_size: plan.val_size,
+            key_space: plan.key_space,
+            read_ratio: plan.read_ratio,
             ok,
             errors: outcome.errors,
             first_error: outcome.first_error,
+            conflicts: outcome.conflicts,
             elapsed_secs,
             ops_per_sec: if elapsed_secs > 0.0 { ok as f64 / elapsed_secs } else { 0.0 },
             p50_us: percentile(&samples, 50.0),
@@ -62,69 +84,98 @@ impl Report {
             max_us: samples.last().copied().unwrap_or(0),
             stopped_early: outcome.stopped_early,
             watch: outcome.watch,
+            txn: outcome.txn,
+            revisions: outcome.revisions,
         }
     }
 
-    /// A few lines for a person.
+    /// Whether the run failed: a request failed unexpectedly, or a check did (txn conflicts and
+    /// a cut-short run are not failures).
+    pub fn failed(&self) -> bool {
+        self.errors > 0
+    }
+
+    /// A heading line, a table of one row, and a line per detail of the workload.
     pub fn text(&self) -> String {
         let label = if self.label.is_empty() { String::new() } else { format!("[{}] ", self.label) };
-        if let Some(watch) = &self.watch {
-            return self.watch_text(&label, watch);
-        }
+        let unit = if self.watch.is_some() { "puts" } else { "ops" };
+        let budget = match (self.total, self.duration_secs) {
+            (Some(n), _) => format!("{n} {unit}"),
+            (None, Some(secs)) => format!("{secs} s"),
+            (None, None) => String::new(),
+        };
+        let warmup = match self.warmup {
+            w if w.is_empty() => "no warm-up".to_string(),
+            Budget::Ops(n) => format!("warm-up {n} {unit}"),
+            Budget::Time(d) => format!("warm-up {} s", d.as_secs_f64()),
+        };
         let mut s = format!(
-            "{label}{} on {} with {} client(s), key {} B, value {} B\n\
-             ops: {} ok, {} errors of {} in {:.3} s = {:.1} ops/s\n\
-             latency us: p50 {} p90 {} p99 {} p999 {} max {}\n",
-            self.workload,
+            "{label}{} on {}: {budget}, {warmup}, key {} B, value {} B\n",
+            self.workload.name(),
             self.endpoints.join(","),
-            self.clients,
             self.key_size,
             self.val_size,
-            self.ok,
-            self.errors,
-            self.total,
-            self.elapsed_secs,
-            self.ops_per_sec,
-            self.p50_us,
-            self.p90_us,
-            self.p99_us,
-            self.p999_us,
-            self.max_us,
         );
-        if self.stopped_early {
-            s.push_str("stopped early: --duration-max-secs reached\n");
+        let watch = self.watch.is_some();
+        let txn = self.workload == Workload::Txn;
+        let mut head = vec!["clients", "conns", if watch { "events" } else { "ok" }, "errors"];
+        let mut row =
+            vec![self.clients.to_string(), self.conns.to_string(), self.ok.to_string(), self.errors.to_string()];
+        if txn {
+            head.push("conflicts");
+            row.push(self.conflicts.to_string());
         }
-        s
-    }
-
-    /// The watch workloads' lines: events rather than requests.
-    fn watch_text(&self, label: &str, watch: &WatchTally) -> String {
-        let mut s = format!(
-            "{label}{} on {} with {} writer(s), key {} B, value {} B\n\
-             watchers: {} on {} connection(s), {} stream(s); {} of {} puts acknowledged\n\
-             events: {} ok of {} expected, {} errors, in {:.3} s = {:.1} events/s\n\
-             put->event latency us: p50 {} p90 {} p99 {} p999 {} max {}\n",
-            self.workload,
-            self.endpoints.join(","),
-            self.clients,
-            self.key_size,
-            self.val_size,
-            watch.watchers,
-            watch.conns,
-            watch.streams,
-            watch.puts,
-            self.total,
-            self.ok,
-            watch.events_expected(),
-            self.errors,
-            self.elapsed_secs,
-            self.ops_per_sec,
-            self.p50_us,
-            self.p90_us,
-            self.p99_us,
-            self.p999_us,
-            self.max_us,
-        );
+        head.extend([
+            "secs",
+            if watch { "events/s" } else { "ops/s" },
+            "p50_us",
+            "p90_us",
+            "p99_us",
+            "p999_us",
+            "max_us",
+        ]);
+        row.extend([
+            format!("{:.3}", self.elapsed_secs),
+            format!("{:.1}", self.ops_per_sec),
+            self.p50_us.to_string(),
+            self.p90_us.to_string(),
+            self.p99_us.to_string(),
+            self.p999_us.to_string(),
+            self.max_us.to_string(),
+        ]);
+        s.push_str(&table(&head, &row));
+        match self.workload {
+            Workload::Mixed => s.push_str(&format!(
+                "mixed: gets of {} pre-written keys with probability {}, else puts of new keys\n",
+                self.key_space, self.read_ratio
+            )),
+            w if w.needs_keys() => s.push_str(&format!("gets of {} pre-written keys\n", self.key_space)),
+            w if w.is_put() && self.key_space > 0 => {
+                s.push_str(&format!("puts to random keys of {}\n", self.key_space));
+            }
+            Workload::LeaseChurn => s.push_str("an op is grant + put with the lease + revoke (timed), then a get\n"),
+            _ => {}
+        }
+        if let Some(t) = &self.txn {
+            s.push_str(&format!(
+                "txn: {} counter(s) add up to {}, {} successful increments (warm-up included); {:.2} conflicts per op\n",
+                t.counters,
+                t.counter_sum,
+                t.increments,
+                self.conflicts as f64 / self.ok.max(1) as f64,
+            ));
+        }
+        if let Some(w) = &self.watch {
+            s.push_str(&format!(
+                "watchers: {} on {} connection(s), {} stream(s); {} puts acknowledged, {} events expected; \
+                 latencies are put->event\n",
+                w.watchers,
+                w.conns,
+                w.streams,
+                w.puts,
+                w.events_expected(),
+            ));
+        }
         if self.stopped_early {
             s.push_str("stopped early: --duration-max-secs reached\n");
         }
@@ -133,17 +184,25 @@ impl Report {
 
     /// One JSON object, one line.
     pub fn json(&self) -> String {
+        let is_txn = self.workload == Workload::Txn;
         json!({
             "label": self.label,
-            "workload": self.workload,
+            "workload": self.workload.name(),
             "endpoints": self.endpoints,
             "clients": self.clients,
+            "conns": self.conns,
             "total": self.total,
+            "duration_secs": self.duration_secs,
+            "warmup_ops": match self.warmup { Budget::Ops(n) => Some(n), Budget::Time(_) => None },
+            "warmup_secs": match self.warmup { Budget::Time(d) => Some(d.as_secs_f64()), Budget::Ops(_) => None },
             "key_size": self.key_size,
             "val_size": self.val_size,
+            "key_space": self.key_space,
+            "read_ratio": (self.workload == Workload::Mixed).then_some(self.read_ratio),
             "ok": self.ok,
             "errors": self.errors,
             "first_error": self.first_error,
+            "conflicts": is_txn.then_some(self.conflicts),
             "elapsed_secs": self.elapsed_secs,
             "ops_per_sec": self.ops_per_sec,
             "p50_us": self.p50_us,
@@ -152,14 +211,29 @@ impl Report {
             "p999_us": self.p999_us,
             "max_us": self.max_us,
             "stopped_early": self.stopped_early,
+            "failed": self.failed(),
+            "revision_start": self.revisions.map(|r| r.0),
+            "revision_end": self.revisions.map(|r| r.1),
             "watchers": self.watch.map(|w| w.watchers),
-            "conns": self.watch.map(|w| w.conns),
             "streams": self.watch.map(|w| w.streams),
             "puts": self.watch.map(|w| w.puts),
             "events_expected": self.watch.map(|w| w.events_expected()),
+            "counters": self.txn.map(|t| t.counters),
+            "increments": self.txn.map(|t| t.increments),
+            "counter_sum": self.txn.map(|t| t.counter_sum),
         })
         .to_string()
     }
+}
+
+/// A header and one row, each column as wide as its widest cell.
+fn table(head: &[&str], row: &[String]) -> String {
+    let widths: Vec<usize> = head.iter().zip(row).map(|(h, c)| h.len().max(c.len())).collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:>w$}")).collect();
+        padded.join("  ") + "\n"
+    };
+    line(head.to_vec()) + &line(row.iter().map(String::as_str).collect())
 }
 
 /// Nearest-rank percentile `p` (0..=100) of `sorted`; 0 for no samples.
@@ -177,7 +251,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::workload::Workload;
+    use crate::workload::tests::plan;
 
     #[test]
     fn nearest_rank_percentiles() {
@@ -190,23 +264,16 @@ mod tests {
         assert_eq!(percentile(&samples, 0.0), 1);
     }
 
+    #[test]
+    fn percentiles_of_few_or_no_samples() {
+        assert_eq!(percentile(&[], 50.0), 0);
+        assert_eq!(percentile(&[7], 99.9), 7);
+        assert_eq!(percentile(&[1, 2], 50.0), 1);
+        assert_eq!(percentile(&[1, 2], 99.0), 2);
+    }
+
     fn watch_plan() -> Plan {
-        Plan {
-            endpoints: vec!["127.0.0.1:1".into()],
-            workload: Workload::WatchFanout,
-            clients: 1,
-            total: 2,
-            key_size: 16,
-            val_size: 8,
-            prefix: "/bench/".into(),
-            key_count: 0,
-            duration_max: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(1),
-            watchers: 3,
-            conns: 1,
-            streams: 2,
-            put_rate: 0,
-        }
+        Plan { workload: Workload::WatchFanout, stop: Budget::Ops(2), watchers: 3, streams: 2, ..plan() }
     }
 
     #[test]
@@ -223,28 +290,79 @@ mod tests {
         assert_eq!(report.p50_us, 30);
         assert_eq!(report.max_us, 60);
         let text = report.text();
-        assert!(text.contains("watchers: 3 on 1 connection(s), 2 stream(s); 2 of 2 puts"), "{text}");
-        assert!(text.contains("events: 6 ok of 6 expected, 0 errors"), "{text}");
+        assert!(text.starts_with("[etcd] watch-fanout on 127.0.0.1:1: 2 puts, no warm-up"), "{text}");
+        assert!(text.contains("watchers: 3 on 1 connection(s), 2 stream(s); 2 puts acknowledged, 6 events"), "{text}");
+        assert!(text.contains("events/s"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
         assert_eq!(json["workload"], "watch-fanout");
         assert_eq!(json["watchers"], 3);
         assert_eq!(json["events_expected"], 6);
+        assert_eq!(json["failed"], false);
     }
 
     #[test]
-    fn other_reports_have_no_watch_fields() {
-        let plan = Plan { workload: Workload::SeqPut, ..watch_plan() };
-        let report = Report::new("", &plan, Outcome { latencies_us: vec![1], ..Outcome::default() });
-        assert!(report.text().starts_with("seq-put on "));
+    fn the_table_lines_up_the_numbers_under_their_heads() {
+        let outcome = Outcome {
+            latencies_us: vec![100, 200, 300, 400],
+            errors: 1,
+            first_error: Some("boom".into()),
+            elapsed: Duration::from_secs(2),
+            ..Outcome::default()
+        };
+        let report = Report::new("t4", &Plan { workload: Workload::ParPut, clients: 4, conns: 2, ..plan() }, outcome);
+        let text = report.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("[t4] par-put on 127.0.0.1:1: 10 ops, no warm-up"), "{text}");
+        let head: Vec<&str> = lines[1].split_whitespace().collect();
+        let row: Vec<&str> = lines[2].split_whitespace().collect();
+        let cell = |name: &str| row[head.iter().position(|h| *h == name).unwrap()];
+        assert_eq!(lines[1].len(), lines[2].len(), "{text}");
+        assert_eq!((cell("clients"), cell("conns"), cell("ok"), cell("errors")), ("4", "2", "4", "1"));
+        assert_eq!((cell("ops/s"), cell("max_us")), ("2.0", "400"));
+        assert!(!text.contains("conflicts"), "{text}");
+        assert!(report.failed());
+    }
+
+    #[test]
+    fn txn_reports_conflicts_and_the_counter_check() {
+        let outcome = Outcome {
+            latencies_us: vec![5; 10],
+            conflicts: 25,
+            elapsed: Duration::from_secs(1),
+            txn: Some(TxnTally { counters: 1, increments: 12, counter_sum: 12 }),
+            ..Outcome::default()
+        };
+        let report = Report::new("", &Plan { workload: Workload::Txn, key_space: 1, ..plan() }, outcome);
+        assert!(!report.failed(), "conflicts are not failures");
+        let text = report.text();
+        assert!(text.contains("conflicts"), "{text}");
+        assert!(text.contains("1 counter(s) add up to 12, 12 successful increments"), "{text}");
+        assert!(text.contains("2.50 conflicts per op"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+        assert_eq!(json["conflicts"], 25);
+        assert_eq!(json["counter_sum"], 12);
         assert!(json["watchers"].is_null());
     }
 
     #[test]
-    fn percentiles_of_few_or_no_samples() {
-        assert_eq!(percentile(&[], 50.0), 0);
-        assert_eq!(percentile(&[7], 99.9), 7);
-        assert_eq!(percentile(&[1, 2], 50.0), 1);
-        assert_eq!(percentile(&[1, 2], 99.0), 2);
+    fn other_reports_have_no_watch_or_txn_fields() {
+        let report = Report::new("", &plan(), Outcome { latencies_us: vec![1], ..Outcome::default() });
+        assert!(report.text().starts_with("seq-put on "));
+        let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+        assert!(json["watchers"].is_null());
+        assert!(json["conflicts"].is_null());
+        assert!(json["read_ratio"].is_null());
+        assert_eq!(json["total"], 10);
+        assert!(json["duration_secs"].is_null());
+    }
+
+    #[test]
+    fn a_duration_run_reports_its_time_not_a_total() {
+        let p = Plan { stop: Budget::Time(Duration::from_secs(5)), ..plan() };
+        let report = Report::new("", &p, Outcome::default());
+        assert!(report.text().contains(": 5 s,"), "{}", report.text());
+        let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+        assert!(json["total"].is_null());
+        assert_eq!(json["duration_secs"], 5.0);
     }
 }

@@ -6,7 +6,8 @@
 //! then put distinct keys under it, recording when each put was sent. Every event a watcher
 //! receives is matched to its put by key, and its latency is the time from just before the put
 //! was sent to the moment the watcher's stream delivered the event. The run's wall time goes from
-//! the first put to the last event received by the last watcher.
+//! the first put to the last event received by the last watcher. The warm-up puts (keys past the
+//! timed ones) are made before any watch exists, so no watcher ever sees them.
 //!
 //! Each watcher is checked, not just timed: it must get the event of every acknowledged put
 //! exactly once, with strictly rising revisions, the last at the revision of the last put.
@@ -23,13 +24,17 @@ use etcd_client::{Client, EventType, WatchOptions, WatchStream};
 use tokio::sync::watch as signal;
 use tokio::time::{sleep_until, timeout, timeout_at};
 
-use crate::workload::{Outcome, Plan, WatchTally, connect, random_bytes};
+use crate::kv;
+use crate::progress::Progress;
+use crate::workload::{Budget, Outcome, Plan, WatchTally, connect, current_revision, random_bytes};
 
 /// State the writers and the watchers' streams share.
 struct Shared {
     plan: Plan,
     value: Vec<u8>,
-    /// The next put number; a writer stops once it reaches `plan.total`.
+    /// Timed puts in all (`--total`).
+    total: u64,
+    /// The next put number; a writer stops once it reaches `total`.
     next_op: AtomicU64,
     /// When put `i` was sent, in nanoseconds since `base`, plus one; 0 until it is sent.
     sent_ns: Vec<AtomicU64>,
@@ -37,6 +42,8 @@ struct Shared {
     base: Instant,
     /// The writers' cap; the watchers have `request_timeout` more to receive what was put.
     deadline: Instant,
+    /// Counts acknowledged puts on a terminal.
+    progress: Progress,
 }
 
 impl Shared {
@@ -65,12 +72,16 @@ impl Puts {
 
 /// Connects the writers and the watchers, creates every watch, then times the puts' events.
 pub async fn run(plan: &Plan) -> Result<Outcome, String> {
+    let Budget::Ops(total) = plan.stop else {
+        return Err(format!("{} needs a number of puts (--total)", plan.workload.name()));
+    };
     let watchers = plan.watchers.max(1) as usize;
     let layout = layout(watchers, plan.conns as usize, plan.streams as usize);
     let mut writers = Vec::with_capacity(plan.clients as usize);
     for _ in 0..plan.clients {
         writers.push(connect(plan).await?);
     }
+    warm_up(plan, total, &writers).await?;
 
     // The watch connections stay open (`watch_clients`) for as long as their streams are read.
     let mut watch_clients = Vec::with_capacity(layout.len());
@@ -92,14 +103,17 @@ pub async fn run(plan: &Plan) -> Result<Outcome, String> {
         opened.push((first, stream, ids));
     }
 
+    let revision_start = current_revision(&mut writers[0].clone(), plan).await?;
     let base = Instant::now();
     let shared = Arc::new(Shared {
         plan: plan.clone(),
         value: random_bytes(plan.val_size, 0x5eed),
         next_op: AtomicU64::new(0),
-        sent_ns: (0..plan.total).map(|_| AtomicU64::new(0)).collect(),
+        total,
+        sent_ns: (0..total).map(|_| AtomicU64::new(0)).collect(),
         base,
         deadline: base + plan.duration_max,
+        progress: Progress::start(plan.workload.name(), plan.stop),
     });
     let (puts_tx, puts_rx) = signal::channel(None);
     let mut receivers = Vec::with_capacity(opened.len());
@@ -120,8 +134,13 @@ pub async fn run(plan: &Plan) -> Result<Outcome, String> {
         puts.acked += done.acked;
         puts.last_rev = puts.last_rev.max(done.last_rev);
     }
+    match current_revision(&mut watch_clients[0].clone(), plan).await {
+        Ok(revision_end) => outcome.revisions = Some((revision_start, revision_end)),
+        Err(e) => outcome.error(e),
+    }
     // The receivers only stop waiting once they know how many puts there were.
     let _ = puts_tx.send(Some(puts));
+    shared.progress.finish();
 
     let mut last_event_ns = 0;
     let mut verdicts = Vec::with_capacity(watchers);
@@ -148,6 +167,16 @@ pub async fn run(plan: &Plan) -> Result<Outcome, String> {
     });
     drop(watch_clients);
     Ok(outcome)
+}
+
+/// The warm-up: untimed puts made before any watch exists, so they warm the write path and no
+/// watcher sees them; their keys come after the timed ones (`total..`).
+async fn warm_up(plan: &Plan, total: u64, writers: &[Client]) -> Result<(), String> {
+    let Budget::Ops(n) = plan.warmup else {
+        return Err(format!("{} warms up by a number of puts (--warmup-ops)", plan.workload.name()));
+    };
+    let value = random_bytes(plan.val_size, 0x5eed);
+    kv::write_keys(plan, writers, total..total.saturating_add(n), &value).await.map_err(|e| format!("warm-up: {e}"))
 }
 
 /// How the watchers sit: per connection, the number of watchers of each of its streams.
@@ -225,7 +254,7 @@ async fn writer(mut client: Client, shared: Arc<Shared>) -> (Outcome, Written) {
     let mut done = Written::default();
     loop {
         let op = shared.next_op.fetch_add(1, Ordering::Relaxed);
-        if op >= plan.total {
+        if op >= shared.total {
             break;
         }
         if let Some(at) = scheduled_ns(op, plan.put_rate) {
@@ -245,6 +274,7 @@ async fn writer(mut client: Client, shared: Arc<Shared>) -> (Outcome, Written) {
         match timeout_at(shared.deadline.into(), client.put(plan.key(op), shared.value.clone(), None)).await {
             Ok(Ok(response)) => {
                 done.acked += 1;
+                shared.progress.op_done();
                 done.last_rev = done.last_rev.max(response.header().map_or(0, |h| h.revision()));
             }
             Ok(Err(e)) => {
@@ -363,7 +393,7 @@ async fn receive(
     mut puts: signal::Receiver<Option<Puts>>,
 ) -> Received {
     let plan = &shared.plan;
-    let mut tallies: Vec<Tally> = (0..ids.len()).map(|_| Tally::new(plan.total)).collect();
+    let mut tallies: Vec<Tally> = (0..ids.len()).map(|_| Tally::new(shared.total)).collect();
     let mut out = Received { first, tallies: Vec::new(), latencies_us: Vec::new(), last_event_ns: 0, error: None };
     let hard_deadline = shared.deadline + plan.request_timeout;
     // At a slow --put-rate, quiet between puts is not a stall.
@@ -373,7 +403,7 @@ async fn receive(
     let watchers = format!("watchers {first}..{}", first + ids.len());
     loop {
         let known = *puts.borrow();
-        let target = known.map_or(plan.total, |p| p.acked);
+        let target = known.map_or(shared.total, |p| p.acked);
         if tallies.iter().all(|t| t.complete(target)) {
             break;
         }

@@ -1,33 +1,35 @@
-//! The workloads: who sends which requests, and what the timed phase records.
+//! What a run is: the workloads, the plan settled from the command line, and what a run records.
 //!
-//! Modelled on etcd's `benchmark put` / `benchmark range`: fixed-size keys and values, distinct keys
-//! for writes, uniformly random existing keys for reads. Each worker has its own `Client`, so
-//! its own HTTP/2 connection, as separate etcd clients would. Workers take op numbers from one
-//! shared counter, which bounds the run by `--total` and spreads it over whoever is fastest;
-//! every request is also bounded by `--duration-max-secs`, so a stuck server ends the run
-//! early instead of hanging it. The watch workloads have their own driver, in `watch`.
+//! Modelled on etcd's `benchmark` tool: fixed-size keys and values, distinct keys for writes
+//! unless a key space is given, uniformly random existing keys for reads. `driver` runs the
+//! request/response workloads, `watch` the watch workloads, and `stats` turns an `Outcome` into
+//! a report.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::ValueEnum;
 use etcd_client::{Client, ConnectOptions};
-use tokio::time::timeout_at;
 
 /// What to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Workload {
-    /// One client, sequential puts of distinct keys.
+    /// One client, sequential puts (distinct keys, or random ones of `--key-space`).
     SeqPut,
-    /// `--clients` clients, concurrent puts of distinct keys.
+    /// `--clients` clients, concurrent puts (distinct keys, or random ones of `--key-space`).
     ParPut,
     /// One client, sequential gets of random keys from a pre-written set.
     SeqGet,
     /// `--clients` clients, concurrent gets of random keys from a pre-written set.
     ParGet,
-    /// Half the clients put distinct new keys, half get random keys from a pre-written set.
+    /// Each op is a get of a random pre-written key with probability `--read-ratio`, else a put of
+    /// a new key.
     Mixed,
+    /// `--clients` clients increment `--key-space` shared counters by compare-and-swap, retrying
+    /// on conflict; the counters' sum is checked at the end.
+    Txn,
+    /// Each op grants a lease, puts a key attached to it and revokes it, then checks that the key
+    /// went with the lease.
+    LeaseChurn,
     /// One prefix watcher on its own connection; `--clients` clients put distinct keys under the
     /// prefix, one at a time each; the samples are put→event latencies.
     WatchLatency,
@@ -37,7 +39,7 @@ pub enum Workload {
 }
 
 impl Workload {
-    /// Runs with one client whatever `--clients` says.
+    /// Runs with one client on one connection whatever `--clients` and `--conns` say.
     pub fn is_sequential(self) -> bool {
         matches!(self, Workload::SeqPut | Workload::SeqGet | Workload::WatchFanout)
     }
@@ -47,8 +49,13 @@ impl Workload {
         matches!(self, Workload::WatchLatency | Workload::WatchFanout)
     }
 
-    /// Reads from a key set written before the timed phase.
-    fn needs_keys(self) -> bool {
+    /// Only puts; `--key-space` picks their keys.
+    pub fn is_put(self) -> bool {
+        matches!(self, Workload::SeqPut | Workload::ParPut)
+    }
+
+    /// Reads from a key set written before the timed phase; `--key-space` is its size.
+    pub fn needs_keys(self) -> bool {
         matches!(self, Workload::SeqGet | Workload::ParGet | Workload::Mixed)
     }
 
@@ -60,29 +67,57 @@ impl Workload {
             Workload::SeqGet => "seq-get",
             Workload::ParGet => "par-get",
             Workload::Mixed => "mixed",
+            Workload::Txn => "txn",
+            Workload::LeaseChurn => "lease-churn",
             Workload::WatchLatency => "watch-latency",
             Workload::WatchFanout => "watch-fanout",
         }
     }
 }
 
-/// Everything a run needs, settled from the command line.
+/// How much a phase does: a number of ops over all clients, or as many as fit in a time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Budget {
+    Ops(u64),
+    Time(Duration),
+}
+
+impl Budget {
+    /// No ops at all (a skipped warm-up).
+    pub fn is_empty(self) -> bool {
+        matches!(self, Budget::Ops(0)) || self == Budget::Time(Duration::ZERO)
+    }
+}
+
+/// Everything a run needs, settled (and validated) from the command line by `cli`.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub endpoints: Vec<String>,
     pub workload: Workload,
+    /// Concurrent workers (seq-* and watch-fanout: 1; watch-latency: the writers).
     pub clients: u32,
-    pub total: u64,
+    /// Request workloads: connections the clients share, client `i` on connection `i % conns`.
+    /// watch-fanout: the watchers' connections. watch-latency: 1, the watcher's own.
+    pub conns: u32,
+    /// What ends the timed phase.
+    pub stop: Budget,
+    /// Untimed ops of the same workload before the timed phase.
+    pub warmup: Budget,
     pub key_size: usize,
     pub val_size: usize,
     pub prefix: String,
-    pub key_count: u64,
+    /// Puts: 0 for a new key per put, else keys drawn uniformly from this many. Gets and mixed:
+    /// the pre-written set reads draw from. Txn: the counters.
+    pub key_space: u64,
+    /// Mixed: the probability that an op is a get.
+    pub read_ratio: f64,
+    /// Lease-churn: the TTL asked for each lease (it is revoked long before).
+    pub lease_ttl_secs: i64,
+    /// Hard cap on each phase; a phase that reaches it stops and reports what was done.
     pub duration_max: Duration,
     pub request_timeout: Duration,
     /// Watchers of the watch workloads (watch-latency: 1).
     pub watchers: u32,
-    /// Connections the watchers share (watch-latency: 1).
-    pub conns: u32,
     /// Watch streams in all, spread over `conns` (watch-latency: 1).
     pub streams: u32,
     /// Puts per second of the watch workloads, over all writers; 0 is as fast as they go.
@@ -109,16 +144,52 @@ impl Plan {
 /// What the timed phase did.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Latency of each successful request, in microseconds, unsorted.
+    /// Latency of each successful op, in microseconds, unsorted.
     pub latencies_us: Vec<u64>,
     pub errors: u64,
     pub first_error: Option<String>,
+    /// Txn: failed compares that were retried (expected under contention, not errors).
+    pub conflicts: u64,
+    /// Txn: failed or cut-off transactions that may have been applied all the same.
+    pub maybe_applied: u64,
     /// Wall time of the timed phase.
     pub elapsed: Duration,
-    /// The duration cap ended the run before `total` requests were sent.
+    /// The cap (`--duration-max-secs`) ended the run before its budget was spent.
     pub stopped_early: bool,
+    /// Op numbers handed out, some perhaps not run; the next phase starts its keys past them.
+    pub ops_issued: u64,
+    /// The store's revision just before and just after the timed phase: what it wrote lies between
+    /// (bench.sh finds T4's WAL objects of the timed phase by it).
+    pub revisions: Option<(i64, i64)>,
     /// The watch workloads' shape and what was expected of them.
     pub watch: Option<WatchTally>,
+    /// The txn workload's counters and their check.
+    pub txn: Option<TxnTally>,
+}
+
+impl Outcome {
+    pub(crate) fn error(&mut self, e: impl ToString) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(e.to_string());
+        }
+    }
+
+    pub(crate) fn merge(&mut self, other: Outcome) {
+        self.latencies_us.extend(other.latencies_us);
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.conflicts += other.conflicts;
+        self.maybe_applied += other.maybe_applied;
+        self.stopped_early |= other.stopped_early;
+    }
+
+    /// Successful ops.
+    pub fn ok(&self) -> u64 {
+        self.latencies_us.len() as u64
+    }
 }
 
 /// The shape of a watch run: its samples are one per event delivered to a watcher.
@@ -138,73 +209,14 @@ impl WatchTally {
     }
 }
 
-impl Outcome {
-    pub(crate) fn error(&mut self, e: impl ToString) {
-        self.errors += 1;
-        if self.first_error.is_none() {
-            self.first_error = Some(e.to_string());
-        }
-    }
-
-    pub(crate) fn merge(&mut self, other: Outcome) {
-        self.latencies_us.extend(other.latencies_us);
-        self.errors += other.errors;
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
-        }
-        self.stopped_early |= other.stopped_early;
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
-    Writer,
-    Reader,
-}
-
-/// State the workers share.
-struct Shared {
-    plan: Plan,
-    value: Vec<u8>,
-    /// The next op number; a worker stops once it reaches `plan.total`.
-    next_op: AtomicU64,
-    deadline: Instant,
-}
-
-/// Connects, writes the key set if the workload reads, then runs the timed phase.
-pub async fn run(plan: &Plan) -> Result<Outcome, String> {
-    if plan.workload.is_watch() {
-        return crate::watch::run(plan).await;
-    }
-    let mut clients = Vec::with_capacity(plan.clients as usize);
-    for _ in 0..plan.clients {
-        clients.push(connect(plan).await?);
-    }
-    let value = random_bytes(plan.val_size, 0x5eed);
-    if plan.workload.needs_keys() {
-        populate(plan, &clients, &value).await?;
-    }
-
-    let start = Instant::now();
-    let shared =
-        Arc::new(Shared { plan: plan.clone(), value, next_op: AtomicU64::new(0), deadline: start + plan.duration_max });
-    let mut tasks = Vec::with_capacity(clients.len());
-    for (w, client) in clients.into_iter().enumerate() {
-        let role = match plan.workload {
-            Workload::SeqPut | Workload::ParPut => Role::Writer,
-            Workload::SeqGet | Workload::ParGet => Role::Reader,
-            Workload::Mixed if w % 2 == 0 => Role::Writer,
-            Workload::Mixed => Role::Reader,
-            Workload::WatchLatency | Workload::WatchFanout => unreachable!("watch workloads run in watch::run"),
-        };
-        tasks.push(tokio::spawn(worker(role, client, shared.clone(), w as u64 + 1)));
-    }
-    let mut outcome = Outcome::default();
-    for task in tasks {
-        outcome.merge(task.await.map_err(|e| format!("worker failed: {e}"))?);
-    }
-    outcome.elapsed = start.elapsed();
-    Ok(outcome)
+/// The txn workload's counters after the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnTally {
+    pub counters: u64,
+    /// Successful increments, warm-up included: what the counters must add up to.
+    pub increments: u64,
+    /// What the counters added up to, read back after the run.
+    pub counter_sum: u64,
 }
 
 /// A client of its own connection; one cheap get makes sure the server answers before timing.
@@ -220,72 +232,10 @@ pub(crate) async fn connect(plan: &Plan) -> Result<Client, String> {
     Ok(client)
 }
 
-/// Writes keys `0..key_count` (untimed), spread over all clients.
-async fn populate(plan: &Plan, clients: &[Client], value: &[u8]) -> Result<(), String> {
-    let deadline = Instant::now() + plan.duration_max;
-    let n = clients.len() as u64;
-    let mut tasks = Vec::with_capacity(clients.len());
-    for (w, client) in clients.iter().enumerate() {
-        let (mut client, plan, value) = (client.clone(), plan.clone(), value.to_vec());
-        tasks.push(tokio::spawn(async move {
-            for i in (w as u64..plan.key_count).step_by(n as usize) {
-                match timeout_at(deadline.into(), client.put(plan.key(i), value.clone(), None)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Err(format!("pre-populate {}: {e}", plan.key(i))),
-                    Err(_) => return Err("pre-populate ran past --duration-max-secs".to_string()),
-                }
-            }
-            Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await.map_err(|e| format!("pre-populate worker failed: {e}"))??;
-    }
-    Ok(())
-}
-
-/// Sends requests until the shared op counter reaches `total` or the deadline passes.
-async fn worker(role: Role, mut client: Client, shared: Arc<Shared>, seed: u64) -> Outcome {
-    let plan = &shared.plan;
-    let mut rng = SplitMix64(seed);
-    let mut out = Outcome::default();
-    // Writers of the mixed workload write new keys, past the pre-written set.
-    let first_new_key = if plan.workload == Workload::Mixed { plan.key_count } else { 0 };
-    loop {
-        let op = shared.next_op.fetch_add(1, Ordering::Relaxed);
-        if op >= plan.total {
-            break;
-        }
-        if Instant::now() >= shared.deadline {
-            out.stopped_early = true;
-            break;
-        }
-        let began = Instant::now();
-        let result = match role {
-            Role::Writer => {
-                let request = client.put(plan.key(first_new_key + op), shared.value.clone(), None);
-                timeout_at(shared.deadline.into(), request).await.map(|r| r.map_err(|e| e.to_string()).map(drop))
-            }
-            Role::Reader => {
-                let key = plan.key(rng.below(plan.key_count));
-                let request = client.get(key.as_bytes(), None);
-                timeout_at(shared.deadline.into(), request).await.map(|r| match r {
-                    Ok(resp) if resp.kvs().is_empty() => Err(format!("key {key} not found")),
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(e.to_string()),
-                })
-            }
-        };
-        match result {
-            Ok(Ok(())) => out.latencies_us.push(began.elapsed().as_micros() as u64),
-            Ok(Err(e)) => out.error(e),
-            Err(_elapsed) => {
-                out.stopped_early = true;
-                break;
-            }
-        }
-    }
-    out
+/// The store's current revision, from the header of a cheap get.
+pub(crate) async fn current_revision(client: &mut Client, plan: &Plan) -> Result<i64, String> {
+    let response = client.get(plan.prefix.as_bytes(), None).await.map_err(|e| format!("read the revision: {e}"))?;
+    response.header().map(|h| h.revision()).ok_or_else(|| "read the revision: no header in the answer".to_string())
 }
 
 /// `len` bytes that do not compress, so neither server gains from compressing values.
@@ -294,11 +244,12 @@ pub(crate) fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     (0..len).map(|_| rng.next() as u8).collect()
 }
 
-/// A tiny, fast, seedable generator; good enough to pick keys and fill values.
-struct SplitMix64(u64);
+/// A tiny, fast, seedable generator; good enough to pick keys, ops and fill values.
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -307,29 +258,38 @@ impl SplitMix64 {
     }
 
     /// Uniform enough in `0..n` for `n` far below 2^64.
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+
+    /// True with probability `p` (0 never, 1 always).
+    pub fn chance(&mut self, p: f64) -> bool {
+        // 53 random bits make a uniform float in [0, 1).
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn plan() -> Plan {
+    pub(crate) fn plan() -> Plan {
         Plan {
             endpoints: vec!["127.0.0.1:1".into()],
             workload: Workload::SeqPut,
             clients: 1,
-            total: 10,
+            conns: 1,
+            stop: Budget::Ops(10),
+            warmup: Budget::Ops(0),
             key_size: 16,
             val_size: 8,
             prefix: "/bench/".into(),
-            key_count: 10,
+            key_space: 10,
+            read_ratio: 0.5,
+            lease_ttl_secs: 60,
             duration_max: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
             watchers: 1,
-            conns: 1,
             streams: 1,
             put_rate: 0,
         }
@@ -380,5 +340,22 @@ mod tests {
     fn random_keys_stay_in_range() {
         let mut rng = SplitMix64(7);
         assert!((0..1000).all(|_| rng.below(10) < 10));
+    }
+
+    #[test]
+    fn chance_follows_the_ratio() {
+        let mut rng = SplitMix64(7);
+        assert!((0..1000).all(|_| !rng.chance(0.0)));
+        assert!((0..1000).all(|_| rng.chance(1.0)));
+        let reads = (0..100_000).filter(|_| rng.chance(0.9)).count();
+        assert!((89_000..91_000).contains(&reads), "{reads}");
+    }
+
+    #[test]
+    fn an_empty_budget_is_no_ops_or_no_time() {
+        assert!(Budget::Ops(0).is_empty());
+        assert!(Budget::Time(Duration::ZERO).is_empty());
+        assert!(!Budget::Ops(1).is_empty());
+        assert!(!Budget::Time(Duration::from_millis(1)).is_empty());
     }
 }
