@@ -23,6 +23,11 @@ pub const DEFAULT_GROUPS_IN_FLIGHT_MAX: usize = 2;
 /// keyspace is written by every group but stays tiny, so without a low bound it would pin journals
 /// up to fjall's 512 MiB default. Bounds disk use and the replay work of a restart.
 pub const JOURNAL_BYTES_MAX: u64 = 128 * 1024 * 1024;
+/// Bytes one keyspace's memtable holds before it is flushed to a table. fjall's default (64 MiB) lets
+/// the three keyspaces every put writes (`log`, `kv`, `latest`) hold up to 192 MiB of memtables, plus
+/// those sealed and being flushed: most of a node's memory after a bulk load. 16 MiB keeps writes
+/// as fast and memory far lower.
+pub const MEMTABLE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// How long an idle executor polls for work before it sleeps (0: sleep at once).
 pub const DEFAULT_SPIN_BEFORE_PARK_US: u64 = 0;
 /// Shortest lease TTL in seconds; shorter grants are raised to it. etcd derives its minimum from the

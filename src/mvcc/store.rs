@@ -15,7 +15,7 @@ use super::encoding::{
 };
 use super::lock::{DataDirLock, LockRole};
 use super::{KeySpan, RangeEnd, VersionReader};
-use crate::config::JOURNAL_BYTES_MAX;
+use crate::config::{JOURNAL_BYTES_MAX, MEMTABLE_BYTES_MAX};
 use crate::error::{Error, Result};
 use crate::log::{LogEvent, LogRecord};
 
@@ -150,6 +150,11 @@ fn random_nonzero_u64() -> Result<u64> {
     }
 }
 
+/// How every keyspace is created: memtables bounded by [`MEMTABLE_BYTES_MAX`] (see there).
+fn keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES_MAX)
+}
+
 impl Store {
     /// Opens (or creates) the database under `data_dir`, taking the directory's lock.
     pub fn open(data_dir: &Path) -> Result<Arc<Store>> {
@@ -160,7 +165,7 @@ impl Store {
             .max_journaling_size(JOURNAL_BYTES_MAX)
             .open()
             .map_err(|e| dir_error(format!("cannot open database: {e}")))?;
-        let meta_ks = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let meta_ks = db.keyspace("meta", keyspace_options)?;
         Self::check_format(&db, &meta_ks).map_err(|e| match e {
             Error::Corrupt(reason) => dir_error(reason),
             other => other,
@@ -195,7 +200,7 @@ impl Store {
         if let Some(missing) = KEYSPACES.iter().find(|name| !db.keyspace_exists(name)) {
             return Err(not_t4(&format!("its database has no `{missing}` keyspace")));
         }
-        let meta_ks = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let meta_ks = db.keyspace("meta", keyspace_options)?;
         match read_i64(&meta_ks, meta::FORMAT)? {
             // Upgrades change no record a reader decodes.
             Some(format) if format == FORMAT || FORMATS_UPGRADED.contains(&format) => {}
@@ -214,7 +219,7 @@ impl Store {
 
     /// The store over an opened database whose format and identity are settled.
     fn assemble(data_dir: &Path, lock: DataDirLock, db: Database, identity: Identity) -> Result<Store> {
-        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let open = |name: &str| db.keyspace(name, keyspace_options);
         let [log, kv, latest, leases, meta_ks] = KEYSPACES.map(open);
         Ok(Store {
             lock,
