@@ -84,6 +84,8 @@ die() {
     printf 'bench.sh: %s\n' "$*" >&2
     exit 1
 }
+# shellcheck source=scripts/lib/servers.sh
+. "$ROOT/scripts/lib/servers.sh"
 
 for tool in etcd etcdctl python3 cargo; do
     command -v "$tool" >/dev/null || die "$tool not found (scripts/test.sh installs etcd and etcdctl)"
@@ -96,18 +98,6 @@ MOTO_PID=""
 ETCD_PID=""
 LOADTEST_PID=""
 
-# Stops a server we started: SIGTERM, then SIGKILL if it is still there after 10 s.
-stop_pid() {
-    local pid="$1"
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     stop_pid "$LOADTEST_PID"
     stop_pid "$T4_PID"
@@ -201,29 +191,7 @@ PY
 
 # --- etcd ---------------------------------------------------------------------------------
 step "starting etcd on free loopback ports"
-read -r P1 P2 < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
-')
-ETCD_EP="127.0.0.1:$P1"
-etcd --name bench --data-dir "$TMP/etcd-data" \
-    --listen-client-urls "http://127.0.0.1:$P1" --advertise-client-urls "http://127.0.0.1:$P1" \
-    --listen-peer-urls "http://127.0.0.1:$P2" --initial-advertise-peer-urls "http://127.0.0.1:$P2" \
-    --initial-cluster "bench=http://127.0.0.1:$P2" >"$TMP/etcd.log" 2>&1 </dev/null &
-ETCD_PID=$!
-healthy=0
-for _ in $(seq $((STARTUP_SECS * 4))); do
-    if ETCDCTL_API=3 etcdctl --endpoints="$ETCD_EP" --command-timeout=2s endpoint health >/dev/null 2>&1; then
-        healthy=1
-        break
-    fi
-    kill -0 "$ETCD_PID" 2>/dev/null || break
-    sleep 0.25
-done
-[ "$healthy" -eq 1 ] || die "etcd did not become healthy; its log: $(tail -n 20 "$TMP/etcd.log")"
+start_etcd bench "$TMP"
 
 # --- the runs -----------------------------------------------------------------------------
 RESULTS="$TMP/results.jsonl"

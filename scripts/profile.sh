@@ -25,6 +25,8 @@ die() {
     printf 'profile.sh: %s\n' "$*" >&2
     exit 1
 }
+# shellcheck source=scripts/lib/servers.sh
+. "$ROOT/scripts/lib/servers.sh"
 
 PERF=0
 if [ "${1:-}" = --perf ]; then
@@ -46,17 +48,6 @@ fi
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/t4-profile.XXXXXX")"
 T4_PID=""
 ETCD_PID=""
-stop_pid() {
-    local pid="$1"
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     stop_pid "$T4_PID"
     stop_pid "$ETCD_PID"
@@ -85,29 +76,7 @@ done
 [ -n "$T4_EP" ] || die "t4 did not start; its stderr: $(tail -n 20 "$TMP/t4.err")"
 
 step "starting etcd on free loopback ports"
-read -r P1 P2 < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
-')
-ETCD_EP="127.0.0.1:$P1"
-etcd --name profile --data-dir "$TMP/etcd-data" \
-    --listen-client-urls "http://127.0.0.1:$P1" --advertise-client-urls "http://127.0.0.1:$P1" \
-    --listen-peer-urls "http://127.0.0.1:$P2" --initial-advertise-peer-urls "http://127.0.0.1:$P2" \
-    --initial-cluster "profile=http://127.0.0.1:$P2" >"$TMP/etcd.log" 2>&1 </dev/null &
-ETCD_PID=$!
-healthy=0
-for _ in $(seq $((STARTUP_SECS * 4))); do
-    if ETCDCTL_API=3 etcdctl --endpoints="$ETCD_EP" --command-timeout=2s endpoint health >/dev/null 2>&1; then
-        healthy=1
-        break
-    fi
-    kill -0 "$ETCD_PID" 2>/dev/null || break
-    sleep 0.25
-done
-[ "$healthy" -eq 1 ] || die "etcd did not become healthy; its log: $(tail -n 20 "$TMP/etcd.log")"
+start_etcd profile "$TMP"
 
 CLK_TCK="$(getconf CLK_TCK)"
 # cpu_ticks PID: user and system clock ticks the process has used so far.
