@@ -27,7 +27,7 @@ use crate::config::ObjectStoreArgs;
 use crate::error::{Error, Result};
 use crate::log::LogRecord;
 use crate::mvcc::Store;
-use crate::mvcc::store::{INITIAL_REVISION, LogPosition};
+use crate::mvcc::store::{INITIAL_REVISION, LogPosition, ReadView};
 use crate::object::{DirStore, ObjectStore, S3Config, S3Credentials, S3Store};
 use crate::sequencer::{CommittedGroup, SUBSCRIBER_GROUPS_MAX, UploadStage};
 
@@ -247,56 +247,55 @@ impl Durability {
             return Ok(());
         }
         let view = local.read_view()?;
-        let mut records: Vec<LogRecord> = Vec::new();
-        let mut from = uploaded.0;
-        loop {
-            let (batch, covered) = view.log_records(from, position.0, TAIL_OBJECT_BYTES)?;
-            records.extend(batch.into_iter().filter(|r| (r.revision, r.sub) > uploaded));
-            if covered >= position.0 {
-                break;
+        // First pass: does the log still hold every record object storage lacks, in order? Only
+        // positions are kept, so a long tail costs no more memory than one read batch.
+        let mut reader = TailReader::new(&view, uploaded, position.0);
+        let (mut last, mut records, mut contiguous) = (uploaded, 0usize, true);
+        while contiguous && let Some(batch) = reader.next_batch()? {
+            for record in &batch {
+                let at = (record.revision, record.sub);
+                contiguous &= at == (last.0 + 1, 0) || at == (last.0, last.1 + 1);
+                last = at;
             }
-            // The byte bound cut the read after a record of revision `covered`: the lease-only and
-            // compaction records after it at that revision come before the next revision's.
-            let read = records.last().map_or(uploaded, |r| (r.revision, r.sub));
-            let (rest, _) = view.log_records(covered, covered, usize::MAX)?;
-            records.extend(rest.into_iter().filter(|r| (r.revision, r.sub) > read));
-            from = covered + 1;
+            records += batch.len();
         }
-        let contiguous = records.first().is_some_and(|r| {
-            let at = (r.revision, r.sub);
-            at == (uploaded.0 + 1, 0) || at == (uploaded.0, uploaded.1 + 1)
-        }) && records.windows(2).all(|w| {
-            let (a, b) = ((w[0].revision, w[0].sub), (w[1].revision, w[1].sub));
-            b == (a.0 + 1, 0) || b == (a.0, a.1 + 1)
-        }) && records.last().map(|r| (r.revision, r.sub)) == Some(position);
-        if !contiguous {
+        if !(contiguous && last == position) {
             tracing::info!(uploaded = ?uploaded, local = ?position, "the local log does not hold every record object storage lacks; writing a checkpoint");
             let _guard = self.checkpointing.lock().await;
             checkpoint::create(&self.store, local, self.term, self.settings.table_bytes).await?;
             local.set_uploaded_through(position)?;
             return Ok(());
         }
-        tracing::info!(records = records.len(), "uploading local records object storage lacks");
-        let mut start = 0;
-        while start < records.len() {
-            let mut end = start;
-            let mut bytes = Vec::new();
-            while end < records.len() && bytes.len() < TAIL_OBJECT_BYTES {
-                bytes.extend_from_slice(&records[end].encode());
-                end += 1;
+        // Second pass: upload as it reads, one WAL object per TAIL_OBJECT_BYTES of records.
+        tracing::info!(records, "uploading local records object storage lacks");
+        let mut reader = TailReader::new(&view, uploaded, position.0);
+        let (mut bytes, mut first) = (Vec::new(), None);
+        while let Some(batch) = reader.next_batch()? {
+            for record in batch {
+                let at = (record.revision, record.sub);
+                let start = *first.get_or_insert(at);
+                bytes.extend_from_slice(&record.encode());
+                if bytes.len() >= TAIL_OBJECT_BYTES {
+                    first = None;
+                    self.upload_tail_object(start, at, std::mem::take(&mut bytes)).await?;
+                }
             }
-            let first = &records[start];
-            let key = layout::wal_key(self.term, first.revision, first.sub);
-            uploader::store_object(self.store.as_ref(), &key, bytes, &self.stats, |e| {
-                tracing::warn!(error = %e, key, "WAL upload failed; retrying");
-            })
-            .await
-            .map_err(Error::Storage)?;
-            let last = &records[end - 1];
-            local.set_uploaded_through((last.revision, last.sub))?;
-            start = end;
+        }
+        if let Some(first) = first {
+            self.upload_tail_object(first, position, bytes).await?;
         }
         Ok(())
+    }
+
+    /// Stores the encoded records from `first` through `last` as one WAL object of this term.
+    async fn upload_tail_object(&self, first: LogPosition, last: LogPosition, bytes: Vec<u8>) -> Result<()> {
+        let key = layout::wal_key(self.term, first.0, first.1);
+        uploader::store_object(self.store.as_ref(), &key, bytes, &self.stats, |e| {
+            tracing::warn!(error = %e, key, "WAL upload failed; retrying");
+        })
+        .await
+        .map_err(Error::Storage)?;
+        self.local.set_uploaded_through(last)
     }
 
     /// Starts the uploader (and the checkpoint loop). In sync mode returns the stage the sequencer
@@ -435,5 +434,47 @@ async fn checkpoint_loop(
                 tracing::error!(error = %e, "checkpoint failed; retrying at the next poll");
             }
         }
+    }
+}
+
+/// Reads the local log records after a position through a revision, in order, about
+/// `TAIL_OBJECT_BYTES` at a time.
+struct TailReader<'a> {
+    view: &'a ReadView,
+    /// The last record returned (or the position reading starts after).
+    read: LogPosition,
+    /// The next revision to read from.
+    from: i64,
+    through: i64,
+    done: bool,
+}
+
+impl<'a> TailReader<'a> {
+    fn new(view: &'a ReadView, after: LogPosition, through: i64) -> TailReader<'a> {
+        TailReader { view, read: after, from: after.0, through, done: false }
+    }
+
+    /// The next records, or `None` once every record through `through` was returned.
+    fn next_batch(&mut self) -> Result<Option<Vec<LogRecord>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let (batch, covered) = self.view.log_records(self.from, self.through, TAIL_OBJECT_BYTES)?;
+        let read = self.read;
+        let mut records: Vec<LogRecord> = batch.into_iter().filter(|r| (r.revision, r.sub) > read).collect();
+        if covered >= self.through {
+            self.done = true;
+        } else {
+            // The byte bound cut the read after a record of revision `covered`: the lease-only and
+            // compaction records after it at that revision come before the next revision's.
+            let read = records.last().map_or(read, |r| (r.revision, r.sub));
+            let (rest, _) = self.view.log_records(covered, covered, usize::MAX)?;
+            records.extend(rest.into_iter().filter(|r| (r.revision, r.sub) > read));
+            self.from = covered + 1;
+        }
+        if let Some(last) = records.last() {
+            self.read = (last.revision, last.sub);
+        }
+        Ok(Some(records))
     }
 }
