@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::layout::{WAL_PREFIX, WalKey, parse_wal_key};
 use crate::error::{Error, Result};
-use crate::log::LogRecord;
+use crate::log::{LogEvent, LogRecord};
 use crate::mvcc::Store;
 use crate::mvcc::store::{GroupWrite, LogPosition};
 use crate::object::ObjectStore;
@@ -129,7 +129,7 @@ pub async fn replay(store: &Arc<dyn ObjectStore>, local: &Store, from: LogPositi
                 position = at;
                 applied_any = true;
                 replayed.records += 1;
-                write_bytes += record.events.iter().map(|e| e.key().map_or(16, |k| k.len() + 64)).sum::<usize>();
+                write_bytes += record.events.iter().map(LogEvent::size).sum::<usize>();
                 write.current_revision = write.current_revision.max(record.revision);
                 write.records.push(record);
                 if write_bytes >= APPLY_BATCH_BYTES {

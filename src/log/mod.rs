@@ -46,6 +46,17 @@ impl LogEvent {
             LogEvent::LeaseGrant { .. } | LogEvent::LeaseRevoke { .. } | LogEvent::Compact { .. } => None,
         }
     }
+
+    /// About how many bytes the event takes in memory and in a write batch: its key and value
+    /// plus a fixed overhead.
+    pub fn size(&self) -> usize {
+        const OVERHEAD: usize = 64;
+        match self {
+            LogEvent::Put { key, value, .. } => OVERHEAD + key.len() + value.len(),
+            LogEvent::Delete { key } => OVERHEAD + key.len(),
+            LogEvent::LeaseGrant { .. } | LogEvent::LeaseRevoke { .. } | LogEvent::Compact { .. } => OVERHEAD,
+        }
+    }
 }
 
 /// All changes of one log entry.
