@@ -3,14 +3,18 @@
 #
 # Starts moto's S3 server (scripts/s3-server.sh) and `t4 run` with sync upload to it, writes
 # RESTORE_KEYS keys with t4-loadtest (par-put, 64 clients), kills the node (-9), deletes its data dir,
-# and times a restart until it serves; then checks the key count and revision. Two variants: the WAL
-# only, and with a checkpoint taken after 90% of the writes (checkpoint + the WAL after it).
-#   RESTORE_KEYS   keys to write; default 100000
+# and times a restart until it serves; then checks the key count and revision. Three variants: the WAL
+# only; a checkpoint taken after 90% of the writes (checkpoint + the WAL after it); and a node that
+# wrote every key without a store and is then given one (its start uploads the local tail, timed too).
+# Each line also gives the peak RSS of the starting node (VmHWM once it serves).
+#   RESTORE_KEYS      keys to write; default 100000
+#   RESTORE_VAL_SIZE  value bytes; default 256
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 KEYS="${RESTORE_KEYS:-100000}"
+VAL_SIZE="${RESTORE_VAL_SIZE:-256}"
 STARTUP_SECS=120
 
 step() { printf '==> %s\n' "$*" >&2; }
@@ -46,11 +50,12 @@ done
 [ -n "$ENDPOINT" ] || die "moto did not start: $(tail -n 5 "$TMP/moto.err")"
 export T4_S3_ACCESS_KEY_ID=restore T4_S3_SECRET_ACCESS_KEY=restore
 
-start_t4() { # prefix extra-args...; sets T4_PID and T4_EP
+start_t4() { # prefix extra-args...; sets T4_PID and T4_EP; prefix "-": no object store
     local prefix="$1"
     shift
-    "$TARGET_DIR/release/t4" run --data-dir "$TMP/data" --listen 127.0.0.1:0 --log info \
-        --s3-bucket t4-restore --s3-endpoint "$ENDPOINT" --s3-prefix "$prefix" "$@" \
+    local store=(--s3-bucket t4-restore --s3-endpoint "$ENDPOINT" --s3-prefix "$prefix")
+    [ "$prefix" = - ] && store=()
+    "$TARGET_DIR/release/t4" run --data-dir "$TMP/data" --listen 127.0.0.1:0 --log info "${store[@]}" "$@" \
         >"$TMP/t4.out" 2>"$TMP/t4.err" </dev/null &
     T4_PID=$!
     T4_EP=""
@@ -63,6 +68,21 @@ start_t4() { # prefix extra-args...; sets T4_PID and T4_EP
     die "t4 did not start: $(tail -n 5 "$TMP/t4.err")"
 }
 
+# Peak RSS of the node so far, in MiB.
+peak_rss_mib() {
+    awk '/^VmHWM:/ { printf "%d", $2 / 1024 }' "/proc/$T4_PID/status"
+}
+
+stop_t4() { # signal
+    kill "-$1" "$T4_PID"
+    wait "$T4_PID" 2>/dev/null || true
+    T4_PID=""
+}
+
+seconds_since() {
+    python3 -c "import sys; print(f'{$(date +%s.%N) - float(sys.argv[1]):.2f}')" "$1"
+}
+
 # Prints "<keys> <revision>" of the node at T4_EP.
 state() {
     local count revision
@@ -73,28 +93,36 @@ state() {
     echo "$count $revision"
 }
 
-for variant in wal checkpoint; do
+for variant in wal checkpoint tail; do
     rm -rf "$TMP/data"
     extra=()
     [ "$variant" = checkpoint ] && extra=(--checkpoint-entries $((KEYS * 9 / 10)))
-    start_t4 "$variant" "${extra[@]}"
+    if [ "$variant" = tail ]; then start_t4 -; else start_t4 "$variant" "${extra[@]}"; fi
     step "$variant: writing $KEYS keys"
     "$TARGET_DIR/release/t4-loadtest" --endpoints "$T4_EP" --workload par-put --clients 64 --total "$KEYS" --warmup-ops 0 \
-        --prefix /restore/ --output jsonl >/dev/null 2>"$TMP/loadtest.err" || die "loadtest: $(tail -n 5 "$TMP/loadtest.err")"
+        --prefix /restore/ --val-size "$VAL_SIZE" --output jsonl >/dev/null 2>"$TMP/loadtest.err" ||
+        die "loadtest: $(tail -n 5 "$TMP/loadtest.err")"
     sleep 2 # let a checkpoint triggered by the last writes finish
     read -r keys revision < <(state)
-    kill -9 "$T4_PID"
-    wait "$T4_PID" 2>/dev/null || true
+    if [ "$variant" = tail ]; then
+        stop_t4 INT
+        started="$(date +%s.%N)"
+        start_t4 "$variant"
+        printf 'tail: %s keys written without a store; uploaded in %s s (peak RSS %s MiB)\n' "$keys" \
+            "$(seconds_since "$started")" "$(peak_rss_mib)"
+        read -r uploaded_keys uploaded_revision < <(state)
+        [ "$keys $revision" = "$uploaded_keys $uploaded_revision" ] || die "tail: the state changed at the upload"
+    fi
+    stop_t4 9
     rm -rf "$TMP/data"
     started="$(date +%s.%N)"
     start_t4 "$variant"
-    ended="$(date +%s.%N)"
+    elapsed="$(seconds_since "$started")"
+    rss="$(peak_rss_mib)"
     read -r restored_keys restored_revision < <(state)
     summary="$(sed -n 's/.*restored from object storage //p' "$TMP/t4.err" | sed 's/\x1b\[[0-9;]*m//g' | tail -n1)"
-    printf '%s: %s keys at revision %s; restored %s keys at revision %s in %.2f s (%s)\n' "$variant" "$keys" \
-        "$revision" "$restored_keys" "$restored_revision" "$(python3 -c "print($ended - $started)")" "$summary"
+    printf '%s: %s keys at revision %s; restored %s keys at revision %s in %s s, peak RSS %s MiB (%s)\n' "$variant" \
+        "$keys" "$revision" "$restored_keys" "$restored_revision" "$elapsed" "$rss" "$summary"
     [ "$keys $revision" = "$restored_keys $restored_revision" ] || die "$variant: the restored state differs"
-    kill "$T4_PID"
-    wait "$T4_PID" 2>/dev/null || true
-    T4_PID=""
+    stop_t4 TERM
 done
