@@ -247,43 +247,38 @@ impl Durability {
             return Ok(());
         }
         let view = local.read_view()?;
-        // First pass: does the log still hold every record object storage lacks, in order? Only
-        // positions are kept, so a long tail costs no more memory than one read batch.
+        // Uploads as it reads, one WAL object per TAIL_OBJECT_BYTES of records. Compaction removes
+        // log records only from the log's start, so a missing record shows before anything is
+        // uploaded; wherever one shows, what was uploaded is contiguous and a checkpoint covers the rest.
         let mut reader = TailReader::new(&view, uploaded, position.0);
-        let (mut last, mut records, mut contiguous) = (uploaded, 0usize, true);
-        while contiguous && let Some(batch) = reader.next_batch()? {
-            for record in &batch {
-                let at = (record.revision, record.sub);
-                contiguous &= at == (last.0 + 1, 0) || at == (last.0, last.1 + 1);
-                last = at;
-            }
-            records += batch.len();
-        }
-        if !(contiguous && last == position) {
-            tracing::info!(uploaded = ?uploaded, local = ?position, "the local log does not hold every record object storage lacks; writing a checkpoint");
-            let _guard = self.checkpointing.lock().await;
-            checkpoint::create(&self.store, local, self.term, self.settings.table_bytes).await?;
-            local.set_uploaded_through(position)?;
-            return Ok(());
-        }
-        // Second pass: upload as it reads, one WAL object per TAIL_OBJECT_BYTES of records.
-        tracing::info!(records, "uploading local records object storage lacks");
-        let mut reader = TailReader::new(&view, uploaded, position.0);
-        let (mut bytes, mut first) = (Vec::new(), None);
-        while let Some(batch) = reader.next_batch()? {
+        let (mut last, mut first, mut bytes, mut records) = (uploaded, None, Vec::new(), 0usize);
+        'read: while let Some(batch) = reader.next_batch()? {
             for record in batch {
                 let at = (record.revision, record.sub);
+                if !replay::successors(last).contains(&at) {
+                    break 'read;
+                }
                 let start = *first.get_or_insert(at);
                 bytes.extend_from_slice(&record.encode());
                 if bytes.len() >= TAIL_OBJECT_BYTES {
                     first = None;
                     self.upload_tail_object(start, at, std::mem::take(&mut bytes)).await?;
                 }
+                last = at;
+                records += 1;
             }
+        }
+        if last != position {
+            tracing::info!(uploaded = ?uploaded, local = ?position, "the local log does not hold every record object storage lacks; writing a checkpoint");
+            let _guard = self.checkpointing.lock().await;
+            checkpoint::create(&self.store, local, self.term, self.settings.table_bytes).await?;
+            local.set_uploaded_through(position)?;
+            return Ok(());
         }
         if let Some(first) = first {
             self.upload_tail_object(first, position, bytes).await?;
         }
+        tracing::info!(records, "uploaded the local records object storage lacked");
         Ok(())
     }
 

@@ -24,7 +24,7 @@ const APPLY_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// The position right after `position` for a record that opens a new revision, and for one that
 /// follows the same revision (a lease-only or compaction record).
-fn successors((revision, sub): LogPosition) -> [LogPosition; 2] {
+pub(super) fn successors((revision, sub): LogPosition) -> [LogPosition; 2] {
     [(revision + 1, 0), (revision, sub + 1)]
 }
 
