@@ -117,25 +117,8 @@ T4_BIN="$TARGET_DIR/release/t4"
 LOADTEST="$TARGET_DIR/release/t4-loadtest"
 
 # --- T4 -----------------------------------------------------------------------------------
-# start_t4 NAME ARGS...: starts `t4 run` with its own data dir; sets STARTED_PID and STARTED_EP.
-start_t4() {
-    local name="$1"
-    shift
-    step "starting $name on a free loopback port"
-    "$T4_BIN" run --data-dir "$TMP/$name-data" --listen 127.0.0.1:0 --log info "$@" \
-        >"$TMP/$name.out" 2>"$TMP/$name.err" </dev/null &
-    STARTED_PID=$!
-    STARTED_EP=""
-    for _ in $(seq $((STARTUP_SECS * 10))); do
-        STARTED_EP="$(sed -n 's/^listening on //p' "$TMP/$name.out" | head -n1)"
-        [ -n "$STARTED_EP" ] && break
-        kill -0 "$STARTED_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    [ -n "$STARTED_EP" ] || die "$name did not start; its stderr: $(tail -n 20 "$TMP/$name.err")"
-    case "$STARTED_EP" in 127.0.0.1:*) ;; *) die "$name listens on $STARTED_EP, not loopback" ;; esac
-}
-start_t4 t4
+step "starting t4 on a free loopback port"
+start_t4 t4 "$TMP" --log info
 T4_PID="$STARTED_PID"
 T4_EP="$STARTED_EP"
 
@@ -144,18 +127,11 @@ MOTO_ENDPOINT=""
 MOTO_BUCKET=""
 if [ "$WITH_S3" -eq 1 ]; then
     step "starting moto's S3 server (scripts/s3-server.sh)"
-    "$ROOT/scripts/s3-server.sh" --bucket t4-bench >"$TMP/moto.out" 2>"$TMP/moto.err" </dev/null &
-    MOTO_PID=$!
-    for _ in $(seq $((STARTUP_SECS * 10))); do
-        MOTO_ENDPOINT="$(sed -n 's/^endpoint=\([^ ]*\) .*/\1/p' "$TMP/moto.out" | head -n1)"
-        [ -n "$MOTO_ENDPOINT" ] && break
-        kill -0 "$MOTO_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    [ -n "$MOTO_ENDPOINT" ] || die "moto did not start; its stderr: $(tail -n 20 "$TMP/moto.err")"
     MOTO_BUCKET=t4-bench
+    start_moto "$MOTO_BUCKET" "$TMP"
+    step "starting t4-s3 on a free loopback port"
     T4_S3_ACCESS_KEY_ID=bench T4_S3_SECRET_ACCESS_KEY=bench \
-        start_t4 t4-s3 --s3-bucket "$MOTO_BUCKET" --s3-endpoint "$MOTO_ENDPOINT" --s3-prefix bench \
+        start_t4 t4-s3 "$TMP" --log info --s3-bucket "$MOTO_BUCKET" --s3-endpoint "$MOTO_ENDPOINT" --s3-prefix bench \
         "${T4_S3_ARGS[@]}"
     T4S3_PID="$STARTED_PID"
     T4S3_EP="$STARTED_EP"

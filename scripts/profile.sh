@@ -60,20 +60,13 @@ trap 'exit 143' TERM
 step "building release binaries"
 cargo build --release -q -p t4 -p t4-loadtest
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+T4_BIN="$TARGET_DIR/release/t4"
 LOADTEST="$TARGET_DIR/release/t4-loadtest"
 
 step "starting t4 on a free loopback port"
-"$TARGET_DIR/release/t4" run --data-dir "$TMP/t4-data" --listen 127.0.0.1:0 --log warn \
-    >"$TMP/t4.out" 2>"$TMP/t4.err" </dev/null &
-T4_PID=$!
-T4_EP=""
-for _ in $(seq $((STARTUP_SECS * 10))); do
-    T4_EP="$(sed -n 's/^listening on //p' "$TMP/t4.out" | head -n1)"
-    [ -n "$T4_EP" ] && break
-    kill -0 "$T4_PID" 2>/dev/null || break
-    sleep 0.1
-done
-[ -n "$T4_EP" ] || die "t4 did not start; its stderr: $(tail -n 20 "$TMP/t4.err")"
+start_t4 t4 "$TMP" --log warn
+T4_PID="$STARTED_PID"
+T4_EP="$STARTED_EP"
 
 step "starting etcd on free loopback ports"
 start_etcd profile "$TMP"

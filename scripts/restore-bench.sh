@@ -23,13 +23,15 @@ die() {
     exit 1
 }
 
+# shellcheck source=scripts/lib/servers.sh
+. "$ROOT/scripts/lib/servers.sh"
+
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/t4-restore.XXXXXX")"
 MOTO_PID=""
 T4_PID=""
 cleanup() {
-    for pid in "$T4_PID" "$MOTO_PID"; do
-        [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-    done
+    stop_pid "$T4_PID"
+    stop_pid "$MOTO_PID"
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -37,35 +39,20 @@ trap cleanup EXIT
 step "building release binaries"
 cargo build --release -q -p t4 -p t4-loadtest
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+T4_BIN="$TARGET_DIR/release/t4"
 
 step "starting moto"
-scripts/s3-server.sh --bucket t4-restore >"$TMP/moto.out" 2>"$TMP/moto.err" </dev/null &
-MOTO_PID=$!
-ENDPOINT=""
-for _ in $(seq $((STARTUP_SECS * 10))); do
-    ENDPOINT="$(sed -n 's/^endpoint=\([^ ]*\) .*/\1/p' "$TMP/moto.out" | head -n1)"
-    [ -n "$ENDPOINT" ] && break
-    sleep 0.1
-done
-[ -n "$ENDPOINT" ] || die "moto did not start: $(tail -n 5 "$TMP/moto.err")"
+start_moto t4-restore "$TMP"
 export T4_S3_ACCESS_KEY_ID=restore T4_S3_SECRET_ACCESS_KEY=restore
 
-start_t4() { # prefix extra-args...; sets T4_PID and T4_EP; prefix "-": no object store
+start_node() { # prefix extra-args...; sets T4_PID and T4_EP; prefix "-": no object store
     local prefix="$1"
     shift
-    local store=(--s3-bucket t4-restore --s3-endpoint "$ENDPOINT" --s3-prefix "$prefix")
+    local store=(--s3-bucket t4-restore --s3-endpoint "$MOTO_ENDPOINT" --s3-prefix "$prefix")
     [ "$prefix" = - ] && store=()
-    "$TARGET_DIR/release/t4" run --data-dir "$TMP/data" --listen 127.0.0.1:0 --log info "${store[@]}" "$@" \
-        >"$TMP/t4.out" 2>"$TMP/t4.err" </dev/null &
-    T4_PID=$!
-    T4_EP=""
-    for _ in $(seq $((STARTUP_SECS * 100))); do
-        T4_EP="$(sed -n 's/^listening on //p' "$TMP/t4.out" | head -n1)"
-        [ -n "$T4_EP" ] && return 0
-        kill -0 "$T4_PID" 2>/dev/null || break
-        sleep 0.01
-    done
-    die "t4 did not start: $(tail -n 5 "$TMP/t4.err")"
+    start_t4 t4 "$TMP" --log info "${store[@]}" "$@"
+    T4_PID="$STARTED_PID"
+    T4_EP="$STARTED_EP"
 }
 
 # Peak RSS of the node so far, in MiB.
@@ -94,10 +81,10 @@ state() {
 }
 
 for variant in wal checkpoint tail; do
-    rm -rf "$TMP/data"
+    rm -rf "$TMP/t4-data"
     extra=()
     [ "$variant" = checkpoint ] && extra=(--checkpoint-entries $((KEYS * 9 / 10)))
-    if [ "$variant" = tail ]; then start_t4 -; else start_t4 "$variant" "${extra[@]}"; fi
+    if [ "$variant" = tail ]; then start_node -; else start_node "$variant" "${extra[@]}"; fi
     step "$variant: writing $KEYS keys"
     "$TARGET_DIR/release/t4-loadtest" --endpoints "$T4_EP" --workload par-put --clients 64 --total "$KEYS" --warmup-ops 0 \
         --prefix /restore/ --val-size "$VAL_SIZE" --output jsonl >/dev/null 2>"$TMP/loadtest.err" ||
@@ -107,16 +94,16 @@ for variant in wal checkpoint tail; do
     if [ "$variant" = tail ]; then
         stop_t4 INT
         started="$(date +%s.%N)"
-        start_t4 "$variant"
+        start_node "$variant"
         printf 'tail: %s keys written without a store; uploaded in %s s (peak RSS %s MiB)\n' "$keys" \
             "$(seconds_since "$started")" "$(peak_rss_mib)"
         read -r uploaded_keys uploaded_revision < <(state)
         [ "$keys $revision" = "$uploaded_keys $uploaded_revision" ] || die "tail: the state changed at the upload"
     fi
     stop_t4 9
-    rm -rf "$TMP/data"
+    rm -rf "$TMP/t4-data"
     started="$(date +%s.%N)"
-    start_t4 "$variant"
+    start_node "$variant"
     elapsed="$(seconds_since "$started")"
     rss="$(peak_rss_mib)"
     read -r restored_keys restored_revision < <(state)
