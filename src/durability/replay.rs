@@ -100,50 +100,48 @@ pub async fn replay(store: &Arc<dyn ObjectStore>, local: &Store, from: LogPositi
             downloads.push_back(tokio::spawn(async move { (store.get(&key).await, key) }));
             next_download += 1;
         }
-        {
-            let download = downloads.pop_front().expect("a download per object");
-            let (object, key) = download.await.map_err(|e| Error::Runtime(format!("WAL download task: {e}")))?;
-            let object = object.map_err(|e| Error::Storage(format!("reading {key}: {e}")))?;
-            let Some(object) = object else {
-                tracing::warn!(key, "WAL object vanished while restoring (collected?); stopping the replay there");
+        let download = downloads.pop_front().expect("a download per object");
+        let (object, key) = download.await.map_err(|e| Error::Runtime(format!("WAL download task: {e}")))?;
+        let object = object.map_err(|e| Error::Storage(format!("reading {key}: {e}")))?;
+        let Some(object) = object else {
+            tracing::warn!(key, "WAL object vanished while restoring (collected?); stopping the replay there");
+            break 'objects;
+        };
+        let end = needed.get(index + 1).map(|next| next.start);
+        let records = decode_wal_object(&key, &object.bytes)?;
+        let mut applied_any = false;
+        for record in records {
+            let at = (record.revision, record.sub);
+            if end.is_some_and(|end| at >= end) {
+                break; // superseded by the next object (a newer term's)
+            }
+            if at <= position {
+                continue; // already applied or held locally
+            }
+            if !successors(position).contains(&at) {
+                tracing::info!(
+                    after = ?position, found = ?at, key,
+                    "WAL replay stops at a gap (later records were never acknowledged)"
+                );
                 break 'objects;
-            };
-            let end = needed.get(index + 1).map(|next| next.start);
-            let records = decode_wal_object(&key, &object.bytes)?;
-            let mut applied_any = false;
-            for record in records {
-                let at = (record.revision, record.sub);
-                if end.is_some_and(|end| at >= end) {
-                    break; // superseded by the next object (a newer term's)
-                }
-                if at <= position {
-                    continue; // already applied or held locally
-                }
-                if !successors(position).contains(&at) {
-                    tracing::info!(
-                        after = ?position, found = ?at, key,
-                        "WAL replay stops at a gap (later records were never acknowledged)"
-                    );
-                    break 'objects;
-                }
-                position = at;
-                applied_any = true;
-                replayed.records += 1;
-                write_bytes += record.events.iter().map(LogEvent::size).sum::<usize>();
-                write.current_revision = write.current_revision.max(record.revision);
-                write.records.push(record);
-                if write_bytes >= APPLY_BATCH_BYTES {
-                    local.commit(&write)?;
-                    write.records.clear();
-                    write_bytes = 0;
-                }
             }
-            if applied_any {
-                replayed.objects += 1;
+            position = at;
+            applied_any = true;
+            replayed.records += 1;
+            write_bytes += record.events.iter().map(LogEvent::size).sum::<usize>();
+            write.current_revision = write.current_revision.max(record.revision);
+            write.records.push(record);
+            if write_bytes >= APPLY_BATCH_BYTES {
+                local.commit(&write)?;
+                write.records.clear();
+                write_bytes = 0;
             }
-            if (index + 1) % 100 == 0 || index + 1 == total {
-                tracing::info!(objects = index + 1, of = total, position = ?position, "replaying WAL objects");
-            }
+        }
+        if applied_any {
+            replayed.objects += 1;
+        }
+        if (index + 1) % 100 == 0 || index + 1 == total {
+            tracing::info!(objects = index + 1, of = total, position = ?position, "replaying WAL objects");
         }
     }
     for download in downloads {

@@ -462,7 +462,7 @@ impl Sequencer {
     }
 
     fn outage_active(&self) -> bool {
-        self.outage.as_ref().is_some_and(|o| o.lock().map(|reason| reason.is_some()).unwrap_or(false))
+        self.outage_reason().is_some()
     }
 
     /// Answers a query about the state as of every proposal evaluated so far.
