@@ -3,7 +3,7 @@
 #
 # On a fresh Debian machine it installs what the tests need, then runs the whole workspace's
 # tests; on a machine that has them it only checks and goes straight to cargo:
-#   - Debian: protobuf-compiler (protoc), etcd-server (the reference etcd 3.4 the tests compare
+#   - Debian: protobuf-compiler and libprotobuf-dev (protoc and its well-known types), etcd-server (the reference etcd 3.4 the tests compare
 #     against) and etcd-client (etcdctl)
 #   - a Python venv at .venv with moto[server] (an S3 stand-in for object-storage tests)
 # Extra arguments go to `cargo test --workspace`, e.g. `scripts/test.sh -- --nocapture`.
@@ -14,6 +14,10 @@ export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+
+# shellcheck source=scripts/lib/venv.sh
+. "$ROOT/scripts/lib/venv.sh"
+VENV="$ROOT/.venv"
 
 step() { printf '==> %s\n' "$*"; }
 die() {
@@ -39,27 +43,49 @@ apt_install() {
 }
 
 # --- Debian packages: install only what is missing -------------------------------------------
+# Each check tries what the build or the tests do, not whether a command exists: a protoc without
+# the well-known-type includes (Debian's libprotobuf-dev, only a "Recommends" of protobuf-compiler)
+# passes `command -v protoc` and then fails the etcd-client build on google/protobuf/*.proto.
+CHECK_DIR="$(mktemp -d)"
+trap 'rm -rf "$CHECK_DIR"' EXIT
+
+# protoc_with_includes: protoc compiles a file importing a well-known type (what etcd-client's
+# build script needs).
+protoc_with_includes() {
+    printf 'syntax = "proto3";\nimport "google/protobuf/descriptor.proto";\nmessage M { google.protobuf.FileDescriptorProto f = 1; }\n' \
+        >"$CHECK_DIR/check.proto"
+    protoc -I"$CHECK_DIR" --descriptor_set_out=/dev/null "$CHECK_DIR/check.proto" >/dev/null 2>&1
+}
+# c_toolchain: cc compiles and links a C program (the linker rustc uses; ring and others build C).
+c_toolchain() {
+    printf 'int main(void) { return 0; }\n' >"$CHECK_DIR/check.c"
+    cc "$CHECK_DIR/check.c" -o "$CHECK_DIR/check" >/dev/null 2>&1 && "$CHECK_DIR/check"
+}
+# python_venv: python3 makes a venv with pip (Debian's python3 lacks ensurepip without python3-venv).
+python_venv() {
+    python3 -c 'import venv, ensurepip' >/dev/null 2>&1
+}
+
 step "checking system packages"
 missing=()
-command -v protoc >/dev/null || missing+=(protobuf-compiler)
-command -v etcd >/dev/null || missing+=(etcd-server)
-command -v etcdctl >/dev/null || missing+=(etcd-client)
-command -v python3 >/dev/null || missing+=(python3 python3-venv)
+protoc_with_includes || missing+=(protobuf-compiler libprotobuf-dev)
+etcd --version >/dev/null 2>&1 || missing+=(etcd-server)
+etcdctl version >/dev/null 2>&1 || missing+=(etcd-client)
+c_toolchain || missing+=(gcc libc6-dev)
+venv_runs "$VENV" || python_venv || missing+=(python3 python3-venv)
+# The disk-full test formats a small file system; the restore and inspect tests need none of these.
+command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+command -v flock >/dev/null || missing+=(util-linux)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
+protoc_with_includes || die "protoc cannot compile a proto importing google/protobuf/descriptor.proto after installing protobuf-compiler and libprotobuf-dev"
+c_toolchain || die "cc cannot compile and link a C program after installing gcc and libc6-dev"
 
 # --- Python venv: create once, reinstall only when the requirements change ------------------
-# shellcheck source=scripts/lib/venv.sh
-. "$ROOT/scripts/lib/venv.sh"
-VENV="$ROOT/.venv"
 if venv_up_to_date "$VENV"; then
     step ".venv is up to date (${VENV_REQUIREMENTS[*]})"
 else
-    # Debian's own python3 has venv without ensurepip (pip) unless python3-venv is installed.
-    if ! venv_runs "$VENV" && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-        apt_install python3-venv
-    fi
     step "preparing .venv (${VENV_REQUIREMENTS[*]})"
     ensure_venv "$VENV"
 fi
