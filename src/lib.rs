@@ -12,6 +12,7 @@
 //! # }
 //! ```
 
+mod alarms;
 mod config;
 mod durability;
 mod error;

@@ -52,6 +52,7 @@ impl Node {
     /// etcd v3 API there.
     pub fn open(config: Config) -> Result<Node> {
         let cores = config.cores();
+        let alarms = crate::alarms::Alarms::default();
         let object_store = match &config.object_store_override {
             Some(store) => Some(store.clone()),
             None => open_object_store(&config.object_store)?,
@@ -122,6 +123,7 @@ impl Node {
             client_addr: local_addr,
             max_request_bytes: config.max_request_bytes,
             shards: Arc::from(shard_handles),
+            alarms,
             shutdown: shutdown_rx,
         };
         let executors = Executors::start(Plan {

@@ -35,6 +35,8 @@ pub struct Services {
     pub max_request_bytes: usize,
     /// One handle per core's shard actor, in core order.
     pub shards: Arc<[ShardHandle]>,
+    /// The node's alarms and standing errors (Maintenance reports them; writes check NOSPACE).
+    pub alarms: crate::alarms::Alarms,
     /// Becomes true when the node shuts down (long-lived streams end then).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
