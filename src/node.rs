@@ -51,6 +51,7 @@ impl Node {
     /// Opens the data directory, starts the executors and, if `config.listen` is set, serves the
     /// etcd v3 API there.
     pub fn open(config: Config) -> Result<Node> {
+        crate::runtime::panic_policy::install();
         let cores = config.cores();
         let alarms = crate::alarms::Alarms::default();
         let object_store = match &config.object_store_override {
@@ -322,10 +323,11 @@ impl Node {
         drop(services);
         if let Some(durability) = durability {
             let (done, closed) = flume::bounded(1);
-            std::thread::spawn(move || {
+            let closer = std::thread::Builder::new().name("t4-close".into()).spawn(move || {
                 durability.close();
                 let _ = done.send(());
             });
+            closer.map_err(|e| Error::Runtime(format!("cannot start the closing thread: {e}")))?;
             let _ = closed.recv_async().await;
         }
         Ok(())
@@ -356,12 +358,15 @@ impl Drop for Node {
         {
             executors.signal_shutdown();
             let sequencer = services.sequencer.clone();
-            std::thread::spawn(move || {
+            let stopper = std::thread::Builder::new().name("t4-close".into()).spawn(move || {
                 futures_lite::future::block_on(sequencer.stop());
                 if let Some(durability) = durability {
                     durability.close();
                 }
             });
+            if let Err(e) = stopper {
+                tracing::error!(error = %e, "cannot start the thread that stops the node");
+            }
         }
     }
 }

@@ -20,6 +20,9 @@ pub fn run(args: RunArgs) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Fault points named in FAILPOINTS (e.g. `store-commit=panic`): compiled in only for the tests'
+    // builds (the `fail` dev-dependency's `failpoints` feature); a no-op in every other build.
+    let _fault_points = fail::FailScenario::setup();
 
     // Register the handlers before starting, so an early signal still shuts down cleanly.
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {

@@ -90,6 +90,8 @@ pub async fn replay(store: &Arc<dyn ObjectStore>, local: &Store, from: LogPositi
     let mut position = from;
     let mut write = GroupWrite { uploaded: true, ..Default::default() };
     let mut write_bytes = 0;
+    // The WAL objects the batch in `write` came from, so a failure to apply it names them.
+    let (mut batch_first, mut batch_last) = (None::<String>, String::new());
     let total = needed.len();
     // A sliding window of downloads: the next ones are on their way while one is applied.
     let mut downloads = std::collections::VecDeque::new();
@@ -131,8 +133,10 @@ pub async fn replay(store: &Arc<dyn ObjectStore>, local: &Store, from: LogPositi
             write_bytes += record.events.iter().map(LogEvent::size).sum::<usize>();
             write.current_revision = write.current_revision.max(record.revision);
             write.records.push(record);
+            batch_first.get_or_insert_with(|| key.clone());
+            batch_last.clone_from(&key);
             if write_bytes >= APPLY_BATCH_BYTES {
-                local.commit(&write)?;
+                apply(local, &write, batch_first.take(), &batch_last)?;
                 write.records.clear();
                 write_bytes = 0;
             }
@@ -148,10 +152,21 @@ pub async fn replay(store: &Arc<dyn ObjectStore>, local: &Store, from: LogPositi
         download.abort(); // past a gap: not needed
     }
     if !write.records.is_empty() {
-        local.commit(&write)?;
+        apply(local, &write, batch_first, &batch_last)?;
     }
     replayed.position = Some(position);
     Ok(replayed)
+}
+
+/// Applies one batch of replayed records; a failure names the WAL objects they came from.
+fn apply(local: &Store, write: &GroupWrite, first: Option<String>, last: &str) -> Result<()> {
+    local.commit(write).map_err(|e| {
+        let objects = match first {
+            Some(first) if first != last => format!("{first} through {last}"),
+            _ => last.to_string(),
+        };
+        Error::Storage(format!("applying WAL objects {objects}: {e}"))
+    })
 }
 
 /// The records of a WAL object, every frame checked.

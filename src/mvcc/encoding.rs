@@ -3,17 +3,69 @@
 //! `kv` keys are `escape(user key) ‖ revision (u64 BE)`: escaping keeps all versions of one key
 //! contiguous and ordered by revision, and keeps keys in user-key order even when one key is a prefix
 //! of another. Values are [`Version`] records: a live version or a tombstone.
-
+//!
+//! **Long keys.** fjall refuses (panics on) keys over [`STORAGE_KEY_BYTES_MAX`] bytes, and etcd takes
+//! keys up to the request limit. A user key too long to be stored as itself is stored as its first
+//! bytes (the *bucket*) and the SHA-256 of the whole key, and its records carry the whole key
+//! ([`Version::encode_for`]). Every key sharing a bucket is longer than the bucket, so a bucket sorts
+//! exactly where its keys belong among the keys stored as themselves; only the keys inside one bucket
+//! are out of order (by hash), and readers sort them by their carried keys (see `store.rs`). Which
+//! form a stored key has follows from its length alone.
 use crate::error::{Error, Result};
 
 /// Escape byte for 0x00 inside a user key.
 const ESCAPED_ZERO: [u8; 2] = [0x00, 0xFF];
 /// Terminates an escaped user key; sorts below every escaped continuation.
 const TERMINATOR: [u8; 2] = [0x00, 0x01];
+/// Ends the bucket of a long key in `kv`: sorts above [`TERMINATOR`] (a key equal to the bucket is
+/// smaller than every long key in it) and below every escaped continuation.
+const LONG_MARKER: [u8; 2] = [0x00, 0x02];
 const REVISION_BYTES: usize = 8;
+/// The longest key fjall stores (lsm-tree panics beyond it).
+pub const STORAGE_KEY_BYTES_MAX: usize = u16::MAX as usize;
+/// SHA-256 of a long user key, after its bucket.
+const KEY_HASH_BYTES: usize = 32;
+/// The longest user key `latest` stores as itself; a longer one is stored as its first this many
+/// bytes and its hash.
+pub const LATEST_KEY_BYTES_MAX: usize = STORAGE_KEY_BYTES_MAX - KEY_HASH_BYTES;
+/// The longest escaped user key `kv` stores as itself (before the terminator and revision).
+const HISTORY_ESCAPED_BYTES_MAX: usize = STORAGE_KEY_BYTES_MAX - LONG_MARKER.len() - KEY_HASH_BYTES - REVISION_BYTES;
+/// `kv` keys longer than this are long keys' (a short one is at most the escaped maximum, the
+/// terminator and the revision; a long one is at least one byte less than the maximum, the marker,
+/// the hash and the revision).
+const HISTORY_SHORT_KEY_BYTES_MAX: usize = HISTORY_ESCAPED_BYTES_MAX + TERMINATOR.len() + REVISION_BYTES;
+/// Bytes after a long key's bucket in `kv`.
+const HISTORY_LONG_SUFFIX_BYTES: usize = LONG_MARKER.len() + KEY_HASH_BYTES + REVISION_BYTES;
 
-/// `escape(key)`: the prefix every `kv` entry of `key` starts with.
-pub fn escaped_key(key: &[u8]) -> Vec<u8> {
+fn key_hash(key: &[u8]) -> [u8; KEY_HASH_BYTES] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key).into()
+}
+
+/// The `latest` key of `key`: the key itself, or its bucket and hash if it is longer than
+/// [`LATEST_KEY_BYTES_MAX`].
+pub fn latest_key(key: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if key.len() <= LATEST_KEY_BYTES_MAX {
+        return std::borrow::Cow::Borrowed(key);
+    }
+    let mut out = Vec::with_capacity(STORAGE_KEY_BYTES_MAX);
+    out.extend_from_slice(&key[..LATEST_KEY_BYTES_MAX]);
+    out.extend_from_slice(&key_hash(key));
+    std::borrow::Cow::Owned(out)
+}
+
+/// Whether a `latest` key stands for a longer user key (whose record carries it).
+pub fn is_long_latest_key(stored: &[u8]) -> bool {
+    stored.len() > LATEST_KEY_BYTES_MAX
+}
+
+/// The bucket of a long `latest` key (what every key it may stand for starts with).
+pub fn latest_bucket(stored: &[u8]) -> &[u8] {
+    &stored[..stored.len().min(LATEST_KEY_BYTES_MAX)]
+}
+
+/// The escaped body of `key` (zero bytes escaped), without terminator.
+fn escape_body(key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + TERMINATOR.len() + REVISION_BYTES);
     for &b in key {
         if b == 0 {
@@ -22,8 +74,60 @@ pub fn escaped_key(key: &[u8]) -> Vec<u8> {
             out.push(b);
         }
     }
-    out.extend_from_slice(&TERMINATOR);
     out
+}
+
+/// Where a long key's escaped body is cut: at the maximum, or one byte before it so no escape pair
+/// is split (a zero byte in an escaped body always starts a pair).
+fn bucket_cut(escaped: &[u8]) -> usize {
+    if escaped[HISTORY_ESCAPED_BYTES_MAX - 1] == 0 { HISTORY_ESCAPED_BYTES_MAX - 1 } else { HISTORY_ESCAPED_BYTES_MAX }
+}
+
+/// `escape(key)`: the prefix every `kv` entry of `key`, and nothing else, starts with.
+pub fn escaped_key(key: &[u8]) -> Vec<u8> {
+    let mut out = escape_body(key);
+    if out.len() <= HISTORY_ESCAPED_BYTES_MAX {
+        out.extend_from_slice(&TERMINATOR);
+        return out;
+    }
+    out.truncate(bucket_cut(&out));
+    out.extend_from_slice(&LONG_MARKER);
+    out.extend_from_slice(&key_hash(key));
+    out
+}
+
+/// The smallest `kv` key any entry of a key at or after `key` can have (a seek position).
+pub fn history_lower_bound(key: &[u8]) -> Vec<u8> {
+    let mut out = escape_body(key);
+    if out.len() <= HISTORY_ESCAPED_BYTES_MAX {
+        out.extend_from_slice(&TERMINATOR);
+    } else {
+        out.truncate(bucket_cut(&out)); // the whole bucket: its keys are ordered by hash
+    }
+    out
+}
+
+/// A `kv` key every entry of a key before `key` sorts below (an exclusive end). Entries of keys at
+/// or after `key` may sort below it too when `key` is long (its bucket is included whole): filter.
+pub fn history_upper_bound(key: &[u8]) -> Vec<u8> {
+    let mut out = escape_body(key);
+    if out.len() <= HISTORY_ESCAPED_BYTES_MAX {
+        out.extend_from_slice(&TERMINATOR);
+    } else {
+        out.truncate(bucket_cut(&out));
+        out.extend_from_slice(&[LONG_MARKER[0], LONG_MARKER[1] + 1]);
+    }
+    out
+}
+
+/// Whether a `kv` key belongs to a long user key (whose records carry it).
+pub fn is_long_history_key(stored: &[u8]) -> bool {
+    stored.len() > HISTORY_SHORT_KEY_BYTES_MAX
+}
+
+/// The bucket of a long `kv` key: its escaped prefix, shared with the other long keys of the bucket.
+pub fn history_bucket(stored: &[u8]) -> &[u8] {
+    &stored[..stored.len().saturating_sub(HISTORY_LONG_SUFFIX_BYTES)]
 }
 
 /// The `kv` key of `key` at `revision`.
@@ -33,10 +137,11 @@ pub fn history_key(key: &[u8], revision: i64) -> Vec<u8> {
     out
 }
 
-/// Splits a `kv` key into the user key and the revision.
+/// Splits a short `kv` key into the user key and the revision (a long one's user key is in its
+/// record: [`Version::carried_key`]).
 pub fn decode_history_key(encoded: &[u8]) -> Result<(Vec<u8>, i64)> {
-    let corrupt = || Error::Corrupt(format!("history key {encoded:02x?}"));
-    if encoded.len() < TERMINATOR.len() + REVISION_BYTES {
+    let corrupt = || Error::Corrupt(format!("history key {:02x?}", &encoded[..encoded.len().min(64)]));
+    if encoded.len() < TERMINATOR.len() + REVISION_BYTES || is_long_history_key(encoded) {
         return Err(corrupt());
     }
     let (escaped, rev) = encoded.split_at(encoded.len() - REVISION_BYTES);
@@ -119,7 +224,17 @@ pub struct Version {
 
 const TAG_LIVE: u8 = 1;
 const TAG_TOMBSTONE: u8 = 2;
+/// Tags of records stored under a long key's bucket: the user key follows the header.
+const TAG_LIVE_KEYED: u8 = 3;
+const TAG_TOMBSTONE_KEYED: u8 = 4;
 const VERSION_HEADER_BYTES: usize = 1 + 4 * 8;
+const CARRIED_KEY_LEN_BYTES: usize = 4;
+
+/// Whether `key` is stored under a bucket and hash in some keyspace, so its records carry it.
+fn needs_carried_key(key: &[u8]) -> bool {
+    key.len() > HISTORY_ESCAPED_BYTES_MAX
+        || key.len() + key.iter().filter(|&&b| b == 0).count() > HISTORY_ESCAPED_BYTES_MAX
+}
 
 impl Version {
     /// A tombstone: `key` deleted at `revision`.
@@ -135,36 +250,72 @@ impl Version {
     /// Whether an encoded record is a tombstone, reading only its tag.
     pub fn is_tombstone_record(bytes: &[u8]) -> Result<bool> {
         match bytes.first() {
-            Some(&TAG_LIVE) => Ok(false),
-            Some(&TAG_TOMBSTONE) => Ok(true),
+            Some(&(TAG_LIVE | TAG_LIVE_KEYED)) => Ok(false),
+            Some(&(TAG_TOMBSTONE | TAG_TOMBSTONE_KEYED)) => Ok(true),
             other => Err(Error::Corrupt(format!("version record tag {other:?}"))),
         }
     }
 
-    /// `[tag][create][mod][version][lease][value…]`, integers big-endian.
-    pub fn encode(&self) -> Vec<u8> {
+    /// The record of this version of `key`: `[tag][create][mod][version][lease][value…]`, integers
+    /// big-endian, or, for a key stored under a bucket and hash,
+    /// `[tag][create][mod][version][lease][key len u32][key][value…]`.
+    pub fn encode_for(&self, key: &[u8]) -> Vec<u8> {
+        self.encode_with(needs_carried_key(key).then_some(key))
+    }
+
+    fn encode_with(&self, key: Option<&[u8]>) -> Vec<u8> {
         let value = self.value.as_deref().unwrap_or_default();
-        let mut out = Vec::with_capacity(VERSION_HEADER_BYTES + value.len());
-        out.push(if self.value.is_some() { TAG_LIVE } else { TAG_TOMBSTONE });
+        let carried = key.map_or(0, |k| CARRIED_KEY_LEN_BYTES + k.len());
+        let mut out = Vec::with_capacity(VERSION_HEADER_BYTES + carried + value.len());
+        out.push(match (self.value.is_some(), key.is_some()) {
+            (true, false) => TAG_LIVE,
+            (false, false) => TAG_TOMBSTONE,
+            (true, true) => TAG_LIVE_KEYED,
+            (false, true) => TAG_TOMBSTONE_KEYED,
+        });
         for n in [self.create_revision, self.mod_revision, self.version, self.lease] {
             out.extend_from_slice(&n.to_be_bytes());
+        }
+        if let Some(key) = key {
+            let len = u32::try_from(key.len()).expect("keys are bounded by max_request_bytes");
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(key);
         }
         out.extend_from_slice(value);
         out
     }
 
-    /// Inverse of [`Version::encode`].
-    pub fn decode(bytes: &[u8]) -> Result<Version> {
+    /// The user key a record carries (records of long keys), and where its value starts.
+    fn carried(bytes: &[u8]) -> Result<(Option<&[u8]>, usize)> {
+        let corrupt = || Error::Corrupt(format!("version record of {} bytes", bytes.len()));
         if bytes.len() < VERSION_HEADER_BYTES {
-            return Err(Error::Corrupt(format!("version record of {} bytes", bytes.len())));
+            return Err(corrupt());
         }
+        if !matches!(bytes[0], TAG_LIVE_KEYED | TAG_TOMBSTONE_KEYED) {
+            return Ok((None, VERSION_HEADER_BYTES));
+        }
+        let len_end = VERSION_HEADER_BYTES + CARRIED_KEY_LEN_BYTES;
+        let len_bytes = bytes.get(VERSION_HEADER_BYTES..len_end).ok_or_else(corrupt)?;
+        let len = u32::from_be_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
+        let key = bytes.get(len_end..len_end + len).ok_or_else(corrupt)?;
+        Ok((Some(key), len_end + len))
+    }
+
+    /// The user key a record carries: `Some` for the records of keys stored under a bucket and hash.
+    pub fn carried_key(bytes: &[u8]) -> Result<Option<&[u8]>> {
+        Ok(Self::carried(bytes)?.0)
+    }
+
+    /// Inverse of [`Version::encode_for`] (a carried key is skipped).
+    pub fn decode(bytes: &[u8]) -> Result<Version> {
+        let (_, value_start) = Self::carried(bytes)?;
         let int = |i: usize| {
             let start = 1 + 8 * i;
             i64::from_be_bytes(bytes[start..start + 8].try_into().expect("8-byte slice"))
         };
         let value = match bytes[0] {
-            TAG_LIVE => Some(bytes[VERSION_HEADER_BYTES..].to_vec()),
-            TAG_TOMBSTONE => None,
+            TAG_LIVE | TAG_LIVE_KEYED => Some(bytes[value_start..].to_vec()),
+            TAG_TOMBSTONE | TAG_TOMBSTONE_KEYED => None,
             tag => return Err(Error::Corrupt(format!("version record tag {tag}"))),
         };
         Ok(Version { create_revision: int(0), mod_revision: int(1), version: int(2), lease: int(3), value })
@@ -222,6 +373,85 @@ mod tests {
         assert!(history_key(b"a", i64::MAX) < escaped_key(b"a\x00"));
     }
 
+    /// Keys around every length where the stored form changes, sharing long prefixes, with zero bytes
+    /// at the cut: what the ordering argument in the module doc must hold for.
+    fn keys_around_the_limits() -> Vec<Vec<u8>> {
+        let mut keys = Vec::new();
+        for len in [
+            HISTORY_ESCAPED_BYTES_MAX - 1,
+            HISTORY_ESCAPED_BYTES_MAX,
+            HISTORY_ESCAPED_BYTES_MAX + 1,
+            LATEST_KEY_BYTES_MAX,
+            LATEST_KEY_BYTES_MAX + 1,
+            STORAGE_KEY_BYTES_MAX + 1,
+            100_000,
+        ] {
+            for tail in [&b""[..], b"\x00", b"\x00\x00", b"\x01", b"z", b"\xff"] {
+                for fill in [b'a', b'b'] {
+                    let mut key = vec![fill; len];
+                    key.extend_from_slice(tail);
+                    keys.push(key.clone());
+                    // a zero byte exactly where the escaped body is cut
+                    let mut zeroed = key.clone();
+                    zeroed[HISTORY_ESCAPED_BYTES_MAX.min(len) - 1] = 0;
+                    keys.push(zeroed);
+                }
+            }
+        }
+        keys.extend([b"a".to_vec(), b"b".to_vec(), Vec::new()]);
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    #[test]
+    fn stored_keys_fit_fjall_and_sort_as_user_keys_outside_buckets() {
+        let keys = keys_around_the_limits();
+        for key in &keys {
+            assert!(latest_key(key).len() <= STORAGE_KEY_BYTES_MAX);
+            assert!(history_key(key, i64::MAX).len() <= STORAGE_KEY_BYTES_MAX);
+            assert_eq!(is_long_history_key(&history_key(key, 1)), needs_carried_key(key), "len {}", key.len());
+            if is_long_latest_key(&latest_key(key)) {
+                assert!(needs_carried_key(key), "a long latest key's record carries it");
+            }
+        }
+        struct Stored {
+            latest: Vec<u8>,
+            oldest: Vec<u8>,
+            newest: Vec<u8>,
+            escaped: Vec<u8>,
+            lower: Vec<u8>,
+            upper: Vec<u8>,
+        }
+        let stored: Vec<Stored> = keys
+            .iter()
+            .map(|k| Stored {
+                latest: latest_key(k).into_owned(),
+                oldest: history_key(k, 0),
+                newest: history_key(k, i64::MAX),
+                escaped: escaped_key(k),
+                lower: history_lower_bound(k),
+                upper: history_upper_bound(k),
+            })
+            .collect();
+        for (i, a) in stored.iter().enumerate() {
+            for b in &stored[i + 1..] {
+                // a < b as user keys: stored forms agree unless both share one bucket
+                let same_latest_bucket =
+                    is_long_latest_key(&a.latest) && latest_bucket(&a.latest) == latest_bucket(&b.latest);
+                assert!(same_latest_bucket || a.latest < b.latest, "latest order");
+                let same_bucket = is_long_history_key(&a.newest)
+                    && is_long_history_key(&b.oldest)
+                    && history_bucket(&a.newest) == history_bucket(&b.oldest);
+                assert!(same_bucket || a.newest < b.oldest, "kv order");
+                assert!(!b.escaped.starts_with(&a.escaped), "one key's versions only");
+                // seek bounds: every version of `b` is at or above a's lower bound and below b's upper
+                assert!(a.lower <= b.oldest);
+                assert!(same_bucket || a.newest < b.upper);
+            }
+        }
+    }
+
     #[test]
     fn corrupt_history_keys_are_refused() {
         assert!(decode_history_key(b"short").is_err());
@@ -248,11 +478,20 @@ mod tests {
     fn versions_round_trip() {
         let live =
             Version { create_revision: 2, mod_revision: 9, version: 3, lease: 77, value: Some(b"v\x00".to_vec()) };
-        assert_eq!(Version::decode(&live.encode()).unwrap(), live);
+        assert_eq!(Version::decode(&live.encode_for(b"k")).unwrap(), live);
         let empty = Version { value: Some(Vec::new()), ..live.clone() };
-        assert_eq!(Version::decode(&empty.encode()).unwrap(), empty);
+        assert_eq!(Version::decode(&empty.encode_for(b"k")).unwrap(), empty);
         let dead = Version::tombstone(10);
-        assert_eq!(Version::decode(&dead.encode()).unwrap(), dead);
+        assert_eq!(Version::decode(&dead.encode_for(b"k")).unwrap(), dead);
+        let long_key = vec![b'k'; 70_000];
+        let record = live.encode_for(&long_key);
+        assert_eq!(Version::decode(&record).unwrap(), live);
+        assert_eq!(Version::carried_key(&record).unwrap(), Some(long_key.as_slice()));
+        assert_eq!(Version::carried_key(&live.encode_for(b"k")).unwrap(), None);
+        let long_dead = dead.encode_for(&long_key);
+        assert!(Version::is_tombstone_record(&long_dead).unwrap());
+        assert_eq!(Version::decode(&long_dead).unwrap(), dead);
+        assert!(Version::decode(&record[..40]).is_err(), "a carried key longer than the record");
         assert!(Version::decode(&[9; 40]).is_err());
         assert!(Version::decode(&[1; 3]).is_err());
     }

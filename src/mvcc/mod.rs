@@ -3,6 +3,7 @@
 //! transaction and a Range from a client run the same code.
 
 pub mod encoding;
+mod key_order;
 pub mod lock;
 pub mod range;
 pub mod store;

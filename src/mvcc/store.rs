@@ -7,12 +7,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Slice, Snapshot};
 
 use super::encoding::{
-    Version, decode_history_key, decode_lease_key, decode_log_key, decode_revision, escaped_key, history_key,
-    lease_key, log_key, meta,
+    LATEST_KEY_BYTES_MAX, Version, decode_history_key, decode_lease_key, decode_log_key, decode_revision, escaped_key,
+    history_bucket, history_key, history_lower_bound, history_upper_bound, is_long_history_key, is_long_latest_key,
+    latest_bucket, latest_key, lease_key, log_key, meta,
 };
+use super::key_order::{KeyOrder, OrderedEntry};
 use super::lock::{DataDirLock, LockRole};
 use super::{KeySpan, RangeEnd, VersionReader};
 use crate::config::{JOURNAL_BYTES_MAX, MEMTABLE_BYTES_MAX};
@@ -25,10 +27,12 @@ pub const INITIAL_REVISION: i64 = 1;
 pub const NEVER_COMPACTED: i64 = -1;
 /// The on-disk format this build writes. 2: log keys carry a sub-index and records carry lease
 /// grants and revokes. 3: compactions are log records too (format 2 directories are upgraded in place:
-/// they hold no record a format 3 build reads differently).
-const FORMAT: i64 = 3;
+/// they hold no record a format 3 build reads differently). 4: keys too long for fjall are stored as
+/// bucket and hash, their records carrying them (older directories are upgraded in place once checked
+/// to hold no key of more than 65,503 bytes, the only ones whose stored form changed).
+const FORMAT: i64 = 4;
 /// Older formats this build opens and upgrades to [`FORMAT`].
-const FORMATS_UPGRADED: [i64; 1] = [2];
+const FORMATS_UPGRADED: [i64; 2] = [2, 3];
 /// The database's folder inside a data directory.
 const DB_DIR: &str = "db";
 /// The file fjall writes first into a database folder: a folder without it holds no database.
@@ -137,6 +141,20 @@ fn read_i64(ks: &Keyspace, name: &[u8]) -> Result<Option<i64>> {
         }
         None => Ok(None),
     }
+}
+
+/// Refuses a `kv` or `latest` entry whose stored key is too long to be a key stored as itself but
+/// whose record carries no key: what a format 3 build wrote for keys of 65,504 to 65,535 bytes.
+fn check_long_key_layout(keyspace: &str, key: &[u8], value: &[u8]) -> Result<()> {
+    let long = if keyspace == "kv" { is_long_history_key(key) } else { is_long_latest_key(key) };
+    if long && Version::carried_key(value)?.is_none() {
+        return Err(Error::Corrupt(format!(
+            "`{keyspace}` holds a key of {} stored bytes in the layout of format 3 (keys over 65,503 bytes); \
+             run the T4 build that wrote it, delete those keys and compact past them, then upgrade",
+            key.len()
+        )));
+    }
+    Ok(())
 }
 
 fn random_nonzero_u64() -> Result<u64> {
@@ -249,6 +267,14 @@ impl Store {
         match read_i64(meta_ks, meta::FORMAT)? {
             Some(FORMAT) => Ok(()),
             Some(old) if FORMATS_UPGRADED.contains(&old) => {
+                for name in ["kv", "latest"] {
+                    let keyspace = db.keyspace(name, keyspace_options)?;
+                    for item in keyspace.iter() {
+                        let (key, value) = item.into_inner()?;
+                        check_long_key_layout(name, &key, &value)
+                            .map_err(|e| Error::Corrupt(format!("cannot upgrade format {old} to {FORMAT}: {e}")))?;
+                    }
+                }
                 let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
                 batch.insert(meta_ks, meta::FORMAT, FORMAT.to_be_bytes().to_vec());
                 batch.commit()?;
@@ -379,13 +405,13 @@ impl Store {
                             lease: *lease,
                             value: Some(value.clone()),
                         };
-                        let encoded = v.encode();
+                        let encoded = v.encode_for(key);
                         batch.insert(&self.kv, history_key(key, rev), encoded.clone());
-                        batch.insert(&self.latest, key.clone(), encoded);
+                        batch.insert(&self.latest, latest_key(key).into_owned(), encoded);
                     }
                     LogEvent::Delete { key } => {
-                        batch.insert(&self.kv, history_key(key, rev), Version::tombstone(rev).encode());
-                        batch.remove(&self.latest, key.clone());
+                        batch.insert(&self.kv, history_key(key, rev), Version::tombstone(rev).encode_for(key));
+                        batch.remove(&self.latest, latest_key(key).into_owned());
                     }
                     LogEvent::LeaseGrant { id, ttl } => {
                         batch.insert(&self.leases, lease_key(*id).to_vec(), ttl.to_be_bytes().to_vec());
@@ -499,7 +525,8 @@ impl Store {
             let (k, v) = item.into_inner()?;
             let lease = Version::decode(&v)?.lease;
             if lease != 0 {
-                keys.push((k.to_vec(), lease));
+                let key = Version::carried_key(&v)?.filter(|_| is_long_latest_key(&k)).unwrap_or(&k);
+                keys.push((key.to_vec(), lease));
             }
         }
         Ok(keys)
@@ -590,6 +617,11 @@ impl Store {
                     return Err(Error::Corrupt(format!("checkpoint entry in unknown space {other} (key {key:?})")));
                 }
             };
+            match *space {
+                checkpoint_space::KV => check_long_key_layout("kv", key, value)?,
+                checkpoint_space::LATEST => check_long_key_layout("latest", key, value)?,
+                _ => {}
+            }
             batch.insert(keyspace, key.clone(), value.clone());
         }
         batch.commit()?;
@@ -660,9 +692,12 @@ impl VersionReader for ReadView {
         if rev < self.current {
             return self.count_history(span, rev);
         }
+        if span.end == RangeEnd::Single {
+            return Ok(i64::from(self.latest_get(&span.start)?.is_some()));
+        }
         let mut count = 0;
-        for item in self.latest_iter(span)? {
-            item.key()?;
+        for entry in self.latest_entries(span) {
+            entry?;
             count += 1;
         }
         Ok(count)
@@ -706,84 +741,122 @@ impl ReadView {
         Ok(versions)
     }
 
-    /// Iterates `latest` over `span` (empty for an inverted span; a single key is a one-key range).
-    fn latest_iter(&self, span: &KeySpan) -> Result<Box<dyn Iterator<Item = fjall::Guard>>> {
-        Ok(match &span.end {
-            RangeEnd::Single => {
-                let mut end = span.start.clone();
-                end.push(0); // the smallest key after `start`
-                Box::new(self.snapshot.range(&self.latest, span.start.clone()..end))
-            }
-            RangeEnd::Unbounded => Box::new(self.snapshot.range(&self.latest, span.start.clone()..)),
+    /// The `latest` record of `key`, if it is live.
+    fn latest_get(&self, key: &[u8]) -> Result<Option<fjall::Slice>> {
+        let stored = latest_key(key);
+        let Some(value) = self.snapshot.get(&self.latest, stored.as_ref())? else { return Ok(None) };
+        // A long key's bucket and hash name one key unless SHA-256 collides; the carried key settles it.
+        if is_long_latest_key(&stored) && Version::carried_key(&value)? != Some(key) {
+            return Ok(None);
+        }
+        Ok(Some(value))
+    }
+
+    /// The live keys of a multi-key `span` with their `latest` records, in key order.
+    fn latest_entries<'a>(&'a self, span: &'a KeySpan) -> impl Iterator<Item = Result<(Vec<u8>, Slice)>> + 'a {
+        let start = latest_bucket(&span.start).to_vec();
+        let scan: Box<dyn Iterator<Item = fjall::Guard>> = match &span.end {
+            RangeEnd::Unbounded | RangeEnd::Single => Box::new(self.snapshot.range(&self.latest, start..)),
             RangeEnd::Before(end) if end.as_slice() <= span.start.as_slice() => Box::new(std::iter::empty()),
-            RangeEnd::Before(end) => Box::new(self.snapshot.range(&self.latest, span.start.clone()..end.clone())),
-        })
+            RangeEnd::Before(end) if end.len() <= LATEST_KEY_BYTES_MAX => {
+                Box::new(self.snapshot.range(&self.latest, start..end.clone()))
+            }
+            RangeEnd::Before(end) => {
+                // A long end's whole bucket: its keys are ordered by hash, and filtered below.
+                let mut last = latest_bucket(end).to_vec();
+                last.extend_from_slice(&[0xFF; 32]);
+                Box::new(self.snapshot.range(&self.latest, start..=last))
+            }
+        };
+        let stored = scan.map(|guard| guard.into_inner());
+        KeyOrder::new(stored, is_long_latest_key, latest_bucket)
+            .map(|entry| entry.map(|e| (e.carried.unwrap_or_else(|| e.key.to_vec()), e.value)))
+            // Keys stored as themselves are exact against short bounds; long bounds take whole buckets.
+            .filter(move |entry| entry.as_ref().map_or(true, |(key, _)| span.contains(key)))
     }
 
     /// Counts keys whose newest version at or below `rev` is live, reading only the version tag.
     fn count_history(&self, span: &KeySpan, rev: i64) -> Result<i64> {
         let mut count = 0;
-        self.newest_in_history(span, rev, |_, record| {
-            count += i64::from(!Version::is_tombstone_record(record)?);
+        self.newest_in_history(span, rev, |entry| {
+            count += i64::from(!Version::is_tombstone_record(&entry.value)?);
             Ok(true)
         })?;
         Ok(count)
     }
 
     /// Hands `newest` the newest record at or below `rev` of each key in `span` (tombstones included),
-    /// with its `kv` key, in key order, until it returns false. Versions of one key are adjacent and
+    /// with its entry, in key order, until it returns false. Versions of one key are adjacent and
     /// ascending, so one pass remembers the last fitting one; nothing else is decoded.
     fn newest_in_history(
         &self,
         span: &KeySpan,
         rev: i64,
-        mut newest: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+        mut newest: impl FnMut(&OrderedEntry) -> Result<bool>,
     ) -> Result<()> {
-        let mut group: Vec<u8> = Vec::new();
-        let mut candidate: Option<(fjall::Slice, fjall::Slice)> = None;
-        for item in self.history_iter(span) {
-            let (k, v) = item.into_inner()?;
-            let split = k.len().checked_sub(8).ok_or_else(|| Error::Corrupt(format!("history key {k:02x?}")))?;
-            let (prefix, version_rev) = k.split_at(split);
-            if prefix != group.as_slice() {
-                if let Some((key, record)) = candidate.take()
-                    && !newest(&key, &record)?
+        // A long start bound starts the scan at its whole bucket, which may hold a shorter key below it.
+        let filter_short = is_long_history_key(&history_key(&span.start, 0));
+        let mut group: Option<Vec<u8>> = None;
+        let mut group_is_long = false;
+        let mut candidate: Option<OrderedEntry> = None;
+        for entry in self.history_entries(span) {
+            let entry = entry?;
+            let split =
+                entry.key.len().checked_sub(8).ok_or_else(|| Error::Corrupt("history key too short".to_string()))?;
+            let (prefix, version_rev) = entry.key.split_at(split);
+            let (same, in_span) = match &entry.carried {
+                Some(user_key) => (group_is_long && group.as_deref() == Some(user_key), span.contains(user_key)),
+                None => {
+                    let in_span = !filter_short || span.contains(&decode_history_key(&entry.key)?.0);
+                    (!group_is_long && group.as_deref() == Some(prefix), in_span)
+                }
+            };
+            if !in_span {
+                continue;
+            }
+            if !same {
+                if let Some(found) = candidate.take()
+                    && !newest(&found)?
                 {
                     return Ok(());
                 }
-                group = prefix.to_vec();
+                group_is_long = entry.carried.is_some();
+                group = Some(entry.carried.clone().unwrap_or_else(|| prefix.to_vec()));
             }
             if decode_revision(version_rev)? <= rev {
-                candidate = Some((k, v));
+                candidate = Some(entry);
             }
         }
-        if let Some((key, record)) = candidate {
-            newest(&key, &record)?;
+        if let Some(found) = candidate {
+            newest(&found)?;
         }
         Ok(())
     }
 
-    /// Iterates `kv` over every version of the keys in `span`.
-    fn history_iter(&self, span: &KeySpan) -> Box<dyn Iterator<Item = fjall::Guard>> {
-        let start = escaped_key(&span.start);
-        match &span.end {
-            RangeEnd::Single => Box::new(self.snapshot.prefix(&self.kv, start)),
-            RangeEnd::Unbounded => Box::new(self.snapshot.range(&self.kv, start..)),
+    /// Every version of the keys in `span` in `kv`, in key order (a long bound takes its whole
+    /// bucket: filter).
+    fn history_entries(&self, span: &KeySpan) -> KeyOrder<impl Iterator<Item = fjall::Result<(Slice, Slice)>>> {
+        let scan: Box<dyn Iterator<Item = fjall::Guard>> = match &span.end {
+            RangeEnd::Single => Box::new(self.snapshot.prefix(&self.kv, escaped_key(&span.start))),
+            RangeEnd::Unbounded => Box::new(self.snapshot.range(&self.kv, history_lower_bound(&span.start)..)),
             RangeEnd::Before(end) if end.as_slice() <= span.start.as_slice() => Box::new(std::iter::empty()),
-            RangeEnd::Before(end) => Box::new(self.snapshot.range(&self.kv, start..escaped_key(end))),
-        }
+            RangeEnd::Before(end) => {
+                Box::new(self.snapshot.range(&self.kv, history_lower_bound(&span.start)..history_upper_bound(end)))
+            }
+        };
+        KeyOrder::new(scan.map(|guard| guard.into_inner()), is_long_history_key, history_bucket)
     }
 
     fn visit_latest(&self, span: &KeySpan, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
         if span.end == RangeEnd::Single {
-            if let Some(v) = self.snapshot.get(&self.latest, &span.start)? {
+            if let Some(v) = self.latest_get(&span.start)? {
                 visit(&span.start, Version::decode(&v)?);
             }
             return Ok(());
         }
-        for item in self.latest_iter(span)? {
-            let (k, v) = item.into_inner()?;
-            if !visit(&k, Version::decode(&v)?) {
+        for entry in self.latest_entries(span) {
+            let (key, value) = entry?;
+            if !visit(&key, Version::decode(&value)?) {
                 break;
             }
         }
@@ -791,13 +864,15 @@ impl ReadView {
     }
 
     fn visit_history(&self, span: &KeySpan, rev: i64, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
-        self.newest_in_history(span, rev, |k, record| {
-            let version = Version::decode(record)?;
+        self.newest_in_history(span, rev, |entry| {
+            let version = Version::decode(&entry.value)?;
             if version.is_tombstone() {
                 return Ok(true);
             }
-            let (key, _) = decode_history_key(k)?;
-            Ok(visit(&key, version))
+            match &entry.carried {
+                Some(key) => Ok(visit(key, version)),
+                None => Ok(visit(&decode_history_key(&entry.key)?.0, version)),
+            }
         })
     }
 }

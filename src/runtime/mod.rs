@@ -5,6 +5,7 @@
 
 pub mod blocking;
 pub mod hyper_io;
+pub mod panic_policy;
 
 use std::cell::Cell;
 use std::net::SocketAddr;

@@ -171,6 +171,28 @@ impl Server {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Waits (bounded) for the process to exit on its own; `None` if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut().expect("running");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// What the process wrote to stderr; reads to the end, so call it once the process has exited.
+    pub fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(stderr) = self.child.as_mut().and_then(|c| c.stderr.as_mut()) {
+            let _ = std::io::Read::read_to_string(stderr, &mut text);
+        }
+        text
+    }
+
     /// `kill -9`: no chance to clean up.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
