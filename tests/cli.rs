@@ -100,3 +100,36 @@ fn wait_for_dir(dir: &std::path::Path) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Every file and directory under `dir` with group or other permission bits set.
+fn shared_paths(dir: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut shared = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).expect("stat");
+        if meta.permissions().mode() & 0o077 != 0 {
+            shared.push(format!("{} {:o}", path.display(), meta.permissions().mode() & 0o777));
+        }
+        if meta.is_dir() {
+            pending.extend(std::fs::read_dir(&path).expect("read dir").map(|e| e.expect("entry").path()));
+        }
+    }
+    shared
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_dir_and_object_store_files_are_the_owners_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, objects) = (dir.path().join("data"), dir.path().join("objects"));
+    let mut server = Server::start_t4(&data, &["--object-store-dir", objects.to_str().unwrap()]);
+    let mut client = server.client().await;
+    for i in 0..50 {
+        client.put(format!("k{i}"), "secret", None).await.expect("put");
+    }
+    server.stop();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700, "etcd's data dir mode");
+    assert_eq!(shared_paths(&data), Vec::<String>::new(), "files others could read");
+    assert_eq!(shared_paths(&objects), Vec::<String>::new(), "objects others could read");
+}

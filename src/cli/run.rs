@@ -24,6 +24,10 @@ pub fn run(args: RunArgs) -> ExitCode {
     // builds (the `fail` dev-dependency's `failpoints` feature); a no-op in every other build.
     let _fault_points = fail::FailScenario::setup();
 
+    // Everything the node creates (data dir, fjall's files, the lock, a `dir` object store) is the
+    // owner's alone, as etcd's 0700/0600: a store's contents are as sensitive as its API.
+    // SAFETY: umask(2) only sets the process's file-creation mask; it cannot fail.
+    unsafe { libc::umask(0o077) };
     // Register the handlers before starting, so an early signal still shuts down cleanly.
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {
         Ok(signals) => signals,

@@ -143,6 +143,27 @@ fn read_i64(ks: &Keyspace, name: &[u8]) -> Result<Option<i64>> {
     }
 }
 
+/// Mode of a data directory T4 creates (etcd's `PrivateDirMode`): only its owner may enter it.
+const DATA_DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` (and missing parents) with [`DATA_DIR_MODE`]; an existing one that others may enter
+/// is kept as it is, with a warning, as etcd does.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "the data directory may be read by other users; the recommended mode is 700"
+            );
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(_) => std::fs::DirBuilder::new().recursive(true).mode(DATA_DIR_MODE).create(dir),
+    }
+}
+
 /// Refuses a `kv` or `latest` entry whose stored key is too long to be a key stored as itself but
 /// whose record carries no key: what a format 3 build wrote for keys of 65,504 to 65,535 bytes.
 fn check_long_key_layout(keyspace: &str, key: &[u8], value: &[u8]) -> Result<()> {
@@ -177,7 +198,7 @@ impl Store {
     /// Opens (or creates) the database under `data_dir`, taking the directory's lock.
     pub fn open(data_dir: &Path) -> Result<Arc<Store>> {
         let dir_error = |reason: String| Error::DataDir { path: data_dir.to_path_buf(), reason };
-        std::fs::create_dir_all(data_dir).map_err(|e| dir_error(format!("cannot create: {e}")))?;
+        create_private_dir(data_dir).map_err(|e| dir_error(format!("cannot create: {e}")))?;
         let lock = DataDirLock::acquire(data_dir, true, LockRole::Node)?;
         let db = Database::builder(data_dir.join(DB_DIR))
             .max_journaling_size(JOURNAL_BYTES_MAX)
