@@ -48,6 +48,10 @@ pub const WATCH_CATCH_UP_BYTES_MAX: usize = 1024 * 1024;
 pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL_MS: u64 = 10 * 60 * 1000;
 /// How long a graceful shutdown waits for in-flight requests before closing connections.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// Bytes the data directory's file system keeps free for what the storage engine writes on its own:
+/// a journal up to [`JOURNAL_BYTES_MAX`] (128 MiB) plus five memtables flushed to tables (80 MiB),
+/// with room for a compaction's output.
+pub const DEFAULT_DISK_FREE_MIN_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Keys, versions or changed keys a `t4 inspect` command shows unless `--limit` says otherwise.
 pub const DEFAULT_INSPECT_LIMIT: usize = 1000;
@@ -118,6 +122,13 @@ pub struct Config {
     /// Milliseconds a graceful shutdown waits for in-flight requests.
     #[arg(long, env = "T4_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
+
+    /// Bytes the data directory's file system must keep free. A write that grows the store (put, txn
+    /// with a put, lease grant) while less is free is refused with etcd's `database space exceeded`
+    /// and raises the NOSPACE alarm; reads, deletes and compactions go on. Once space is back,
+    /// `etcdctl alarm disarm` lets writes resume.
+    #[arg(long, env = "T4_DISK_FREE_MIN_BYTES", default_value_t = DEFAULT_DISK_FREE_MIN_BYTES)]
+    pub disk_free_min_bytes: u64,
 
     /// Object storage settings (none: the node keeps its data on local disk only).
     #[command(flatten)]
@@ -224,6 +235,7 @@ impl Config {
             groups_in_flight_max: DEFAULT_GROUPS_IN_FLIGHT_MAX,
             spin_before_park_us: DEFAULT_SPIN_BEFORE_PARK_US,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            disk_free_min_bytes: DEFAULT_DISK_FREE_MIN_BYTES,
             watch_progress_notify_interval_ms: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL_MS,
             object_store: ObjectStoreArgs {
                 s3_region: "us-east-1".to_string(),

@@ -62,6 +62,10 @@ pub enum Error {
     /// takes writes again once the store is back.
     #[error("object store unavailable, writes cannot be made durable: {0}")]
     StoreUnavailable(String),
+    /// A write that would grow the store while the disk is (nearly) full or the NOSPACE alarm is
+    /// raised; nothing of it was written.
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
     /// A write was not acknowledged in time (its outcome is unknown: it may still be applied).
     #[error("request timed out")]
     Timeout,
@@ -80,6 +84,11 @@ impl From<fjall::Error> for Error {
     fn from(e: fjall::Error) -> Error {
         Error::Storage(e.to_string())
     }
+}
+
+/// Whether a fjall failure means the disk is full (fjall wraps the I/O error).
+pub fn is_disk_full(e: &fjall::Error) -> bool {
+    matches!(e, fjall::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28))
 }
 
 /// Results of T4 operations.

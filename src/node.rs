@@ -20,7 +20,7 @@ use crate::mvcc::{Store, VersionReader};
 use crate::proto::etcdserverpb as pb;
 use crate::runtime::blocking::BlockingPool;
 use crate::runtime::{Executors, Plan, bind_listeners};
-use crate::sequencer::{Limits, Outcome, Proposal, SUBSCRIBER_GROUPS_MAX, Sequencer};
+use crate::sequencer::{Limits, Outcome, Proposal, SUBSCRIBER_GROUPS_MAX, Sequencer, SpaceGuard};
 use crate::shard::{ShardActor, ShardContext};
 use crate::types::{Event, KeyValue, Lease, LeaseStatus, Txn, TxnResponse, WatchOptions, prefix_end};
 
@@ -94,6 +94,7 @@ impl Node {
             groups_in_flight_max,
             subscribers,
             upload_stage,
+            SpaceGuard { alarms: alarms.clone(), free_min_bytes: config.disk_free_min_bytes },
         )?;
         let (reads, _threads) = BlockingPool::start("read", READ_THREADS)?;
         let (listeners, local_addr) = match config.listen {

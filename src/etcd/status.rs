@@ -23,6 +23,7 @@ pub fn to_status(error: Error) -> Status {
         Error::Closed => (Code::Unavailable, "etcdserver: server stopped"),
         Error::WatchCanceled(_) => (Code::Cancelled, "etcdserver: watch canceled"),
         Error::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
+        Error::NoSpace => (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"),
         Error::StoreUnavailable(_) => {
             return Status::new(Code::Unavailable, format!("etcdserver: {error}"));
         }

@@ -450,8 +450,24 @@ impl Store {
                 batch.insert(&self.meta, meta::UPLOADED_THROUGH, encode_position((last.revision, last.sub)));
             }
         }
-        batch.commit()?;
-        Ok(())
+        batch.commit().map_err(|e| if crate::error::is_disk_full(&e) { Error::NoSpace } else { e.into() })
+    }
+
+    /// Bytes an unprivileged writer may still use on the data directory's file system.
+    pub fn free_bytes(&self) -> Result<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.db_dir.as_os_str().as_bytes())
+            .map_err(|_| Error::Storage("data directory path holds a zero byte".into()))?;
+        // SAFETY: statvfs(3) reads a NUL-terminated path and fills the struct it is given.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+            return Err(Error::Storage(format!(
+                "statvfs {}: {}",
+                self.db_dir.display(),
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
     }
 
     /// Removes versions and log records no read at or above `compact` can reach: for each key, every

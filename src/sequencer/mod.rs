@@ -20,6 +20,7 @@ use eval::{Evaluation, SequencerState};
 use leases::LeaseTable;
 pub use validate::Limits;
 
+use crate::alarms::{Alarm, Alarms};
 use crate::error::{Error, Result};
 use crate::log::LogRecord;
 use crate::mvcc::store::GroupWrite;
@@ -187,7 +188,85 @@ pub struct Sequencer {
     groups_in_flight_max: usize,
     /// Set when a commit failed: the store is unusable and every later write fails.
     failed: Option<String>,
+    /// Refuses writes that grow the store when the disk is (nearly) full.
+    space: SpaceGuard,
     threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What keeps writes from filling the disk: a floor of free bytes, checked before a group that grows
+/// the store is evaluated (so nothing of a refused write reaches object storage or the store), and
+/// the NOSPACE alarm it raises, which refuses such writes until an operator disarms it.
+#[derive(Clone, Debug)]
+pub struct SpaceGuard {
+    pub alarms: Alarms,
+    /// Bytes the data directory's file system keeps free (`--disk-free-min-bytes`).
+    pub free_min_bytes: u64,
+}
+
+impl SpaceGuard {
+    /// Whether writes of `bytes` that grow the store must be refused now; raises NOSPACE when the
+    /// disk is found short.
+    fn refuses(&self, store: &Store, bytes: u64) -> bool {
+        if self.alarms.is_raised(Alarm::NoSpace) {
+            return true;
+        }
+        let free = match store.free_bytes() {
+            Ok(free) => free,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the free space of the data directory");
+                return false;
+            }
+        };
+        if free >= self.free_min_bytes.saturating_add(bytes) {
+            return false;
+        }
+        if self.alarms.raise(Alarm::NoSpace) {
+            tracing::error!(
+                free_bytes = free,
+                floor_bytes = self.free_min_bytes,
+                "NOSPACE alarm raised: the data directory's disk is nearly full; writes that grow the store are \
+                 refused until space is freed and the alarm disarmed (etcdctl alarm disarm)"
+            );
+        }
+        true
+    }
+}
+
+/// Whether a proposal adds data to the store (etcd refuses these while NOSPACE is raised): a put,
+/// a txn with a put in any branch at any depth, a lease grant.
+fn grows_store(proposal: &Proposal) -> bool {
+    use crate::proto::etcdserverpb::request_op::Request;
+    match proposal {
+        Proposal::Put(_) | Proposal::LeaseGrant(_) => true,
+        Proposal::DeleteRange(_) | Proposal::Compact(_) | Proposal::LeaseRevoke(_) => false,
+        Proposal::Txn(txn) => {
+            let mut pending = vec![txn];
+            while let Some(txn) = pending.pop() {
+                for op in txn.success.iter().chain(&txn.failure) {
+                    match &op.request {
+                        Some(Request::RequestPut(_)) => return true,
+                        Some(Request::RequestTxn(nested)) => pending.push(nested),
+                        _ => {}
+                    }
+                }
+            }
+            false
+        }
+    }
+}
+
+/// Bytes a proposal adds at most (its encoded size: keys and values dominate).
+fn proposal_bytes(proposal: &Proposal) -> u64 {
+    use prost::Message as _;
+    let len = match proposal {
+        Proposal::Put(r) => r.encoded_len(),
+        Proposal::DeleteRange(r) => r.encoded_len(),
+        Proposal::Txn(r) => r.encoded_len(),
+        Proposal::Compact(r) => r.encoded_len(),
+        Proposal::LeaseGrant(r) => r.encoded_len(),
+        Proposal::LeaseRevoke(r) => r.encoded_len(),
+    };
+    len as u64
 }
 
 /// A physical compaction for the compactor thread, with a reply to release when it is done.
@@ -229,6 +308,7 @@ impl Sequencer {
         groups_in_flight_max: usize,
         subscribers: Vec<flume::Sender<Arc<CommittedGroup>>>,
         upload: Option<UploadStage>,
+        space: SpaceGuard,
     ) -> Result<(Sequencer, SequencerHandle)> {
         let view = store.read_view()?;
         let current = view.current_revision();
@@ -290,6 +370,7 @@ impl Sequencer {
         let uploaded = outage.is_some();
         let (committed_tx, committed) = flume::unbounded();
         let commit_store = store.clone();
+        let commit_alarms = space.alarms.clone();
         let committer_thread = std::thread::Builder::new()
             .name("t4-committer".into())
             .spawn(move || {
@@ -301,7 +382,7 @@ impl Sequencer {
                     {
                         jobs.push(job);
                     }
-                    for report in commit(&commit_store, jobs, uploaded, &compactor, &subscribers) {
+                    for report in commit(&commit_store, jobs, uploaded, &compactor, &subscribers, &commit_alarms) {
                         if committed_tx.send(report).is_err() {
                             return;
                         }
@@ -321,6 +402,7 @@ impl Sequencer {
             group_proposals_max: group_proposals_max.max(1),
             groups_in_flight_max: groups_in_flight_max.max(1),
             failed: None,
+            space,
             threads: vec![committer_thread, compactor_thread],
         };
         Ok((sequencer, SequencerHandle { mailbox: mailbox_tx, limits }))
@@ -400,6 +482,18 @@ impl Sequencer {
                     break;
                 }
                 Err(_) => break,
+            }
+        }
+        let growing: u64 = proposals.iter().filter(|(p, _)| grows_store(p)).map(|(p, _)| proposal_bytes(p)).sum();
+        if growing > 0 && self.space.refuses(&self.store, growing) {
+            // Refused before evaluation: nothing of them is written anywhere; the rest go on.
+            let (refused, rest): (Vec<_>, Vec<_>) = proposals.into_iter().partition(|(p, _)| grows_store(p));
+            for (_, reply) in refused {
+                let _ = reply.send(Err(Error::NoSpace));
+            }
+            proposals = rest;
+            if proposals.is_empty() {
+                return stop;
             }
         }
         if let Some(reason) = &self.failed {
@@ -510,6 +604,7 @@ fn commit(
     uploaded: bool,
     compactor: &flume::Sender<CompactJob>,
     subscribers: &[flume::Sender<Arc<CommittedGroup>>],
+    alarms: &Alarms,
 ) -> Vec<Committed> {
     let mut write = GroupWrite { uploaded, ..Default::default() };
     let mut counts = Vec::with_capacity(jobs.len());
@@ -521,12 +616,17 @@ fn commit(
         parts.push((job_write.current_revision, prevs, replies, compaction));
     }
     if let Err(e) = store.commit(&write) {
-        let reason = e.to_string();
+        if matches!(e, Error::NoSpace) && alarms.raise(Alarm::NoSpace) {
+            tracing::error!("NOSPACE alarm raised: the disk filled up during a commit");
+        }
+        let reason = format!("the database failed a write and takes no more until the node restarts ({e})");
+        // The batch may be in the journal all the same (a failed sync, or a sync upload that stored
+        // it): its outcome is unknown, as etcd's "request timed out" says, never a definite failure.
         return parts
             .into_iter()
             .map(|(_, _, replies, _)| {
                 for (reply, _) in replies {
-                    let _ = reply.send(Err(Error::Storage(reason.clone())));
+                    let _ = reply.send(Err(Error::Timeout));
                 }
                 Err(reason.clone())
             })
