@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, wait_for_checkpoint};
 use t4::proto::etcdserverpb::kv_client::KvClient;
 use t4::proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest};
 use t4::proto::mvccpb::KeyValue;
@@ -91,22 +91,6 @@ fn object_files(root: &Path, under: &str) -> Vec<PathBuf> {
     walk(&root.join(under), &mut files);
     files.sort();
     files
-}
-
-/// Waits (bounded) until object storage holds a checkpoint at or above `revision`.
-fn wait_for_checkpoint(objects: &Path, revision: i64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let latest = std::fs::read(objects.join("manifest/latest%")).ok();
-        let at = latest
-            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-            .and_then(|doc| doc["revision"].as_i64());
-        if at.is_some_and(|at| at >= revision) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no checkpoint at revision {revision} after 30 s (latest: {at:?})");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, wait_for_checkpoint};
 use etcd_client::{Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
 
 /// A key of `len` bytes: `prefix`, then `fill` up to `len - 1`, then `last`.
@@ -165,22 +165,6 @@ async fn long_keys_are_restored_from_object_storage_by_wal_and_by_checkpoint() {
     assert_eq!(state(&mut server.client().await).await, before);
     server.stop();
     inspect_shows_long_keys(&data, &before.1);
-}
-
-/// Waits (bounded) until object storage holds a checkpoint at or above `revision`.
-fn wait_for_checkpoint(objects: &Path, revision: i64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let latest = std::fs::read(objects.join("manifest/latest%")).ok();
-        let at = latest
-            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-            .and_then(|doc| doc["revision"].as_i64());
-        if at.is_some_and(|at| at >= revision) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no checkpoint at revision {revision} after 30 s (latest: {at:?})");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn inspect_shows_long_keys(data: &Path, live: &[(Vec<u8>, Vec<u8>, i64, i64)]) {

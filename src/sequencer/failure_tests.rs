@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{Limits, Outcome, Proposal, Sequencer, SequencerHandle, SpaceGuard};
-use crate::alarms::Alarms;
+use crate::alarms::{Alarm, Alarms};
 use crate::error::Error;
 use crate::mvcc::{Store, VersionReader};
 use crate::proto::etcdserverpb::PutRequest;
@@ -20,35 +20,47 @@ async fn revision_of(handle: &SequencerHandle, key: &str) -> crate::Result<i64> 
     }
 }
 
-#[test]
-fn a_failed_commit_is_never_acknowledged_and_fences_later_writes() {
+/// Runs a sequencer over `store` with `space` on a glommio executor and `body` against its handle,
+/// then stops it. Holds the fault-point lock throughout: fault points are process-wide.
+fn with_sequencer<F, Fut>(store: &Arc<Store>, space: SpaceGuard, body: F)
+where
+    F: FnOnce(SequencerHandle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = SequencerHandle> + 'static,
+{
     let scenario = fail::FailScenario::setup();
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<Store> = Store::open(dir.path()).unwrap();
     let limits = Limits { max_request_bytes: 1 << 20, max_txn_ops: 128 };
-    let space = SpaceGuard { alarms: Alarms::default(), free_min_bytes: 0 };
     let (sequencer, handle) = Sequencer::new(store.clone(), limits, 16, 2, Vec::new(), None, space).unwrap();
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
             let actor = glommio::spawn_local(sequencer.run());
-            assert_eq!(revision_of(&handle, "before").await.unwrap(), 2);
-            fail::cfg("store-commit", "return").unwrap();
-            let failed = revision_of(&handle, "failed").await;
-            assert!(matches!(failed, Err(Error::Timeout)), "a failed commit's outcome is unknown: {failed:?}");
-            fail::remove("store-commit");
-            let later = revision_of(&handle, "after").await;
-            assert!(matches!(later, Err(Error::Storage(_))), "a failed store refuses later writes: {later:?}");
-            handle.stop().await;
+            body(handle).await.stop().await;
             actor.await;
         })
         .unwrap()
         .join()
         .unwrap();
+    scenario.teardown();
+}
+
+#[test]
+fn a_failed_commit_is_never_acknowledged_and_fences_later_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<Store> = Store::open(dir.path()).unwrap();
+    let space = SpaceGuard { alarms: Alarms::default(), free_min_bytes: 0 };
+    with_sequencer(&store, space, |handle| async move {
+        assert_eq!(revision_of(&handle, "before").await.unwrap(), 2);
+        fail::cfg("store-commit", "return").unwrap();
+        let failed = revision_of(&handle, "failed").await;
+        assert!(matches!(failed, Err(Error::Timeout)), "a failed commit's outcome is unknown: {failed:?}");
+        fail::remove("store-commit");
+        let later = revision_of(&handle, "after").await;
+        assert!(matches!(later, Err(Error::Storage(_))), "a failed store refuses later writes: {later:?}");
+        handle
+    });
     let view = store.read_view().unwrap();
     assert_eq!(view.current_revision(), 2, "nothing after the failure was committed");
     assert!(view.get(b"before").unwrap().is_some());
     assert!(view.get(b"failed").unwrap().is_none() && view.get(b"after").unwrap().is_none());
-    scenario.teardown();
 }
 
 fn delete(key: &str) -> Proposal {
@@ -57,61 +69,36 @@ fn delete(key: &str) -> Proposal {
 
 #[test]
 fn writes_that_grow_the_store_are_refused_below_the_free_space_floor_and_raise_nospace() {
-    use crate::alarms::Alarm;
-    // Serialises with the tests that inject commit failures (fault points are process-wide).
-    let scenario = fail::FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<Store> = Store::open(dir.path()).unwrap();
-    let limits = Limits { max_request_bytes: 1 << 20, max_txn_ops: 128 };
     let alarms = Alarms::default();
     // No file system has this much free: every growing write finds the disk short.
     let space = SpaceGuard { alarms: alarms.clone(), free_min_bytes: u64::MAX };
-    let (sequencer, handle) = Sequencer::new(store.clone(), limits, 16, 2, Vec::new(), None, space).unwrap();
-    let seen = alarms.clone();
-    glommio::LocalExecutorBuilder::default()
-        .spawn(move || async move {
-            let actor = glommio::spawn_local(sequencer.run());
-            let refused = revision_of(&handle, "k").await;
-            assert!(matches!(refused, Err(Error::NoSpace)), "{refused:?}");
-            assert!(seen.is_raised(Alarm::NoSpace));
-            // A delete does not grow the store: it goes on (and takes the next revision).
-            let deleted = handle.propose(delete("k")).await.expect("delete under NOSPACE");
-            assert!(matches!(deleted, Outcome::DeleteRange(_)));
-            handle.stop().await;
-            actor.await;
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+    with_sequencer(&store, space, |handle| async move {
+        let refused = revision_of(&handle, "k").await;
+        assert!(matches!(refused, Err(Error::NoSpace)), "{refused:?}");
+        assert!(alarms.is_raised(Alarm::NoSpace));
+        // A delete does not grow the store: it goes on (and takes the next revision).
+        let deleted = handle.propose(delete("k")).await.expect("delete under NOSPACE");
+        assert!(matches!(deleted, Outcome::DeleteRange(_)));
+        handle
+    });
     let view = store.read_view().unwrap();
     assert!(view.get(b"k").unwrap().is_none(), "nothing of the refused put was written");
-    scenario.teardown();
 }
 
 #[test]
 fn a_raised_nospace_alarm_refuses_growing_writes_until_it_is_disarmed() {
-    use crate::alarms::Alarm;
-    // Serialises with the tests that inject commit failures (fault points are process-wide).
-    let scenario = fail::FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<Store> = Store::open(dir.path()).unwrap();
-    let limits = Limits { max_request_bytes: 1 << 20, max_txn_ops: 128 };
     let alarms = Alarms::default();
     let space = SpaceGuard { alarms: alarms.clone(), free_min_bytes: 0 };
-    let (sequencer, handle) = Sequencer::new(store.clone(), limits, 16, 2, Vec::new(), None, space).unwrap();
-    glommio::LocalExecutorBuilder::default()
-        .spawn(move || async move {
-            let actor = glommio::spawn_local(sequencer.run());
-            assert_eq!(revision_of(&handle, "a").await.unwrap(), 2);
-            alarms.raise(Alarm::NoSpace);
-            assert!(matches!(revision_of(&handle, "b").await, Err(Error::NoSpace)));
-            alarms.disarm(Alarm::NoSpace);
-            assert_eq!(revision_of(&handle, "c").await.unwrap(), 3, "the refused write took no revision");
-            handle.stop().await;
-            actor.await;
-        })
-        .unwrap()
-        .join()
-        .unwrap();
-    scenario.teardown();
+    with_sequencer(&store, space, |handle| async move {
+        assert_eq!(revision_of(&handle, "a").await.unwrap(), 2);
+        alarms.raise(Alarm::NoSpace);
+        assert!(matches!(revision_of(&handle, "b").await, Err(Error::NoSpace)));
+        alarms.disarm(Alarm::NoSpace);
+        assert_eq!(revision_of(&handle, "c").await.unwrap(), 3, "the refused write took no revision");
+        handle
+    });
 }

@@ -246,6 +246,22 @@ impl Server {
     }
 }
 
+/// Waits (bounded) until object storage holds a checkpoint at or above `revision`.
+pub fn wait_for_checkpoint(objects: &Path, revision: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let latest = std::fs::read(objects.join("manifest/latest%")).ok();
+        let at = latest
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|doc| doc["revision"].as_i64());
+        if at.is_some_and(|at| at >= revision) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint at revision {revision} after 30 s (latest: {at:?})");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A gRPC channel to `endpoint` (`host:port`).
 pub async fn channel(endpoint: &str) -> Result<Channel, tonic::transport::Error> {
     Channel::from_shared(format!("http://{endpoint}")).expect("valid uri").connect().await
