@@ -3,7 +3,8 @@
 #
 # On a fresh Debian machine it installs what the tests need, then runs the whole workspace's
 # tests; on a machine that has them it only checks and goes straight to cargo:
-#   - Debian: protobuf-compiler and libprotobuf-dev (protoc and its well-known types), etcd-server (the reference etcd 3.4 the tests compare
+#   - Debian: protobuf-compiler and libprotobuf-dev (protoc and its well-known types), ca-certificates,
+#     gcc, e2fsprogs (the disk-full test's file system), etcd-server (the reference etcd 3.4 the tests compare
 #     against) and etcd-client (etcdctl)
 #   - a Python venv at .venv with moto[server] (an S3 stand-in for object-storage tests)
 # Extra arguments go to `cargo test --workspace`, e.g. `scripts/test.sh -- --nocapture`.
@@ -73,6 +74,9 @@ etcd --version >/dev/null 2>&1 || missing+=(etcd-server)
 etcdctl version >/dev/null 2>&1 || missing+=(etcd-client)
 c_toolchain || missing+=(gcc libc6-dev)
 venv_runs "$VENV" || python_venv || missing+=(python3 python3-venv)
+# cargo downloads crates over https, and the S3 store's client loads the system's CA roots at start
+# (it refuses to start without any, even for an http:// endpoint such as moto).
+[ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 # The disk-full test formats a small file system; the restore and inspect tests need none of these.
 command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
 command -v flock >/dev/null || missing+=(util-linux)
