@@ -204,6 +204,27 @@ mod tests {
     }
 
     #[test]
+    fn a_record_that_cannot_be_applied_stops_the_replay_with_an_error_naming_its_object() {
+        use crate::object::MemStore;
+        // Fault points are process-wide: take turns with the other tests that set them.
+        let scenario = fail::FailScenario::setup();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let local = Store::open(dir.path()).unwrap();
+        let objects: Arc<dyn ObjectStore> = Arc::new(MemStore::new());
+        let put = LogEvent::Put { key: b"k".to_vec(), value: b"v".to_vec(), create_revision: 2, version: 1, lease: 0 };
+        let record = LogRecord { revision: 2, sub: 0, events: vec![put] };
+        runtime.block_on(objects.put(&wal_key(1, 2, 0), record.encode())).unwrap();
+        fail::cfg("store-commit", "return").unwrap();
+        let outcome = runtime.block_on(replay(&objects, &local, (1, 0)));
+        fail::remove("store-commit");
+        let error = outcome.expect_err("the apply fails").to_string();
+        assert!(error.contains(&wal_key(1, 2, 0)), "the error names the object: {error}");
+        assert_eq!(local.current_revision().unwrap(), 1, "nothing applied");
+        scenario.teardown();
+    }
+
+    #[test]
     fn objects_that_do_not_decode_are_named() {
         let record = LogRecord { revision: 2, sub: 0, events: vec![] };
         let mut bytes = record.encode();
