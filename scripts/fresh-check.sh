@@ -51,6 +51,15 @@ bind /dev/pts "$CHROOT/dev/pts"
 bind "$RUSTUP_HOME_HOST" "$CHROOT/opt/rustup" ro
 bind "$CARGO_BIN_HOST" "$CHROOT/opt/cargo-bin" ro
 cp /etc/resolv.conf "$CHROOT/etc/resolv.conf"
+# The host's own CA certificates (an egress proxy's, say) belong to the network, not to the project:
+# the chroot trusts them too, or no https download could succeed behind such a proxy.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    mkdir -p "$CHROOT/usr/local/share/ca-certificates"
+    cp /usr/local/share/ca-certificates/*.crt "$CHROOT/usr/local/share/ca-certificates/"
+    if [ -x "$CHROOT/usr/sbin/update-ca-certificates" ]; then
+        chroot "$CHROOT" /usr/sbin/update-ca-certificates >/dev/null
+    fi
+fi
 
 rm -rf "$CHROOT/src/t4"
 mkdir -p "$CHROOT/src"
