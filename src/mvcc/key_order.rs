@@ -23,6 +23,13 @@ pub struct OrderedEntry {
     pub value: Slice,
 }
 
+impl OrderedEntry {
+    /// The user key of a `latest` entry: its stored key, or the one it carries.
+    pub fn latest_user_key(&self) -> &[u8] {
+        self.carried.as_deref().unwrap_or(&self.key)
+    }
+}
+
 /// Puts a keyspace scan in user-key order (see the module doc).
 pub struct KeyOrder<I: Iterator<Item = fjall::Result<(Slice, Slice)>>> {
     inner: Peekable<I>,

@@ -790,7 +790,7 @@ impl ReadView {
     }
 
     /// The live keys of a multi-key `span` with their `latest` records, in key order.
-    fn latest_entries<'a>(&'a self, span: &'a KeySpan) -> impl Iterator<Item = Result<(Vec<u8>, Slice)>> + 'a {
+    fn latest_entries<'a>(&'a self, span: &'a KeySpan) -> impl Iterator<Item = Result<OrderedEntry>> + 'a {
         let start = latest_bucket(&span.start).to_vec();
         let scan: Box<dyn Iterator<Item = fjall::Guard>> = match &span.end {
             RangeEnd::Unbounded | RangeEnd::Single => Box::new(self.snapshot.range(&self.latest, start..)),
@@ -807,9 +807,8 @@ impl ReadView {
         };
         let stored = scan.map(|guard| guard.into_inner());
         KeyOrder::new(stored, is_long_latest_key, latest_bucket)
-            .map(|entry| entry.map(|e| (e.carried.unwrap_or_else(|| e.key.to_vec()), e.value)))
             // Keys stored as themselves are exact against short bounds; long bounds take whole buckets.
-            .filter(move |entry| entry.as_ref().map_or(true, |(key, _)| span.contains(key)))
+            .filter(move |entry| entry.as_ref().map_or(true, |e| span.contains(e.latest_user_key())))
     }
 
     /// Counts keys whose newest version at or below `rev` is live, reading only the version tag.
@@ -892,8 +891,8 @@ impl ReadView {
             return Ok(());
         }
         for entry in self.latest_entries(span) {
-            let (key, value) = entry?;
-            if !visit(&key, Version::decode(&value)?) {
+            let entry = entry?;
+            if !visit(entry.latest_user_key(), Version::decode(&entry.value)?) {
                 break;
             }
         }
