@@ -196,11 +196,14 @@ pub struct ObjectStoreArgs {
     #[arg(long, env = "T4_WAL_SEGMENT_AGE_MS", default_value_t = DEFAULT_WAL_SEGMENT_AGE_MS)]
     pub wal_segment_age_ms: u64,
 
-    /// Minutes between checkpoints (0: none by time).
+    /// Minutes a write may go without a checkpoint covering it (0: none by time). Counted from the
+    /// newest checkpoint in object storage, so restarts do not reset it.
     #[arg(long, env = "T4_CHECKPOINT_INTERVAL", default_value_t = DEFAULT_CHECKPOINT_INTERVAL_MIN)]
     pub checkpoint_interval: u64,
 
-    /// Also checkpoint after this many log records (0: not by count).
+    /// Also checkpoint once this many revisions, or WAL objects, are newer than the newest checkpoint
+    /// in object storage (0: not by count): bounds what a disk-loss restore replays. Counted from
+    /// the store, so restarts do not reset it.
     #[arg(long, env = "T4_CHECKPOINT_ENTRIES", default_value_t = 0)]
     pub checkpoint_entries: u64,
 
