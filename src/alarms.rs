@@ -61,7 +61,7 @@ pub struct Alarms {
     state: Arc<Mutex<State>>,
 }
 
-// `is_raised` and `set_error` serve the disk-full path and the async uploader (issue 13, in progress).
+// `is_raised` serves the disk-full path (issue 13, in progress).
 #[allow(dead_code)]
 impl Alarms {
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {

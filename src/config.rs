@@ -49,6 +49,11 @@ pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL_MS: u64 = 10 * 60 * 1000;
 /// How long a graceful shutdown waits for in-flight requests before closing connections.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
+/// Least time between two log lines of one failing background task (a WAL upload, a checkpoint, GC)
+/// that keeps retrying: the failure stays visible in the log without flooding it; `Status.errors`
+/// shows it meanwhile.
+pub const FAILURE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Keys, versions or changed keys a `t4 inspect` command shows unless `--limit` says otherwise.
 pub const DEFAULT_INSPECT_LIMIT: usize = 1000;
 /// How long `t4 status` waits for a node's answers, in milliseconds.
@@ -184,7 +189,9 @@ pub struct ObjectStoreArgs {
     pub wal_upload_interval_ms: u64,
 
     /// Milliseconds a write waits for object storage before failing with "request timed out"; an
-    /// outage longer than this makes the node refuse writes until the store is back.
+    /// outage longer than this makes the node refuse writes until the store is back (with async
+    /// upload, which goes on acknowledging writes, and for checkpoints, it is reported in
+    /// `Status.errors` instead).
     #[arg(long, env = "T4_WAL_UPLOAD_TIMEOUT_MS", default_value_t = DEFAULT_WAL_UPLOAD_TIMEOUT_MS)]
     pub wal_upload_timeout_ms: u64,
 

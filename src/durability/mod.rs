@@ -1,6 +1,7 @@
 //! Durability in object storage. Pure parts: the names of objects and the JSON documents that index
-//! them (`layout`), the content-defined table objects a checkpoint is cut into (`table`) and when a
-//! checkpoint is due (`schedule`). Actors and procedures: the uploader (`uploader`), WAL replay (`replay`), checkpoints, restore and GC
+//! them (`layout`), the content-defined table objects a checkpoint is cut into (`table`), when a
+//! checkpoint is due (`schedule`) and how loudly a failure is reported (`health`). Actors and
+//! procedures: the uploader (`uploader`), WAL replay (`replay`), checkpoints, restore and GC
 //! (`checkpoint`), all driven by [`Durability`] on one small tokio runtime of their own (the object
 //! store's calls are async; the S3 client needs tokio).
 //!
@@ -10,6 +11,7 @@
 //! against the name it asked for.
 
 pub mod checkpoint;
+mod health;
 pub mod layout;
 mod progress;
 pub mod replay;
@@ -22,10 +24,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use health::Health;
 use layout::{CHECKPOINT_PREFIX, WAL_PREFIX, parse_checkpoint_key, parse_wal_key};
 use schedule::{CheckpointSchedule, NewestCheckpoint};
 use uploader::{Outage, UploadStats, UploaderConfig};
 
+use crate::alarms::Alarms;
 use crate::config::ObjectStoreArgs;
 use crate::error::{Error, Result};
 use crate::log::LogRecord;
@@ -129,6 +133,8 @@ pub struct Durability {
     term: u64,
     stats: Arc<UploadStats>,
     checkpointer: Checkpointer,
+    /// Where failing uploads, checkpoints and GC are reported (`Status.errors`).
+    alarms: Alarms,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     started: Instant,
 }
@@ -137,6 +143,10 @@ pub struct Durability {
 /// and the start's) with their GC.
 struct Checkpointing {
     schedule: CheckpointSchedule,
+    /// Checkpoints that keep failing (the loop's: one asked for fails to its caller).
+    health: Health,
+    /// GC that fails (it runs again after the next checkpoint).
+    gc: Health,
 }
 
 /// What writing a checkpoint needs; cheap to clone into a task.
@@ -170,7 +180,13 @@ impl Durability {
     /// store is restored from the newest usable checkpoint, then the WAL objects after the local
     /// position are replayed; a store left behind the newest checkpoint (its WAL collected) is
     /// restored anew. Then the node takes a new term and uploads local records the store lacks.
-    pub fn open(store: Arc<dyn ObjectStore>, settings: Settings, data_dir: &Path) -> Result<(Durability, Arc<Store>)> {
+    /// Failures of its background tasks are reported to `alarms`.
+    pub fn open(
+        store: Arc<dyn ObjectStore>,
+        settings: Settings,
+        data_dir: &Path,
+        alarms: Alarms,
+    ) -> Result<(Durability, Arc<Store>)> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(RUNTIME_THREADS)
             .thread_name("t4-durability")
@@ -182,7 +198,12 @@ impl Durability {
         local.keep_unuploaded_log();
         let schedule = runtime.block_on(schedule_from_store(&store, &local, &settings, &wal_keys))?;
         let stats = Arc::new(UploadStats::default());
-        let checkpointing = Checkpointing { schedule };
+        // A checkpoint may keep failing as long as a WAL upload may before it is reported.
+        let checkpointing = Checkpointing {
+            schedule,
+            health: Health::new(alarms.clone(), health::CHECKPOINTS, settings.wait_max),
+            gc: Health::new(alarms.clone(), health::GC, Duration::ZERO),
+        };
         let checkpointer = Checkpointer {
             store: store.clone(),
             local: local.clone(),
@@ -199,6 +220,7 @@ impl Durability {
             term,
             stats,
             checkpointer,
+            alarms,
             tasks: Vec::new(),
             started: Instant::now(),
         };
@@ -361,19 +383,43 @@ impl Durability {
                     shutdown: shutdown.clone(),
                 },
                 self.stats.clone(),
+                self.alarms.clone(),
             );
-            self.tasks.push(self.runtime.spawn(task));
+            self.spawn_watched(health::WAL_UPLOADS, task);
             (Some(UploadStage { to_uploader, from_uploader, outage, outage_raised }), None)
         } else {
             let (tx, groups) = flume::bounded(SUBSCRIBER_GROUPS_MAX);
-            let task = uploader::run_async(self.store.clone(), self.local.clone(), config, groups, self.stats.clone());
-            self.tasks.push(self.runtime.spawn(task));
+            let task = uploader::run_async(
+                self.store.clone(),
+                self.local.clone(),
+                config,
+                groups,
+                self.stats.clone(),
+                self.alarms.clone(),
+            );
+            self.spawn_watched(health::WAL_UPLOADS, task);
             (None, Some(tx))
         };
         if self.settings.checkpoint_interval.is_some() || self.settings.checkpoint_entries.is_some() {
-            self.tasks.push(self.runtime.spawn(checkpoint_loop(self.checkpointer.clone(), shutdown)));
+            self.spawn_watched(health::CHECKPOINTS, checkpoint_loop(self.checkpointer.clone(), shutdown));
         }
         (stage, subscription)
+    }
+
+    /// Spawns a background task whose early end is reported loudly: a task that panicked no longer
+    /// does its work while the node goes on serving.
+    fn spawn_watched(&mut self, source: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        let alarms = self.alarms.clone();
+        let task = self.runtime.spawn(task);
+        self.tasks.push(self.runtime.spawn(async move {
+            if let Err(e) = task.await
+                && e.is_panic()
+            {
+                let error = format!("its task stopped ({e}); restart the node");
+                tracing::error!(source, "{error}");
+                alarms.set_error(source, Some(error));
+            }
+        }));
     }
 
     /// Writes a checkpoint now (then collects garbage); `None` if the newest one is current.
@@ -455,6 +501,7 @@ impl Checkpointer {
             // The newest checkpoint covers `revision` already.
             None => checkpointing.schedule.checkpointed(revision, SystemTime::now(), current, uploads),
         }
+        checkpointing.health.succeeded();
         Ok(written)
     }
 
@@ -462,10 +509,13 @@ impl Checkpointer {
     async fn checkpoint_and_collect(&self) -> Result<Option<checkpoint::Written>> {
         let mut checkpointing = self.shared.lock().await;
         let written = self.checkpoint(&mut checkpointing).await?;
-        if written.is_some()
-            && let Err(e) = checkpoint::collect(&self.store).await
-        {
-            tracing::warn!(error = %e, "object storage GC failed; it runs again after the next checkpoint");
+        if written.is_some() {
+            match checkpoint::collect(&self.store).await {
+                Ok(_) => checkpointing.gc.succeeded(),
+                Err(e) => checkpointing
+                    .gc
+                    .failed_for_good(&format!("GC failed: {e}; it runs again after the next checkpoint")),
+            }
         }
         Ok(written)
     }
@@ -480,7 +530,7 @@ async fn checkpoint_loop(checkpointer: Checkpointer, mut shutdown: tokio::sync::
             match checkpointer.local.current_revision() {
                 Ok(revision) => checkpointing.schedule.due(revision, checkpointer.uploads(), SystemTime::now()),
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot read the store's revision to schedule checkpoints");
+                    checkpointing.health.failed(&format!("cannot read the store's revision: {e}"));
                     None
                 }
             }
@@ -490,7 +540,7 @@ async fn checkpoint_loop(checkpointer: Checkpointer, mut shutdown: tokio::sync::
             if let Err(e) = checkpointer.checkpoint_and_collect().await {
                 let mut checkpointing = checkpointer.shared.lock().await;
                 checkpointing.schedule.failed(SystemTime::now());
-                tracing::error!(error = %e, "checkpoint failed; retrying later");
+                checkpointing.health.failed(&format!("checkpoint failed: {e}"));
             }
         }
         tokio::select! {
