@@ -6,15 +6,25 @@
 # and times a restart until it serves; then checks the key count and revision. Three variants: the WAL
 # only; a checkpoint taken after 90% of the writes (checkpoint + the WAL after it); and a node that
 # wrote every key without a store and is then given one (its start uploads the local tail, timed too).
+# A fourth, `restarts`: the same writes spread over RESTORE_RESTARTS runs of the node (stopped
+# gracefully between them) with --checkpoint-entries at twice one run's writes, so no single run
+# reaches it: restore work then depends on the schedule counting from what the store holds.
 # Each line also gives the peak RSS of the starting node (VmHWM once it serves).
 #   RESTORE_KEYS      keys to write; default 100000
 #   RESTORE_VAL_SIZE  value bytes; default 256
+#   RESTORE_CLIENTS   concurrent writers (fewer: fewer revisions per WAL object); default 64
+#   RESTORE_RESTARTS  runs of the `restarts` variant; default 20
+#   RESTORE_VARIANTS  which variants to run; default "wal checkpoint tail restarts"
+#   T4_BIN            the t4 binary to measure; default the release build of this tree
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 KEYS="${RESTORE_KEYS:-100000}"
 VAL_SIZE="${RESTORE_VAL_SIZE:-256}"
+CLIENTS="${RESTORE_CLIENTS:-64}"
+RESTARTS="${RESTORE_RESTARTS:-20}"
+VARIANTS="${RESTORE_VARIANTS:-wal checkpoint tail restarts}"
 STARTUP_SECS=120
 
 step() { printf '==> %s\n' "$*" >&2; }
@@ -39,7 +49,7 @@ trap cleanup EXIT
 step "building release binaries"
 cargo build --release -q -p t4 -p t4-loadtest
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-T4_BIN="$TARGET_DIR/release/t4"
+T4_BIN="${T4_BIN:-$TARGET_DIR/release/t4}"
 
 step "starting moto"
 start_moto t4-restore "$TMP"
@@ -80,15 +90,29 @@ state() {
     echo "$count $revision"
 }
 
-for variant in wal checkpoint tail; do
+write_keys() { # count
+    "$TARGET_DIR/release/t4-loadtest" --endpoints "$T4_EP" --workload par-put --clients "$CLIENTS" --total "$1" \
+        --warmup-ops 0 --prefix /restore/ --val-size "$VAL_SIZE" --output jsonl >/dev/null 2>"$TMP/loadtest.err" ||
+        die "loadtest: $(tail -n 5 "$TMP/loadtest.err")"
+}
+
+for variant in $VARIANTS; do
     rm -rf "$TMP/t4-data"
     extra=()
     [ "$variant" = checkpoint ] && extra=(--checkpoint-entries $((KEYS * 9 / 10)))
+    [ "$variant" = restarts ] && extra=(--checkpoint-entries $((KEYS / RESTARTS * 2)))
     if [ "$variant" = tail ]; then start_node -; else start_node "$variant" "${extra[@]}"; fi
-    step "$variant: writing $KEYS keys"
-    "$TARGET_DIR/release/t4-loadtest" --endpoints "$T4_EP" --workload par-put --clients 64 --total "$KEYS" --warmup-ops 0 \
-        --prefix /restore/ --val-size "$VAL_SIZE" --output jsonl >/dev/null 2>"$TMP/loadtest.err" ||
-        die "loadtest: $(tail -n 5 "$TMP/loadtest.err")"
+    if [ "$variant" = restarts ]; then
+        step "$variant: writing $KEYS keys over $RESTARTS runs"
+        for run in $(seq "$RESTARTS"); do
+            [ "$run" = 1 ] || start_node "$variant" "${extra[@]}"
+            write_keys $((KEYS / RESTARTS))
+            [ "$run" = "$RESTARTS" ] || stop_t4 TERM
+        done
+    else
+        step "$variant: writing $KEYS keys"
+        write_keys "$KEYS"
+    fi
     sleep 2 # let a checkpoint triggered by the last writes finish
     read -r keys revision < <(state)
     if [ "$variant" = tail ]; then

@@ -4,7 +4,7 @@
 # On a fresh Debian machine it installs what the tests need, then runs the whole workspace's
 # tests; on a machine that has them it only checks and goes straight to cargo:
 #   - Debian: protobuf-compiler and libprotobuf-dev (protoc and its well-known types), ca-certificates,
-#     gcc, e2fsprogs (the disk-full test's file system), etcd-server (the reference etcd 3.4 the tests compare
+#     gcc, git (glommio's build script runs it), e2fsprogs (the disk-full test's file system), etcd-server (the reference etcd 3.4 the tests compare
 #     against) and etcd-client (etcdctl)
 #   - a Python venv at .venv with moto[server] (an S3 stand-in for object-storage tests)
 # Extra arguments go to `cargo test --workspace`, e.g. `scripts/test.sh -- --nocapture`.
@@ -73,6 +73,8 @@ protoc_with_includes || missing+=(protobuf-compiler libprotobuf-dev)
 etcd --version >/dev/null 2>&1 || missing+=(etcd-server)
 etcdctl version >/dev/null 2>&1 || missing+=(etcd-client)
 c_toolchain || missing+=(gcc libc6-dev)
+# glommio's build script runs `git submodule update` (and fails if there is no git to run).
+git --version >/dev/null 2>&1 || missing+=(git)
 venv_runs "$VENV" || python_venv || missing+=(python3 python3-venv)
 # cargo downloads crates over https, and the S3 store's client loads the system's CA roots at start
 # (it refuses to start without any, even for an http:// endpoint such as moto).

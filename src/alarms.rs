@@ -61,8 +61,6 @@ pub struct Alarms {
     state: Arc<Mutex<State>>,
 }
 
-// `set_error` serves the async uploader (issue 13, in progress).
-#[allow(dead_code)]
 impl Alarms {
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))

@@ -53,6 +53,11 @@ pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 /// with room for a compaction's output.
 pub const DEFAULT_DISK_FREE_MIN_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Least time between two log lines of one failing background task (a WAL upload, a checkpoint, GC)
+/// that keeps retrying: the failure stays visible in the log without flooding it; `Status.errors`
+/// shows it meanwhile.
+pub const FAILURE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Keys, versions or changed keys a `t4 inspect` command shows unless `--limit` says otherwise.
 pub const DEFAULT_INSPECT_LIMIT: usize = 1000;
 /// How long `t4 status` waits for a node's answers, in milliseconds.
@@ -195,7 +200,9 @@ pub struct ObjectStoreArgs {
     pub wal_upload_interval_ms: u64,
 
     /// Milliseconds a write waits for object storage before failing with "request timed out"; an
-    /// outage longer than this makes the node refuse writes until the store is back.
+    /// outage longer than this makes the node refuse writes until the store is back (with async
+    /// upload, which goes on acknowledging writes, and for checkpoints, it is reported in
+    /// `Status.errors` instead).
     #[arg(long, env = "T4_WAL_UPLOAD_TIMEOUT_MS", default_value_t = DEFAULT_WAL_UPLOAD_TIMEOUT_MS)]
     pub wal_upload_timeout_ms: u64,
 
@@ -207,11 +214,14 @@ pub struct ObjectStoreArgs {
     #[arg(long, env = "T4_WAL_SEGMENT_AGE_MS", default_value_t = DEFAULT_WAL_SEGMENT_AGE_MS)]
     pub wal_segment_age_ms: u64,
 
-    /// Minutes between checkpoints (0: none by time).
+    /// Minutes a write may go without a checkpoint covering it (0: none by time). Counted from the
+    /// newest checkpoint in object storage, so restarts do not reset it.
     #[arg(long, env = "T4_CHECKPOINT_INTERVAL", default_value_t = DEFAULT_CHECKPOINT_INTERVAL_MIN)]
     pub checkpoint_interval: u64,
 
-    /// Also checkpoint after this many log records (0: not by count).
+    /// Also checkpoint once this many revisions, or WAL objects, are newer than the newest checkpoint
+    /// in object storage (0: not by count): bounds what a disk-loss restore replays. Counted from
+    /// the store, so restarts do not reset it.
     #[arg(long, env = "T4_CHECKPOINT_ENTRIES", default_value_t = 0)]
     pub checkpoint_entries: u64,
 

@@ -61,7 +61,8 @@ impl Node {
         let (store, mut durability) = match object_store {
             Some(object_store) => {
                 let settings = Settings::from_args(&config.object_store);
-                let (durability, store) = off_runtime(|| Durability::open(object_store, settings, &config.data_dir))?;
+                let opened = off_runtime(|| Durability::open(object_store, settings, &config.data_dir, alarms.clone()));
+                let (durability, store) = opened?;
                 (store, Some(durability))
             }
             None => (Store::open(&config.data_dir)?, None),

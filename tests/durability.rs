@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{Server, wait_for_checkpoint};
 use t4::proto::etcdserverpb::kv_client::KvClient;
-use t4::proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest};
+use t4::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use t4::proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, StatusRequest};
 use t4::proto::mvccpb::KeyValue;
 use tonic::transport::Channel;
 
@@ -354,6 +355,20 @@ async fn a_store_outage_stops_acknowledgements_and_loses_nothing() {
     }
 }
 
+/// Polls the server's `Status.errors` until `check` holds (bounded); returns them.
+async fn wait_for_status_errors(endpoint: &str, what: &str, check: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let mut client = MaintenanceClient::new(common::channel(endpoint).await.expect("connect"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let errors = client.status(StatusRequest {}).await.expect("status").into_inner().errors;
+        if check(&errors) {
+            return errors;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within 60 s; Status.errors {errors:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_upload_keeps_writing_through_an_outage_and_catches_up() {
     let moto = common::moto::Moto::start();
@@ -377,7 +392,15 @@ async fn async_upload_keeps_writing_through_an_outage_and_catches_up() {
         "writes go on while the store is down: {:?}",
         started.elapsed()
     );
+    // Acknowledged writes that are not in object storage: the node says so (after
+    // --wal-upload-timeout-ms, 10 s), and stops saying so once uploads succeed again.
+    let errors = wait_for_status_errors(&server.endpoint, "the outage in Status.errors", |errors| {
+        errors.iter().any(|e| e.starts_with("object storage: "))
+    })
+    .await;
+    println!("Status.errors during the outage: {errors:?}");
     moto.resume();
+    wait_for_status_errors(&server.endpoint, "Status.errors cleared", |errors| errors.is_empty()).await;
     let mut kv = server.kv().await;
     let past = [last - 700, last - 1];
     let before = snapshot(&mut kv, &past).await;

@@ -26,10 +26,12 @@ fn storage(what: &str, e: ObjectError) -> Error {
     Error::Storage(format!("{what}: {e}"))
 }
 
-/// A checkpoint written: its manifest's key.
+/// A checkpoint written: its manifest's key, the revision it covers and when it was taken.
 #[derive(Debug, Clone)]
 pub struct Written {
     pub key: String,
+    pub revision: i64,
+    pub created: SystemTime,
 }
 
 /// Writes a checkpoint of `local` under `term`, cut into tables of about `table_bytes`. The snapshot is read on a blocking thread while
@@ -102,6 +104,7 @@ pub async fn create(
         return Ok(None); // nothing new since (a restart does not make a checkpoint of its own)
     }
     let key = checkpoint_key(term, position.0);
+    let created = SystemTime::now();
     let manifest = CheckpointManifest {
         format_version: FORMAT_VERSION,
         term,
@@ -110,7 +113,7 @@ pub async fn create(
         compact_revision: compact,
         tables: refs,
         entries,
-        created_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        created_unix_ms: created.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
     };
     match store.put_if_absent(&key, manifest.to_json()).await {
         Ok(_) => {}
@@ -132,7 +135,7 @@ pub async fn create(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "checkpoint written"
     );
-    Ok(Some(Written { key }))
+    Ok(Some(Written { key, revision: position.0, created }))
 }
 
 /// `manifest/latest`, if there is one (a bad one is an error: never guessed at).
@@ -141,6 +144,19 @@ pub async fn read_latest(store: &Arc<dyn ObjectStore>) -> Result<Option<LatestMa
         Some(object) => Ok(Some(parse_latest(&object.bytes).map_err(|e| Error::Corrupt(e.to_string()))?)),
         None => Ok(None),
     }
+}
+
+/// The manifest of `manifest/latest`'s checkpoint, if there is one.
+pub async fn read_newest(store: &Arc<dyn ObjectStore>) -> Result<Option<CheckpointManifest>> {
+    let Some(latest) = read_latest(store).await? else { return Ok(None) };
+    let key = &latest.checkpoint_key;
+    let object = store
+        .get(key)
+        .await
+        .map_err(|e| storage(&format!("reading {key}"), e))?
+        .ok_or_else(|| Error::Storage(format!("{key} is missing")))?;
+    let manifest = parse_checkpoint(&object.bytes).map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+    Ok(Some(manifest))
 }
 
 /// Every checkpoint manifest key, newest first.

@@ -1,6 +1,7 @@
 //! Durability in object storage. Pure parts: the names of objects and the JSON documents that index
-//! them (`layout`), and the content-defined table objects a checkpoint is cut into (`table`). Actors
-//! and procedures: the uploader (`uploader`), WAL replay (`replay`), checkpoints, restore and GC
+//! them (`layout`), the content-defined table objects a checkpoint is cut into (`table`), when a
+//! checkpoint is due (`schedule`) and how loudly a failure is reported (`health`). Actors and
+//! procedures: the uploader (`uploader`), WAL replay (`replay`), checkpoints, restore and GC
 //! (`checkpoint`), all driven by [`Durability`] on one small tokio runtime of their own (the object
 //! store's calls are async; the S3 client needs tokio).
 //!
@@ -10,19 +11,25 @@
 //! against the name it asked for.
 
 pub mod checkpoint;
+mod health;
 pub mod layout;
 mod progress;
 pub mod replay;
+mod schedule;
 pub mod table;
 pub mod uploader;
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use health::Health;
 use layout::{CHECKPOINT_PREFIX, WAL_PREFIX, parse_checkpoint_key, parse_wal_key};
+use schedule::{CheckpointSchedule, NewestCheckpoint};
 use uploader::{Outage, UploadStats, UploaderConfig};
 
+use crate::alarms::Alarms;
 use crate::config::ObjectStoreArgs;
 use crate::error::{Error, Result};
 use crate::log::LogRecord;
@@ -47,9 +54,9 @@ pub struct Settings {
     pub wait_max: Duration,
     pub segment_bytes: usize,
     pub segment_age: Duration,
-    /// Checkpoint when this much time passed since the last one and something changed.
+    /// Checkpoint when the oldest write the newest checkpoint lacks is this old.
     pub checkpoint_interval: Option<Duration>,
-    /// Checkpoint when this many revisions were written since the last one.
+    /// Checkpoint when this many revisions, or WAL objects, are newer than the newest checkpoint.
     pub checkpoint_entries: Option<u64>,
     /// Expected size of a checkpoint table object.
     pub table_bytes: usize,
@@ -125,10 +132,33 @@ pub struct Durability {
     settings: Settings,
     term: u64,
     stats: Arc<UploadStats>,
-    /// Serialises checkpoints (the loop's and those asked for) with their GC.
-    checkpointing: Arc<tokio::sync::Mutex<()>>,
+    checkpointer: Checkpointer,
+    /// Where failing uploads, checkpoints and GC are reported (`Status.errors`).
+    alarms: Alarms,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     started: Instant,
+}
+
+/// What checkpoints share, under one lock: it serialises checkpoints (the loop's, those asked for
+/// and the start's) with their GC.
+struct Checkpointing {
+    schedule: CheckpointSchedule,
+    /// Checkpoints that keep failing (the loop's: one asked for fails to its caller).
+    health: Health,
+    /// GC that fails (it runs again after the next checkpoint).
+    gc: Health,
+}
+
+/// What writing a checkpoint needs; cheap to clone into a task.
+#[derive(Clone)]
+struct Checkpointer {
+    store: Arc<dyn ObjectStore>,
+    local: Arc<Store>,
+    term: u64,
+    table_bytes: usize,
+    /// The uploader's counts: WAL objects stored since a checkpoint began count towards the next.
+    stats: Arc<UploadStats>,
+    shared: Arc<tokio::sync::Mutex<Checkpointing>>,
 }
 
 /// The local store's log position: its revision, and the sub of the last record at that revision.
@@ -150,7 +180,13 @@ impl Durability {
     /// store is restored from the newest usable checkpoint, then the WAL objects after the local
     /// position are replayed; a store left behind the newest checkpoint (its WAL collected) is
     /// restored anew. Then the node takes a new term and uploads local records the store lacks.
-    pub fn open(store: Arc<dyn ObjectStore>, settings: Settings, data_dir: &Path) -> Result<(Durability, Arc<Store>)> {
+    /// Failures of its background tasks are reported to `alarms`.
+    pub fn open(
+        store: Arc<dyn ObjectStore>,
+        settings: Settings,
+        data_dir: &Path,
+        alarms: Alarms,
+    ) -> Result<(Durability, Arc<Store>)> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(RUNTIME_THREADS)
             .thread_name("t4-durability")
@@ -158,16 +194,33 @@ impl Durability {
             .build()
             .map_err(|e| Error::Runtime(format!("durability runtime: {e}")))?;
         let mut local = Store::open(data_dir)?;
-        let term = runtime.block_on(Self::bring_up_to_date(&store, &mut local, data_dir))?;
+        let (term, wal_keys) = runtime.block_on(Self::bring_up_to_date(&store, &mut local, data_dir))?;
         local.keep_unuploaded_log();
+        let schedule = runtime.block_on(schedule_from_store(&store, &local, &settings, &wal_keys))?;
+        let stats = Arc::new(UploadStats::default());
+        // A checkpoint may keep failing as long as a WAL upload may before it is reported.
+        let checkpointing = Checkpointing {
+            schedule,
+            health: Health::new(alarms.clone(), health::CHECKPOINTS, settings.wait_max),
+            gc: Health::new(alarms.clone(), health::GC, Duration::ZERO),
+        };
+        let checkpointer = Checkpointer {
+            store: store.clone(),
+            local: local.clone(),
+            term,
+            table_bytes: settings.table_bytes,
+            stats: stats.clone(),
+            shared: Arc::new(tokio::sync::Mutex::new(checkpointing)),
+        };
         let durability = Durability {
             runtime,
             store,
             local: local.clone(),
             settings,
             term,
-            stats: Arc::new(UploadStats::default()),
-            checkpointing: Arc::new(tokio::sync::Mutex::new(())),
+            stats,
+            checkpointer,
+            alarms,
             tasks: Vec::new(),
             started: Instant::now(),
         };
@@ -175,7 +228,13 @@ impl Durability {
         Ok((durability, local))
     }
 
-    async fn bring_up_to_date(store: &Arc<dyn ObjectStore>, local: &mut Arc<Store>, data_dir: &Path) -> Result<u64> {
+    /// Brings `local` up to date (see [`Durability::open`]); returns the node's new term and the WAL
+    /// objects the store holds.
+    async fn bring_up_to_date(
+        store: &Arc<dyn ObjectStore>,
+        local: &mut Arc<Store>,
+        data_dir: &Path,
+    ) -> Result<(u64, Vec<String>)> {
         let started = Instant::now();
         let mut reset = reset_local;
         let mut restored = None;
@@ -222,8 +281,9 @@ impl Durability {
         }
         // A new term: higher than any this node or the store has seen.
         let mut highest = local.identity().term;
-        for key in store.list(WAL_PREFIX, None).await.map_err(|e| Error::Storage(format!("listing WAL: {e}")))? {
-            highest = highest.max(parse_wal_key(&key).map_or(0, |k| k.term));
+        let wal_keys = store.list(WAL_PREFIX, None).await.map_err(|e| Error::Storage(format!("listing WAL: {e}")))?;
+        for key in &wal_keys {
+            highest = highest.max(parse_wal_key(key).map_or(0, |k| k.term));
         }
         for key in store
             .list(CHECKPOINT_PREFIX, None)
@@ -234,7 +294,7 @@ impl Durability {
         }
         let term = highest + 1;
         local.set_term(term)?;
-        Ok(term)
+        Ok((term, wal_keys))
     }
 
     /// Uploads the local records object storage lacks (a crash in async mode, or a data dir that
@@ -270,8 +330,8 @@ impl Durability {
         }
         if last != position {
             tracing::info!(uploaded = ?uploaded, local = ?position, "the local log does not hold every record object storage lacks; writing a checkpoint");
-            let _guard = self.checkpointing.lock().await;
-            checkpoint::create(&self.store, local, self.term, self.settings.table_bytes).await?;
+            let mut checkpointing = self.checkpointer.shared.lock().await;
+            self.checkpointer.checkpoint(&mut checkpointing).await?;
             local.set_uploaded_through(position)?;
             return Ok(());
         }
@@ -323,37 +383,51 @@ impl Durability {
                     shutdown: shutdown.clone(),
                 },
                 self.stats.clone(),
+                self.alarms.clone(),
             );
-            self.tasks.push(self.runtime.spawn(task));
+            self.spawn_watched(health::WAL_UPLOADS, task);
             (Some(UploadStage { to_uploader, from_uploader, outage, outage_raised }), None)
         } else {
             let (tx, groups) = flume::bounded(SUBSCRIBER_GROUPS_MAX);
-            let task = uploader::run_async(self.store.clone(), self.local.clone(), config, groups, self.stats.clone());
-            self.tasks.push(self.runtime.spawn(task));
+            let task = uploader::run_async(
+                self.store.clone(),
+                self.local.clone(),
+                config,
+                groups,
+                self.stats.clone(),
+                self.alarms.clone(),
+            );
+            self.spawn_watched(health::WAL_UPLOADS, task);
             (None, Some(tx))
         };
         if self.settings.checkpoint_interval.is_some() || self.settings.checkpoint_entries.is_some() {
-            let task = checkpoint_loop(
-                self.store.clone(),
-                self.local.clone(),
-                self.term,
-                self.settings.clone(),
-                self.checkpointing.clone(),
-                shutdown,
-            );
-            self.tasks.push(self.runtime.spawn(task));
+            self.spawn_watched(health::CHECKPOINTS, checkpoint_loop(self.checkpointer.clone(), shutdown));
         }
         (stage, subscription)
     }
 
+    /// Spawns a background task whose early end is reported loudly: a task that panicked no longer
+    /// does its work while the node goes on serving.
+    fn spawn_watched(&mut self, source: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        let alarms = self.alarms.clone();
+        let task = self.runtime.spawn(task);
+        self.tasks.push(self.runtime.spawn(async move {
+            if let Err(e) = task.await
+                && e.is_panic()
+            {
+                let error = format!("its task stopped ({e}); restart the node");
+                tracing::error!(source, "{error}");
+                alarms.set_error(source, Some(error));
+            }
+        }));
+    }
+
     /// Writes a checkpoint now (then collects garbage); `None` if the newest one is current.
     pub fn checkpoint(&self) -> impl Future<Output = Result<Option<checkpoint::Written>>> + Send + 'static {
-        let (store, local, term, lock) =
-            (self.store.clone(), self.local.clone(), self.term, self.checkpointing.clone());
-        let table_bytes = self.settings.table_bytes;
+        let checkpointer = self.checkpointer.clone();
         let (tx, rx) = flume::bounded(1);
         self.runtime.spawn(async move {
-            let _ = tx.send(checkpoint_and_collect(&store, &local, term, table_bytes, &lock).await);
+            let _ = tx.send(checkpointer.checkpoint_and_collect().await);
         });
         async move { rx.recv_async().await.map_err(|_| Error::Closed)? }
     }
@@ -367,12 +441,12 @@ impl Durability {
                 let _ = task.await;
             }
         });
-        let objects = stats.objects.load(std::sync::atomic::Ordering::Relaxed);
+        let objects = stats.objects.load(Ordering::Relaxed);
         let seconds = started.elapsed().as_secs_f64().max(0.001);
         tracing::info!(
             wal_objects = objects,
-            wal_bytes = stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
-            failed_attempts = stats.failures.load(std::sync::atomic::Ordering::Relaxed),
+            wal_bytes = stats.bytes.load(Ordering::Relaxed),
+            failed_attempts = stats.failures.load(Ordering::Relaxed),
             puts_per_second = format!("{:.1}", objects as f64 / seconds),
             "WAL uploads"
         );
@@ -380,54 +454,98 @@ impl Durability {
     }
 }
 
-async fn checkpoint_and_collect(
+/// The checkpoint schedule as object storage has it: counted from its newest checkpoint (an
+/// unreadable one counts as none: the next checkpoint supersedes it) and the WAL objects after it.
+async fn schedule_from_store(
     store: &Arc<dyn ObjectStore>,
-    local: &Arc<Store>,
-    term: u64,
-    table_bytes: usize,
-    lock: &tokio::sync::Mutex<()>,
-) -> Result<Option<checkpoint::Written>> {
-    let _guard = lock.lock().await;
-    let written = checkpoint::create(store, local, term, table_bytes).await?;
-    if written.is_some()
-        && let Err(e) = checkpoint::collect(store).await
-    {
-        tracing::warn!(error = %e, "object storage GC failed; it runs again after the next checkpoint");
-    }
-    Ok(written)
+    local: &Store,
+    settings: &Settings,
+    wal_keys: &[String],
+) -> Result<CheckpointSchedule> {
+    let newest = checkpoint::read_newest(store).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the newest checkpoint is unreadable; scheduling checkpoints as if there were none");
+        None
+    });
+    let after = newest.as_ref().map_or((INITIAL_REVISION, 0), |m| (m.revision, m.sub));
+    let wal_objects_after = replay::needed(&replay::plan(wal_keys), after).len() as u64;
+    let revision = local.current_revision()?;
+    tracing::info!(checkpoint = after.0, revision, wal_objects_after, "checkpoints counted from the store");
+    let newest = newest.map(|m| NewestCheckpoint {
+        revision: m.revision,
+        created: SystemTime::UNIX_EPOCH + Duration::from_millis(m.created_unix_ms),
+    });
+    Ok(CheckpointSchedule::new(
+        settings.checkpoint_interval,
+        settings.checkpoint_entries,
+        newest,
+        revision,
+        wal_objects_after,
+        0,
+    ))
 }
 
-/// Checkpoints by time and by revisions written, until shutdown.
-async fn checkpoint_loop(
-    store: Arc<dyn ObjectStore>,
-    local: Arc<Store>,
-    term: u64,
-    settings: Settings,
-    lock: Arc<tokio::sync::Mutex<()>>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut last_revision = local.current_revision().unwrap_or(INITIAL_REVISION);
-    let mut last_time = Instant::now();
+impl Checkpointer {
+    fn uploads(&self) -> u64 {
+        self.stats.objects.load(Ordering::Relaxed)
+    }
+
+    /// Writes a checkpoint and moves the schedule on; `None` if the newest one is current. The
+    /// caller holds the lock.
+    async fn checkpoint(&self, checkpointing: &mut Checkpointing) -> Result<Option<checkpoint::Written>> {
+        let uploads = self.uploads();
+        let revision = self.local.current_revision()?;
+        let written = checkpoint::create(&self.store, &self.local, self.term, self.table_bytes).await?;
+        let current = self.local.current_revision()?;
+        match &written {
+            Some(written) => checkpointing.schedule.checkpointed(written.revision, written.created, current, uploads),
+            // The newest checkpoint covers `revision` already.
+            None => checkpointing.schedule.checkpointed(revision, SystemTime::now(), current, uploads),
+        }
+        checkpointing.health.succeeded();
+        Ok(written)
+    }
+
+    /// Writes a checkpoint, then collects garbage; `None` if the newest one is current.
+    async fn checkpoint_and_collect(&self) -> Result<Option<checkpoint::Written>> {
+        let mut checkpointing = self.shared.lock().await;
+        let written = self.checkpoint(&mut checkpointing).await?;
+        if written.is_some() {
+            match checkpoint::collect(&self.store).await {
+                Ok(_) => checkpointing.gc.succeeded(),
+                Err(e) => checkpointing
+                    .gc
+                    .failed_for_good(&format!("GC failed: {e}; it runs again after the next checkpoint")),
+            }
+        }
+        Ok(written)
+    }
+}
+
+/// Checkpoints whenever the schedule says one is due (looked at first right away: a node that starts
+/// with one due writes it soon after start), until shutdown.
+async fn checkpoint_loop(checkpointer: Checkpointer, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
+        let due = {
+            let mut checkpointing = checkpointer.shared.lock().await;
+            match checkpointer.local.current_revision() {
+                Ok(revision) => checkpointing.schedule.due(revision, checkpointer.uploads(), SystemTime::now()),
+                Err(e) => {
+                    checkpointing.health.failed(&format!("cannot read the store's revision: {e}"));
+                    None
+                }
+            }
+        };
+        if let Some(due) = due {
+            tracing::info!(?due, "checkpoint due");
+            if let Err(e) = checkpointer.checkpoint_and_collect().await {
+                let mut checkpointing = checkpointer.shared.lock().await;
+                checkpointing.schedule.failed(SystemTime::now());
+                checkpointing.health.failed(&format!("checkpoint failed: {e}"));
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep(CHECKPOINT_POLL) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        let Ok(revision) = local.current_revision() else { continue };
-        let by_count = settings.checkpoint_entries.is_some_and(|n| (revision - last_revision).max(0) as u64 >= n);
-        let by_time =
-            settings.checkpoint_interval.is_some_and(|t| last_time.elapsed() >= t) && revision > last_revision;
-        if !(by_count || by_time) {
-            continue;
-        }
-        match checkpoint_and_collect(&store, &local, term, settings.table_bytes, &lock).await {
-            Ok(_) => {
-                last_revision = revision;
-                last_time = Instant::now();
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "checkpoint failed; retrying at the next poll");
-            }
         }
     }
 }

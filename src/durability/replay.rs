@@ -62,6 +62,17 @@ pub(super) fn plan(keys: &[String]) -> Vec<Planned> {
     planned
 }
 
+/// The planned objects a replay from `from` reads: the one holding the record after `from` and every
+/// later one (objects whose whole range lies at or before `from` are not needed; the first one read
+/// may hold nothing after `from`).
+pub(super) fn needed(planned: &[Planned], from: LogPosition) -> &[Planned] {
+    let first = planned.iter().enumerate().position(|(i, _)| match planned.get(i + 1) {
+        Some(next) => next.start > from,
+        None => true,
+    });
+    first.map_or(&[], |i| &planned[i..])
+}
+
 /// What a replay applied.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Replayed {
@@ -77,15 +88,7 @@ pub struct Replayed {
 pub async fn replay(store: &Arc<dyn ObjectStore>, local: &Store, from: LogPosition) -> Result<Replayed> {
     let keys = store.list(WAL_PREFIX, None).await.map_err(|e| Error::Storage(format!("listing WAL objects: {e}")))?;
     let planned = plan(&keys);
-    // Objects whose whole range lies at or before `from` are not needed.
-    let first_needed = planned.iter().enumerate().position(|(i, _)| match planned.get(i + 1) {
-        Some(next) => next.start > from,
-        None => true,
-    });
-    let needed: Vec<Planned> = match first_needed {
-        Some(i) => planned[i..].to_vec(),
-        None => Vec::new(),
-    };
+    let needed = needed(&planned, from).to_vec();
     let mut replayed = Replayed { position: Some(from), ..Default::default() };
     let mut position = from;
     let mut write = GroupWrite { uploaded: true, ..Default::default() };

@@ -23,7 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::health::{self, Health};
 use super::layout::wal_key;
+use crate::alarms::Alarms;
 use crate::log::LogRecord;
 use crate::mvcc::Store;
 use crate::object::{ObjectError, ObjectStore};
@@ -122,10 +124,13 @@ pub async fn store_object(
 /// Where the sync uploader reports the store's health; the sequencer refuses writes while it is set.
 pub type Outage = Arc<Mutex<Option<String>>>;
 
-fn set_outage(outage: &Outage, reason: Option<String>) {
+/// Sets or clears the outage, and the standing error `Status.errors` shows for it.
+fn set_outage(outage: &Outage, alarms: &Alarms, reason: Option<String>) {
+    let standing = reason.as_ref().map(|reason| format!("{reason}; writes are refused"));
     if let Ok(mut current) = outage.lock() {
         *current = reason;
     }
+    alarms.set_error(health::WAL_UPLOADS, standing);
 }
 
 /// The sync uploader's connections: groups in from the sequencer, out to the committer, the outage
@@ -159,12 +164,15 @@ struct Batch {
 
 /// The sync-mode uploader: takes evaluated groups from `input`, passes them to `output` in order once
 /// each is in an object in `store`. Ends when `input` closes and everything is passed on, or, if the
-/// store stays down, `wait_max` after `input` closed (the groups left were never acknowledged).
+/// store stays down, `wait_max` after `input` closed (the groups left were never acknowledged). An
+/// outage, and a conflict (which refuses writes until the node restarts: another writer uses this
+/// term), are standing errors in `alarms` too.
 pub async fn run_sync(
     store: Arc<dyn ObjectStore>,
     config: UploaderConfig,
     channels: SyncChannels,
     stats: Arc<UploadStats>,
+    alarms: Alarms,
 ) {
     let SyncChannels { input, output, outage, outage_raised, mut shutdown } = channels;
     let (progress_tx, progress) = flume::unbounded::<Progress>();
@@ -173,6 +181,8 @@ pub async fn run_sync(
     let mut next_id = 0u64;
     let mut next_start = Instant::now();
     let mut failing_since: Option<Instant> = None;
+    // The newest failed attempt's error, to say why an upload is stuck.
+    let mut last_failure: Option<String> = None;
     // When the input closed or the node began to stop: from then on, a store that stays down for
     // `wait_max` makes the uploader give up.
     let mut closed_at: Option<Instant> = None;
@@ -239,9 +249,12 @@ pub async fn run_sync(
             && now.duration_since(since) >= config.wait_max
             && fenced.is_none()
         {
-            let reason = format!("a WAL upload has not completed for {} s", now.duration_since(since).as_secs());
+            let mut reason = format!("a WAL upload has not completed for {} s", now.duration_since(since).as_secs());
+            if let Some(error) = &last_failure {
+                reason.push_str(&format!(" (last error: {error})"));
+            }
             let newly = outage.lock().map(|o| o.is_none()).unwrap_or(false);
-            set_outage(&outage, Some(reason.clone()));
+            set_outage(&outage, &alarms, Some(reason.clone()));
             if newly {
                 tracing::error!(reason, "object store unavailable: refusing writes until uploads succeed again");
                 let _ = outage_raised.try_send(());
@@ -305,22 +318,24 @@ pub async fn run_sync(
                         tracing::warn!(error = %reason, "WAL upload failed; retrying");
                         failing_since = Some(Instant::now());
                     }
+                    last_failure = Some(reason);
                 }
                 Ok(Progress::Stored(id)) => {
                     if let Some(since) = failing_since.take() {
                         tracing::info!(failing_ms = since.elapsed().as_millis() as u64, "WAL uploads succeed again");
                     }
+                    last_failure = None;
                     if fenced.is_none() && outage.lock().map(|o| o.is_some()).unwrap_or(false) {
                         tracing::info!("object store reachable again: taking writes");
-                        set_outage(&outage, None);
+                        set_outage(&outage, &alarms, None);
                     }
                     if let Some(batch) = batches.iter_mut().find(|b| b.id == id) {
                         batch.stored = true;
                     }
                 }
                 Ok(Progress::Conflict(reason)) => {
-                    tracing::error!(error = %reason, "WAL upload conflict: refusing all writes");
-                    set_outage(&outage, Some(reason.clone()));
+                    tracing::error!(error = %reason, "WAL upload conflict: refusing all writes until the node restarts");
+                    set_outage(&outage, &alarms, Some(format!("{reason} (until the node restarts)")));
                     let _ = outage_raised.try_send(());
                     fenced = Some(reason);
                 }
@@ -330,9 +345,6 @@ pub async fn run_sync(
         }
     }
 }
-
-/// A spawned upload: `Err` is a conflict with another writer.
-type UploadTask = tokio::task::JoinHandle<Result<(), String>>;
 
 /// Segments' worth of records the async uploader holds in memory at most; beyond (a long outage), it
 /// keeps only their positions and reads them back from the local log, which compaction keeps above
@@ -354,53 +366,132 @@ fn read_log(local: &Store, from: (i64, u32), to: i64, bytes: usize) -> crate::Re
     Ok(records)
 }
 
+/// An async upload in flight.
+struct InFlight {
+    /// Tells reports of this upload from those of an earlier one still queued.
+    id: u64,
+    task: tokio::task::JoinHandle<()>,
+    /// The positions of the object's first and last records.
+    first: (i64, u32),
+    last: (i64, u32),
+    started: Instant,
+}
+
+/// What an async upload task reports while it retries. Its mailbox is bounded and a report that finds
+/// it full is dropped: the uploader logs at most one line per interval and shows the newest error,
+/// so the reports it has not read yet say enough.
+enum Trouble {
+    /// An attempt of upload `id` failed; it is retried.
+    Failed(u64, String),
+    /// Upload `id`'s object name holds different bytes; it is retried, less often, in case they go.
+    Conflict(u64, String),
+}
+
+const TROUBLE_REPORTS_MAX: usize = 16;
+/// Longest pause between two attempts at an object whose name holds different bytes.
+const CONFLICT_RETRY_DELAY_MAX: Duration = Duration::from_secs(10);
+
+/// Stores one async WAL object, retrying until it is stored: failures with backoff, a conflict (its
+/// name holds different bytes) as long as it lasts, since an operator may remove them.
+fn spawn_async_upload(
+    store: Arc<dyn ObjectStore>,
+    key: String,
+    bytes: Vec<u8>,
+    stats: Arc<UploadStats>,
+    id: u64,
+    trouble: flume::Sender<Trouble>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut conflict_delay = RETRY_DELAY_MAX;
+        loop {
+            let report = |e: &str| {
+                let _ = trouble.try_send(Trouble::Failed(id, format!("async WAL upload of {key} failed: {e}")));
+            };
+            match store_object(store.as_ref(), &key, bytes.clone(), &stats, report).await {
+                Ok(()) => return,
+                Err(conflict) => {
+                    let _ = trouble.try_send(Trouble::Conflict(id, conflict));
+                    tokio::time::sleep(conflict_delay).await;
+                    conflict_delay = (conflict_delay * 2).min(CONFLICT_RETRY_DELAY_MAX);
+                }
+            }
+        }
+    })
+}
+
 /// The async-mode uploader: stores committed groups from `groups` as WAL objects cut by size or age,
 /// moving the upload watermark in `local` after each. It never holds the committer back: it takes
 /// groups while an upload is in flight, and through a long outage keeps only positions, reading the
 /// records back from the local log once the store is back. Ends when `groups` closes, after storing
 /// what it holds (giving up `wait_max` later if the store is down: those records stay in the local
-/// log and are uploaded at the next start).
+/// log and are uploaded at the next start), and never before: whatever fails is retried.
+///
+/// Writes are acknowledged whether or not their upload succeeds, so trouble is reported in `alarms`
+/// (`Status.errors`): an upload failing or unfinished for `wait_max`, or at once a conflict (the
+/// object's name holds different bytes, which only another writer under this term can have put
+/// there; retried, so removing them lets uploads go on).
 pub async fn run_async(
     store: Arc<dyn ObjectStore>,
     local: Arc<Store>,
     config: UploaderConfig,
     groups: flume::Receiver<Arc<CommittedGroup>>,
     stats: Arc<UploadStats>,
+    alarms: Alarms,
 ) {
+    let mut health = Health::new(alarms.clone(), health::WAL_UPLOADS, config.wait_max);
+    let (trouble_tx, trouble) = flume::bounded(TROUBLE_REPORTS_MAX);
     let mut object = WalObject::default();
     let mut oldest: Option<Instant> = None;
     // The first position received but not buffered (records from there come from the local log).
     let mut overflow_from: Option<(i64, u32)> = None;
     let mut latest: Option<(i64, u32)> = None;
-    // The upload in flight, and the position its object ends at.
-    let mut upload: Option<(UploadTask, (i64, u32))> = None;
+    let mut upload: Option<InFlight> = None;
+    let mut next_id = 0u64;
     let mut closed_at: Option<Instant> = None;
     // Records read back from the log leave at once.
     let mut from_log = false;
+    // After a failure that retrying at once would repeat (reading the log, a failed upload task): no
+    // new upload before this time.
+    let mut retry_at: Option<Instant> = None;
+    // Whether records were lost from the local log before they were uploaded. The watermark then
+    // stays below them, so the next start finds the log short of what the store lacks and writes a
+    // checkpoint.
+    let mut log_gap = false;
     let buffer_max = config.segment_bytes.saturating_mul(ASYNC_BUFFER_SEGMENTS_MAX);
     loop {
         // Start the next upload: the buffer when due, else records read back from the log.
-        if upload.is_none() {
+        if upload.is_none() && retry_at.is_none_or(|at| Instant::now() >= at) {
+            retry_at = None;
             if object.first.is_none()
                 && let (Some(from), Some(to)) = (overflow_from, latest)
             {
                 let reader = local.clone();
                 let bytes = config.segment_bytes;
-                match tokio::task::spawn_blocking(move || read_log(&reader, from, to.0, bytes)).await {
-                    Ok(Ok(records)) => {
+                let read = tokio::task::spawn_blocking(move || read_log(&reader, from, to.0, bytes)).await;
+                match read.map_err(|e| crate::Error::Runtime(e.to_string())).and_then(|r| r) {
+                    Ok(records) => {
                         overflow_from = match records.last() {
                             Some(last) if (last.revision, last.sub) < to => Some((last.revision, last.sub + 1)),
                             Some(_) => None,
                             None => {
-                                tracing::error!(from = ?from, "records to upload are gone from the local log");
+                                let error = format!(
+                                    "records from {from:?} are gone from the local log before they were uploaded: \
+                                     a restore from object storage stops before them until a checkpoint covers \
+                                     them; restart the node to write one"
+                                );
+                                tracing::error!("{error}");
+                                alarms.set_error(health::WAL_GAP, Some(error));
+                                log_gap = true;
                                 None
                             }
                         };
                         records.iter().for_each(|r| object.push(r));
                         from_log = true;
                     }
-                    Ok(Err(e)) => tracing::error!(error = %e, "reading the local log for upload"),
-                    Err(e) => tracing::error!(error = %e, "log reader task"),
+                    Err(e) => {
+                        health.failed(&format!("cannot read the local log for upload: {e}"));
+                        retry_at = Some(Instant::now() + RETRY_DELAY_MAX);
+                    }
                 }
             }
             let due = oldest.is_some_and(|t| t.elapsed() >= config.segment_age)
@@ -411,21 +502,15 @@ pub async fn run_async(
             if let Some(key) = object.key(config.term)
                 && due
             {
-                let WalObject { bytes, last, .. } = std::mem::take(&mut object);
-                let last = last.expect("an object with a first record has a last");
+                let WalObject { bytes, first, last } = std::mem::take(&mut object);
+                let (first, last) =
+                    (first.expect("an object with a key has a first record"), last.expect("and a last"));
                 oldest = None;
                 from_log = false;
-                let (store, stats) = (store.clone(), stats.clone());
-                let task = tokio::spawn(async move {
-                    let mut failing_since: Option<Instant> = None;
-                    store_object(store.as_ref(), &key, bytes, &stats, |e| {
-                        let since = *failing_since.get_or_insert_with(Instant::now);
-                        let failing_for_ms = since.elapsed().as_millis() as u64;
-                        tracing::warn!(error = %e, failing_for_ms, key, "async WAL upload failed; retrying (writes go on)");
-                    })
-                    .await
-                });
-                upload = Some((task, last));
+                let id = next_id;
+                next_id += 1;
+                let task = spawn_async_upload(store.clone(), key, bytes, stats.clone(), id, trouble_tx.clone());
+                upload = Some(InFlight { id, task, first, last, started: Instant::now() });
             }
         }
         if let Some(closed) = closed_at {
@@ -436,20 +521,24 @@ pub async fn run_async(
                 tracing::error!(
                     "stopping before the last WAL records reached object storage; they are uploaded at the next start"
                 );
-                if let Some((task, _)) = upload {
-                    task.abort();
+                if let Some(upload) = upload {
+                    upload.task.abort();
                 }
                 return;
             }
         }
-        let deadline = match (oldest, closed_at) {
+        let mut deadline = match (oldest, closed_at) {
             (_, Some(closed)) => closed + config.wait_max,
             (Some(t), None) => t + config.segment_age,
             (None, None) => Instant::now() + Duration::from_secs(3600),
         };
+        deadline = deadline.min(retry_at.unwrap_or(deadline));
+        if let Some(upload) = upload.as_ref().filter(|_| !health.standing()) {
+            deadline = deadline.min(upload.started + config.wait_max);
+        }
         let finished = async {
             match upload.as_mut() {
-                Some((task, _)) => Some(task.await),
+                Some(upload) => (&mut upload.task).await,
                 None => std::future::pending().await,
             }
         };
@@ -457,22 +546,41 @@ pub async fn run_async(
             async { if closed_at.is_some() { std::future::pending().await } else { groups.recv_async().await.ok() } };
         tokio::select! {
             result = finished => {
-                let (_, last) = upload.take().expect("an upload was in flight");
+                let InFlight { first, last, .. } = upload.take().expect("an upload was in flight");
                 match result {
-                    Some(Ok(Ok(()))) => {
-                        if let Err(e) = local.set_uploaded_through(last) {
-                            tracing::error!(error = %e, "cannot record the upload watermark");
+                    Ok(()) => {
+                        health.succeeded();
+                        if !log_gap
+                            && let Err(e) = local.set_uploaded_through(last)
+                        {
+                            health.failed(&format!("cannot record the upload watermark: {e}"));
                         }
                     }
-                    Some(Ok(Err(conflict))) => {
-                        tracing::error!(error = %conflict, "async WAL upload conflict: uploads stop");
-                        return;
+                    Err(e) => {
+                        // Its records are read back from the local log (compaction keeps them: the
+                        // watermark is below them), after a pause in case it fails the same way.
+                        health.failed_for_good(&format!("the WAL upload task failed ({e}); retrying from the local log"));
+                        object = WalObject::default();
+                        oldest = None;
+                        overflow_from = Some(first);
+                        retry_at = Some(Instant::now() + RETRY_DELAY_MAX);
                     }
-                    Some(Err(e)) => {
-                        tracing::error!(error = %e, "async upload task failed; uploads stop");
-                        return;
+                }
+            }
+            report = trouble.recv_async() => {
+                let current = upload.as_ref().map(|u| (u.id, u.first));
+                match report.expect("the uploader holds a sender") {
+                    Trouble::Failed(id, error) if current.is_some_and(|(current, _)| current == id) => {
+                        health.failed(&error);
                     }
-                    None => unreachable!("only an upload in flight finishes"),
+                    Trouble::Conflict(id, error) if current.is_some_and(|(current, _)| current == id) => {
+                        let first = current.map_or(0, |(_, first)| first.0);
+                        health.failed_for_good(&format!(
+                            "WAL upload conflict: {error}; writes from revision {first} on are acknowledged but not \
+                             in object storage; retrying"
+                        ));
+                    }
+                    _ => {} // about an upload that has finished since
                 }
             }
             group = receive => match group {
@@ -494,7 +602,16 @@ pub async fn run_async(
                 }
                 None => closed_at = Some(Instant::now()),
             },
-            _ = tokio::time::sleep_until(deadline.into()) => {}
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                if let Some(upload) = upload.as_ref().filter(|u| u.started.elapsed() >= config.wait_max)
+                    && !health.standing()
+                {
+                    health.failed_for_good(&format!(
+                        "a WAL upload has not completed for {} s; writes are acknowledged but not in object storage",
+                        upload.started.elapsed().as_secs()
+                    ));
+                }
+            }
         }
     }
 }
