@@ -3,6 +3,7 @@
 //! get `Unimplemented`.
 
 mod cluster;
+pub(crate) mod codec;
 mod kv;
 mod lease;
 mod maintenance;
