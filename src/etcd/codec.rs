@@ -1,17 +1,20 @@
 //! The gRPC codec of every generated service and client (build.rs names it): prost's encoding, with
 //! a message that does not decode answered as etcd's gRPC layer (grpc-go) answers it, for unary
-//! calls and for the messages of a stream alike. Tonic's own codec ends a stream's requests with its
-//! own wording, and the watch stream used to end with OK.
+//! calls and for the messages of a stream alike (tonic's own codec words it its own way). A
+//! `TxnRequest` is decoded without recursion (`txn_wire`), so nesting is bounded by validation and
+//! not by prost's recursion limit or the stack.
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 use std::marker::PhantomData;
 
 use prost::Message;
+use prost::bytes::Buf;
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 
 use super::status::{self, Receipt};
-use crate::proto::etcdserverpb::{LeaseKeepAliveRequest, SnapshotRequest, WatchRequest};
+use super::txn_wire::decode_txn;
+use crate::proto::etcdserverpb::{LeaseKeepAliveRequest, SnapshotRequest, TxnRequest, WatchRequest};
 
 /// Encodes `T` and decodes `U` with prost.
 #[derive(Debug, Clone)]
@@ -60,11 +63,17 @@ pub struct EtcdDecoder<U> {
     _type: PhantomData<U>,
 }
 
-impl<U: Message + Default> Decoder for EtcdDecoder<U> {
+impl<U: Message + Default + 'static> Decoder for EtcdDecoder<U> {
     type Item = U;
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        if TypeId::of::<U>() == TypeId::of::<TxnRequest>() {
+            let bytes = buf.copy_to_bytes(buf.remaining());
+            let txn = decode_txn(&bytes).map_err(|e| status::undecodable(self.receipt, &e.to_string()))?;
+            let txn: Box<dyn Any> = Box::new(txn);
+            return Ok(Some(*txn.downcast::<U>().expect("U is TxnRequest")));
+        }
         U::decode(buf).map(Some).map_err(|e| status::undecodable(self.receipt, &prost_reason(&e)))
     }
 

@@ -8,6 +8,7 @@ mod kv;
 mod lease;
 mod maintenance;
 pub mod status;
+pub(crate) mod txn_wire;
 mod watch;
 
 use std::net::SocketAddr;
