@@ -54,6 +54,13 @@ pub const WATCH_STREAM_BUFFER_BYTES: usize = 2 * 1024 * 1024;
 pub const WATCH_CATCH_UP_BYTES_MAX: usize = 1024 * 1024;
 /// etcd's default interval between progress notifications for watchers that asked for them.
 pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL_MS: u64 = 10 * 60 * 1000;
+/// HTTP/2 connection-level flow-control window: bytes a client may send on all its streams before
+/// the server has taken them. h2 also sizes by it (half of it) the budget that closes a connection
+/// with GOAWAY ENHANCE_YOUR_CALM "too_many_data_frames" when small DATA frames (each charged up to
+/// 256 bytes) pile up unread: hyper's 1 MiB default cut off a client whose burst of 10,000 watch
+/// creates (~15 bytes each) arrived on a new stream before the stream's reader had started. 8 MiB
+/// leaves room for ~17,000 such frames, and stays below the 16 MiB grpc-go (etcd) grows its windows to.
+pub const CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 /// How long a graceful shutdown waits for in-flight requests before closing connections.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 

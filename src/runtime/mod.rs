@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use glommio::{LocalExecutorBuilder, Placement};
 use tokio::sync::watch;
 
+use crate::config::CONNECTION_WINDOW_BYTES;
 use crate::error::{Error, Result};
 use crate::etcd::status::FrameLimitCompat;
 use crate::sequencer::Sequencer;
@@ -216,6 +217,7 @@ async fn serve(
         glommio::spawn_local(async move {
             let mut builder = hyper::server::conn::http2::Builder::new(GlommioExecutor);
             builder.max_concurrent_streams(STREAMS_PER_CONNECTION_MAX);
+            builder.initial_connection_window_size(CONNECTION_WINDOW_BYTES);
             let mut connection = Box::pin(builder.serve_connection(HyperIo::new(stream), service));
             let finished = async { Some(connection.as_mut().await) };
             let stop = async {
