@@ -168,3 +168,215 @@ async fn small_frames_nobody_reads_still_close_the_connection() {
     let go_away = go_away.expect("the server closes the connection").expect("with a GOAWAY");
     assert_eq!(go_away, (ENHANCE_YOUR_CALM, "too_many_data_frames".to_string()));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Handshake timeout, connection limit, keepalive
+// ---------------------------------------------------------------------------------------------
+
+/// Reads the first frame a new connection gets: true if the server speaks (its SETTINGS), false if
+/// it closes the connection without a word.
+fn served(h2: &mut RawH2) -> bool {
+    match h2.next_frame(Instant::now() + STEP_TIMEOUT, true) {
+        Ok(frame) => {
+            assert_eq!(frame.kind, raw_h2::SETTINGS, "a server starts with its SETTINGS");
+            true
+        }
+        Err(raw_h2::Ended::Closed) => false,
+        Err(raw_h2::Ended::TimedOut) => panic!("the server neither spoke nor closed the connection"),
+    }
+}
+
+/// Runs a Range on a new stream of an established connection and waits for its end.
+fn range_call(h2: &mut RawH2, stream: u32) {
+    h2.open_call(stream, "/etcdserverpb.KV/Range");
+    let range = t4::proto::etcdserverpb::RangeRequest { key: b"k".to_vec(), ..Default::default() };
+    h2.write(&raw_h2::frame(DATA, raw_h2::END_STREAM, stream, &grpc_message(&range.encode_to_vec())));
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let frame = h2.next_frame(deadline, true).expect("the Range answer");
+        assert!(frame.go_away().is_none(), "{:?}", frame.go_away());
+        if frame.stream == stream && frame.kind == HEADERS && frame.flags & raw_h2::END_STREAM != 0 {
+            return;
+        }
+    }
+}
+
+/// A connection that sends nothing, or half of HTTP/2's preface, is closed once the handshake
+/// timeout passes; one that completed its handshake before is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_do_not_complete_the_handshake_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough that a busy machine still reads the complete handshake in time.
+    let server = Server::start_t4(dir.path(), &["--handshake-timeout-ms", "1000"]);
+    let endpoint = server.endpoint.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut complete = RawH2::handshake(&endpoint);
+        assert!(served(&mut complete));
+        let mut silent = RawH2::connect(&endpoint);
+        let mut half = RawH2::connect(&endpoint);
+        half.write(&raw_h2::PREFACE[..12]);
+        for (name, h2) in [("silent", &mut silent), ("half a preface", &mut half)] {
+            let closed = h2.wait_for_close(Instant::now() + STEP_TIMEOUT, true);
+            assert!(closed.is_some(), "{name}: still open");
+        }
+        // Both were opened after `complete`, so its handshake deadline has passed too.
+        range_call(&mut complete, 1);
+    })
+    .await
+    .unwrap();
+}
+
+/// With a limit of 2 connections (one core), a third is closed as it arrives, and once one of the
+/// two closes, a new one is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_refused_until_one_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_t4(dir.path(), &["--cores", "1", "--connections-per-core-max", "2"]);
+    let endpoint = server.endpoint.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut first = RawH2::handshake(&endpoint);
+        let mut second = RawH2::handshake(&endpoint);
+        assert!(served(&mut first) && served(&mut second));
+        let mut third = RawH2::connect(&endpoint);
+        assert!(!served(&mut third), "the third connection is refused");
+        range_call(&mut second, 1);
+
+        drop(first);
+        // The server notices the close on its own time: try until served (each try is answered at
+        // once, with SETTINGS or a close).
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        let mut again = loop {
+            let mut h2 = RawH2::handshake(&endpoint);
+            if served(&mut h2) {
+                break h2;
+            }
+            assert!(Instant::now() < deadline, "no connection served after one closed");
+        };
+        range_call(&mut again, 1);
+        range_call(&mut second, 3);
+    })
+    .await
+    .unwrap();
+}
+
+/// Sends `count` PINGs in one write.
+fn pings(h2: &mut RawH2, count: u8) {
+    let mut bytes = Vec::new();
+    for i in 0..count {
+        bytes.extend(raw_h2::frame(raw_h2::PING, 0, 0, &[i; 8]));
+    }
+    h2.write(&bytes);
+}
+
+/// A client pinging more often than the keepalive minimum time (5 s) while it has a stream, or at
+/// all while it has none, gets GOAWAY ENHANCE_YOUR_CALM "too_many_pings" at its third strike, from
+/// etcd (grpc-go) and from T4 alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_pinging_too_often_get_too_many_pings_as_from_etcd() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let etcd_dir = dirs.0.path().to_path_buf();
+    let etcd = tokio::task::spawn_blocking(move || Server::start_etcd(&etcd_dir));
+    let t4 = Server::start_t4(dirs.1.path(), &[]);
+    let etcd = etcd.await.unwrap();
+    for server in [&etcd, &t4] {
+        let endpoint = server.endpoint.clone();
+        tokio::task::spawn_blocking(move || {
+            // With a stream: the created response forgives the first ping; three more are strikes.
+            let mut h2 = RawH2::handshake(&endpoint);
+            h2.open_call(1, "/etcdserverpb.Watch/Watch");
+            h2.write(&raw_h2::frame(DATA, 0, 1, &grpc_message(&create("hot"))));
+            read_watch_responses(&mut h2, &mut HashMap::new(), 1, |r| usize::from(r.created));
+            pings(&mut h2, 4);
+            let go_away = h2.wait_for_close(Instant::now() + STEP_TIMEOUT, true).expect("closed");
+            assert_eq!(go_away, Some((ENHANCE_YOUR_CALM, "too_many_pings".to_string())), "{endpoint}, with a stream");
+
+            // Without a stream: the first ping is free, three more are strikes.
+            let mut h2 = RawH2::handshake(&endpoint);
+            assert!(served(&mut h2));
+            pings(&mut h2, 3);
+            let deadline = Instant::now() + STEP_TIMEOUT;
+            let mut acks = 0;
+            while acks < 3 {
+                let frame = h2.next_frame(deadline, true).expect("three ping acks");
+                acks += usize::from(frame.kind == raw_h2::PING && frame.flags & raw_h2::ACK != 0);
+            }
+            pings(&mut h2, 1);
+            let go_away = h2.wait_for_close(Instant::now() + STEP_TIMEOUT, true).expect("closed");
+            assert_eq!(go_away, Some((ENHANCE_YOUR_CALM, "too_many_pings".to_string())), "{endpoint}, no stream");
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// Pings that follow data from the server are never strikes: a client pinging after every event
+/// it gets keeps its connection, on etcd and on T4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_after_server_data_are_forgiven_as_by_etcd() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let etcd_dir = dirs.0.path().to_path_buf();
+    let etcd = tokio::task::spawn_blocking(move || Server::start_etcd(&etcd_dir));
+    let t4 = Server::start_t4(dirs.1.path(), &[]);
+    let etcd = etcd.await.unwrap();
+    for server in [&etcd, &t4] {
+        let endpoint = server.endpoint.clone();
+        let mut h2 = tokio::task::spawn_blocking(move || {
+            let mut h2 = RawH2::handshake(&endpoint);
+            h2.open_call(1, "/etcdserverpb.Watch/Watch");
+            h2.write(&raw_h2::frame(DATA, 0, 1, &grpc_message(&create("hot"))));
+            read_watch_responses(&mut h2, &mut HashMap::new(), 1, |r| usize::from(r.created));
+            h2
+        })
+        .await
+        .unwrap();
+        let mut client = server.client().await;
+        for round in 0..6 {
+            client.put("hot", format!("v{round}"), None).await.unwrap();
+            h2 = tokio::task::spawn_blocking(move || {
+                read_watch_responses(&mut h2, &mut HashMap::new(), 1, |r| r.events.len());
+                pings(&mut h2, 2); // the second is one strike, forgiven by the next event
+                h2
+            })
+            .await
+            .unwrap();
+        }
+        client.put("hot", "last", None).await.unwrap();
+        tokio::task::spawn_blocking(move || read_watch_responses(&mut h2, &mut HashMap::new(), 1, |r| r.events.len()))
+            .await
+            .unwrap();
+    }
+}
+
+/// With a short keepalive interval and timeout, T4 pings a quiet client: one that answers stays
+/// connected, one that does not is disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_pings_quiet_clients_and_drops_those_that_do_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    // The timeout is long enough that a busy machine still answers in time.
+    let args = ["--grpc-keepalive-interval-ms", "200", "--grpc-keepalive-timeout-ms", "2000"];
+    let server = Server::start_t4(dir.path(), &args);
+    let endpoint = server.endpoint.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut answering = RawH2::handshake(&endpoint);
+        let mut silent = RawH2::handshake(&endpoint);
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        let mut pinged = 0;
+        while pinged < 3 {
+            let frame = answering.next_frame(deadline, true).expect("the server's pings");
+            assert!(frame.go_away().is_none(), "{:?}", frame.go_away());
+            pinged += usize::from(frame.kind == raw_h2::PING && frame.flags & raw_h2::ACK == 0);
+        }
+        let mut saw_ping = false;
+        loop {
+            match silent.next_frame(deadline, false) {
+                Ok(frame) => saw_ping |= frame.kind == raw_h2::PING && frame.flags & raw_h2::ACK == 0,
+                Err(raw_h2::Ended::Closed) => break,
+                Err(raw_h2::Ended::TimedOut) => panic!("a client that does not answer pings stays connected"),
+            }
+        }
+        assert!(saw_ping, "closed after a ping went unanswered");
+        range_call(&mut answering, 1);
+    })
+    .await
+    .unwrap();
+}
