@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_transport(false)
         .generate_default_stubs(true)
+        // etcd's wording when a request does not decode (src/etcd/codec.rs)
+        .codec_path("crate::etcd::codec::EtcdCodec")
         .compile_protos(&protos, &[Path::new("proto")].map(|p| p.to_str().expect("utf-8 path")))?;
     Ok(())
 }

@@ -13,6 +13,14 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:3379";
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 /// etcd's default `--max-txn-ops`.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+/// Deepest nesting of transactions accepted (the top-level txn is level 1), whatever
+/// `max_txn_ops` allows. etcd bounds nesting only by its op budget (each level spends at least one
+/// op, so the default 128 allows 129 levels, the last one empty); T4 also refuses deeper nesting with
+/// etcd's too-many-ops error, because validation, evaluation, encoding and dropping recurse per level
+/// and must stay well inside the 2 MiB stack of an executor or a read thread: at this depth they
+/// take about 0.75 MiB in a debug build, 0.2 MiB in release. Only a `max_txn_ops` of 256 or more
+/// makes T4 and etcd differ. Not a setting: it is sized to the stacks, not to a workload.
+pub const TXN_NESTED_LEVELS_MAX: usize = 256;
 /// gRPC adds this much headroom over `max_request_bytes` before refusing a frame outright, as etcd does.
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// Proposals merged into one group commit at most (bounds a batch's memory and a reply burst).
@@ -46,6 +54,13 @@ pub const WATCH_STREAM_BUFFER_BYTES: usize = 2 * 1024 * 1024;
 pub const WATCH_CATCH_UP_BYTES_MAX: usize = 1024 * 1024;
 /// etcd's default interval between progress notifications for watchers that asked for them.
 pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL_MS: u64 = 10 * 60 * 1000;
+/// HTTP/2 connection-level flow-control window: bytes a client may send on all its streams before
+/// the server has taken them. h2 also sizes by it (half of it) the budget that closes a connection
+/// with GOAWAY ENHANCE_YOUR_CALM "too_many_data_frames" when small DATA frames (each charged up to
+/// 256 bytes) pile up unread: hyper's 1 MiB default cut off a client whose burst of 10,000 watch
+/// creates (~15 bytes each) arrived on a new stream before the stream's reader had started. 8 MiB
+/// leaves room for ~17,000 such frames, and stays below the 16 MiB grpc-go (etcd) grows its windows to.
+pub const CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 /// How long a graceful shutdown waits for in-flight requests before closing connections.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 /// Bytes the data directory's file system keeps free for what the storage engine writes on its own:
@@ -57,6 +72,27 @@ pub const DEFAULT_DISK_FREE_MIN_BYTES: u64 = 256 * 1024 * 1024;
 /// that keeps retrying: the failure stays visible in the log without flooding it; `Status.errors`
 /// shows it meanwhile.
 pub const FAILURE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a new connection may take to send HTTP/2's client preface and first SETTINGS frame.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// etcd's `--grpc-keepalive-min-time` (5 s).
+pub const DEFAULT_GRPC_KEEPALIVE_MIN_TIME_MS: u64 = 5_000;
+/// etcd's `--grpc-keepalive-interval` (2 h).
+pub const DEFAULT_GRPC_KEEPALIVE_INTERVAL_MS: u64 = 2 * 60 * 60 * 1000;
+/// etcd's `--grpc-keepalive-timeout` (20 s).
+pub const DEFAULT_GRPC_KEEPALIVE_TIMEOUT_MS: u64 = 20_000;
+/// grpc-go's keepalive minimum time when none is configured (5 min): what etcd enforces with a
+/// `--grpc-keepalive-min-time` of 0.
+pub const GRPC_DEFAULT_KEEPALIVE_MIN_TIME_MS: u64 = 5 * 60 * 1000;
+/// grpc-go's server keepalive interval and timeout when none are configured (2 h, 20 s): what etcd
+/// uses when `--grpc-keepalive-interval` or `--grpc-keepalive-timeout` is 0.
+pub const GRPC_DEFAULT_KEEPALIVE_INTERVAL_MS: u64 = 2 * 60 * 60 * 1000;
+pub const GRPC_DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 20_000;
+/// Open client connections one core serves at most; beyond it, new ones are closed at once. Each
+/// idle HTTP/2 connection holds a few KiB to tens of KiB (hyper's buffers, h2's tables), an active
+/// one up to its windows (`CONNECTION_WINDOW_BYTES`); 4,096 per core stays far below both memory
+/// and the usual 20,000+ open-file limits of a small machine.
+pub const DEFAULT_CONNECTIONS_PER_CORE_MAX: usize = 4_096;
 
 /// Keys, versions or changed keys a `t4 inspect` command shows unless `--limit` says otherwise.
 pub const DEFAULT_INSPECT_LIMIT: usize = 1000;
@@ -134,6 +170,35 @@ pub struct Config {
     /// `etcdctl alarm disarm` lets writes resume.
     #[arg(long, env = "T4_DISK_FREE_MIN_BYTES", default_value_t = DEFAULT_DISK_FREE_MIN_BYTES)]
     pub disk_free_min_bytes: u64,
+
+    /// Milliseconds a new client connection may take to send HTTP/2's preface and first SETTINGS
+    /// frame; a connection that has not is closed (half-open and slow-loris connections hold nothing).
+    #[arg(long, env = "T4_HANDSHAKE_TIMEOUT_MS", default_value_t = DEFAULT_HANDSHAKE_TIMEOUT_MS)]
+    pub handshake_timeout_ms: u64,
+
+    /// Least milliseconds between a client's keepalive pings (etcd's --grpc-keepalive-min-time):
+    /// a client pinging more often while it has streams open, or pinging at all (more than once in
+    /// 2 h) while it has none, gets GOAWAY ENHANCE_YOUR_CALM "too_many_pings" after its third
+    /// offence, as from etcd. Data or headers sent to the client forgive earlier pings. 0: grpc-go's
+    /// default, 5 minutes, as etcd does.
+    #[arg(long, env = "T4_GRPC_KEEPALIVE_MIN_TIME_MS", default_value_t = DEFAULT_GRPC_KEEPALIVE_MIN_TIME_MS)]
+    pub grpc_keepalive_min_time_ms: u64,
+
+    /// Milliseconds without anything received from a client before T4 pings it (etcd's
+    /// --grpc-keepalive-interval). With this or the timeout 0, grpc-go's defaults apply (2 h and
+    /// 20 s), as in etcd.
+    #[arg(long, env = "T4_GRPC_KEEPALIVE_INTERVAL_MS", default_value_t = DEFAULT_GRPC_KEEPALIVE_INTERVAL_MS)]
+    pub grpc_keepalive_interval_ms: u64,
+
+    /// Milliseconds T4 waits for a client to answer its ping before closing the connection (etcd's
+    /// --grpc-keepalive-timeout).
+    #[arg(long, env = "T4_GRPC_KEEPALIVE_TIMEOUT_MS", default_value_t = DEFAULT_GRPC_KEEPALIVE_TIMEOUT_MS)]
+    pub grpc_keepalive_timeout_ms: u64,
+
+    /// Open client connections each core serves at most; more are closed as they arrive (and
+    /// logged, at most once a second per core).
+    #[arg(long, env = "T4_CONNECTIONS_PER_CORE_MAX", default_value_t = DEFAULT_CONNECTIONS_PER_CORE_MAX)]
+    pub connections_per_core_max: usize,
 
     /// Object storage settings (none: the node keeps its data on local disk only).
     #[command(flatten)]
@@ -246,6 +311,11 @@ impl Config {
             spin_before_park_us: DEFAULT_SPIN_BEFORE_PARK_US,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             disk_free_min_bytes: DEFAULT_DISK_FREE_MIN_BYTES,
+            handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            grpc_keepalive_min_time_ms: DEFAULT_GRPC_KEEPALIVE_MIN_TIME_MS,
+            grpc_keepalive_interval_ms: DEFAULT_GRPC_KEEPALIVE_INTERVAL_MS,
+            grpc_keepalive_timeout_ms: DEFAULT_GRPC_KEEPALIVE_TIMEOUT_MS,
+            connections_per_core_max: DEFAULT_CONNECTIONS_PER_CORE_MAX,
             watch_progress_notify_interval_ms: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL_MS,
             object_store: ObjectStoreArgs {
                 s3_region: "us-east-1".to_string(),

@@ -19,6 +19,7 @@ use crate::etcd::Services;
 use crate::mvcc::{Store, VersionReader};
 use crate::proto::etcdserverpb as pb;
 use crate::runtime::blocking::BlockingPool;
+use crate::runtime::connection::ConnectionPolicy;
 use crate::runtime::{Executors, Plan, bind_listeners};
 use crate::sequencer::{Limits, Outcome, Proposal, SUBSCRIBER_GROUPS_MAX, Sequencer, SpaceGuard};
 use crate::shard::{ShardActor, ShardContext};
@@ -136,6 +137,7 @@ impl Node {
             sequencer,
             shards,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
+            connections: ConnectionPolicy::new(&config),
             shutdown,
             spin_before_park: Duration::from_micros(config.spin_before_park_us),
         })?;

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{Server, channel};
+use futures_lite::StreamExt;
 use tonic::codegen::http::uri::PathAndQuery;
 
 /// Field 1 of RangeRequest is `bytes key`; sending it as a fixed64 makes the body undecodable.
@@ -36,6 +37,8 @@ async fn malformed_and_oversized_frames_fail_cleanly_and_the_server_keeps_servin
     let server = Server::start_t4(dir.path(), &[]);
     let status = call(&server.endpoint, "/etcdserverpb.KV/Range", WrongWireType { key: 7 }).await;
     assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    // etcd 3.4 (grpc-go) says "grpc: error unmarshalling request: proto: wrong wireType = 1 for field Key".
+    assert!(status.message().starts_with("grpc: error unmarshalling request: "), "{status:?}");
     // Above max-request-bytes plus gRPC's headroom, the frame itself is refused, as etcd's gRPC layer does.
     let huge = BigPut { key: b"k".to_vec(), value: vec![0; 3 * 1024 * 1024] };
     let status = call(&server.endpoint, "/etcdserverpb.KV/Put", huge).await;
@@ -49,4 +52,30 @@ async fn malformed_and_oversized_frames_fail_cleanly_and_the_server_keeps_servin
     let mut client = server.client().await;
     client.put("still", "alive", None).await.unwrap();
     assert_eq!(client.get("still", None).await.unwrap().kvs()[0].value(), b"alive");
+}
+
+/// Opens a bidi stream on `path`, sends one frame that does not decode as the method's request, keeps
+/// the sending side open, and returns how the response stream ended.
+async fn garbage_on_stream(endpoint: &str, path: &'static str) -> Result<Option<Vec<u8>>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel(endpoint).await.unwrap());
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<WrongWireType, t4::proto::etcdserverpb::LeaseKeepAliveResponse>::default();
+    let requests = futures_lite::stream::once(WrongWireType { key: 7 }).chain(futures_lite::stream::pending());
+    let mut responses =
+        grpc.streaming(tonic::Request::new(requests), PathAndQuery::from_static(path), codec).await?.into_inner();
+    responses.message().await.map(|m| m.map(|m| prost::Message::encode_to_vec(&m)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_a_watch_or_keep_alive_stream_ends_it_with_internal() {
+    // etcd 3.4 answers "grpc: failed to unmarshal the received message proto: wrong wireType = 1 for
+    // field CreateRequest" (and "... for field ID"); T4 used to end the watch stream with OK.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_under_test(dir.path(), &[]);
+    for path in ["/etcdserverpb.Watch/Watch", "/etcdserverpb.Lease/LeaseKeepAlive"] {
+        let status = garbage_on_stream(&server.endpoint, path).await.expect_err("the stream must fail");
+        assert_eq!(status.code(), tonic::Code::Internal, "{path}: {status:?}");
+        // grpc-go's wording; what follows is the decoder's reason (Go's protobuf words it its own way).
+        assert!(status.message().starts_with("grpc: failed to unmarshal the received message "), "{path}: {status:?}");
+    }
 }

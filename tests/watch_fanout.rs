@@ -575,3 +575,55 @@ async fn a_stalled_watch_stream_gets_every_event_once_it_resumes() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Ten thousand watches on one stream
+// ---------------------------------------------------------------------------------------------
+
+/// A client creating 10,000 watches back to back on one stream (the case: T4's HTTP/2
+/// layer closed the connection with GOAWAY ENHANCE_YOUR_CALM "too_many_data_frames" under load;
+/// tests/http2_limits.rs makes that load deterministic): every watch is created, one put reaches all
+/// of them, and the connection keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_watches_on_one_stream_are_all_created_and_fed() {
+    const WATCHES: usize = 10_000;
+    let fixture = start().await;
+    let deadline = Instant::now() + DEADLINE;
+    let mut client = fixture.server.client().await;
+    let stream = timeout_at(deadline, client.watch("hot", None)).await.expect("in time").expect("open a watch stream");
+    let (mut sender, mut responses) = stream.split();
+    let creating = tokio::spawn(async move {
+        for _ in 1..WATCHES {
+            sender.watch("hot", None).await.expect("send a create");
+        }
+        sender // keeps the stream's sending side open
+    });
+    let mut created = std::collections::HashSet::new();
+    while created.len() < WATCHES {
+        let response = timeout_at(deadline, responses.message())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {WATCHES} created before the deadline", created.len()))
+            .unwrap_or_else(|e| panic!("after {} created: {e}", created.len()))
+            .expect("the stream stays open");
+        assert!(response.created() && !response.canceled(), "{response:?}");
+        assert!(created.insert(response.watch_id()), "watch id {} created twice", response.watch_id());
+    }
+    let _sender = creating.await.expect("all creates sent");
+
+    let put = client.put("hot", "v", None).await.expect("put").header().expect("header").revision();
+    let mut fed = std::collections::HashSet::new();
+    while fed.len() < WATCHES {
+        let response = timeout_at(deadline, responses.message())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {WATCHES} watches fed before the deadline", fed.len()))
+            .unwrap_or_else(|e| panic!("after {} fed: {e}", fed.len()))
+            .expect("the stream stays open");
+        for event in response.events() {
+            assert_eq!(event.kv().expect("a put event").mod_revision(), put);
+            assert!(fed.insert(response.watch_id()), "watch {} fed twice", response.watch_id());
+        }
+    }
+    assert_eq!(fed, created);
+    // The connection still serves.
+    assert_eq!(client.get("hot", None).await.expect("get").kvs()[0].value(), b"v");
+}

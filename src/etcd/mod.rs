@@ -3,10 +3,12 @@
 //! get `Unimplemented`.
 
 mod cluster;
+pub(crate) mod codec;
 mod kv;
 mod lease;
 mod maintenance;
 pub mod status;
+pub(crate) mod txn_wire;
 mod watch;
 
 use std::net::SocketAddr;

@@ -40,6 +40,23 @@ pub fn to_status(error: Error) -> Status {
     Status::new(code, message)
 }
 
+/// How a server received a message: as a unary call's request, or from a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receipt {
+    Unary,
+    Stream,
+}
+
+/// The status etcd's gRPC layer (grpc-go) answers when a received message does not decode:
+/// `Internal`, worded by how it was received; `reason` is the decoder's (Go's protobuf reasons differ).
+pub fn undecodable(receipt: Receipt, reason: &str) -> Status {
+    let message = match receipt {
+        Receipt::Unary => format!("grpc: error unmarshalling request: {reason}"),
+        Receipt::Stream => format!("grpc: failed to unmarshal the received message {reason}"),
+    };
+    Status::new(Code::Internal, message)
+}
+
 /// Wraps the gRPC routes so a request frame over the size limit is refused as etcd's gRPC layer
 /// (grpc-go) refuses it: `ResourceExhausted`, "grpc: received message larger than max (N vs. M)",
 /// instead of tonic's own wording and code.

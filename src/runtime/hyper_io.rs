@@ -1,11 +1,15 @@
-//! The glommio ↔ hyper adapter: hyper's executor and I/O traits over glommio tasks and sockets, so
-//! tonic services are served by hyper's HTTP/2 server on each core without a tokio runtime.
+//! The glommio ↔ hyper adapter: hyper's executor, timer and I/O traits over glommio tasks, timers
+//! and sockets, so tonic services are served by hyper's HTTP/2 server on each core without a tokio
+//! runtime.
 
 use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 
@@ -19,6 +23,85 @@ where
 {
     fn execute(&self, future: F) {
         glommio::spawn_local(future).detach();
+    }
+}
+
+/// hyper's timer (its HTTP/2 keep-alive pings) on glommio's: each sleep is a task on the current
+/// executor that fires it; dropping the sleep cancels the task. hyper's sleeps must be `Send`, and
+/// glommio's timers are not, so the two share only thread-safe state.
+#[derive(Clone, Copy, Debug)]
+pub struct GlommioTimer;
+
+impl hyper::rt::Timer for GlommioTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(GlommioSleep::new(deadline))
+    }
+}
+
+/// What a sleep and its timer task share.
+#[derive(Default)]
+struct SleepState {
+    fired: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+    /// Signalled when the sleep is dropped (a permit is kept if the task is not waiting yet).
+    cancelled: tokio::sync::Notify,
+}
+
+/// One of [`GlommioTimer`]'s sleeps. Must be created on an executor (hyper's connection tasks are).
+struct GlommioSleep {
+    state: Arc<SleepState>,
+}
+
+impl GlommioSleep {
+    fn new(deadline: Instant) -> GlommioSleep {
+        let state = Arc::new(SleepState::default());
+        let task_state = state.clone();
+        glommio::spawn_local(async move {
+            let fire = async {
+                glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+                true
+            };
+            let cancel = async {
+                task_state.cancelled.notified().await;
+                false
+            };
+            if futures_lite::future::or(fire, cancel).await {
+                task_state.fired.store(true, Ordering::Release);
+                let waker = task_state.waker.lock().map(|mut w| w.take()).unwrap_or(None);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }
+        })
+        .detach();
+        GlommioSleep { state }
+    }
+}
+
+impl Future for GlommioSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.state.fired.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        if let Ok(mut waker) = self.state.waker.lock() {
+            *waker = Some(cx.waker().clone());
+        }
+        // It may have fired between the check and storing the waker.
+        if self.state.fired.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
+    }
+}
+
+impl hyper::rt::Sleep for GlommioSleep {}
+
+impl Drop for GlommioSleep {
+    fn drop(&mut self) {
+        self.state.cancelled.notify_one();
     }
 }
 

@@ -4,6 +4,7 @@
 //! report drained, then core 0 waits for the sequencer to stop.
 
 pub mod blocking;
+pub mod connection;
 pub mod hyper_io;
 pub mod panic_policy;
 
@@ -16,11 +17,13 @@ use std::time::{Duration, Instant};
 use glommio::{LocalExecutorBuilder, Placement};
 use tokio::sync::watch;
 
+use crate::config::CONNECTION_WINDOW_BYTES;
 use crate::error::{Error, Result};
 use crate::etcd::status::FrameLimitCompat;
 use crate::sequencer::Sequencer;
 use crate::shard::ShardActor;
-use hyper_io::{GlommioExecutor, HyperIo};
+use connection::{ConnectionPolicy, GuardedIo, RefusalLog};
+use hyper_io::{GlommioExecutor, GlommioTimer, HyperIo};
 
 thread_local! {
     /// The index of the executor running on this thread, if it is one.
@@ -41,6 +44,8 @@ const STREAMS_PER_CONNECTION_MAX: u32 = 10_000;
 const LISTEN_BACKLOG: i32 = 1024;
 /// How often a draining core checks whether its connections are gone.
 const DRAIN_POLL_MS: u64 = 5;
+/// Least time between two log lines about connections refused at the limit (per core).
+const REFUSAL_LOG_INTERVAL_MS: u64 = 1000;
 
 /// Binds one listening socket per core on `addr` (port 0: a free port shared by all of them).
 /// Refuses a port another socket holds, even one that also set SO_REUSEPORT.
@@ -86,6 +91,8 @@ pub struct Plan {
     /// One shard actor per core, in core order.
     pub shards: Vec<ShardActor>,
     pub shutdown_grace: Duration,
+    /// What each client connection is held to.
+    pub connections: ConnectionPolicy,
     /// Set to true to shut down: every core stops accepting and drains (watch streams close).
     pub shutdown: watch::Sender<bool>,
     /// How long an idle executor polls before it sleeps.
@@ -102,8 +109,17 @@ pub struct Executors {
 impl Executors {
     /// Starts one executor per core (pinned when the machine has that many CPUs).
     pub fn start(plan: Plan) -> Result<Executors> {
-        let Plan { cores, mut listeners, routes, sequencer, mut shards, shutdown_grace, shutdown, spin_before_park } =
-            plan;
+        let Plan {
+            cores,
+            mut listeners,
+            routes,
+            sequencer,
+            mut shards,
+            shutdown_grace,
+            connections,
+            shutdown,
+            spin_before_park,
+        } = plan;
         assert_eq!(shards.len(), cores, "one shard actor per core");
         let shutdown_rx = shutdown.subscribe();
         let (drained_tx, drained) = flume::unbounded();
@@ -128,7 +144,7 @@ impl Executors {
                     // SAFETY: the fd is a listening socket bound for this core and owned by nobody else.
                     Some(fd) => {
                         let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
-                        serve(listener, routes, shutdown, shutdown_grace).await;
+                        serve(listener, routes, connections, shutdown, shutdown_grace).await;
                     }
                     None => {
                         let mut shutdown = shutdown;
@@ -186,14 +202,17 @@ impl Executors {
     }
 }
 
-/// Accepts and serves connections until shutdown, then drains them.
+/// Accepts and serves connections until shutdown, then drains them. Connections beyond the
+/// policy's limit are closed as they arrive.
 async fn serve(
     listener: glommio::net::TcpListener,
     routes: Routes,
+    policy: ConnectionPolicy,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
     let open_connections = Rc::new(Cell::new(0usize));
+    let mut refusals = RefusalLog::new(Duration::from_millis(REFUSAL_LOG_INTERVAL_MS));
     loop {
         let accept = async { Some(listener.accept().await) };
         let stop = async {
@@ -209,24 +228,25 @@ async fn serve(
                 continue;
             }
         };
+        if open_connections.get() >= policy.connections_max {
+            drop(stream);
+            if let Some(refused) = refusals.refused(Instant::now()) {
+                tracing::warn!(
+                    refused,
+                    limit = policy.connections_max,
+                    core = current_core(),
+                    "connection limit reached: closing new connections"
+                );
+            }
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(routes.clone());
-        let mut connection_shutdown = shutdown.clone();
+        let connection_shutdown = shutdown.clone();
         let open = open_connections.clone();
         open.set(open.get() + 1);
         glommio::spawn_local(async move {
-            let mut builder = hyper::server::conn::http2::Builder::new(GlommioExecutor);
-            builder.max_concurrent_streams(STREAMS_PER_CONNECTION_MAX);
-            let mut connection = Box::pin(builder.serve_connection(HyperIo::new(stream), service));
-            let finished = async { Some(connection.as_mut().await) };
-            let stop = async {
-                let _ = connection_shutdown.wait_for(|stop| *stop).await;
-                None
-            };
-            if futures_lite::future::or(finished, stop).await.is_none() {
-                connection.as_mut().graceful_shutdown();
-                let _ = connection.await;
-            }
+            serve_connection(stream, service, policy, connection_shutdown).await;
             open.set(open.get() - 1);
         })
         .detach();
@@ -238,5 +258,54 @@ async fn serve(
     }
     if open_connections.get() > 0 {
         tracing::warn!(connections = open_connections.get(), "closing connections still open after the grace period");
+    }
+}
+
+/// Serves one client connection until it ends, its handshake does not arrive in time, or the node
+/// shuts down (then in-flight requests finish first).
+async fn serve_connection(
+    stream: glommio::net::TcpStream,
+    service: hyper_util::service::TowerToHyperService<Routes>,
+    policy: ConnectionPolicy,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    enum End {
+        Finished,
+        HandshakeTimedOut,
+        Shutdown,
+    }
+    let handshake_done = Rc::new(Cell::new(false));
+    let io = GuardedIo::new(stream, policy.ping_min_time, handshake_done.clone());
+    let mut builder = hyper::server::conn::http2::Builder::new(GlommioExecutor);
+    builder
+        .timer(GlommioTimer)
+        .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .keep_alive_interval(policy.keepalive_interval)
+        .keep_alive_timeout(policy.keepalive_timeout);
+    let mut connection = Box::pin(builder.serve_connection(HyperIo::new(io), service));
+    let finished = async {
+        let _ = connection.as_mut().await;
+        End::Finished
+    };
+    let handshake = async {
+        glommio::timer::sleep(policy.handshake_timeout).await;
+        if handshake_done.get() {
+            return futures_lite::future::pending().await;
+        }
+        End::HandshakeTimedOut
+    };
+    let stop = async {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        End::Shutdown
+    };
+    match futures_lite::future::or(finished, futures_lite::future::or(handshake, stop)).await {
+        End::Finished => {}
+        // Dropping the connection closes the socket: the client never spoke HTTP/2 in time.
+        End::HandshakeTimedOut => tracing::debug!("closing a connection whose HTTP/2 handshake did not arrive in time"),
+        End::Shutdown => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }

@@ -331,13 +331,20 @@ fn check_range_revision(view: &dyn VersionReader, op: &RequestOp) -> Result<()> 
     Ok(())
 }
 
-/// Whether no branch of `t` (nested ones included) can write.
+/// Whether no branch of `t` (nested ones included) can write. Runs before validation bounds the
+/// nesting, so it keeps its own stack of txns instead of recursing.
 pub fn is_read_only(t: &TxnRequest) -> bool {
-    t.success.iter().chain(&t.failure).all(|op| match &op.request {
-        Some(Request::RequestRange(_)) | None => true,
-        Some(Request::RequestTxn(nested)) => is_read_only(nested),
-        Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => false,
-    })
+    let mut pending = vec![t];
+    while let Some(t) = pending.pop() {
+        for op in t.success.iter().chain(&t.failure) {
+            match &op.request {
+                Some(Request::RequestRange(_)) | None => {}
+                Some(Request::RequestTxn(nested)) => pending.push(nested),
+                Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => return false,
+            }
+        }
+    }
+    true
 }
 
 /// etcd's `applyCompare`: every key in the compare's span must satisfy it; a span with no keys

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use prost::Message;
 
 use super::Proposal;
+use crate::config::TXN_NESTED_LEVELS_MAX;
 use crate::error::{Error, Result};
 use crate::proto::etcdserverpb::request_op::Request;
 use crate::proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
@@ -41,7 +42,7 @@ pub fn validate(proposal: &Proposal, limits: Limits) -> Result<()> {
 
 /// Validates a transaction as etcd's gRPC layer does (also for ones answered without the sequencer).
 pub fn validate_txn(r: &TxnRequest, limits: Limits) -> Result<()> {
-    check_txn(r, limits.max_txn_ops)?;
+    check_txn(r, limits.max_txn_ops, 1)?;
     check_intervals(&r.success)?;
     check_intervals(&r.failure)?;
     check_size(r.encoded_len(), limits)
@@ -82,9 +83,13 @@ fn check_delete(r: &DeleteRangeRequest) -> Result<()> {
     Ok(())
 }
 
-fn check_txn(r: &TxnRequest, max_txn_ops: usize) -> Result<()> {
+/// etcd's `checkTxnRequest` for the txn at nesting `level` (the top-level txn is 1): each level
+/// may hold what is left of the op budget after the levels above it. Nesting beyond
+/// [`TXN_NESTED_LEVELS_MAX`] is refused as an exhausted budget is (etcd has no such cap; with its
+/// default budget, nesting ends long before it).
+fn check_txn(r: &TxnRequest, max_txn_ops: usize, level: usize) -> Result<()> {
     let ops = r.compare.len().max(r.success.len()).max(r.failure.len());
-    if ops > max_txn_ops {
+    if ops > max_txn_ops || level > TXN_NESTED_LEVELS_MAX {
         return Err(Error::TooManyOps);
     }
     if r.compare.iter().any(|c| c.key.is_empty()) {
@@ -92,17 +97,17 @@ fn check_txn(r: &TxnRequest, max_txn_ops: usize) -> Result<()> {
     }
     for op in r.success.iter().chain(&r.failure) {
         // etcd passes the remaining budget down to nested txns.
-        check_op(op, max_txn_ops - ops)?;
+        check_op(op, max_txn_ops - ops, level)?;
     }
     Ok(())
 }
 
-fn check_op(op: &RequestOp, max_txn_ops: usize) -> Result<()> {
+fn check_op(op: &RequestOp, max_txn_ops: usize, level: usize) -> Result<()> {
     match &op.request {
         Some(Request::RequestRange(r)) => check_range(r),
         Some(Request::RequestPut(r)) => check_put(r),
         Some(Request::RequestDeleteRange(r)) => check_delete(r),
-        Some(Request::RequestTxn(r)) => check_txn(r, max_txn_ops),
+        Some(Request::RequestTxn(r)) => check_txn(r, max_txn_ops, level + 1),
         None => Err(Error::KeyNotFound),
     }
 }

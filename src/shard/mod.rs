@@ -305,8 +305,14 @@ impl Shard {
                 // A client that closes its sending side keeps its watches, as with etcd; the
                 // periodic tick notices when it also stops listening.
                 None => return,
-                Some(Err(_)) => {
-                    self.0.borrow_mut().close_stream(stream);
+                // A request that does not decode (or a broken stream) ends the stream with that
+                // status, as etcd ends it with grpc-go's; closing it without one would report OK.
+                Some(Err(status)) => {
+                    let mut state = self.0.borrow_mut();
+                    if let Some(s) = state.streams.get(&stream) {
+                        s.outbox.fail(status);
+                    }
+                    state.close_stream(stream);
                     return;
                 }
             }

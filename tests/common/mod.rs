@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 
 pub mod moto;
 pub mod object_contract;
+pub mod raw_h2;
 pub mod watch_model;
 
 /// How long a server may take to start or stop.
