@@ -273,11 +273,7 @@ fn pings(h2: &mut RawH2, count: u8) {
 /// etcd (grpc-go) and from T4 alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_pinging_too_often_get_too_many_pings_as_from_etcd() {
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let etcd_dir = dirs.0.path().to_path_buf();
-    let etcd = tokio::task::spawn_blocking(move || Server::start_etcd(&etcd_dir));
-    let t4 = Server::start_t4(dirs.1.path(), &[]);
-    let etcd = etcd.await.unwrap();
+    let (_dirs, etcd, t4) = common::etcd_and_t4().await;
     for server in [&etcd, &t4] {
         let endpoint = server.endpoint.clone();
         tokio::task::spawn_blocking(move || {
@@ -313,11 +309,7 @@ async fn clients_pinging_too_often_get_too_many_pings_as_from_etcd() {
 /// it gets keeps its connection, on etcd and on T4.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_after_server_data_are_forgiven_as_by_etcd() {
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let etcd_dir = dirs.0.path().to_path_buf();
-    let etcd = tokio::task::spawn_blocking(move || Server::start_etcd(&etcd_dir));
-    let t4 = Server::start_t4(dirs.1.path(), &[]);
-    let etcd = etcd.await.unwrap();
+    let (_dirs, etcd, t4) = common::etcd_and_t4().await;
     for server in [&etcd, &t4] {
         let endpoint = server.endpoint.clone();
         let mut h2 = tokio::task::spawn_blocking(move || {

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Server, channel};
+use common::channel;
 use prost::Message;
 use prost::bytes::BufMut;
 use t4::proto::etcdserverpb::request_op::Request;
@@ -150,11 +150,7 @@ const TOO_MANY_OPS: &str = "etcdserver: too many operations in txn request";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_txns_are_accepted_and_refused_exactly_as_etcd_does() {
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let etcd_dir = dirs.0.path().to_path_buf();
-    let etcd = tokio::task::spawn_blocking(move || Server::start_etcd(&etcd_dir));
-    let t4 = Server::start_t4(dirs.1.path(), &[]);
-    let etcd = etcd.await.unwrap();
+    let (_dirs, etcd, t4) = common::etcd_and_t4().await;
 
     let one_put = |key: &str| with_ops(&[put_op(key)]);
     let deep = nested(10_000, &one_put("never"));

@@ -263,6 +263,17 @@ pub fn wait_for_checkpoint(objects: &Path, revision: i64) {
     }
 }
 
+/// A reference etcd and a T4 side by side (etcd starting while T4 does), with their data dirs,
+/// which must outlive both.
+pub async fn etcd_and_t4() -> ((tempfile::TempDir, tempfile::TempDir), Server, Server) {
+    let dirs = (tempfile::tempdir().expect("etcd dir"), tempfile::tempdir().expect("t4 dir"));
+    let etcd_dir = dirs.0.path().to_path_buf();
+    let etcd = tokio::task::spawn_blocking(move || Server::start_etcd(&etcd_dir));
+    let t4 = Server::start_t4(dirs.1.path(), &[]);
+    let etcd = etcd.await.expect("etcd start task");
+    (dirs, etcd, t4)
+}
+
 /// A gRPC channel to `endpoint` (`host:port`).
 pub async fn channel(endpoint: &str) -> Result<Channel, tonic::transport::Error> {
     Channel::from_shared(format!("http://{endpoint}")).expect("valid uri").connect().await
