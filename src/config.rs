@@ -167,7 +167,9 @@ pub struct Config {
     /// Bytes the data directory's file system must keep free. A write that grows the store (put, txn
     /// with a put, lease grant) while less is free is refused with etcd's `database space exceeded`
     /// and raises the NOSPACE alarm; reads, deletes and compactions go on. Once space is back,
-    /// `etcdctl alarm disarm` lets writes resume.
+    /// `etcdctl alarm disarm` lets writes resume. Keep it above what the storage engine writes on its
+    /// own (memtable flushes of up to 16 MiB per keyspace, compactions): if one of those finds the
+    /// disk full, the engine refuses every later write and only a restart takes writes again.
     #[arg(long, env = "T4_DISK_FREE_MIN_BYTES", default_value_t = DEFAULT_DISK_FREE_MIN_BYTES)]
     pub disk_free_min_bytes: u64,
 
