@@ -15,7 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptors = out_dir.join("etcd_descriptors.bin");
     tonic_prost_build::configure()
+        .file_descriptor_set_path(&descriptors)
         .build_server(true)
         .build_client(true)
         .build_transport(false)
@@ -23,5 +26,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // etcd's wording when a request does not decode (src/etcd/codec.rs)
         .codec_path("crate::etcd::codec::EtcdCodec")
         .compile_protos(&protos, &[Path::new("proto")].map(|p| p.to_str().expect("utf-8 path")))?;
+    // etcd's JSON gateway mapping (grpc-gateway's jsonpb with OrigName): proto field names, int64 as
+    // strings, bytes as base64, enum names, default values left out; unknown fields ignored, as etcd's
+    // gateway ignores them.
+    pbjson_build::Builder::new()
+        .register_descriptors(&std::fs::read(&descriptors)?)?
+        .preserve_proto_field_names()
+        .ignore_unknown_fields()
+        .build(&[".etcdserverpb", ".mvccpb", ".authpb"])?;
     Ok(())
 }

@@ -134,6 +134,7 @@ impl Node {
             cores,
             listeners,
             routes: services.clone().routes(),
+            http: crate::etcd::http::HttpFace::new(services.clone()),
             sequencer,
             shards,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),

@@ -4,6 +4,8 @@
 
 mod cluster;
 pub(crate) mod codec;
+mod gateway;
+pub mod http;
 mod kv;
 mod lease;
 mod maintenance;

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::config::CONNECTION_WINDOW_BYTES;
 use crate::error::{Error, Result};
+use crate::etcd::http::HttpFace;
 use crate::etcd::status::FrameLimitCompat;
 use crate::sequencer::Sequencer;
 use crate::shard::ShardActor;
@@ -86,6 +87,8 @@ pub struct Plan {
     pub listeners: Vec<RawFd>,
     /// The gRPC services every core serves.
     pub routes: Routes,
+    /// What the same port answers to HTTP/1.1 clients (health, version, etcd's JSON gateway).
+    pub http: HttpFace,
     /// The sequencer, run on core 0.
     pub sequencer: Sequencer,
     /// One shard actor per core, in core order.
@@ -113,6 +116,7 @@ impl Executors {
             cores,
             mut listeners,
             routes,
+            http,
             sequencer,
             mut shards,
             shutdown_grace,
@@ -132,6 +136,7 @@ impl Executors {
             let listener = listeners.pop();
             let shard = shards.pop().expect("one shard per core");
             let routes = routes.clone();
+            let http = http.clone();
             let shutdown = shutdown_rx.clone();
             let drained = drained_tx.clone();
             let sequencer = if core == 0 { sequencer.take() } else { None };
@@ -144,7 +149,7 @@ impl Executors {
                     // SAFETY: the fd is a listening socket bound for this core and owned by nobody else.
                     Some(fd) => {
                         let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
-                        serve(listener, routes, connections, shutdown, shutdown_grace).await;
+                        serve(listener, routes, http, connections, shutdown, shutdown_grace).await;
                     }
                     None => {
                         let mut shutdown = shutdown;
@@ -207,6 +212,7 @@ impl Executors {
 async fn serve(
     listener: glommio::net::TcpListener,
     routes: Routes,
+    http: HttpFace,
     policy: ConnectionPolicy,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
@@ -242,11 +248,16 @@ async fn serve(
         }
         let _ = stream.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(routes.clone());
+        let http = http.clone();
         let connection_shutdown = shutdown.clone();
         let open = open_connections.clone();
         open.set(open.get() + 1);
         glommio::spawn_local(async move {
-            serve_connection(stream, service, policy, connection_shutdown).await;
+            match client_protocol(&stream, policy.handshake_timeout).await {
+                Some(Protocol::Http2) => serve_connection(stream, service, policy, connection_shutdown).await,
+                Some(Protocol::Http1) => serve_http1(stream, http, policy, connection_shutdown).await,
+                None => {} // closed, or silent past the handshake timeout
+            }
             open.set(open.get() - 1);
         })
         .detach();
@@ -258,6 +269,68 @@ async fn serve(
     }
     if open_connections.get() > 0 {
         tracing::warn!(connections = open_connections.get(), "closing connections still open after the grace period");
+    }
+}
+
+/// The protocol a client speaks on the client port.
+enum Protocol {
+    /// HTTP/2 with prior knowledge: gRPC.
+    Http2,
+    /// HTTP/1.1: health, version and etcd's JSON gateway.
+    Http1,
+}
+
+/// Tells the protocol from the client's first bytes without consuming them: HTTP/2's connection
+/// preface starts with `PRI`, which is no HTTP/1.1 method. `None` if the client closes, or sends
+/// fewer than three bytes within `timeout`.
+async fn client_protocol(stream: &glommio::net::TcpStream, timeout: Duration) -> Option<Protocol> {
+    const PREFACE_START: &[u8; 3] = b"PRI";
+    const RETRY_MS: u64 = 1;
+    let deadline = Instant::now() + timeout;
+    let mut first = [0u8; 3];
+    loop {
+        let peek = async { Some(stream.peek(&mut first).await) };
+        let expire = async {
+            glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+            None
+        };
+        match futures_lite::future::or(peek, expire).await {
+            None | Some(Err(_)) | Some(Ok(0)) => return None,
+            Some(Ok(n)) if n >= first.len() => {
+                return Some(if &first == PREFACE_START { Protocol::Http2 } else { Protocol::Http1 });
+            }
+            // Fewer bytes than it takes to tell: a peek returns at once while they wait, so pause.
+            Some(Ok(_)) => glommio::timer::sleep(Duration::from_millis(RETRY_MS)).await,
+        }
+    }
+}
+
+/// Serves one HTTP/1.1 connection (keep-alive) until it ends or the node shuts down; a client that
+/// does not send a request's headers within the handshake timeout is dropped.
+async fn serve_http1(
+    stream: glommio::net::TcpStream,
+    http: HttpFace,
+    policy: ConnectionPolicy,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |request| {
+        let http = http.clone();
+        async move { http.handle(request).await }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(GlommioTimer).header_read_timeout(policy.handshake_timeout).keep_alive(true);
+    let mut connection = Box::pin(builder.serve_connection(HyperIo::new(stream), service));
+    let finished = async {
+        let _ = connection.as_mut().await;
+        false
+    };
+    let stop = async {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        true
+    };
+    if futures_lite::future::or(finished, stop).await {
+        connection.as_mut().graceful_shutdown();
+        let _ = connection.await;
     }
 }
 

@@ -1,0 +1,129 @@
+//! etcd's JSON gateway (grpc-gateway in etcd 3.4): `POST /v3/<service>/<method>` (or `/v3beta/…`)
+//! with the request message as JSON, answered with the response message as JSON, or with
+//! grpc-gateway's error body and the HTTP status it maps the gRPC code to. The JSON mapping is the
+//! wire types' own (pbjson, proto field names as etcd's `OrigName`); every call goes to the same
+//! service method gRPC calls, so no KV, lease or cluster rule is written twice.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::{Code, Request, Status};
+
+use super::Services;
+use super::http::HttpBody;
+use crate::proto::etcdserverpb::cluster_server::Cluster;
+use crate::proto::etcdserverpb::kv_server::Kv;
+use crate::proto::etcdserverpb::lease_server::Lease;
+use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+
+/// The path prefixes the gateway answers under (etcd 3.4 serves both).
+const PREFIXES: [&str; 2] = ["/v3/", "/v3beta/"];
+
+/// Whether `path` is the gateway's.
+pub fn owns(path: &str) -> bool {
+    PREFIXES.iter().any(|p| path.starts_with(p))
+}
+
+/// Answers a gateway call: `path` (one of [`owns`]'s) with the request `body`.
+pub async fn call(services: &Services, path: &str, body: Bytes) -> Response<HttpBody> {
+    let method = PREFIXES.iter().find_map(|p| path.strip_prefix(p)).unwrap_or(path);
+    let s = services.clone();
+    match method {
+        "kv/range" => unary(body, |r| async move { Kv::range(&s, r).await }).await,
+        "kv/put" => unary(body, |r| async move { Kv::put(&s, r).await }).await,
+        "kv/deleterange" => unary(body, |r| async move { Kv::delete_range(&s, r).await }).await,
+        "kv/txn" => unary(body, |r| async move { Kv::txn(&s, r).await }).await,
+        "kv/compaction" => unary(body, |r| async move { Kv::compact(&s, r).await }).await,
+        "lease/grant" => unary(body, |r| async move { Lease::lease_grant(&s, r).await }).await,
+        "lease/revoke" | "kv/lease/revoke" => unary(body, |r| async move { Lease::lease_revoke(&s, r).await }).await,
+        "lease/timetolive" | "kv/lease/timetolive" => {
+            unary(body, |r| async move { Lease::lease_time_to_live(&s, r).await }).await
+        }
+        "lease/leases" | "kv/lease/leases" => unary(body, |r| async move { Lease::lease_leases(&s, r).await }).await,
+        "maintenance/status" => unary(body, |r| async move { Maintenance::status(&s, r).await }).await,
+        "maintenance/alarm" => unary(body, |r| async move { Maintenance::alarm(&s, r).await }).await,
+        "cluster/member/list" => unary(body, |r| async move { Cluster::member_list(&s, r).await }).await,
+        // grpc-gateway's answer to a path it has no route for.
+        _ => {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"Not Found\n")));
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            response
+        }
+    }
+}
+
+/// Decodes the request (an empty body is the empty message, as grpc-gateway reads it), calls the
+/// service, and encodes its answer or its error.
+async fn unary<Req, Resp, F, Fut>(body: Bytes, call: F) -> Response<HttpBody>
+where
+    Req: DeserializeOwned + Default,
+    Resp: Serialize,
+    F: FnOnce(Request<Req>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        Req::default()
+    } else {
+        match serde_json::from_slice::<Req>(&body) {
+            Ok(request) => request,
+            Err(e) => return error(&Status::invalid_argument(e.to_string())),
+        }
+    };
+    match call(Request::new(request)).await {
+        Ok(response) => match serde_json::to_vec(response.get_ref()) {
+            Ok(json) => answer(StatusCode::OK, json),
+            Err(e) => error(&Status::internal(format!("encoding the response: {e}"))),
+        },
+        Err(status) => error(&status),
+    }
+}
+
+/// grpc-gateway's error body (its fields in the order etcd 3.4 writes them) for a gRPC status.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+    code: i32,
+}
+
+fn error(status: &Status) -> Response<HttpBody> {
+    let body = ErrorBody { error: status.message(), message: status.message(), code: status.code() as i32 };
+    let json = serde_json::to_vec(&body).expect("an error body always encodes");
+    answer(http_status(status.code()), json)
+}
+
+/// `HTTPStatusFromCode` of the grpc-gateway etcd 3.4 is built with (FailedPrecondition is 412 there).
+fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn answer(status: StatusCode, json: Vec<u8>) -> Response<HttpBody> {
+    let mut response = Response::new(Full::new(Bytes::from(json)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("valid"));
+    response
+}
+
+/// The CORS headers etcd's client port sends with every answer (its default `--cors`: any origin).
+pub fn allow_any_origin(response: &mut Response<HttpBody>) {
+    let headers = response.headers_mut();
+    headers.insert("access-control-allow-origin", "*".parse().expect("valid"));
+    headers.insert("access-control-allow-methods", "POST, GET, OPTIONS, PUT, DELETE".parse().expect("valid"));
+    headers.insert("access-control-allow-headers", "accept, content-type, authorization".parse().expect("valid"));
+}

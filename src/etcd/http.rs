@@ -1,0 +1,123 @@
+//! The HTTP/1.1 face of the client port, as etcd serves beside gRPC: etcd's JSON gateway under
+//! `/v3/` (`gateway.rs`), `GET /health` (a read the node can serve, and no alarm), `/livez` and
+//! `/readyz`, and `GET /version`. Every answer comes from the
+//! same services the gRPC face calls; nothing here owns state.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::maintenance::ETCD_API_VERSION;
+use super::{Services, gateway};
+use crate::config::GRPC_OVERHEAD_BYTES;
+use crate::mvcc::VersionReader;
+
+/// The body type of every HTTP/1.1 answer.
+pub type HttpBody = Full<Bytes>;
+
+/// What the HTTP/1.1 face answers with. Cheap to clone (one per connection).
+#[derive(Clone)]
+pub struct HttpFace {
+    services: Services,
+}
+
+impl HttpFace {
+    pub fn new(services: Services) -> HttpFace {
+        HttpFace { services }
+    }
+
+    /// Answers one request. Never fails: errors are HTTP answers.
+    pub async fn handle(&self, request: Request<Incoming>) -> Result<Response<HttpBody>, Infallible> {
+        let mut response = self.answer(request).await;
+        gateway::allow_any_origin(&mut response);
+        Ok(response)
+    }
+
+    async fn answer(&self, request: Request<Incoming>) -> Response<HttpBody> {
+        let path = request.uri().path().to_string();
+        if request.method() == Method::OPTIONS {
+            return text(StatusCode::OK, ""); // a CORS preflight: the headers are the answer
+        }
+        if gateway::owns(&path) {
+            if request.method() != Method::POST {
+                return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+            }
+            // JSON carries bytes as base64 (4/3) plus field names: bound the body by that much over
+            // the largest request, so a huge body costs no more memory than a huge gRPC message.
+            let limit = (self.services.max_request_bytes + GRPC_OVERHEAD_BYTES) / 3 * 4 + GRPC_OVERHEAD_BYTES;
+            let body = match Limited::new(request.into_body(), limit).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) if e.is::<LengthLimitError>() => {
+                    return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading an HTTP request body failed");
+                    return text(StatusCode::BAD_REQUEST, "cannot read the request body\n");
+                }
+            };
+            return gateway::call(&self.services, &path, body).await;
+        }
+        match (request.method(), path.as_str()) {
+            (&Method::GET, "/health") => self.health().await,
+            (&Method::GET, "/livez") => text(StatusCode::OK, "ok"),
+            (&Method::GET, "/readyz") => match self.serves_reads().await {
+                true => text(StatusCode::OK, "ok"),
+                false => text(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+            },
+            (&Method::GET, "/version") => json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "etcdserver": ETCD_API_VERSION,
+                    "etcdcluster": ETCD_CLUSTER_VERSION,
+                    "t4": env!("CARGO_PKG_VERSION"),
+                }),
+            ),
+            (_, "/health" | "/livez" | "/readyz" | "/version") => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+            }
+            // Go's net/http wording, which etcd answers with.
+            _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
+        }
+    }
+
+    /// Whether the node can answer a read now (a snapshot of the store at its current revision).
+    async fn serves_reads(&self) -> bool {
+        let store = self.services.store.clone();
+        let read = self.services.reads.run(move || -> crate::Result<i64> { Ok(store.read_view()?.current_revision()) });
+        matches!(read.await, Ok(Ok(_)))
+    }
+
+    /// etcd 3.4's `/health`: `{"health":"true"}` when a read succeeds and no alarm is raised, else
+    /// `{"health":"false"}` with 503.
+    async fn health(&self) -> Response<HttpBody> {
+        let alarms = self.services.alarms.raised();
+        let healthy = alarms.is_empty() && self.serves_reads().await;
+        if !healthy {
+            tracing::warn!(alarms = alarms.len(), "/health answers false");
+        }
+        let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        // etcd 3.4 sends this JSON as text/plain.
+        let body = if healthy { r#"{"health":"true"}"# } else { r#"{"health":"false"}"# };
+        text(status, body)
+    }
+}
+
+/// The cluster version `/version` reports (etcd's `etcdcluster`: major.minor.0).
+const ETCD_CLUSTER_VERSION: &str = "3.4.0";
+
+pub(super) fn text(status: StatusCode, body: &'static str) -> Response<HttpBody> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8".parse().expect("valid"));
+    response
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<HttpBody> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("valid"));
+    response
+}

@@ -1,0 +1,82 @@
+//! A minimal HTTP/1.1 client for the tests of the client port's HTTP face: one request per
+//! connection (`Connection: close`), bodies by length or chunked, every wait bounded.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP answer: status code, lower-cased headers, body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The value of header `name` (lower case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON (panics with the body if it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Sends `method path` with `body` to `endpoint` (`host:port`) and reads the whole answer.
+pub fn request(endpoint: &str, method: &str, path: &str, body: &[u8]) -> Answer {
+    let mut stream = TcpStream::connect(endpoint).expect("connect");
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT)).expect("read timeout");
+    stream.set_write_timeout(Some(REQUEST_TIMEOUT)).expect("write timeout");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("send head");
+    stream.write_all(body).expect("send body");
+    read_answer(&mut BufReader::new(stream))
+}
+
+fn read_answer(reader: &mut impl BufRead) -> Answer {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("status line");
+    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status code");
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("header line");
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        let (name, value) = trimmed.split_once(':').expect("header");
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let mut answer = Answer { status, headers, body: Vec::new() };
+    if answer.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            line.clear();
+            reader.read_line(&mut line).expect("chunk size");
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).expect("chunk size");
+            if size == 0 {
+                break; // trailers, if any, are left unread: the connection closes
+            }
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).expect("chunk");
+            answer.body.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(length) = answer.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        answer.body.resize(length, 0);
+        reader.read_exact(&mut answer.body).expect("body");
+    } else {
+        reader.read_to_end(&mut answer.body).expect("body to the end");
+    }
+    answer
+}

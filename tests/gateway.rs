@@ -1,0 +1,200 @@
+//! etcd's JSON gateway and HTTP endpoints on T4's client port, differentially against etcd 3.4: the
+//! same sequence of HTTP calls goes to both, and every answer's status and JSON body must match
+//! (the member's ids and raft term aside). The same port keeps serving gRPC.
+
+mod common;
+
+use common::http1::{Answer, request};
+use serde_json::{Value, json};
+
+/// How an answer is compared.
+#[derive(Clone, Copy)]
+enum Compare {
+    /// Status and the whole JSON body.
+    Body,
+    /// Status and gRPC code only (the message quotes a JSON parser, which differs between Go and Rust).
+    Code,
+    /// Status only (a plain-text answer).
+    Status,
+}
+
+/// base64 of `s`, as the gateway carries bytes.
+fn b64(s: &str) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = s.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Drops what differs between two members by nature: their ids and raft terms, in every header.
+fn normalise(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Object(header)) = map.get_mut("header") {
+                for field in ["cluster_id", "member_id", "raft_term"] {
+                    header.remove(field);
+                }
+            }
+            map.values_mut().for_each(normalise);
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalise),
+        _ => {}
+    }
+}
+
+/// The calls, in order: (method, path, body, how to compare).
+fn script() -> Vec<(&'static str, &'static str, Value, Compare)> {
+    use Compare::*;
+    let k = |s: &str| Value::String(b64(s));
+    vec![
+        ("POST", "/v3/kv/put", json!({"key": k("foo"), "value": k("bar")}), Body),
+        ("POST", "/v3/kv/put", json!({"key": k("foo"), "value": k("baz"), "prev_kv": true}), Body),
+        ("POST", "/v3beta/kv/put", json!({"key": k("fop"), "value": k("1")}), Body),
+        ("POST", "/v3/kv/put", json!({"key": k("g"), "value": k("")}), Body),
+        ("POST", "/v3/kv/range", json!({"key": k("foo")}), Body),
+        ("POST", "/v3/kv/range", json!({"key": k("fo"), "range_end": k("fp")}), Body),
+        (
+            "POST",
+            "/v3/kv/range",
+            json!({"key": k("f"), "range_end": k("h"), "limit": "2", "sort_order": "DESCEND", "sort_target": "KEY"}),
+            Body,
+        ),
+        ("POST", "/v3/kv/range", json!({"key": k("f"), "range_end": k("h"), "keys_only": true}), Body),
+        ("POST", "/v3/kv/range", json!({"key": k("f"), "range_end": k("h"), "count_only": true}), Body),
+        ("POST", "/v3/kv/range", json!({"key": k("foo"), "revision": "2"}), Body),
+        ("POST", "/v3/kv/range", json!({"key": k("\0"), "range_end": k("\0")}), Body),
+        ("POST", "/v3/kv/range", json!({"key": k("absent")}), Body),
+        (
+            "POST",
+            "/v3/kv/txn",
+            json!({
+                "compare": [{"key": k("foo"), "target": "VALUE", "result": "EQUAL", "value": k("baz")}],
+                "success": [
+                    {"request_put": {"key": k("t1"), "value": k("yes")}},
+                    {"request_range": {"key": k("foo")}},
+                    {"request_txn": {"success": [{"request_delete_range": {"key": k("g"), "prev_kv": true}}]}}
+                ],
+                "failure": [{"request_put": {"key": k("t1"), "value": k("no")}}]
+            }),
+            Body,
+        ),
+        (
+            "POST",
+            "/v3/kv/txn",
+            json!({
+                "compare": [{"key": k("foo"), "target": "MOD", "result": "LESS", "mod_revision": "1"}],
+                "failure": [{"request_range": {"key": k("t1")}}]
+            }),
+            Body,
+        ),
+        ("POST", "/v3/kv/deleterange", json!({"key": k("fo"), "range_end": k("fp"), "prev_kv": true}), Body),
+        ("POST", "/v3/kv/compaction", json!({"revision": "3"}), Body),
+        ("POST", "/v3/kv/range", json!({"key": k("foo"), "revision": "2"}), Body),
+        ("POST", "/v3/kv/range", json!({"key": k("foo"), "revision": "100"}), Body),
+        ("POST", "/v3/lease/grant", json!({"ID": "4096", "TTL": "60"}), Body),
+        ("POST", "/v3/lease/grant", json!({"ID": "4096", "TTL": "60"}), Body),
+        ("POST", "/v3/kv/put", json!({"key": k("leased"), "value": k("v"), "lease": "4096"}), Body),
+        ("POST", "/v3/kv/put", json!({"key": k("leased"), "value": k("v"), "lease": "7"}), Body),
+        ("POST", "/v3/lease/leases", json!({}), Body),
+        ("POST", "/v3/kv/lease/leases", json!({}), Body),
+        ("POST", "/v3/lease/revoke", json!({"ID": "4096"}), Body),
+        ("POST", "/v3/kv/lease/revoke", json!({"ID": "4096"}), Body),
+        ("POST", "/v3/lease/timetolive", json!({"ID": "4096", "keys": true}), Body),
+        ("POST", "/v3/kv/range", json!({"key": k("leased")}), Body),
+        ("POST", "/v3/kv/put", json!({"value": k("no key")}), Body),
+        ("POST", "/v3/kv/put", json!({"key": k("x"), "value": k("v"), "ignore_value": true}), Body),
+        ("POST", "/v3/kv/put", json!({"key": k("x"), "value": 5}), Code),
+        ("POST", "/v3/kv/range", json!({"key": k("x"), "no_such_field": 1}), Code),
+        ("POST", "/v3/kv/range", Value::Null, Body), // an empty body: the empty request
+        ("POST", "/v3/kv/nothing", json!({}), Status),
+        ("GET", "/v3/kv/range", Value::Null, Status),
+        ("GET", "/health", Value::Null, Body),
+        ("GET", "/not/a/path", Value::Null, Status),
+    ]
+}
+
+fn call(endpoint: &str, method: &str, path: &str, body: &Value) -> Answer {
+    let bytes = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+    request(endpoint, method, path, &bytes)
+}
+
+#[test]
+fn gateway_calls_answer_as_etcds_do() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (_dirs, etcd, t4) = runtime.block_on(common::etcd_and_t4());
+    let mut differences = Vec::new();
+    for (step, (method, path, body, compare)) in script().into_iter().enumerate() {
+        let (want, got) = (call(&etcd.endpoint, method, path, &body), call(&t4.endpoint, method, path, &body));
+        let same = want.status == got.status
+            && match compare {
+                Compare::Status => true,
+                Compare::Code => want.json()["code"] == got.json()["code"],
+                Compare::Body => {
+                    let (mut w, mut g) = (want.json(), got.json());
+                    normalise(&mut w);
+                    normalise(&mut g);
+                    w == g
+                }
+            };
+        if !same {
+            differences.push(format!(
+                "step {step}: {method} {path} {body}\n  etcd {} {}\n  t4   {} {}",
+                want.status,
+                String::from_utf8_lossy(&want.body),
+                got.status,
+                String::from_utf8_lossy(&got.body)
+            ));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{} of {} calls differ:\n{}",
+        differences.len(),
+        script().len(),
+        differences.join("\n")
+    );
+    // gRPC still works on the same port.
+    let (ok, out, err) = t4.etcdctl(&["get", "t1"]);
+    assert!(ok && out.contains("yes"), "etcdctl over gRPC: {out} {err}");
+}
+
+#[test]
+fn health_version_and_probes_answer_on_the_client_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Server::start_t4(dir.path(), &[]);
+    let version = request(&server.endpoint, "GET", "/version", b"");
+    assert_eq!(version.status, 200);
+    let version = version.json();
+    assert_eq!(version["etcdcluster"], "3.4.0");
+    assert!(version["etcdserver"].as_str().is_some_and(|v| v.starts_with("3.4.")), "{version}");
+    assert_eq!(version["t4"], env!("CARGO_PKG_VERSION"));
+    for probe in ["/livez", "/readyz"] {
+        let answer = request(&server.endpoint, "GET", probe, b"");
+        assert_eq!((answer.status, answer.body.as_slice()), (200, &b"ok"[..]), "{probe}");
+    }
+    let health = request(&server.endpoint, "GET", "/health", b"");
+    assert_eq!((health.status, health.json()), (200, json!({"health": "true"})));
+    assert_eq!(health.header("access-control-allow-origin"), Some("*"), "etcd's CORS headers");
+    // A raised alarm makes /health false, as in etcd 3.4; disarmed, it is true again.
+    let alarm = |action: &str| {
+        let body = json!({"action": action, "alarm": "NOSPACE"}).to_string();
+        let answer = request(&server.endpoint, "POST", "/v3/maintenance/alarm", body.as_bytes());
+        assert_eq!(answer.status, 200, "{action}: {}", String::from_utf8_lossy(&answer.body));
+        answer.json()
+    };
+    assert_eq!(alarm("ACTIVATE")["alarms"][0]["alarm"], "NOSPACE");
+    let health = request(&server.endpoint, "GET", "/health", b"");
+    assert_eq!((health.status, health.json()), (503, json!({"health": "false"})));
+    alarm("DEACTIVATE");
+    assert_eq!(request(&server.endpoint, "GET", "/health", b"").status, 200);
+}
