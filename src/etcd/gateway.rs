@@ -4,8 +4,13 @@
 //! wire types' own (pbjson, proto field names as etcd's `OrigName`); every call goes to the same
 //! service method gRPC calls, so no KV, lease or cluster rule is written twice.
 
+use std::convert::Infallible;
+use std::pin::Pin;
+
 use bytes::Bytes;
-use http_body_util::Full;
+use futures_lite::{Stream, StreamExt};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -28,7 +33,7 @@ pub fn owns(path: &str) -> bool {
 
 /// Answers a gateway call: `path` (one of [`owns`]'s) with the request `body`.
 pub async fn call(services: &Services, path: &str, body: Bytes) -> Response<HttpBody> {
-    let method = PREFIXES.iter().find_map(|p| path.strip_prefix(p)).unwrap_or(path);
+    let method = method_of(path);
     let s = services.clone();
     match method {
         "kv/range" => unary(body, |r| async move { Kv::range(&s, r).await }).await,
@@ -47,11 +52,140 @@ pub async fn call(services: &Services, path: &str, body: Bytes) -> Response<Http
         "cluster/member/list" => unary(body, |r| async move { Cluster::member_list(&s, r).await }).await,
         // grpc-gateway's answer to a path it has no route for.
         _ => {
-            let mut response = Response::new(Full::new(Bytes::from_static(b"Not Found\n")));
+            let mut response = Response::new(Full::new(Bytes::from_static(b"Not Found\n")).boxed_unsync());
             *response.status_mut() = StatusCode::NOT_FOUND;
             response
         }
     }
+}
+
+/// Whether `path` is a streaming call (its requests and answers are sequences of JSON objects).
+pub fn is_streaming(path: &str) -> bool {
+    matches!(method_of(path), "watch" | "lease/keepalive")
+}
+
+fn method_of(path: &str) -> &str {
+    PREFIXES.iter().find_map(|p| path.strip_prefix(p)).unwrap_or(path)
+}
+
+/// Answers a streaming call: the request body is read as a sequence of JSON request messages as
+/// they arrive (each at most `limit` bytes), and each answer is written as `{"result":…}` and a
+/// newline, as grpc-gateway streams; an error ends the answers with `{"error":…}`.
+pub fn call_streaming(services: &Services, path: &str, body: Incoming, limit: usize) -> Response<HttpBody> {
+    let answers: Pin<Box<dyn Stream<Item = Bytes> + Send>> = match method_of(path) {
+        "watch" => {
+            // A watch outlives its request body (a client sends its creates and then only reads), as
+            // a gRPC watch outlives its client's half-close.
+            let requests = Box::pin(json_messages(body, limit).chain(futures_lite::stream::pending()));
+            let services = services.clone();
+            let opened = async move { services.open_watch(requests).await.map_err(super::status::to_status) };
+            Box::pin(futures_lite::stream::once_future(opened).flat_map(
+                |opened| -> Pin<Box<dyn Stream<Item = Bytes> + Send>> {
+                    match opened {
+                        Ok(responses) => Box::pin(results(responses)),
+                        Err(status) => Box::pin(futures_lite::stream::once(stream_error(&status))),
+                    }
+                },
+            ))
+        }
+        _ => Box::pin(results(services.keep_alive_answers(Box::pin(json_messages(body, limit))))),
+    };
+    let frames = answers.map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)));
+    let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("valid"));
+    response
+}
+
+/// Each answer as `{"result":…}\n`; after an error, `{"error":…}\n` and the end.
+fn results<T: Serialize + Send + 'static>(
+    answers: Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>,
+) -> impl Stream<Item = Bytes> + Send {
+    futures_lite::stream::unfold(Some(answers), |answers| async move {
+        let mut answers = answers?;
+        match answers.next().await? {
+            Ok(answer) => {
+                let mut line = serde_json::to_vec(&StreamResult { result: &answer })
+                    .unwrap_or_else(|e| format!("{{\"error\":{{\"message\":\"encoding: {e}\"}}}}").into_bytes());
+                line.push(b'\n');
+                Some((Bytes::from(line), Some(answers)))
+            }
+            Err(status) => Some((stream_error(&status), None)),
+        }
+    })
+}
+
+/// One answer of a stream, as grpc-gateway wraps it (the answer's fields keep their order).
+#[derive(Serialize)]
+struct StreamResult<'a, T> {
+    result: &'a T,
+}
+
+/// grpc-gateway's error object in a stream.
+fn stream_error(status: &Status) -> Bytes {
+    let http = http_status(status.code());
+    let error = serde_json::json!({ "error": {
+        "grpc_code": status.code() as i32,
+        "http_code": http.as_u16(),
+        "message": status.message(),
+        "http_status": http.canonical_reason().unwrap_or(""),
+    }});
+    let mut line = error.to_string().into_bytes();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// The request messages of a streaming call's body, decoded as they arrive. A message that does not
+/// decode ends them, as grpc-gateway ends the call's sending side then (its answers go on); one
+/// that grows past `limit` bytes ends them with ResourceExhausted.
+fn json_messages<T: DeserializeOwned + Send + 'static>(
+    body: Incoming,
+    limit: usize,
+) -> impl Stream<Item = Result<T, Status>> + Send {
+    struct Reading {
+        body: Incoming,
+        buffer: Vec<u8>,
+        ended: bool,
+        failed: bool,
+    }
+    let start = Reading { body, buffer: Vec::new(), ended: false, failed: false };
+    futures_lite::stream::unfold(start, move |mut r| async move {
+        if r.failed {
+            return None;
+        }
+        loop {
+            let pending = r.buffer.iter().position(|b| !b.is_ascii_whitespace());
+            if let Some(at) = pending {
+                r.buffer.drain(..at);
+                let mut messages = serde_json::Deserializer::from_slice(&r.buffer).into_iter::<T>();
+                match messages.next() {
+                    Some(Ok(message)) => {
+                        let used = messages.byte_offset();
+                        r.buffer.drain(..used);
+                        return Some((Ok(message), r));
+                    }
+                    Some(Err(e)) if !e.is_eof() || r.ended => {
+                        tracing::debug!(error = %e, "a gateway stream's request does not decode: no more requests");
+                        return None;
+                    }
+                    _ => {} // a message not complete yet
+                }
+            } else if r.ended {
+                return None;
+            }
+            if r.buffer.len() > limit {
+                r.failed = true;
+                return Some((Err(Status::resource_exhausted("grpc: received message larger than max")), r));
+            }
+            match r.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        r.buffer.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(_)) | None => r.ended = true,
+            }
+        }
+    })
 }
 
 /// Decodes the request (an empty body is the empty message, as grpc-gateway reads it), calls the
@@ -114,7 +248,7 @@ fn http_status(code: Code) -> StatusCode {
 }
 
 fn answer(status: StatusCode, json: Vec<u8>) -> Response<HttpBody> {
-    let mut response = Response::new(Full::new(Bytes::from(json)));
+    let mut response = Response::new(Full::new(Bytes::from(json)).boxed_unsync());
     *response.status_mut() = status;
     response.headers_mut().insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("valid"));
     response

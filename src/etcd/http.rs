@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -15,8 +16,8 @@ use super::{Services, gateway};
 use crate::config::GRPC_OVERHEAD_BYTES;
 use crate::mvcc::VersionReader;
 
-/// The body type of every HTTP/1.1 answer.
-pub type HttpBody = Full<Bytes>;
+/// The body type of every HTTP/1.1 answer: whole, or streamed (the gateway's watch and keep-alive).
+pub type HttpBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// What the HTTP/1.1 face answers with. Cheap to clone (one per connection).
 #[derive(Clone)]
@@ -48,6 +49,9 @@ impl HttpFace {
             // JSON carries bytes as base64 (4/3) plus field names: bound the body by that much over
             // the largest request, so a huge body costs no more memory than a huge gRPC message.
             let limit = (self.services.max_request_bytes + GRPC_OVERHEAD_BYTES) / 3 * 4 + GRPC_OVERHEAD_BYTES;
+            if gateway::is_streaming(&path) {
+                return gateway::call_streaming(&self.services, &path, request.into_body(), limit);
+            }
             let body = match Limited::new(request.into_body(), limit).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) if e.is::<LengthLimitError>() => {
@@ -109,14 +113,14 @@ impl HttpFace {
 const ETCD_CLUSTER_VERSION: &str = "3.4.0";
 
 pub(super) fn text(status: StatusCode, body: &'static str) -> Response<HttpBody> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed_unsync());
     *response.status_mut() = status;
     response.headers_mut().insert(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8".parse().expect("valid"));
     response
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<HttpBody> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed_unsync());
     *response.status_mut() = status;
     response.headers_mut().insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("valid"));
     response

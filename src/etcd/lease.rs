@@ -82,6 +82,34 @@ impl Services {
     }
 }
 
+/// A stream of keep-alive requests, from gRPC or from the JSON gateway.
+pub type KeepAliveRequests =
+    std::pin::Pin<Box<dyn futures_lite::Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send>>;
+
+impl Services {
+    /// Answers keep-alive requests one at a time, in order; the answers end when the requests do,
+    /// after an error, or when the node shuts down.
+    pub fn keep_alive_answers(&self, requests: KeepAliveRequests) -> BoxStream<LeaseKeepAliveResponse> {
+        let state = (requests, self.shutdown.clone(), self.clone());
+        let responses = futures_lite::stream::unfold(state, |(mut requests, mut shutdown, services)| async move {
+            let next = async { requests.next().await };
+            let stopped = async {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+                None
+            };
+            let response = match futures_lite::future::or(stopped, next).await? {
+                Ok(request) => services.lease_keep_alive_once(request.id).await.map_err(to_status).map(|mut resp| {
+                    resp.header = services.header(resp.header);
+                    resp
+                }),
+                Err(status) => Err(status),
+            };
+            Some((response, (requests, shutdown, services)))
+        });
+        Box::pin(responses)
+    }
+}
+
 #[tonic::async_trait]
 impl Lease for Services {
     async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
@@ -103,25 +131,7 @@ impl Lease for Services {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
-        // Requests are answered one at a time, in order; the stream ends when the client's does, after
-        // an error, or when the node shuts down.
-        let state = (request.into_inner(), self.shutdown.clone(), self.clone());
-        let responses = futures_lite::stream::unfold(state, |(mut requests, mut shutdown, services)| async move {
-            let next = async { requests.next().await };
-            let stopped = async {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-                None
-            };
-            let response = match futures_lite::future::or(stopped, next).await? {
-                Ok(request) => services.lease_keep_alive_once(request.id).await.map_err(to_status).map(|mut resp| {
-                    resp.header = services.header(resp.header);
-                    resp
-                }),
-                Err(status) => Err(status),
-            };
-            Some((response, (requests, shutdown, services)))
-        });
-        Ok(Response::new(Box::pin(responses)))
+        Ok(Response::new(self.keep_alive_answers(Box::pin(request.into_inner()))))
     }
 
     async fn lease_time_to_live(

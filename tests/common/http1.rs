@@ -1,7 +1,7 @@
 //! A minimal HTTP/1.1 client for the tests of the client port's HTTP face: one request per
 //! connection (`Connection: close`), bodies by length or chunked, every wait bounded.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -42,6 +42,43 @@ pub fn request(endpoint: &str, method: &str, path: &str, body: &[u8]) -> Answer 
     stream.write_all(head.as_bytes()).expect("send head");
     stream.write_all(body).expect("send body");
     read_answer(&mut BufReader::new(stream))
+}
+
+/// Sends a streaming call and reads the first `lines` newline-separated JSON objects of its chunked
+/// answer (then drops the connection).
+pub fn stream_lines(endpoint: &str, path: &str, body: &[u8], lines: usize) -> Vec<serde_json::Value> {
+    let mut stream = TcpStream::connect(endpoint).expect("connect");
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT)).expect("read timeout");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("send head");
+    stream.write_all(body).expect("send body");
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("status or header line");
+        if line.trim_end().is_empty() {
+            break;
+        }
+    }
+    let (mut pending, mut found) = (Vec::new(), Vec::new());
+    while found.len() < lines {
+        line.clear();
+        reader.read_line(&mut line).expect("chunk size");
+        let size = usize::from_str_radix(line.trim(), 16).expect("chunk size");
+        assert!(size > 0, "the stream ended after {} lines", found.len());
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk).expect("chunk");
+        pending.extend_from_slice(&chunk[..size]);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let text: Vec<u8> = pending.drain(..=end).collect();
+            found.push(serde_json::from_slice(&text).expect("a JSON line"));
+        }
+    }
+    found
 }
 
 fn read_answer(reader: &mut impl BufRead) -> Answer {
