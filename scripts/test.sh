@@ -6,7 +6,8 @@
 #   - Debian: protobuf-compiler and libprotobuf-dev (protoc and its well-known types), ca-certificates,
 #     gcc, git (glommio's build script runs it), e2fsprogs (the disk-full test's file system), etcd-server (the reference etcd 3.4 the tests compare
 #     against) and etcd-client (etcdctl)
-#   - a Python venv at .venv with moto[server] (an S3 stand-in for object-storage tests)
+#   - a Python venv at .venv with moto[server] (an S3 stand-in for object-storage tests) and
+#     etcd3gw (a real client of the JSON gateway)
 # Extra arguments go to `cargo test --workspace`, e.g. `scripts/test.sh -- --nocapture`.
 set -euo pipefail
 

@@ -215,3 +215,21 @@ fn health_version_and_probes_answer_on_the_client_port() {
     alarm("DEACTIVATE");
     assert_eq!(request(&server.endpoint, "GET", "/health", b"").status, 200);
 }
+
+/// A real HTTP client of etcd's gateway, OpenStack's etcd3gw (installed in the test venv), runs its
+/// calls against T4: put/get/prefix/delete, a transaction, a lease, a watch and a lock.
+#[test]
+fn etcd3gw_works_against_t4() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Server::start_t4(dir.path(), &[]);
+    let (host, port) = server.endpoint.rsplit_once(':').expect("host:port");
+    let script = r#". scripts/lib/venv.sh && ensure_venv "$PWD/.venv" && exec .venv/bin/python tests/clients/etcd3gw_check.py "$0" "$1""#;
+    let output = std::process::Command::new("bash")
+        .args(["-c", script, host, port])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run bash");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "etcd3gw against T4 failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+}
