@@ -11,7 +11,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
         unsafe { std::env::set_var("PROTOC", vendored) };
     }
-    let protos = ["proto/etcdserverpb/rpc.proto", "proto/mvccpb/kv.proto", "proto/authpb/auth.proto"];
+    let protos = [
+        "proto/etcdserverpb/rpc.proto",
+        "proto/mvccpb/kv.proto",
+        "proto/authpb/auth.proto",
+        "proto/grpc/health/v1/health.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -54,16 +54,33 @@ struct State {
 }
 
 /// The node's alarms and standing errors. Cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Alarms {
     // A lock held for a few instructions, never across an await or I/O: simpler than an actor for a
     // set that changes a few times in a node's life and is read per Status call and per write.
     state: Arc<Mutex<State>>,
+    /// Counts raises and disarms, so a health watch learns of a change without polling.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for Alarms {
+    fn default() -> Alarms {
+        Alarms { state: Arc::default(), changes: Arc::new(tokio::sync::watch::channel(0).0) }
+    }
 }
 
 impl Alarms {
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// A receiver that sees a new value after each alarm raised or disarmed.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Raises `alarm`; returns whether it was newly raised.
@@ -75,7 +92,10 @@ impl Alarms {
             s.alarms.push(alarm);
             s.alarms.sort_unstable();
             true
-        })
+        }) && {
+            self.changed();
+            true
+        }
     }
 
     /// Disarms `alarm`; returns whether it was raised.
@@ -84,7 +104,10 @@ impl Alarms {
             let before = s.alarms.len();
             s.alarms.retain(|a| *a != alarm);
             s.alarms.len() != before
-        })
+        }) && {
+            self.changed();
+            true
+        }
     }
 
     /// Whether `alarm` is raised.

@@ -54,6 +54,9 @@ pub mod proto {
         tonic::include_proto!("authpb");
         include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
     }
+    pub mod grpc_health {
+        tonic::include_proto!("grpc.health.v1");
+    }
     pub mod etcdserverpb {
         tonic::include_proto!("etcdserverpb");
         include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));

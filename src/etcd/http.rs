@@ -14,7 +14,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::maintenance::ETCD_API_VERSION;
 use super::{Services, gateway};
 use crate::config::GRPC_OVERHEAD_BYTES;
-use crate::mvcc::VersionReader;
 
 /// The body type of every HTTP/1.1 answer: whole, or streamed (the gateway's watch and keep-alive).
 pub type HttpBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -67,7 +66,7 @@ impl HttpFace {
         match (request.method(), path.as_str()) {
             (&Method::GET, "/health") => self.health().await,
             (&Method::GET, "/livez") => text(StatusCode::OK, "ok"),
-            (&Method::GET, "/readyz") => match self.serves_reads().await {
+            (&Method::GET, "/readyz") => match self.services.serves_reads().await {
                 true => text(StatusCode::OK, "ok"),
                 false => text(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
             },
@@ -87,20 +86,12 @@ impl HttpFace {
         }
     }
 
-    /// Whether the node can answer a read now (a snapshot of the store at its current revision).
-    async fn serves_reads(&self) -> bool {
-        let store = self.services.store.clone();
-        let read = self.services.reads.run(move || -> crate::Result<i64> { Ok(store.read_view()?.current_revision()) });
-        matches!(read.await, Ok(Ok(_)))
-    }
-
     /// etcd 3.4's `/health`: `{"health":"true"}` when a read succeeds and no alarm is raised, else
     /// `{"health":"false"}` with 503.
     async fn health(&self) -> Response<HttpBody> {
-        let alarms = self.services.alarms.raised();
-        let healthy = alarms.is_empty() && self.serves_reads().await;
+        let healthy = self.services.is_healthy().await;
         if !healthy {
-            tracing::warn!(alarms = alarms.len(), "/health answers false");
+            tracing::warn!(alarms = self.services.alarms.raised().len(), "/health answers false");
         }
         let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
         // etcd 3.4 sends this JSON as text/plain.

@@ -5,6 +5,7 @@
 mod cluster;
 pub(crate) mod codec;
 mod gateway;
+mod health;
 pub mod http;
 mod kv;
 mod lease;
@@ -24,6 +25,7 @@ use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
+use crate::proto::grpc_health::health_server::HealthServer;
 use crate::runtime::blocking::BlockingPool;
 use crate::sequencer::SequencerHandle;
 use crate::shard::ShardHandle;
@@ -58,6 +60,7 @@ impl Services {
             .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(max_message))
             .add_service(WatchServer::new(self.clone()).max_decoding_message_size(max_message))
             .add_service(LeaseServer::new(self.clone()).max_decoding_message_size(max_message))
+            .add_service(HealthServer::new(self.clone()))
             .add_service(ClusterServer::new(self));
         status::FrameLimitCompat { inner: routes }
     }
