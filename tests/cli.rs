@@ -298,3 +298,28 @@ fn logs_name_the_version_and_the_shutdown_without_colours_or_debug_output() {
     assert!(log.contains("signal=SIGTERM"), "{log}");
     assert!(log.trim_end().lines().last().unwrap().ends_with("shutdown complete"), "{log}");
 }
+
+#[test]
+fn readme_documents_every_run_flag_and_sets_up_in_two_commands() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let (ok, help, _) = t4(&["run", "--help"], &[]);
+    assert!(ok);
+    // Each flag's own line starts with it (`      --listen <LISTEN>`); its description may name etcd's.
+    let flags: Vec<&str> = help
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("--"))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter(|flag| !matches!(*flag, "help" | "version"))
+        .collect();
+    let flags: Vec<String> = flags.iter().map(|flag| format!("--{flag}")).collect();
+    assert!(flags.len() > 20, "{flags:?}");
+    for flag in flags {
+        assert!(
+            readme.contains(&format!("| `{flag}`")) || readme.contains(&format!(", `{flag}`")),
+            "{flag} not in README"
+        );
+    }
+    let setup = readme.split("## Set up").nth(1).and_then(|s| s.split("```sh\n").nth(1)).expect("a set-up block");
+    let commands = setup.split("```").next().unwrap().lines().filter(|l| !l.trim().is_empty()).count();
+    assert_eq!(commands, 2, "the set-up section is two commands");
+}
