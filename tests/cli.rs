@@ -323,3 +323,31 @@ fn readme_documents_every_run_flag_and_sets_up_in_two_commands() {
     let commands = setup.split("```").next().unwrap().lines().filter(|l| !l.trim().is_empty()).count();
     assert_eq!(commands, 2, "the set-up section is two commands");
 }
+
+#[test]
+fn bench_script_takes_given_binaries_instead_of_building() {
+    use std::os::unix::process::CommandExt;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench.sh");
+    let child = Command::new(script)
+        .arg("--quick")
+        .env("BENCH_T4_BIN", "/nonexistent/t4")
+        .env("BENCH_LOADTEST_BIN", "/nonexistent/t4-loadtest")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0) // a build it starts is killed with it
+        .spawn()
+        .expect("run scripts/bench.sh");
+    let group = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let Ok(out) = rx.recv_timeout(common::STARTUP_TIMEOUT) else {
+        // SAFETY: killpg(2) on the process group this test created has no memory-safety preconditions.
+        unsafe { libc::killpg(group, libc::SIGKILL) };
+        panic!("bench.sh did not check the given binaries first (it is building or benchmarking)");
+    };
+    let out = out.expect("wait for bench.sh");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("BENCH_T4_BIN=/nonexistent/t4 is not an executable file"), "{err}");
+    assert!(!err.contains("building"), "{err}");
+}
