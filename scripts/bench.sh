@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # T4 and etcd 3.4 side by side in one run, reported as ratios.
 #
-# Builds release binaries (unless told which to use: BENCH_T4_BIN, BENCH_LOADTEST_BIN, --no-build), starts `t4 run` and a single-node etcd on free loopback ports, each on
-# its own temporary data dir, runs the same t4-loadtest workloads against both (alternating which
-# goes first, so neither always gets the cooler machine), and prints one table. Both servers and
+# Builds release binaries (unless told which to use: BENCH_T4_BIN, BENCH_LOADTEST_BIN, --no-build),
+# starts `t4 run` and a single-node etcd on free loopback ports, each on its own temporary data dir,
+# runs the same t4-loadtest workloads against both (alternating which goes first, so neither always
+# gets the cooler machine), and prints one table. Both servers and
 # their data dirs are removed on exit, however the script ends. A failed run (say, a workload one
 # server does not support) shows as FAILED in the table, and the script then exits non-zero.
 #
