@@ -20,6 +20,7 @@ fn help_lists_every_run_flag_with_its_environment_variable() {
     for (flag, env) in [
         ("--data-dir", "T4_DATA_DIR"),
         ("--listen", "T4_LISTEN"),
+        ("--advertise-client-urls", "T4_ADVERTISE_CLIENT_URLS"),
         ("--cores", "T4_CORES"),
         ("--max-request-bytes", "T4_MAX_REQUEST_BYTES"),
         ("--max-txn-ops", "T4_MAX_TXN_OPS"),
