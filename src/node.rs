@@ -86,7 +86,15 @@ impl Node {
         let cores = config.cores();
         // Bound before the data directory is opened (and perhaps created), so a port in use or a
         // wrong address leaves nothing behind.
-        let listeners = config.listen.map(|addr| Listeners::bind(addr, cores)).transpose()?;
+        let listeners = match config.listen.map(|addr| Listeners::bind(addr, cores)).transpose() {
+            Ok(listeners) => listeners,
+            // A busy port is most often a node already running on this data dir: name it, as the
+            // lock would have.
+            Err(e @ Error::Listen { .. }) => {
+                return Err(crate::mvcc::lock::held_by_another(&config.data_dir).unwrap_or(e));
+            }
+            Err(e) => return Err(e),
+        };
         let local_addr = listeners.as_ref().map(|l| l.addr);
         let alarms = crate::alarms::Alarms::default();
         let object_store = match &config.object_store_override {

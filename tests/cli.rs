@@ -130,7 +130,11 @@ async fn data_dir_and_object_store_files_are_the_owners_only() {
 /// whether the data dir exists afterwards.
 fn refused(args: &[&str], env: &[(&str, &str)]) -> (String, bool) {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    refused_on(&dir.path().join("data"), args, env)
+}
+
+/// Like [`refused`], on the data dir `data`.
+fn refused_on(data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (String, bool) {
     let mut all = vec!["run", "--data-dir", data.to_str().unwrap()];
     if !args.contains(&"--listen") {
         all.extend(["--listen", "127.0.0.1:0"]);
@@ -351,4 +355,13 @@ fn bench_script_takes_given_binaries_instead_of_building() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("BENCH_T4_BIN=/nonexistent/t4 is not an executable file"), "{err}");
     assert!(!err.contains("building"), "{err}");
+}
+
+#[test]
+fn a_second_node_on_the_same_port_and_data_dir_names_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let first = Server::try_start_t4_args(dir.path(), &["--listen", &addr, "--log", "warn"], &[]).expect("start");
+    let (err, _) = refused_on(dir.path(), &["--listen", &addr], &[]);
+    assert!(err.contains(&format!("is in use by t4 (pid {}, serving {addr})", first.pid())), "{err}");
 }
