@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # T4 and etcd 3.4 side by side in one run, reported as ratios.
 #
-# Builds release binaries, starts `t4 run` and a single-node etcd on free loopback ports, each on
-# its own temporary data dir, runs the same t4-loadtest workloads against both (alternating which
-# goes first, so neither always gets the cooler machine), and prints one table. Both servers and
+# Builds release binaries (unless told which to use: BENCH_T4_BIN, BENCH_LOADTEST_BIN, --no-build),
+# starts `t4 run` and a single-node etcd on free loopback ports, each on its own temporary data dir,
+# runs the same t4-loadtest workloads against both (alternating which goes first, so neither always
+# gets the cooler machine), and prints one table. Both servers and
 # their data dirs are removed on exit, however the script ends. A failed run (say, a workload one
 # server does not support) shows as FAILED in the table, and the script then exits non-zero.
 #
@@ -25,7 +26,13 @@
 #   BENCH_RSS_KEYS    keys written for --rss; default 1000000 (--quick: 100000)
 #   BENCH_MAX_SECS    cap on each timed run; default 120 (the --rss load: 1800)
 #   BENCH_LOADTEST_ARGS  extra t4-loadtest flags for every run, e.g. "--val-size 1024"
+#   BENCH_T4_BIN      a t4 binary to measure instead of building one (e.g. another branch's
+#                     target/release/t4, to compare builds without rebuilding between runs)
+#   BENCH_LOADTEST_BIN  a t4-loadtest binary to use instead of building one; with both set,
+#                     nothing is built (and cargo is not needed)
 # Options:
+#   --no-build        use the release binaries already in the target dir (or BENCH_*_BIN) as they
+#                     are: no cargo build, so a run measures exactly what was built before
 #   --quick           smaller totals (see above), so T4 and etcd both run every workload in under a
 #                     minute (10-40 s on 2 shared cores, build not included; a full run: 1-2 min)
 #   --rss             after the runs, write BENCH_RSS_KEYS more keys (64 B keys, 256 B values;
@@ -47,6 +54,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 WITH_S3=0
+NO_BUILD=0
 QUICK=0
 RSS=0
 for arg in "$@"; do
@@ -54,6 +62,7 @@ for arg in "$@"; do
     --with-s3) WITH_S3=1 ;;
     --quick) QUICK=1 ;;
     --rss) RSS=1 ;;
+    --no-build) NO_BUILD=1 ;;
     *)
         printf 'bench.sh: unknown option %s (see the header of this script)\n' "$arg" >&2
         exit 2
@@ -87,9 +96,30 @@ die() {
 # shellcheck source=scripts/lib/servers.sh
 . "$ROOT/scripts/lib/servers.sh"
 
-for tool in etcd etcdctl python3 cargo; do
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+T4_BIN="${BENCH_T4_BIN:-$TARGET_DIR/release/t4}"
+LOADTEST="${BENCH_LOADTEST_BIN:-$TARGET_DIR/release/t4-loadtest}"
+# Packages to build: those no binary was given for (none with --no-build).
+BUILD=()
+if [ "$NO_BUILD" -eq 0 ]; then
+    [ -n "${BENCH_T4_BIN:-}" ] || BUILD+=(-p t4)
+    [ -n "${BENCH_LOADTEST_BIN:-}" ] || BUILD+=(-p t4-loadtest)
+fi
+NEEDED=(etcd etcdctl python3)
+[ "${#BUILD[@]}" -eq 0 ] || NEEDED+=(cargo)
+for tool in "${NEEDED[@]}"; do
     command -v "$tool" >/dev/null || die "$tool not found (scripts/test.sh installs etcd and etcdctl)"
 done
+# A binary given, or expected from an earlier build, must be there before anything starts.
+check_binary() { # VARIABLE PATH
+    [ -x "$2" ] || die "$1=$2 is not an executable file${3:-}"
+}
+if [ -n "${BENCH_T4_BIN:-}" ]; then check_binary BENCH_T4_BIN "$T4_BIN"; fi
+if [ -n "${BENCH_LOADTEST_BIN:-}" ]; then check_binary BENCH_LOADTEST_BIN "$LOADTEST"; fi
+if [ "$NO_BUILD" -eq 1 ]; then
+    check_binary "--no-build: t4" "$T4_BIN" " (build it, or set BENCH_T4_BIN)"
+    check_binary "--no-build: t4-loadtest" "$LOADTEST" " (build it, or set BENCH_LOADTEST_BIN)"
+fi
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/t4-bench.XXXXXX")"
 T4_PID=""
@@ -110,11 +140,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-step "building release binaries"
-cargo build --release -q -p t4 -p t4-loadtest
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-T4_BIN="$TARGET_DIR/release/t4"
-LOADTEST="$TARGET_DIR/release/t4-loadtest"
+if [ "${#BUILD[@]}" -gt 0 ]; then
+    step "building release binaries (${BUILD[*]})"
+    cargo build --release -q "${BUILD[@]}"
+fi
+step "t4: $T4_BIN, t4-loadtest: $LOADTEST"
 
 # --- T4 -----------------------------------------------------------------------------------
 step "starting t4 on a free loopback port"

@@ -2,8 +2,10 @@
 //! The `t4 run` command line is this struct (flags win over the environment); embedded users build it
 //! with [`Config::new`] and adjust fields.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+
+use crate::error::Error;
 
 /// Where `t4 run` keeps its data when no `--data-dir` is given.
 pub const DEFAULT_DATA_DIR: &str = "./t4-data";
@@ -121,10 +123,18 @@ pub struct Config {
     #[arg(long, env = "T4_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 
-    /// Address serving the etcd v3 gRPC API (port 0 picks a free port, printed at start).
-    /// Embedded nodes serve nothing unless this is set.
-    #[arg(long, env = "T4_LISTEN", default_value = DEFAULT_LISTEN)]
+    /// Address serving the etcd v3 gRPC API, `HOST:PORT` with HOST an IP address or a name
+    /// (resolved at start; a name with several addresses is served on the first). Port 0 picks a
+    /// free port, printed at start. Embedded nodes serve nothing unless this is set.
+    #[arg(long, env = "T4_LISTEN", default_value = DEFAULT_LISTEN, value_parser = parse_listen_addr)]
     pub listen: Option<SocketAddr>,
+
+    /// Client URLs this member advertises to the cluster (etcd's --advertise-client-urls,
+    /// comma-separated, e.g. `http://db1.example:3379`): what MemberList reports and clients that
+    /// sync their endpoints connect to. Default: the listen address, with 127.0.0.1 in place of an
+    /// unspecified one (0.0.0.0 or ::), which no client can connect to.
+    #[arg(long, env = "T4_ADVERTISE_CLIENT_URLS", value_delimiter = ',', value_parser = parse_client_url)]
+    pub advertise_client_urls: Vec<String>,
 
     /// Executors (one per core, each pinned to its CPU when there are enough). Default: all CPUs.
     #[arg(long, env = "T4_CORES")]
@@ -217,6 +227,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("data_dir", &self.data_dir)
             .field("listen", &self.listen)
+            .field("advertise_client_urls", &self.advertise_client_urls)
             .field("cores", &self.cores)
             .field("object_store", &self.object_store)
             .field("object_store_override", &self.object_store_override.is_some())
@@ -254,7 +265,9 @@ pub struct ObjectStoreArgs {
 
     /// Acknowledge a write only once the WAL object holding it is stored (true by default when a
     /// store is set); false uploads in the background, cut by --wal-segment-bytes/--wal-segment-age-ms.
-    #[arg(long, env = "T4_WAL_SYNC_UPLOAD", default_value_t = true, action = clap::ArgAction::Set)]
+    /// Takes true/false, 1/0, yes/no or on/off.
+    #[arg(long, env = "T4_WAL_SYNC_UPLOAD", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub wal_sync_upload: bool,
 
     /// WAL uploads in flight at once (sync upload).
@@ -304,6 +317,7 @@ impl Config {
         Config {
             data_dir: data_dir.into(),
             listen: None,
+            advertise_client_urls: Vec::new(),
             cores: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
@@ -337,6 +351,190 @@ impl Config {
 
     /// The executor count: the configured one, or every CPU this process may run on.
     pub fn cores(&self) -> usize {
-        self.cores.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
+        self.cores.unwrap_or_else(cpus_available).max(1)
+    }
+
+    /// Refuses settings a node cannot run with, naming the flag: checked by [`crate::Node::open`]
+    /// before anything is created, so a mistake costs nothing.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |setting: &'static str, reason: String| Err(Error::Setting { setting, reason });
+        if self.max_request_bytes == 0 {
+            return invalid("--max-request-bytes", "must be at least 1 (etcd's default is 1572864)".into());
+        }
+        if self.max_txn_ops == 0 {
+            return invalid("--max-txn-ops", format!("must be at least 1 (etcd's default is {DEFAULT_MAX_TXN_OPS})"));
+        }
+        match self.cores {
+            Some(0) => return invalid("--cores", "must be at least 1".into()),
+            Some(cores) if cores > cpus_available() => {
+                let cpus = cpus_available();
+                return invalid("--cores", format!("{cores} is more than the {cpus} CPUs this process may run on"));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The client URLs MemberList reports for a node serving at `bound`: the configured ones, or
+    /// the bound address with 127.0.0.1 (or ::1) standing in for an unspecified IP. Loopback is
+    /// what etcd advertises by default (`http://localhost:2379`); a host name or interface address
+    /// picked for the user could name the wrong network, so reaching the node from elsewhere
+    /// through MemberList takes `--advertise-client-urls`, as with etcd.
+    pub fn client_urls(&self, bound: Option<SocketAddr>) -> Vec<String> {
+        if !self.advertise_client_urls.is_empty() {
+            return self.advertise_client_urls.clone();
+        }
+        bound.map(|addr| vec![format!("http://{}", advertisable(addr))]).unwrap_or_default()
+    }
+}
+
+/// The CPUs this process may run on (its affinity and cgroup limits included).
+pub fn cpus_available() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `addr` with the loopback address of its family in place of an unspecified IP.
+fn advertisable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
+        _ => addr,
+    }
+}
+
+/// Parses `--listen`: an IP address and port, or a host name and port resolved now.
+fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let mut resolved = text
+        .to_socket_addrs()
+        .map_err(|e| format!("expected HOST:PORT (e.g. 127.0.0.1:3379 or localhost:3379): {e}"))?;
+    resolved.next().ok_or_else(|| format!("{text} resolves to no address"))
+}
+
+/// Parses one `--advertise-client-urls` entry: `http://` or `https://`, a host and a port.
+fn parse_client_url(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))
+        .ok_or_else(|| format!("{text}: expected a URL starting with http:// or https://"))?;
+    let authority = rest.trim_end_matches('/');
+    let port = authority.rsplit_once(':').map(|(_, port)| port);
+    if authority.contains('/') || port.is_none_or(|port| port.parse::<u16>().is_err()) {
+        return Err(format!("{text}: expected http://HOST:PORT"));
+    }
+    Ok(text.trim_end_matches('/').to_string())
+}
+
+impl ObjectStoreArgs {
+    /// The object storage flags set (on the command line or by their `T4_*` variable) although no
+    /// store is (neither `--s3-bucket` nor `--object-store-dir`): they would do nothing, so a node
+    /// refuses to start rather than run without the store its operator meant to give it. Each entry
+    /// names the flag and where it came from.
+    pub fn given_without_store(matches: &clap::ArgMatches) -> Vec<String> {
+        use clap::parser::ValueSource;
+        let source = |id: &str| matches.value_source(id);
+        let explicit = |id: &str| matches!(source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
+        if explicit("s3_bucket") || explicit("object_store_dir") {
+            return Vec::new();
+        }
+        let args = <ObjectStoreArgs as clap::Args>::augment_args(clap::Command::new("object-store"));
+        let named = |arg: &clap::Arg| match source(arg.get_id().as_str()) {
+            Some(ValueSource::CommandLine) => arg.get_long().map(|long| format!("--{long}")),
+            Some(ValueSource::EnvVariable) => arg.get_env().map(|env| env.to_string_lossy().into_owned()),
+            _ => None,
+        };
+        args.get_arguments()
+            .filter(|arg| !matches!(arg.get_id().as_str(), "s3_bucket" | "object_store_dir"))
+            .filter_map(named)
+            .collect()
+    }
+}
+
+impl ObjectStoreArgs {
+    /// Where the node's writes go beyond its disk, and how, for the start-up log line: `none`,
+    /// `s3://bucket/prefix (endpoint …), sync upload` or `dir /path, async upload`.
+    pub fn summary(&self) -> String {
+        let mode = if self.wal_sync_upload { "sync upload" } else { "async upload" };
+        match (&self.s3_bucket, &self.object_store_dir) {
+            (Some(bucket), _) => {
+                let prefix = self.s3_prefix.trim_start_matches('/');
+                let endpoint = self.s3_endpoint.as_deref().unwrap_or("AWS");
+                format!("s3://{bucket}/{prefix} (endpoint {endpoint}, region {}), {mode}", self.s3_region)
+            }
+            (None, Some(dir)) => format!("dir {}, {mode}", dir.display()),
+            (None, None) => "none (local disk only)".to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Run {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn given_without_store(args: &[&str]) -> Vec<String> {
+        let matches = Run::command().get_matches_from(std::iter::once("t4").chain(args.iter().copied()));
+        Run::from_arg_matches(&matches).expect("parses");
+        ObjectStoreArgs::given_without_store(&matches)
+    }
+
+    #[test]
+    fn object_store_defaults_are_not_flags_given_without_a_store() {
+        assert_eq!(given_without_store(&[]), Vec::<String>::new());
+        assert_eq!(given_without_store(&["--s3-region", "us-east-1"]), ["--s3-region"]);
+        assert_eq!(given_without_store(&["--s3-prefix", "p", "--object-store-dir", "o"]), Vec::<String>::new());
+        assert_eq!(given_without_store(&["--s3-prefix", "p", "--s3-bucket", "b"]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn unspecified_addresses_are_advertised_as_loopback() {
+        let config = Config::new("d");
+        assert_eq!(config.client_urls(Some("0.0.0.0:2379".parse().unwrap())), ["http://127.0.0.1:2379"]);
+        assert_eq!(config.client_urls(Some("[::]:2379".parse().unwrap())), ["http://[::1]:2379"]);
+        assert_eq!(config.client_urls(Some("10.0.0.5:2379".parse().unwrap())), ["http://10.0.0.5:2379"]);
+        assert_eq!(config.client_urls(None), Vec::<String>::new());
+    }
+
+    #[test]
+    fn client_urls_need_a_scheme_a_host_and_a_port() {
+        assert_eq!(parse_client_url("http://db1:2379/").as_deref(), Ok("http://db1:2379"));
+        assert_eq!(parse_client_url("https://[::1]:2379").as_deref(), Ok("https://[::1]:2379"));
+        for bad in ["db1:2379", "http://db1", "http://db1:port", "http://db1:2379/path", "unix://x:1"] {
+            assert!(parse_client_url(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn listen_resolves_names_and_takes_addresses() {
+        assert_eq!(parse_listen_addr("127.0.0.1:0"), Ok("127.0.0.1:0".parse().unwrap()));
+        assert!(parse_listen_addr("localhost:3379").is_ok_and(|addr| addr.ip().is_loopback() && addr.port() == 3379));
+        assert!(parse_listen_addr("3379").is_err());
+    }
+
+    #[test]
+    fn zero_limits_and_too_many_cores_are_refused() {
+        let valid = Config::new("d");
+        assert!(valid.validate().is_ok());
+        let refused = |change: fn(&mut Config)| {
+            let mut config = valid.clone();
+            change(&mut config);
+            match config.validate() {
+                Err(Error::Setting { setting, .. }) => setting,
+                other => panic!("accepted: {other:?}"),
+            }
+        };
+        assert_eq!(refused(|c| c.max_request_bytes = 0), "--max-request-bytes");
+        assert_eq!(refused(|c| c.max_txn_ops = 0), "--max-txn-ops");
+        assert_eq!(refused(|c| c.cores = Some(0)), "--cores");
+        assert_eq!(refused(|c| c.cores = Some(cpus_available() + 1)), "--cores");
     }
 }

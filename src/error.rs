@@ -55,6 +55,9 @@ pub enum Error {
     /// `advice` says what to do instead.
     #[error("data directory {path} is in use by {holder}; {advice}")]
     DataDirLocked { path: PathBuf, holder: String, advice: String },
+    /// A setting the node cannot run with: `setting` is its flag.
+    #[error("invalid {setting}: {reason}")]
+    Setting { setting: &'static str, reason: String },
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -36,6 +37,34 @@ struct Running {
     durability: Option<Durability>,
 }
 
+/// The client port's sockets (one per core), closed if the node fails to start before the
+/// executors take them.
+struct Listeners {
+    fds: Vec<RawFd>,
+    /// The address bound (the port chosen, for port 0).
+    addr: SocketAddr,
+}
+
+impl Listeners {
+    fn bind(addr: SocketAddr, cores: usize) -> Result<Listeners> {
+        let (fds, addr) = bind_listeners(addr, cores)?;
+        Ok(Listeners { fds, addr })
+    }
+
+    fn into_fds(mut self) -> Vec<RawFd> {
+        std::mem::take(&mut self.fds)
+    }
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        for fd in self.fds.drain(..) {
+            // SAFETY: the fd came from `bind_listeners`, is owned here alone and closed once.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 /// Runs `f` on a fresh thread and waits for it: tokio runtimes can be neither driven (`block_on`)
 /// nor dropped from inside another runtime, and an embedding program may call from one.
 fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
@@ -53,7 +82,20 @@ impl Node {
     /// etcd v3 API there.
     pub fn open(config: Config) -> Result<Node> {
         crate::runtime::panic_policy::install();
+        config.validate()?;
         let cores = config.cores();
+        // Bound before the data directory is opened (and perhaps created), so a port in use or a
+        // wrong address leaves nothing behind.
+        let listeners = match config.listen.map(|addr| Listeners::bind(addr, cores)).transpose() {
+            Ok(listeners) => listeners,
+            // A busy port is most often a node already running on this data dir: name it, as the
+            // lock would have.
+            Err(e @ Error::Listen { .. }) => {
+                return Err(crate::mvcc::lock::held_by_another(&config.data_dir).unwrap_or(e));
+            }
+            Err(e) => return Err(e),
+        };
+        let local_addr = listeners.as_ref().map(|l| l.addr);
         let alarms = crate::alarms::Alarms::default();
         let object_store = match &config.object_store_override {
             Some(store) => Some(store.clone()),
@@ -99,14 +141,9 @@ impl Node {
             SpaceGuard { alarms: alarms.clone(), free_min_bytes: config.disk_free_min_bytes },
         )?;
         let (reads, _threads) = BlockingPool::start("read", READ_THREADS)?;
-        let (listeners, local_addr) = match config.listen {
-            Some(addr) => {
-                let (fds, bound) = bind_listeners(addr, cores)?;
-                store.record_listen_addr(bound);
-                (fds, Some(bound))
-            }
-            None => (Vec::new(), None),
-        };
+        if let Some(addr) = local_addr {
+            store.record_listen_addr(addr);
+        }
         let context = ShardContext {
             store: store.clone(),
             reads: reads.clone(),
@@ -124,7 +161,7 @@ impl Node {
             sequencer: handle,
             reads,
             name: config.name.clone(),
-            client_addr: local_addr,
+            client_urls: config.client_urls(local_addr),
             max_request_bytes: config.max_request_bytes,
             shards: Arc::from(shard_handles),
             alarms,
@@ -132,7 +169,7 @@ impl Node {
         };
         let executors = Executors::start(Plan {
             cores,
-            listeners,
+            listeners: listeners.map(Listeners::into_fds).unwrap_or_default(),
             routes: services.clone().routes(),
             http: crate::etcd::http::HttpFace::new(services.clone()),
             sequencer,

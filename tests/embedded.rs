@@ -57,6 +57,30 @@ async fn a_second_node_on_the_same_directory_is_refused() {
     node.close().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_node_that_fails_to_open_releases_its_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(Config::new(dir.path())).unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut config = Config::new(dir.path());
+    config.listen = Some(addr);
+    // The port is bound first, then the locked data dir refuses the node...
+    assert!(matches!(Node::open(config), Err(Error::DataDirLocked { .. })));
+    // ...which must not keep the port.
+    std::net::TcpListener::bind(addr).expect("the refused node released its port");
+    node.close().await.unwrap();
+}
+
+#[test]
+fn invalid_settings_are_refused_before_the_data_dir_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path().join("data"));
+    config.max_txn_ops = 0;
+    let Err(Error::Setting { setting, .. }) = Node::open(config) else { panic!("max_txn_ops 0 accepted") };
+    assert_eq!(setting, "--max-txn-ops");
+    assert!(!dir.path().join("data").exists());
+}
+
 #[test]
 fn embedded_node_works_without_any_async_runtime_of_its_own() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@ mod output;
 mod run;
 mod status;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// T4: a key-value database for infrastructure state that speaks the etcd v3 API.
 #[derive(Debug, Parser)]
@@ -29,8 +29,11 @@ enum Command {
 
 /// Parses the command line and runs the subcommand.
 pub fn main() -> std::process::ExitCode {
-    match Cli::parse().command {
-        Command::Run(args) => run::run(*args),
+    // The matches are kept: `run` asks them where each setting came from (a default or the user).
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match cli.command {
+        Command::Run(args) => run::run(*args, matches.subcommand_matches("run").expect("the run subcommand matched")),
         Command::Inspect(args) => inspect::run(args),
         Command::Status(args) => status::run(args),
     }

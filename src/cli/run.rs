@@ -1,6 +1,6 @@
 //! `t4 run`: open a node, serve until SIGINT/SIGTERM, then shut down gracefully.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -16,10 +16,30 @@ pub struct RunArgs {
     log: String,
 }
 
-pub fn run(args: RunArgs) -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+/// `matches` are the run subcommand's, to tell settings the user gave from defaults.
+pub fn run(args: RunArgs, matches: &clap::ArgMatches) -> ExitCode {
+    let filter = match tracing_subscriber::EnvFilter::try_new(&args.log) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("t4: error: invalid --log filter {:?}: {e}", args.log);
+            return ExitCode::FAILURE;
+        }
+    };
+    let unused = t4::ObjectStoreArgs::given_without_store(matches);
+    if !unused.is_empty() {
+        eprintln!(
+            "t4: error: {} {} set, but no object store is: add --s3-bucket or --object-store-dir, or drop {}",
+            unused.join(", "),
+            if unused.len() == 1 { "is" } else { "are" },
+            if unused.len() == 1 { "it" } else { "them" }
+        );
+        return ExitCode::FAILURE;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     // Fault points named in FAILPOINTS (e.g. `store-commit=panic`): compiled in only for the tests'
     // builds (the `fail` dev-dependency's `failpoints` feature); a no-op in every other build.
     let _fault_points = fail::FailScenario::setup();
@@ -43,21 +63,39 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(addr) = node.local_addr() {
+    let listen = node.local_addr().map_or_else(|| "nowhere".to_string(), |addr| addr.to_string());
+    if node.local_addr().is_some() {
         // Scripts and tests read this line to learn the port (useful with `--listen 127.0.0.1:0`).
-        println!("listening on {addr}");
+        println!("listening on {listen}");
         let _ = std::io::stdout().flush();
     }
     tracing::info!(
+        version = %env!("CARGO_PKG_VERSION"),
         data_dir = %args.config.data_dir.display(),
-        listen = ?node.local_addr(),
+        %listen,
+        advertise = %args.config.client_urls(node.local_addr()).join(","),
         cores = args.config.cores(),
+        object_store = %args.config.object_store.summary(),
         "t4 is serving the etcd v3 API"
     );
-    let signal = signals.forever().next();
-    tracing::info!(?signal, "shutting down");
+    if args.config.advertise_client_urls.is_empty() && node.local_addr().is_some_and(|addr| addr.ip().is_unspecified())
+    {
+        tracing::warn!(
+            "serving on every interface but advertising loopback in MemberList (clients that sync their \
+             endpoints from it would connect to themselves): set --advertise-client-urls to an address they can reach"
+        );
+    }
+    let signal = match signals.forever().next() {
+        Some(SIGINT) => "SIGINT",
+        Some(SIGTERM) => "SIGTERM",
+        _ => "the end of signal handling",
+    };
+    tracing::info!(%signal, "shutting down");
     match futures_lite::future::block_on(node.close()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            tracing::info!("shutdown complete");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("t4: error during shutdown: {e}");
             ExitCode::FAILURE

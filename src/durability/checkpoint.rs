@@ -203,7 +203,7 @@ pub async fn restore_newest(
         match restore_one(store, local, &key).await {
             Ok(restored) => {
                 if !failures.is_empty() {
-                    tracing::warn!(checkpoint = key, skipped = ?failures, "restored from an older checkpoint");
+                    tracing::warn!(checkpoint = key, skipped = %failures.join("; "), "restored from an older checkpoint");
                 }
                 return Ok(Some(restored));
             }

@@ -329,7 +329,11 @@ impl Durability {
             }
         }
         if last != position {
-            tracing::info!(uploaded = ?uploaded, local = ?position, "the local log does not hold every record object storage lacks; writing a checkpoint");
+            tracing::info!(
+                uploaded_revision = uploaded.0,
+                local_revision = position.0,
+                "the local log does not hold every record object storage lacks; writing a checkpoint"
+            );
             let mut checkpointing = self.checkpointer.shared.lock().await;
             self.checkpointer.checkpoint(&mut checkpointing).await?;
             local.set_uploaded_through(position)?;
@@ -536,7 +540,7 @@ async fn checkpoint_loop(checkpointer: Checkpointer, mut shutdown: tokio::sync::
             }
         };
         if let Some(due) = due {
-            tracing::info!(?due, "checkpoint due");
+            tracing::info!(reason = %due, "checkpoint due");
             if let Err(e) = checkpointer.checkpoint_and_collect().await {
                 let mut checkpointing = checkpointer.shared.lock().await;
                 checkpointing.schedule.failed(SystemTime::now());

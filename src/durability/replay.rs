@@ -148,7 +148,7 @@ pub async fn replay(store: &Arc<dyn ObjectStore>, local: &Store, from: LogPositi
             replayed.objects += 1;
         }
         if (index + 1) % 100 == 0 || index + 1 == total {
-            tracing::info!(objects = index + 1, of = total, position = ?position, "replaying WAL objects");
+            tracing::info!(objects = index + 1, of = total, revision = position.0, "replaying WAL objects");
         }
     }
     for download in downloads {

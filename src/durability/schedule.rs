@@ -32,6 +32,16 @@ pub enum Due {
     Age(Duration),
 }
 
+impl std::fmt::Display for Due {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Due::Revisions(n) => write!(f, "{n} revisions since the newest checkpoint"),
+            Due::WalObjects(n) => write!(f, "{n} WAL objects since the newest checkpoint"),
+            Due::Age(age) => write!(f, "the oldest write it lacks is {} s old", age.as_secs()),
+        }
+    }
+}
+
 /// The newest checkpoint object storage holds, as the schedule needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewestCheckpoint {
@@ -145,6 +155,13 @@ mod tests {
 
     const MINUTE: Duration = Duration::from_secs(60);
     const INTERVAL: Option<Duration> = Some(Duration::from_secs(15 * 60));
+
+    #[test]
+    fn a_due_reason_reads_as_words_in_the_log() {
+        assert_eq!(Due::Revisions(5).to_string(), "5 revisions since the newest checkpoint");
+        assert_eq!(Due::WalObjects(2).to_string(), "2 WAL objects since the newest checkpoint");
+        assert_eq!(Due::Age(MINUTE).to_string(), "the oldest write it lacks is 60 s old");
+    }
 
     fn at(minutes: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + MINUTE * minutes as u32

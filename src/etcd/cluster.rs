@@ -12,14 +12,13 @@ use crate::proto::etcdserverpb::{Member, MemberListRequest, MemberListResponse, 
 impl Cluster for Services {
     async fn member_list(&self, _request: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
         let revision = self.store.read_view().map_err(to_status)?.current_revision();
-        let client_urls = self.client_addr.map(|a| vec![format!("http://{a}")]).unwrap_or_default();
         Ok(Response::new(MemberListResponse {
             header: self.header(Some(ResponseHeader { revision, ..Default::default() })),
             members: vec![Member {
                 id: self.store.identity().member_id,
                 name: self.name.clone(),
                 peer_ur_ls: vec![],
-                client_ur_ls: client_urls,
+                client_ur_ls: self.client_urls.clone(),
                 is_learner: false,
             }],
         }))

@@ -14,7 +14,6 @@ pub mod status;
 pub(crate) mod txn_wire;
 mod watch;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::config::GRPC_OVERHEAD_BYTES;
@@ -37,7 +36,8 @@ pub struct Services {
     pub sequencer: SequencerHandle,
     pub reads: BlockingPool,
     pub name: String,
-    pub client_addr: Option<SocketAddr>,
+    /// The client URLs MemberList reports (`--advertise-client-urls`, or the listen address).
+    pub client_urls: Vec<String>,
     pub max_request_bytes: usize,
     /// One handle per core's shard actor, in core order.
     pub shards: Arc<[ShardHandle]>,

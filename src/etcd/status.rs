@@ -32,6 +32,7 @@ pub fn to_status(error: Error) -> Status {
         | Error::Runtime(_)
         | Error::DataDir { .. }
         | Error::DataDirLocked { .. }
+        | Error::Setting { .. }
         | Error::Listen { .. } => {
             tracing::error!(error = %error, "request failed");
             return Status::new(Code::Unavailable, format!("etcdserver: {error}"));

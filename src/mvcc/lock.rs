@@ -84,6 +84,17 @@ impl DataDirLock {
     }
 }
 
+/// The error a node starting on `data_dir` would get because another process holds it, if one
+/// does: found out without creating anything or writing the lock file (a free lock is taken and
+/// dropped at once).
+pub fn held_by_another(data_dir: &Path) -> Option<Error> {
+    let file = File::open(data_dir.join(LOCK_FILE)).ok()?;
+    match file.try_lock() {
+        Err(std::fs::TryLockError::WouldBlock) => Some(locked_error(data_dir, file)),
+        Ok(()) | Err(std::fs::TryLockError::Error(_)) => None,
+    }
+}
+
 /// Who holds a data directory, as its lock file says.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Holder {
@@ -150,6 +161,21 @@ mod tests {
         assert_eq!(err, expected);
         drop(first);
         let _again = DataDirLock::acquire(dir.path(), false, LockRole::Inspect).unwrap();
+    }
+
+    #[test]
+    fn asking_who_holds_a_directory_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(held_by_another(dir.path()).is_none(), "no lock file: nobody");
+        assert!(!dir.path().join(LOCK_FILE).exists());
+        let first = DataDirLock::acquire(dir.path(), true, LockRole::Node).unwrap();
+        let err = held_by_another(dir.path()).expect("held").to_string();
+        assert!(err.contains(&format!("is in use by t4 (pid {})", std::process::id())), "{err}");
+        drop(first);
+        let record = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
+        assert!(held_by_another(dir.path()).is_none(), "released");
+        assert_eq!(std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap(), record, "record untouched");
+        let _again = DataDirLock::acquire(dir.path(), false, LockRole::Node).unwrap();
     }
 
     #[test]

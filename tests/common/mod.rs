@@ -53,13 +53,19 @@ impl Server {
 
     /// Like [`Server::try_start_t4`], with extra environment variables for the process.
     pub fn try_start_t4_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
+        let args = [&["--listen", "127.0.0.1:0", "--log", "warn"], extra].concat();
+        Self::try_start_t4_args(data_dir, &args, env)
+    }
+
+    /// Starts `t4 run --data-dir <data_dir>` with `args` alone after it (no listen address or log
+    /// filter of the harness's: `args` must give a listen address with port 0).
+    pub fn try_start_t4_args(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
         let mut child = Command::new(t4_binary())
             .envs(env.iter().copied())
             .arg("run")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
-            .args(extra)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -203,9 +209,9 @@ impl Server {
         }
     }
 
-    /// SIGTERM, then waits (bounded) for the exit status.
+    /// SIGTERM, then waits (bounded) for the exit status. The process's stderr stays readable.
     pub fn stop(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
+        let child = self.child.as_mut().expect("running");
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + STARTUP_TIMEOUT;
