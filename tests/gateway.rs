@@ -233,3 +233,33 @@ fn etcd3gw_works_against_t4() {
     assert!(output.status.success(), "etcd3gw against T4 failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }
+
+/// Hostile HTTP input costs a bounded answer and leaves the node serving: a body far over the
+/// request limit, JSON nested 100,000 deep, and a client that never finishes its headers.
+#[test]
+fn hostile_http_requests_get_bounded_answers_and_the_node_keeps_serving() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Server::start_t4(dir.path(), &["--handshake-timeout-ms", "300"]);
+    // A 20 MiB body is refused from its announced length, before it is sent.
+    let mut big = std::net::TcpStream::connect(&server.endpoint).unwrap();
+    big.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let head = "POST /v3/kv/put HTTP/1.1\r\nHost: x\r\nContent-Length: 20971520\r\nConnection: close\r\n\r\n";
+    big.write_all(head.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = big.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "a 20 MiB body: {answer}");
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let answer = request(&server.endpoint, "POST", "/v3/kv/range", deep.as_bytes());
+    assert_eq!((answer.status, answer.json()["code"].as_i64()), (400, Some(3)), "JSON nested 100,000 deep");
+    let mut slow = std::net::TcpStream::connect(&server.endpoint).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap(); // and never the blank line
+    let mut rest = Vec::new();
+    let closed = slow.read_to_end(&mut rest);
+    assert!(closed.is_ok(), "the server closes a connection whose headers never end: {closed:?}");
+    let health = request(&server.endpoint, "GET", "/health", b"");
+    assert_eq!(health.status, 200, "still serving");
+    let (ok, _, err) = server.etcdctl(&["put", "after", "hostile"]);
+    assert!(ok, "gRPC still serving: {err}");
+}

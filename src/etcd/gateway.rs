@@ -50,6 +50,25 @@ pub async fn call(services: &Services, path: &str, body: Bytes) -> Response<Http
         "maintenance/status" => unary(body, |r| async move { Maintenance::status(&s, r).await }).await,
         "maintenance/alarm" => unary(body, |r| async move { Maintenance::alarm(&s, r).await }).await,
         "cluster/member/list" => unary(body, |r| async move { Cluster::member_list(&s, r).await }).await,
+        // Served by the same methods as over gRPC, which answer Unimplemented until they are built.
+        "cluster/member/add" => unary(body, |r| async move { Cluster::member_add(&s, r).await }).await,
+        "cluster/member/remove" => unary(body, |r| async move { Cluster::member_remove(&s, r).await }).await,
+        "cluster/member/update" => unary(body, |r| async move { Cluster::member_update(&s, r).await }).await,
+        "cluster/member/promote" => unary(body, |r| async move { Cluster::member_promote(&s, r).await }).await,
+        "maintenance/defragment" => unary(body, |r| async move { Maintenance::defragment(&s, r).await }).await,
+        "maintenance/hash" => unary(body, |r| async move { Maintenance::hash_kv(&s, r).await }).await,
+        "maintenance/transfer-leadership" => {
+            unary(body, |r| async move { Maintenance::move_leader(&s, r).await }).await
+        }
+        // Services the node does not serve over gRPC either (auth, lock, election): the same answer.
+        // (`maintenance/snapshot` streams; it is Unimplemented over gRPC too, for now.)
+        m if m.starts_with("auth/")
+            || m.starts_with("lock/")
+            || m.starts_with("election/")
+            || m == "maintenance/snapshot" =>
+        {
+            error(&Status::unimplemented(""))
+        }
         // grpc-gateway's answer to a path it has no route for.
         _ => {
             let mut response = Response::new(Full::new(Bytes::from_static(b"Not Found\n")).boxed_unsync());

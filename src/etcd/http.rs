@@ -48,6 +48,10 @@ impl HttpFace {
             // JSON carries bytes as base64 (4/3) plus field names: bound the body by that much over
             // the largest request, so a huge body costs no more memory than a huge gRPC message.
             let limit = (self.services.max_request_bytes + GRPC_OVERHEAD_BYTES) / 3 * 4 + GRPC_OVERHEAD_BYTES;
+            // A body announced over the limit is refused before it is read.
+            if hyper::body::Body::size_hint(request.body()).lower() > limit as u64 {
+                return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+            }
             if gateway::is_streaming(&path) {
                 return gateway::call_streaming(&self.services, &path, request.into_body(), limit);
             }
