@@ -50,7 +50,10 @@ bind /dev "$CHROOT/dev"
 bind /dev/pts "$CHROOT/dev/pts"
 bind "$RUSTUP_HOME_HOST" "$CHROOT/opt/rustup" ro
 bind "$CARGO_BIN_HOST" "$CHROOT/opt/cargo-bin" ro
+# Name resolution is the machine's too: debootstrap leaves /etc/hosts out, so `localhost` would not
+# resolve, which no real installation lacks.
 cp /etc/resolv.conf "$CHROOT/etc/resolv.conf"
+cp /etc/hosts "$CHROOT/etc/hosts"
 # The host's own CA certificates (an egress proxy's, say) belong to the network, not to the project:
 # the chroot trusts them too, or no https download could succeed behind such a proxy.
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
