@@ -61,7 +61,7 @@ impl Maintenance for Services {
                     _ => None,
                 };
                 if let Some(alarm) = changed {
-                    tracing::warn!(alarm = alarm.name(), ?action, "alarm changed by request");
+                    tracing::warn!(alarm = alarm.name(), action = action.as_str_name(), "alarm changed by request");
                 }
                 changed.into_iter().map(member).collect()
             }

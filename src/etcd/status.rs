@@ -106,7 +106,7 @@ where
                 headers.remove("grpc-status");
                 headers.remove("grpc-message");
                 if let Err(e) = replacement.add_header(headers) {
-                    tracing::warn!(error = ?e, "could not rewrite an oversized-frame status");
+                    tracing::warn!(error = %e, "could not rewrite an oversized-frame status");
                 }
             }
             Ok(response)

@@ -196,7 +196,7 @@ impl Executors {
         let joiner = std::thread::Builder::new().name("t4-join".into()).spawn(move || {
             for thread in threads {
                 if let Err(e) = thread.join() {
-                    tracing::error!(error = ?e, "executor ended with an error");
+                    tracing::error!(error = %e, "executor ended with an error");
                 }
             }
             let _ = done.send(());
