@@ -19,6 +19,7 @@ mod error;
 mod etcd;
 pub mod inspect;
 mod log;
+mod metrics;
 mod mvcc;
 mod node;
 pub mod object;

@@ -156,6 +156,7 @@ impl Node {
             .enumerate()
             .map(|(index, groups)| ShardActor::new(index, cores, groups, context.clone()))
             .unzip();
+        let metrics = crate::metrics::Metrics::new(cores, store.clone(), alarms.clone());
         let services = Services {
             store,
             sequencer: handle,
@@ -164,6 +165,7 @@ impl Node {
             client_urls: config.client_urls(local_addr),
             max_request_bytes: config.max_request_bytes,
             shards: Arc::from(shard_handles),
+            metrics,
             alarms,
             shutdown: shutdown_rx,
         };

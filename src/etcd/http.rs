@@ -70,6 +70,7 @@ impl HttpFace {
         match (request.method(), path.as_str()) {
             (&Method::GET, "/health") => self.health().await,
             (&Method::GET, "/livez") => text(StatusCode::OK, "ok"),
+            (&Method::GET, "/metrics") => self.metrics().await,
             (&Method::GET, "/readyz") => match self.services.serves_reads().await {
                 true => text(StatusCode::OK, "ok"),
                 false => text(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
@@ -82,11 +83,27 @@ impl HttpFace {
                     "t4": env!("CARGO_PKG_VERSION"),
                 }),
             ),
-            (_, "/health" | "/livez" | "/readyz" | "/version") => {
+            (_, "/health" | "/livez" | "/readyz" | "/version" | "/metrics") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
             }
             // Go's net/http wording, which etcd answers with.
             _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
+        }
+    }
+
+    /// The Prometheus metrics, encoded off the executors (the database size walks the data dir).
+    async fn metrics(&self) -> Response<HttpBody> {
+        let metrics = self.services.metrics.clone();
+        match self.services.reads.run(move || metrics.encode()).await {
+            Ok(Ok(encoded)) => {
+                let mut response = Response::new(Full::new(Bytes::from(encoded)).boxed_unsync());
+                response.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8".parse().expect("valid"),
+                );
+                response
+            }
+            _ => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the metrics\n"),
         }
     }
 

@@ -43,6 +43,8 @@ pub struct Services {
     pub shards: Arc<[ShardHandle]>,
     /// The node's alarms and standing errors (Maintenance reports them; writes check NOSPACE).
     pub alarms: crate::alarms::Alarms,
+    /// Counts of what the node served, for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
     /// Becomes true when the node shuts down (long-lived streams end then).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -56,12 +58,13 @@ impl Services {
     /// All services as one router.
     pub fn routes(self) -> status::FrameLimitCompat<tonic::service::Routes> {
         let max_message = self.max_request_bytes + GRPC_OVERHEAD_BYTES;
+        let metrics = self.metrics.clone();
         let routes = tonic::service::Routes::new(KvServer::new(self.clone()).max_decoding_message_size(max_message))
             .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(max_message))
             .add_service(WatchServer::new(self.clone()).max_decoding_message_size(max_message))
             .add_service(LeaseServer::new(self.clone()).max_decoding_message_size(max_message))
             .add_service(HealthServer::new(self.clone()))
             .add_service(ClusterServer::new(self));
-        status::FrameLimitCompat { inner: routes }
+        status::FrameLimitCompat { inner: routes, metrics }
     }
 }

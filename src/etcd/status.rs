@@ -64,6 +64,8 @@ pub fn undecodable(receipt: Receipt, reason: &str) -> Status {
 #[derive(Clone)]
 pub struct FrameLimitCompat<S> {
     pub inner: S,
+    /// Where each answered call is counted (by method and final code).
+    pub metrics: crate::metrics::Metrics,
 }
 
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: found ";
@@ -94,10 +96,23 @@ where
     }
 
     fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
+        let method = crate::metrics::Metrics::grpc_method(request.uri().path());
+        let metrics = self.metrics.clone();
         let response = self.inner.call(request);
         Box::pin(async move {
             let mut response = response.await?;
-            let Some(status) = Status::from_header_map(response.headers()) else { return Ok(response) };
+            // A call that fails at once carries its status in the headers; one that answers carries
+            // it in the trailers, after its body (counted as OK here: streams end much later).
+            let count = |response: &tonic::codegen::http::Response<tonic::body::Body>| {
+                if let Some(method) = method {
+                    let code = Status::from_header_map(response.headers()).map_or(Code::Ok, |s| s.code());
+                    metrics.grpc_handled(method, code);
+                }
+            };
+            let Some(status) = Status::from_header_map(response.headers()) else {
+                count(&response);
+                return Ok(response);
+            };
             if status.code() == Code::OutOfRange
                 && let Some(message) = grpc_go_too_large(status.message())
             {
@@ -109,6 +124,7 @@ where
                     tracing::warn!(error = %e, "could not rewrite an oversized-frame status");
                 }
             }
+            count(&response);
             Ok(response)
         })
     }
