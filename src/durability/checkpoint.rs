@@ -149,14 +149,17 @@ pub async fn read_latest(store: &Arc<dyn ObjectStore>) -> Result<Option<LatestMa
 /// The manifest of `manifest/latest`'s checkpoint, if there is one.
 pub async fn read_newest(store: &Arc<dyn ObjectStore>) -> Result<Option<CheckpointManifest>> {
     let Some(latest) = read_latest(store).await? else { return Ok(None) };
-    let key = &latest.checkpoint_key;
+    read_manifest(store, &latest.checkpoint_key).await.map(Some)
+}
+
+/// The checkpoint manifest stored under `key` (missing or unreadable: an error naming it).
+async fn read_manifest(store: &Arc<dyn ObjectStore>, key: &str) -> Result<CheckpointManifest> {
     let object = store
         .get(key)
         .await
         .map_err(|e| storage(&format!("reading {key}"), e))?
         .ok_or_else(|| Error::Storage(format!("{key} is missing")))?;
-    let manifest = parse_checkpoint(&object.bytes).map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
-    Ok(Some(manifest))
+    parse_checkpoint(&object.bytes).map_err(|e| Error::Corrupt(format!("{key}: {e}")))
 }
 
 /// Every checkpoint manifest key, newest first.
@@ -224,12 +227,7 @@ pub async fn restore_newest(
 
 async fn restore_one(store: &Arc<dyn ObjectStore>, local: &Arc<Store>, key: &str) -> Result<Restored> {
     let started = Instant::now();
-    let object = store
-        .get(key)
-        .await
-        .map_err(|e| storage(&format!("reading {key}"), e))?
-        .ok_or_else(|| Error::Storage(format!("{key} is missing")))?;
-    let manifest = parse_checkpoint(&object.bytes).map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+    let manifest = read_manifest(store, key).await?;
     let total = manifest.tables.len();
     let total_bytes: u64 = manifest.tables.iter().map(|t| t.bytes).sum();
     let progress = super::progress::Progress::new("restoring checkpoint", total_bytes);
