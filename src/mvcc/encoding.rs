@@ -231,7 +231,7 @@ const VERSION_HEADER_BYTES: usize = 1 + 4 * 8;
 const CARRIED_KEY_LEN_BYTES: usize = 4;
 
 /// Whether `key` is stored under a bucket and hash in some keyspace, so its records carry it.
-fn needs_carried_key(key: &[u8]) -> bool {
+pub fn needs_carried_key(key: &[u8]) -> bool {
     key.len() > HISTORY_ESCAPED_BYTES_MAX
         || key.len() + key.iter().filter(|&&b| b == 0).count() > HISTORY_ESCAPED_BYTES_MAX
 }

@@ -12,7 +12,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Sl
 use super::encoding::{
     LATEST_KEY_BYTES_MAX, Version, decode_history_key, decode_lease_key, decode_log_key, decode_revision, escaped_key,
     history_bucket, history_key, history_lower_bound, history_upper_bound, is_long_history_key, is_long_latest_key,
-    latest_bucket, latest_key, lease_key, log_key, meta,
+    latest_bucket, latest_key, lease_key, log_key, meta, needs_carried_key,
 };
 use super::key_order::{KeyOrder, OrderedEntry};
 use super::lock::{DataDirLock, LockRole};
@@ -831,7 +831,7 @@ impl ReadView {
         mut newest: impl FnMut(&OrderedEntry) -> Result<bool>,
     ) -> Result<()> {
         // A long start bound starts the scan at its whole bucket, which may hold a shorter key below it.
-        let filter_short = is_long_history_key(&history_key(&span.start, 0));
+        let filter_short = needs_carried_key(&span.start);
         let mut group: Option<Vec<u8>> = None;
         let mut group_is_long = false;
         let mut candidate: Option<OrderedEntry> = None;
