@@ -85,29 +85,31 @@ impl Alarms {
 
     /// Raises `alarm`; returns whether it was newly raised.
     pub fn raise(&self, alarm: Alarm) -> bool {
-        self.with(|s| {
+        let raised = self.with(|s| {
             if s.alarms.contains(&alarm) {
                 return false;
             }
             s.alarms.push(alarm);
             s.alarms.sort_unstable();
             true
-        }) && {
+        });
+        if raised {
             self.changed();
-            true
         }
+        raised
     }
 
     /// Disarms `alarm`; returns whether it was raised.
     pub fn disarm(&self, alarm: Alarm) -> bool {
-        self.with(|s| {
+        let disarmed = self.with(|s| {
             let before = s.alarms.len();
             s.alarms.retain(|a| *a != alarm);
             s.alarms.len() != before
-        }) && {
+        });
+        if disarmed {
             self.changed();
-            true
         }
+        disarmed
     }
 
     /// Whether `alarm` is raised.
