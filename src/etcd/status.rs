@@ -60,7 +60,8 @@ pub fn undecodable(receipt: Receipt, reason: &str) -> Status {
 
 /// Wraps the gRPC routes so a request frame over the size limit is refused as etcd's gRPC layer
 /// (grpc-go) refuses it: `ResourceExhausted`, "grpc: received message larger than max (N vs. M)",
-/// instead of tonic's own wording and code.
+/// instead of tonic's own wording and code; and, having the call's final code at hand, counts it
+/// for `/metrics`.
 #[derive(Clone)]
 pub struct FrameLimitCompat<S> {
     pub inner: S,
@@ -103,28 +104,25 @@ where
             let mut response = response.await?;
             // A call that fails at once carries its status in the headers; one that answers carries
             // it in the trailers, after its body (counted as OK here: streams end much later).
-            let count = |response: &tonic::codegen::http::Response<tonic::body::Body>| {
-                if let Some(method) = method {
-                    let code = Status::from_header_map(response.headers()).map_or(Code::Ok, |s| s.code());
-                    metrics.grpc_handled(method, code);
-                }
-            };
-            let Some(status) = Status::from_header_map(response.headers()) else {
-                count(&response);
-                return Ok(response);
-            };
-            if status.code() == Code::OutOfRange
-                && let Some(message) = grpc_go_too_large(status.message())
-            {
-                let replacement = Status::new(Code::ResourceExhausted, message);
-                let headers = response.headers_mut();
-                headers.remove("grpc-status");
-                headers.remove("grpc-message");
-                if let Err(e) = replacement.add_header(headers) {
-                    tracing::warn!(error = %e, "could not rewrite an oversized-frame status");
+            let mut code = Code::Ok;
+            if let Some(status) = Status::from_header_map(response.headers()) {
+                code = status.code();
+                if code == Code::OutOfRange
+                    && let Some(message) = grpc_go_too_large(status.message())
+                {
+                    let replacement = Status::new(Code::ResourceExhausted, message);
+                    code = replacement.code();
+                    let headers = response.headers_mut();
+                    headers.remove("grpc-status");
+                    headers.remove("grpc-message");
+                    if let Err(e) = replacement.add_header(headers) {
+                        tracing::warn!(error = %e, "could not rewrite an oversized-frame status");
+                    }
                 }
             }
-            count(&response);
+            if let Some(method) = method {
+                metrics.grpc_handled(method, code);
+            }
             Ok(response)
         })
     }
