@@ -136,6 +136,13 @@ pub struct Config {
     #[arg(long, env = "T4_ADVERTISE_CLIENT_URLS", value_delimiter = ',', value_parser = parse_client_url)]
     pub advertise_client_urls: Vec<String>,
 
+    /// Also serve `/metrics` and the health endpoints (`/health`, `/livez`, `/readyz`, `/version`)
+    /// on this address, `HOST:PORT` or `http://HOST:PORT` (etcd's --listen-metrics-urls, one URL).
+    /// Served from the node's first step: a restore's progress can be scraped there before the
+    /// client port answers.
+    #[arg(long, alias = "listen-metrics-urls", env = "T4_LISTEN_METRICS", value_parser = parse_metrics_addr)]
+    pub listen_metrics: Option<SocketAddr>,
+
     /// Executors (one per core, each pinned to its CPU when there are enough). Default: all CPUs.
     #[arg(long, env = "T4_CORES")]
     pub cores: Option<usize>,
@@ -227,6 +234,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("data_dir", &self.data_dir)
             .field("listen", &self.listen)
+            .field("listen_metrics", &self.listen_metrics)
             .field("advertise_client_urls", &self.advertise_client_urls)
             .field("cores", &self.cores)
             .field("object_store", &self.object_store)
@@ -318,6 +326,7 @@ impl Config {
             data_dir: data_dir.into(),
             listen: None,
             advertise_client_urls: Vec::new(),
+            listen_metrics: None,
             cores: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
@@ -411,6 +420,15 @@ fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
         .to_socket_addrs()
         .map_err(|e| format!("expected HOST:PORT (e.g. 127.0.0.1:3379 or localhost:3379): {e}"))?;
     resolved.next().ok_or_else(|| format!("{text} resolves to no address"))
+}
+
+/// Parses `--listen-metrics`: `HOST:PORT`, or etcd's form `http://HOST:PORT`.
+fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    if text.starts_with("https://") {
+        return Err(format!("{text}: the metrics port serves plain http (TLS is not built yet)"));
+    }
+    let addr = text.strip_prefix("http://").unwrap_or(text).trim_end_matches('/');
+    parse_listen_addr(addr)
 }
 
 /// Parses one `--advertise-client-urls` entry: `http://` or `https://`, a host and a port.

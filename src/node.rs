@@ -17,12 +17,15 @@ use crate::config::{Config, GRPC_OVERHEAD_BYTES};
 use crate::durability::{Durability, Settings, open_object_store};
 use crate::error::{Error, Result};
 use crate::etcd::Services;
+use crate::metrics::Metrics;
 use crate::mvcc::{Store, VersionReader};
+use crate::object::{CountedStore, ObjectStore};
 use crate::proto::etcdserverpb as pb;
 use crate::runtime::blocking::BlockingPool;
 use crate::runtime::connection::ConnectionPolicy;
+use crate::runtime::metrics_port::MetricsPort;
 use crate::runtime::{Executors, Plan, bind_listeners};
-use crate::sequencer::{Limits, Outcome, Proposal, SUBSCRIBER_GROUPS_MAX, Sequencer, SpaceGuard};
+use crate::sequencer::{Grouping, Limits, Outcome, Proposal, SUBSCRIBER_GROUPS_MAX, Sequencer, SpaceGuard};
 use crate::shard::{ShardActor, ShardContext};
 use crate::types::{Event, KeyValue, Lease, LeaseStatus, Txn, TxnResponse, WatchOptions, prefix_end};
 
@@ -35,6 +38,8 @@ struct Running {
     services: Services,
     executors: Executors,
     durability: Option<Durability>,
+    /// `--listen-metrics`, served until the node has stopped.
+    metrics_port: Option<MetricsPort>,
 }
 
 /// The client port's sockets (one per core), closed if the node fails to start before the
@@ -75,6 +80,7 @@ fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 pub struct Node {
     running: Mutex<Option<Running>>,
     local_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Node {
@@ -97,14 +103,21 @@ impl Node {
         };
         let local_addr = listeners.as_ref().map(|l| l.addr);
         let alarms = crate::alarms::Alarms::default();
+        let metrics = Metrics::new(cores, alarms.clone());
+        let metrics_port = config.listen_metrics.map(|addr| MetricsPort::start(addr, metrics.clone())).transpose()?;
+        let metrics_addr = metrics_port.as_ref().map(MetricsPort::local_addr);
         let object_store = match &config.object_store_override {
             Some(store) => Some(store.clone()),
             None => open_object_store(&config.object_store)?,
         };
+        let object_store = object_store
+            .map(|store| Arc::new(CountedStore::new(store, metrics.objects().clone())) as Arc<dyn ObjectStore>);
         let (store, mut durability) = match object_store {
             Some(object_store) => {
                 let settings = Settings::from_args(&config.object_store);
-                let opened = off_runtime(|| Durability::open(object_store, settings, &config.data_dir, alarms.clone()));
+                let opened = off_runtime(|| {
+                    Durability::open(object_store, settings, &config.data_dir, alarms.clone(), &metrics)
+                });
                 let (durability, store) = opened?;
                 (store, Some(durability))
             }
@@ -134,12 +147,14 @@ impl Node {
         let (sequencer, handle) = Sequencer::new(
             store.clone(),
             limits,
-            config.group_proposals_max,
-            groups_in_flight_max,
+            Grouping { proposals_max: config.group_proposals_max, in_flight_max: groups_in_flight_max },
             subscribers,
             upload_stage,
             SpaceGuard { alarms: alarms.clone(), free_min_bytes: config.disk_free_min_bytes },
+            metrics.commit().clone(),
         )?;
+        metrics.attach_store(store.clone());
+        metrics.attach_queue(handle.queue_depth());
         let (reads, _threads) = BlockingPool::start("read", READ_THREADS)?;
         if let Some(addr) = local_addr {
             store.record_listen_addr(addr);
@@ -150,13 +165,13 @@ impl Node {
             sequencer: handle.clone(),
             fragment_bytes: config.max_request_bytes + GRPC_OVERHEAD_BYTES,
             progress_interval: Duration::from_millis(config.watch_progress_notify_interval_ms.max(1)),
+            metrics: metrics.clone(),
         };
         let (shards, shard_handles): (Vec<_>, Vec<_>) = group_receivers
             .into_iter()
             .enumerate()
             .map(|(index, groups)| ShardActor::new(index, cores, groups, context.clone()))
             .unzip();
-        let metrics = crate::metrics::Metrics::new(cores, store.clone(), alarms.clone());
         let services = Services {
             store,
             sequencer: handle,
@@ -181,7 +196,16 @@ impl Node {
             shutdown,
             spin_before_park: Duration::from_micros(config.spin_before_park_us),
         })?;
-        Ok(Node { running: Mutex::new(Some(Running { services, executors, durability })), local_addr })
+        if let Some(port) = &metrics_port {
+            port.serve_node(crate::etcd::http::HttpFace::new(services.clone()));
+        }
+        let running = Running { services, executors, durability, metrics_port };
+        Ok(Node { running: Mutex::new(Some(running)), local_addr, metrics_addr })
+    }
+
+    /// Where `--listen-metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Where the etcd API is served, if it is.
@@ -360,7 +384,7 @@ impl Node {
     /// everything accepted, and releases the data directory. Calling it again does nothing.
     pub async fn close(&self) -> Result<()> {
         let running = self.running.lock().map_err(|_| Error::Closed)?.take();
-        let Some(Running { services, executors, durability }) = running else { return Ok(()) };
+        let Some(Running { services, executors, durability, metrics_port }) = running else { return Ok(()) };
         executors.drain().await;
         services.sequencer.stop().await;
         executors.join().await;
@@ -374,6 +398,7 @@ impl Node {
             closer.map_err(|e| Error::Runtime(format!("cannot start the closing thread: {e}")))?;
             let _ = closed.recv_async().await;
         }
+        drop(metrics_port);
         Ok(())
     }
 
@@ -398,8 +423,9 @@ impl Drop for Node {
     fn drop(&mut self) {
         // Without `close`, stop in the background: every acknowledged write is already durable.
         if let Ok(mut running) = self.running.lock()
-            && let Some(Running { executors, services, durability }) = running.take()
+            && let Some(Running { executors, services, durability, metrics_port }) = running.take()
         {
+            drop(metrics_port);
             executors.signal_shutdown();
             let sequencer = services.sequencer.clone();
             let stopper = std::thread::Builder::new().name("t4-close".into()).spawn(move || {

@@ -64,11 +64,15 @@ pub fn run(args: RunArgs, matches: &clap::ArgMatches) -> ExitCode {
         }
     };
     let listen = node.local_addr().map_or_else(|| "nowhere".to_string(), |addr| addr.to_string());
-    if node.local_addr().is_some() {
-        // Scripts and tests read this line to learn the port (useful with `--listen 127.0.0.1:0`).
-        println!("listening on {listen}");
-        let _ = std::io::stdout().flush();
+    // Scripts and tests read these lines to learn the ports (useful with port 0); the client port's
+    // comes last, once both are known.
+    if let Some(addr) = node.metrics_addr() {
+        println!("metrics listening on {addr}");
     }
+    if node.local_addr().is_some() {
+        println!("listening on {listen}");
+    }
+    let _ = std::io::stdout().flush();
     tracing::info!(
         version = %env!("CARGO_PKG_VERSION"),
         data_dir = %args.config.data_dir.display(),

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::layout::{
@@ -14,6 +15,7 @@ use super::layout::{
 };
 use super::table::{TableBuilder, decode_table};
 use crate::error::{Error, Result};
+use crate::metrics::CheckpointStats;
 use crate::mvcc::Store;
 use crate::object::{ObjectError, ObjectStore};
 
@@ -190,6 +192,7 @@ pub async fn restore_newest(
     store: &Arc<dyn ObjectStore>,
     local: &mut Arc<Store>,
     reset: &mut dyn FnMut(&mut Arc<Store>) -> Result<()>,
+    stats: &CheckpointStats,
 ) -> Result<Option<Restored>> {
     let mut candidates = checkpoint_keys(store).await?;
     match read_latest(store).await {
@@ -203,7 +206,7 @@ pub async fn restore_newest(
     }
     let mut failures = Vec::new();
     for key in candidates {
-        match restore_one(store, local, &key).await {
+        match restore_one(store, local, &key, stats).await {
             Ok(restored) => {
                 if !failures.is_empty() {
                     tracing::warn!(checkpoint = key, skipped = %failures.join("; "), "restored from an older checkpoint");
@@ -225,12 +228,19 @@ pub async fn restore_newest(
     }
 }
 
-async fn restore_one(store: &Arc<dyn ObjectStore>, local: &Arc<Store>, key: &str) -> Result<Restored> {
+async fn restore_one(
+    store: &Arc<dyn ObjectStore>,
+    local: &Arc<Store>,
+    key: &str,
+    stats: &CheckpointStats,
+) -> Result<Restored> {
     let started = Instant::now();
     let manifest = read_manifest(store, key).await?;
     let total = manifest.tables.len();
     let total_bytes: u64 = manifest.tables.iter().map(|t| t.bytes).sum();
     let progress = super::progress::Progress::new("restoring checkpoint", total_bytes);
+    stats.restore_bytes.store(total_bytes, Ordering::Relaxed);
+    stats.restored_bytes.store(0, Ordering::Relaxed);
     let mut downloads = Vec::new();
     let mut loaded_bytes = 0u64;
     let mut next = 0;
@@ -267,6 +277,7 @@ async fn restore_one(store: &Arc<dyn ObjectStore>, local: &Arc<Store>, key: &str
             .map_err(|e| Error::Runtime(format!("load task: {e}")))??;
         loaded_bytes += size;
         progress.set(loaded_bytes);
+        stats.restored_bytes.store(loaded_bytes, Ordering::Relaxed);
     }
     let target = local.clone();
     let position = (manifest.revision, manifest.sub);
@@ -454,7 +465,7 @@ mod tests {
         let mut restored = records(2..=14, "t1-");
         restored.extend(records(15..=21, "t2-"));
         local.commit(&GroupWrite { records: restored, current_revision: 21, uploaded: true }).unwrap();
-        replay::replay(&store, &local, (21, 0)).await.unwrap();
+        replay::replay(&store, &local, (21, 0), &CheckpointStats::default()).await.unwrap();
         let (replayed, _) = local.read_view().unwrap().log_records(22, 25, usize::MAX).unwrap();
         assert_eq!(replayed, records(22..=25, "t2-"), "the acknowledged records, never the stale ones");
     }

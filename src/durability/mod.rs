@@ -27,12 +27,13 @@ use std::time::{Duration, Instant, SystemTime};
 use health::Health;
 use layout::{CHECKPOINT_PREFIX, WAL_PREFIX, parse_checkpoint_key, parse_wal_key};
 use schedule::{CheckpointSchedule, NewestCheckpoint};
-use uploader::{Outage, UploadStats, UploaderConfig};
+use uploader::{Outage, UploaderConfig};
 
 use crate::alarms::Alarms;
 use crate::config::ObjectStoreArgs;
 use crate::error::{Error, Result};
 use crate::log::LogRecord;
+use crate::metrics::{CheckpointStats, Metrics, UploadStats};
 use crate::mvcc::Store;
 use crate::mvcc::store::{INITIAL_REVISION, LogPosition, ReadView};
 use crate::object::{DirStore, ObjectStore, S3Config, S3Credentials, S3Store};
@@ -158,6 +159,8 @@ struct Checkpointer {
     table_bytes: usize,
     /// The uploader's counts: WAL objects stored since a checkpoint began count towards the next.
     stats: Arc<UploadStats>,
+    /// Checkpoints written and failed, for `/metrics`.
+    checkpoints: Arc<CheckpointStats>,
     shared: Arc<tokio::sync::Mutex<Checkpointing>>,
 }
 
@@ -186,6 +189,7 @@ impl Durability {
         settings: Settings,
         data_dir: &Path,
         alarms: Alarms,
+        metrics: &Metrics,
     ) -> Result<(Durability, Arc<Store>)> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(RUNTIME_THREADS)
@@ -194,10 +198,11 @@ impl Durability {
             .build()
             .map_err(|e| Error::Runtime(format!("durability runtime: {e}")))?;
         let mut local = Store::open(data_dir)?;
-        let (term, wal_keys) = runtime.block_on(Self::bring_up_to_date(&store, &mut local, data_dir))?;
+        let (term, wal_keys) =
+            runtime.block_on(Self::bring_up_to_date(&store, &mut local, data_dir, metrics.checkpoints()))?;
         local.keep_unuploaded_log();
         let schedule = runtime.block_on(schedule_from_store(&store, &local, &settings, &wal_keys))?;
-        let stats = Arc::new(UploadStats::default());
+        let stats = metrics.uploads().clone();
         // A checkpoint may keep failing as long as a WAL upload may before it is reported.
         let checkpointing = Checkpointing {
             schedule,
@@ -210,6 +215,7 @@ impl Durability {
             term,
             table_bytes: settings.table_bytes,
             stats: stats.clone(),
+            checkpoints: metrics.checkpoints().clone(),
             shared: Arc::new(tokio::sync::Mutex::new(checkpointing)),
         };
         let durability = Durability {
@@ -234,14 +240,15 @@ impl Durability {
         store: &Arc<dyn ObjectStore>,
         local: &mut Arc<Store>,
         data_dir: &Path,
+        stats: &CheckpointStats,
     ) -> Result<(u64, Vec<String>)> {
         let started = Instant::now();
         let mut reset = reset_local;
         let mut restored = None;
         if local.is_empty()? {
-            restored = checkpoint::restore_newest(store, local, &mut reset).await?;
+            restored = checkpoint::restore_newest(store, local, &mut reset, stats).await?;
         }
-        let mut replayed = replay::replay(store, local, local_position(local)?).await?;
+        let mut replayed = replay::replay(store, local, local_position(local)?, stats).await?;
         if restored.is_none() {
             // A store left behind the newest checkpoint, whose WAL was collected since: restore anew,
             // unless it holds records object storage lacks (then a human must decide).
@@ -265,8 +272,8 @@ impl Durability {
                     "data dir is behind the newest checkpoint; restoring"
                 );
                 reset_local(local)?;
-                restored = checkpoint::restore_newest(store, local, &mut reset).await?;
-                replayed = replay::replay(store, local, local_position(local)?).await?;
+                restored = checkpoint::restore_newest(store, local, &mut reset, stats).await?;
+                replayed = replay::replay(store, local, local_position(local)?, stats).await?;
             }
         }
         if restored.is_some() || replayed.records > 0 {
@@ -498,7 +505,18 @@ impl Checkpointer {
     async fn checkpoint(&self, checkpointing: &mut Checkpointing) -> Result<Option<checkpoint::Written>> {
         let uploads = self.uploads();
         let revision = self.local.current_revision()?;
-        let written = checkpoint::create(&self.store, &self.local, self.term, self.table_bytes).await?;
+        let written = checkpoint::create(&self.store, &self.local, self.term, self.table_bytes).await;
+        let written = match written {
+            Ok(written) => written,
+            Err(e) => {
+                self.checkpoints.failed.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        if let Some(written) = &written {
+            self.checkpoints.written.fetch_add(1, Ordering::Relaxed);
+            self.checkpoints.revision.store(written.revision, Ordering::Relaxed);
+        }
         let current = self.local.current_revision()?;
         match &written {
             Some(written) => checkpointing.schedule.checkpointed(written.revision, written.created, current, uploads),

@@ -9,10 +9,12 @@
 //! skipped silently.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::layout::{WAL_PREFIX, WalKey, parse_wal_key};
 use crate::error::{Error, Result};
 use crate::log::{LogEvent, LogRecord};
+use crate::metrics::CheckpointStats;
 use crate::mvcc::Store;
 use crate::mvcc::store::{GroupWrite, LogPosition};
 use crate::object::ObjectStore;
@@ -85,7 +87,12 @@ pub struct Replayed {
 /// Applies the WAL records after `from` (the local store's position) that object storage holds, in
 /// order, stopping at the first gap. Runs on the durability runtime; the store's writes block it
 /// briefly (this runs before the node serves).
-pub async fn replay(store: &Arc<dyn ObjectStore>, local: &Store, from: LogPosition) -> Result<Replayed> {
+pub async fn replay(
+    store: &Arc<dyn ObjectStore>,
+    local: &Store,
+    from: LogPosition,
+    stats: &CheckpointStats,
+) -> Result<Replayed> {
     let keys = store.list(WAL_PREFIX, None).await.map_err(|e| Error::Storage(format!("listing WAL objects: {e}")))?;
     let planned = plan(&keys);
     let needed = needed(&planned, from).to_vec();
@@ -146,6 +153,7 @@ pub async fn replay(store: &Arc<dyn ObjectStore>, local: &Store, from: LogPositi
         }
         if applied_any {
             replayed.objects += 1;
+            stats.replayed_objects.fetch_add(1, Ordering::Relaxed);
         }
         if (index + 1) % 100 == 0 || index + 1 == total {
             tracing::info!(objects = index + 1, of = total, revision = position.0, "replaying WAL objects");
@@ -219,7 +227,7 @@ mod tests {
         let record = LogRecord { revision: 2, sub: 0, events: vec![put] };
         runtime.block_on(objects.put(&wal_key(1, 2, 0), record.encode())).unwrap();
         fail::cfg("store-commit", "return").unwrap();
-        let outcome = runtime.block_on(replay(&objects, &local, (1, 0)));
+        let outcome = runtime.block_on(replay(&objects, &local, (1, 0), &Default::default()));
         fail::remove("store-commit");
         let error = outcome.expect_err("the apply fails").to_string();
         assert!(error.contains(&wal_key(1, 2, 0)), "the error names the object: {error}");

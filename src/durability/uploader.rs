@@ -19,7 +19,7 @@
 //! another's. A retry that finds its own object already there (a lost response) compares the bytes.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use super::health::{self, Health};
 use super::layout::wal_key;
 use crate::alarms::Alarms;
 use crate::log::LogRecord;
+use crate::metrics::UploadStats;
 use crate::mvcc::Store;
 use crate::object::{ObjectError, ObjectStore};
 use crate::sequencer::{CommittedGroup, PendingGroup};
@@ -53,17 +54,6 @@ pub struct UploaderConfig {
     pub segment_bytes: usize,
     /// ...or when its oldest record is this old.
     pub segment_age: Duration,
-}
-
-/// What the uploader did, for logs, `t4 status` and benchmarks.
-#[derive(Debug, Default)]
-pub struct UploadStats {
-    /// WAL objects stored.
-    pub objects: AtomicU64,
-    /// Bytes of WAL objects stored.
-    pub bytes: AtomicU64,
-    /// Upload attempts that failed.
-    pub failures: AtomicU64,
 }
 
 /// The bytes of a WAL object being built, and the log positions it covers.
@@ -98,6 +88,7 @@ pub async fn store_object(
     mut on_failure: impl FnMut(&str),
 ) -> Result<(), String> {
     let mut delay = RETRY_DELAY_FIRST;
+    let started = Instant::now();
     loop {
         let error = match store.put_if_absent(key, bytes.clone()).await {
             Ok(_) => break,
@@ -116,8 +107,7 @@ pub async fn store_object(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(RETRY_DELAY_MAX);
     }
-    stats.objects.fetch_add(1, Ordering::Relaxed);
-    stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    stats.stored(bytes.len(), started.elapsed());
     Ok(())
 }
 

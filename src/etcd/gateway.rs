@@ -18,6 +18,7 @@ use tonic::{Code, Request, Status};
 
 use super::Services;
 use super::http::HttpBody;
+use crate::metrics::{CallRecord, Metrics};
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::lease_server::Lease;
@@ -31,8 +32,51 @@ pub fn owns(path: &str) -> bool {
     PREFIXES.iter().any(|p| path.starts_with(p))
 }
 
+/// The gRPC method a gateway method calls, as `/package.Service/Method` (how `/metrics` counts it:
+/// etcd's gateway calls its gRPC server, so its calls are counted there too).
+fn grpc_path(method: &str) -> Option<&'static str> {
+    Some(match method {
+        "kv/range" => "/etcdserverpb.KV/Range",
+        "kv/put" => "/etcdserverpb.KV/Put",
+        "kv/deleterange" => "/etcdserverpb.KV/DeleteRange",
+        "kv/txn" => "/etcdserverpb.KV/Txn",
+        "kv/compaction" => "/etcdserverpb.KV/Compact",
+        "watch" => "/etcdserverpb.Watch/Watch",
+        "lease/grant" => "/etcdserverpb.Lease/LeaseGrant",
+        "lease/revoke" | "kv/lease/revoke" => "/etcdserverpb.Lease/LeaseRevoke",
+        "lease/keepalive" => "/etcdserverpb.Lease/LeaseKeepAlive",
+        "lease/timetolive" | "kv/lease/timetolive" => "/etcdserverpb.Lease/LeaseTimeToLive",
+        "lease/leases" | "kv/lease/leases" => "/etcdserverpb.Lease/LeaseLeases",
+        "maintenance/status" => "/etcdserverpb.Maintenance/Status",
+        "maintenance/alarm" => "/etcdserverpb.Maintenance/Alarm",
+        "maintenance/defragment" => "/etcdserverpb.Maintenance/Defragment",
+        "maintenance/hash" => "/etcdserverpb.Maintenance/HashKV",
+        "cluster/member/list" => "/etcdserverpb.Cluster/MemberList",
+        _ => return None,
+    })
+}
+
+/// Starts counting a gateway call of `path`, if its method is counted.
+fn record(services: &Services, path: &str) -> Option<CallRecord> {
+    let method = Metrics::grpc_method(grpc_path(method_of(path))?)?;
+    Some(CallRecord::start(&services.metrics, method))
+}
+
+/// The gRPC code an error answer carries (a response extension), for `/metrics`.
+#[derive(Clone, Copy)]
+struct AnsweredCode(Code);
+
 /// Answers a gateway call: `path` (one of [`owns`]'s) with the request `body`.
 pub async fn call(services: &Services, path: &str, body: Bytes) -> Response<HttpBody> {
+    let record = record(services, path);
+    let response = dispatch(services, path, body).await;
+    if let Some(mut record) = record {
+        record.set_code(response.extensions().get::<AnsweredCode>().map_or(Code::Ok, |answered| answered.0));
+    }
+    response
+}
+
+async fn dispatch(services: &Services, path: &str, body: Bytes) -> Response<HttpBody> {
     let method = method_of(path);
     let s = services.clone();
     match method {
@@ -91,6 +135,7 @@ fn method_of(path: &str) -> &str {
 /// they arrive (each at most `limit` bytes), and each answer is written as `{"result":…}` and a
 /// newline, as grpc-gateway streams; an error ends the answers with `{"error":…}`.
 pub fn call_streaming(services: &Services, path: &str, body: Incoming, limit: usize) -> Response<HttpBody> {
+    let mut record = record(services, path);
     let answers: Pin<Box<dyn Stream<Item = Bytes> + Send>> = match method_of(path) {
         "watch" => {
             // A watch outlives its request body (a client sends its creates and then only reads), as
@@ -99,15 +144,20 @@ pub fn call_streaming(services: &Services, path: &str, body: Incoming, limit: us
             let services = services.clone();
             let opened = async move { services.open_watch(requests).await.map_err(super::status::to_status) };
             Box::pin(futures_lite::stream::once_future(opened).flat_map(
-                |opened| -> Pin<Box<dyn Stream<Item = Bytes> + Send>> {
+                move |opened| -> Pin<Box<dyn Stream<Item = Bytes> + Send>> {
                     match opened {
-                        Ok(responses) => Box::pin(results(responses)),
-                        Err(status) => Box::pin(futures_lite::stream::once(stream_error(&status))),
+                        Ok(responses) => Box::pin(results(responses, record.take())),
+                        Err(status) => {
+                            if let Some(record) = record.as_mut() {
+                                record.set_code(status.code());
+                            }
+                            Box::pin(futures_lite::stream::once(stream_error(&status)))
+                        }
                     }
                 },
             ))
         }
-        _ => Box::pin(results(services.keep_alive_answers(Box::pin(json_messages(body, limit))))),
+        _ => Box::pin(results(services.keep_alive_answers(Box::pin(json_messages(body, limit))), record)),
     };
     let frames = answers.map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)));
     let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
@@ -115,18 +165,29 @@ pub fn call_streaming(services: &Services, path: &str, body: Incoming, limit: us
     response
 }
 
-/// Each answer as `{"result":…}\n`; after an error, `{"error":…}\n` and the end.
+/// Each answer as `{"result":…}\n`; after an error, `{"error":…}\n` and the end. The call is
+/// counted (`record`) when the answers end, or as canceled if the client goes away first.
 fn results<T: Serialize + Send + 'static>(
     answers: Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>,
+    record: Option<CallRecord>,
 ) -> impl Stream<Item = Bytes> + Send {
-    futures_lite::stream::unfold(Some(answers), |answers| async move {
-        let mut answers = answers?;
-        match answers.next().await? {
+    futures_lite::stream::unfold(Some((answers, record)), |state| async move {
+        let (mut answers, mut record) = state?;
+        let next = answers.next().await;
+        let code = match &next {
+            Some(Ok(_)) => None,
+            Some(Err(status)) => Some(status.code()),
+            None => Some(Code::Ok),
+        };
+        if let (Some(code), Some(record)) = (code, record.as_mut()) {
+            record.set_code(code);
+        }
+        match next? {
             Ok(answer) => {
                 let mut line = serde_json::to_vec(&StreamResult { result: &answer })
                     .unwrap_or_else(|e| format!("{{\"error\":{{\"message\":\"encoding: {e}\"}}}}").into_bytes());
                 line.push(b'\n');
-                Some((Bytes::from(line), Some(answers)))
+                Some((Bytes::from(line), Some((answers, record))))
             }
             Err(status) => Some((stream_error(&status), None)),
         }
@@ -244,7 +305,9 @@ struct ErrorBody<'a> {
 fn error(status: &Status) -> Response<HttpBody> {
     let body = ErrorBody { error: status.message(), message: status.message(), code: status.code() as i32 };
     let json = serde_json::to_vec(&body).expect("an error body always encodes");
-    answer(http_status(status.code()), json)
+    let mut response = answer(http_status(status.code()), json);
+    response.extensions_mut().insert(AnsweredCode(status.code()));
+    response
 }
 
 /// `HTTPStatusFromCode` of the grpc-gateway etcd 3.4 is built with (FailedPrecondition is 412 there).

@@ -67,43 +67,29 @@ impl HttpFace {
             };
             return gateway::call(&self.services, &path, body).await;
         }
-        match (request.method(), path.as_str()) {
+        self.observe(request.method(), &path).await
+    }
+
+    /// The answers to operators and their tools (probes, Prometheus): what the client port serves
+    /// besides the gateway, and all that `--listen-metrics` serves.
+    pub async fn observe(&self, method: &Method, path: &str) -> Response<HttpBody> {
+        match (method, path) {
             (&Method::GET, "/health") => self.health().await,
             (&Method::GET, "/livez") => text(StatusCode::OK, "ok"),
-            (&Method::GET, "/metrics") => self.metrics().await,
+            (&Method::GET, "/metrics") => {
+                let metrics = self.services.metrics.clone();
+                // Off the executors: the database size walks the data dir.
+                match self.services.reads.run(move || metrics.encode()).await {
+                    Ok(encoded) => metrics_answer(encoded),
+                    Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the metrics\n"),
+                }
+            }
             (&Method::GET, "/readyz") => match self.services.serves_reads().await {
                 true => text(StatusCode::OK, "ok"),
                 false => text(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
             },
-            (&Method::GET, "/version") => json(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "etcdserver": ETCD_API_VERSION,
-                    "etcdcluster": ETCD_CLUSTER_VERSION,
-                    "t4": env!("CARGO_PKG_VERSION"),
-                }),
-            ),
-            (_, "/health" | "/livez" | "/readyz" | "/version" | "/metrics") => {
-                text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
-            }
-            // Go's net/http wording, which etcd answers with.
-            _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
-        }
-    }
-
-    /// The Prometheus metrics, encoded off the executors (the database size walks the data dir).
-    async fn metrics(&self) -> Response<HttpBody> {
-        let metrics = self.services.metrics.clone();
-        match self.services.reads.run(move || metrics.encode()).await {
-            Ok(Ok(encoded)) => {
-                let mut response = Response::new(Full::new(Bytes::from(encoded)).boxed_unsync());
-                response.headers_mut().insert(
-                    hyper::header::CONTENT_TYPE,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8".parse().expect("valid"),
-                );
-                response
-            }
-            _ => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the metrics\n"),
+            (&Method::GET, "/version") => version(),
+            (_, path) => not_served(path),
         }
     }
 
@@ -123,6 +109,56 @@ impl HttpFace {
 
 /// The cluster version `/version` reports (etcd's `etcdcluster`: major.minor.0).
 const ETCD_CLUSTER_VERSION: &str = "3.4.0";
+
+/// The paths [`HttpFace::observe`] answers.
+const OBSERVED: [&str; 5] = ["/health", "/livez", "/metrics", "/readyz", "/version"];
+
+/// What a node that is still starting (opening or restoring its store) answers on `--listen-metrics`:
+/// alive, not ready, not healthy, and its metrics so far (a restore's progress among them).
+pub fn observe_starting(metrics: &crate::metrics::Metrics, method: &Method, path: &str) -> Response<HttpBody> {
+    match (method, path) {
+        (&Method::GET, "/livez") => text(StatusCode::OK, "ok"),
+        (&Method::GET, "/metrics") => metrics_answer(metrics.encode()),
+        (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: starting"),
+        (&Method::GET, "/health") => text(StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false"}"#),
+        (&Method::GET, "/version") => version(),
+        (_, path) => not_served(path),
+    }
+}
+
+/// etcd's `/version`, with T4's own version in a field of its own.
+fn version() -> Response<HttpBody> {
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "etcdserver": ETCD_API_VERSION,
+            "etcdcluster": ETCD_CLUSTER_VERSION,
+            "t4": env!("CARGO_PKG_VERSION"),
+        }),
+    )
+}
+
+/// The answer to a path [`HttpFace::observe`] does not serve, or to a method it does not take.
+fn not_served(path: &str) -> Response<HttpBody> {
+    if OBSERVED.contains(&path) {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    }
+    // Go's net/http wording, which etcd answers with.
+    text(StatusCode::NOT_FOUND, "404 page not found\n")
+}
+
+/// The metrics in OpenMetrics text, or a 500 if they could not be encoded.
+fn metrics_answer(encoded: Result<String, std::fmt::Error>) -> Response<HttpBody> {
+    let Ok(encoded) = encoded else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the metrics\n");
+    };
+    let mut response = Response::new(Full::new(Bytes::from(encoded)).boxed_unsync());
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8".parse().expect("valid"),
+    );
+    response
+}
 
 pub(super) fn text(status: StatusCode, body: &'static str) -> Response<HttpBody> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed_unsync());

@@ -4,6 +4,7 @@
 use tonic::{Code, Status};
 
 use crate::error::Error;
+use crate::metrics::{CallRecord, Metrics};
 
 /// The status etcd returns for `error`.
 pub fn to_status(error: Error) -> Status {
@@ -60,13 +61,13 @@ pub fn undecodable(receipt: Receipt, reason: &str) -> Status {
 
 /// Wraps the gRPC routes so a request frame over the size limit is refused as etcd's gRPC layer
 /// (grpc-go) refuses it: `ResourceExhausted`, "grpc: received message larger than max (N vs. M)",
-/// instead of tonic's own wording and code; and, having the call's final code at hand, counts it
-/// for `/metrics`.
+/// instead of tonic's own wording and code; and counts each call for `/metrics` (its final code and
+/// how long it took, a stream from its start to its end).
 #[derive(Clone)]
 pub struct FrameLimitCompat<S> {
     pub inner: S,
     /// Where each answered call is counted (by method and final code).
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Metrics,
 }
 
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: found ";
@@ -97,21 +98,20 @@ where
     }
 
     fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
-        let method = crate::metrics::Metrics::grpc_method(request.uri().path());
-        let metrics = self.metrics.clone();
+        let record = Metrics::grpc_method(request.uri().path()).map(|method| CallRecord::start(&self.metrics, method));
         let response = self.inner.call(request);
         Box::pin(async move {
             let mut response = response.await?;
             // A call that fails at once carries its status in the headers; one that answers carries
-            // it in the trailers, after its body (counted as OK here: streams end much later).
-            let mut code = Code::Ok;
+            // it in the trailers, after its body: the call is counted when its body ends.
+            let mut code = None;
             if let Some(status) = Status::from_header_map(response.headers()) {
-                code = status.code();
-                if code == Code::OutOfRange
+                code = Some(status.code());
+                if status.code() == Code::OutOfRange
                     && let Some(message) = grpc_go_too_large(status.message())
                 {
                     let replacement = Status::new(Code::ResourceExhausted, message);
-                    code = replacement.code();
+                    code = Some(replacement.code());
                     let headers = response.headers_mut();
                     headers.remove("grpc-status");
                     headers.remove("grpc-message");
@@ -120,11 +120,66 @@ where
                     }
                 }
             }
-            if let Some(method) = method {
-                metrics.grpc_handled(method, code);
+            let Some(mut record) = record else { return Ok(response) };
+            if let Some(code) = code {
+                record.set_code(code);
             }
-            Ok(response)
+            Ok(response.map(|body| tonic::body::Body::new(CountedBody { inner: body, record: Some(record) })))
         })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A gRPC response body that counts its call when it ends, with the status of its trailers (or
+    /// of its headers, for a call that failed at once), or as `Canceled` when it is dropped first.
+    struct CountedBody {
+        #[pin]
+        inner: tonic::body::Body,
+        record: Option<CallRecord>,
+    }
+}
+
+impl hyper::body::Body for CountedBody {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(trailers), Some(record)) = (frame.trailers_ref(), this.record.as_mut())
+                    && let Some(status) = Status::from_header_map(trailers)
+                {
+                    record.set_code(status.code());
+                }
+            }
+            std::task::Poll::Ready(Some(Err(status))) => {
+                if let Some(record) = this.record.as_mut() {
+                    record.set_code(status.code());
+                }
+            }
+            std::task::Poll::Ready(None) => {
+                if let Some(mut record) = this.record.take()
+                    && !record.has_code()
+                {
+                    record.set_code(Code::Unknown); // a gRPC body always ends with a status
+                }
+            }
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -4,10 +4,12 @@
 //! `put_if_match` (`If-Match`). Every implementation keeps the contract that
 //! `tests/common/object_contract.rs` checks.
 
+mod counted;
 mod dir;
 mod mem;
 mod s3;
 
+pub use counted::CountedStore;
 pub use dir::DirStore;
 pub use mem::MemStore;
 pub use s3::{S3Config, S3Credentials, S3Retry, S3Store};

@@ -6,6 +6,7 @@
 pub mod blocking;
 pub mod connection;
 pub mod hyper_io;
+pub mod metrics_port;
 pub mod panic_policy;
 
 use std::cell::Cell;

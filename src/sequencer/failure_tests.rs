@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Limits, Outcome, Proposal, Sequencer, SequencerHandle, SpaceGuard};
+use super::{Grouping, Limits, Outcome, Proposal, Sequencer, SequencerHandle, SpaceGuard};
 use crate::alarms::{Alarm, Alarms};
 use crate::error::Error;
 use crate::mvcc::{Store, VersionReader};
@@ -29,7 +29,9 @@ where
 {
     let scenario = fail::FailScenario::setup();
     let limits = Limits { max_request_bytes: 1 << 20, max_txn_ops: 128 };
-    let (sequencer, handle) = Sequencer::new(store.clone(), limits, 16, 2, Vec::new(), None, space).unwrap();
+    let grouping = Grouping { proposals_max: 16, in_flight_max: 2 };
+    let (sequencer, handle) =
+        Sequencer::new(store.clone(), limits, grouping, Vec::new(), None, space, Default::default()).unwrap();
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
             let actor = glommio::spawn_local(sequencer.run());

@@ -44,6 +44,11 @@ impl LeaseTable {
         table
     }
 
+    /// How many leases exist.
+    pub fn len(&self) -> usize {
+        self.leases.len()
+    }
+
     /// Whether lease `id` exists.
     pub fn contains(&self, id: i64) -> bool {
         self.leases.contains_key(&id)

@@ -23,6 +23,7 @@ pub use validate::Limits;
 use crate::alarms::{Alarm, Alarms};
 use crate::error::{Error, Result};
 use crate::log::LogRecord;
+use crate::metrics::CommitStats;
 use crate::mvcc::store::GroupWrite;
 use crate::mvcc::{Layer, Store, VersionReader};
 use crate::proto::etcdserverpb::{
@@ -111,6 +112,12 @@ impl SequencerHandle {
         let (reply, answer) = flume::bounded(1);
         self.mailbox.send_async(Message::LeaseKeys(id, reply)).await.map_err(|_| Error::Closed)?;
         answer.recv_async().await.map_err(|_| Error::Closed)
+    }
+
+    /// How many proposals wait in the mailbox, read without holding it open (for `/metrics`).
+    pub fn queue_depth(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let mailbox = self.mailbox.downgrade();
+        move || mailbox.upgrade().map_or(0, |mailbox| mailbox.len())
     }
 
     /// The limits proposals are validated against.
@@ -297,6 +304,14 @@ enum Event {
     OutageRaised,
 }
 
+/// How proposals are grouped: at most `proposals_max` in one group commit, and at most
+/// `in_flight_max` groups evaluated but not yet durable (1 disables pipelining).
+#[derive(Debug, Clone, Copy)]
+pub struct Grouping {
+    pub proposals_max: usize,
+    pub in_flight_max: usize,
+}
+
 impl Sequencer {
     /// Creates the sequencer for `store` and its committer and compactor threads; every committed
     /// group goes to each of `subscribers`. With an upload stage, groups are uploaded before they are
@@ -304,11 +319,11 @@ impl Sequencer {
     pub fn new(
         store: Arc<Store>,
         limits: Limits,
-        group_proposals_max: usize,
-        groups_in_flight_max: usize,
+        grouping: Grouping,
         subscribers: Vec<flume::Sender<Arc<CommittedGroup>>>,
         upload: Option<UploadStage>,
         space: SpaceGuard,
+        stats: Arc<CommitStats>,
     ) -> Result<(Sequencer, SequencerHandle)> {
         let view = store.read_view()?;
         let current = view.current_revision();
@@ -323,6 +338,7 @@ impl Sequencer {
             sub,
             leases: LeaseTable::load(store.leases()?, store.leased_keys()?),
         };
+        stats.leases.store(state.leases.len() as i64, std::sync::atomic::Ordering::Relaxed);
         let (mailbox_tx, mailbox) = flume::bounded(MAILBOX_CAPACITY);
         let (compactor, jobs) = flume::unbounded::<CompactJob>();
         let compact_store = store.clone();
@@ -382,7 +398,9 @@ impl Sequencer {
                     {
                         jobs.push(job);
                     }
-                    for report in commit(&commit_store, jobs, uploaded, &compactor, &subscribers, &commit_alarms) {
+                    let committed =
+                        commit(&commit_store, jobs, uploaded, &compactor, &subscribers, &commit_alarms, &stats);
+                    for report in committed {
                         if committed_tx.send(report).is_err() {
                             return;
                         }
@@ -399,8 +417,8 @@ impl Sequencer {
             outage,
             outage_raised,
             in_flight: VecDeque::new(),
-            group_proposals_max: group_proposals_max.max(1),
-            groups_in_flight_max: groups_in_flight_max.max(1),
+            group_proposals_max: grouping.proposals_max.max(1),
+            groups_in_flight_max: grouping.in_flight_max.max(1),
             failed: None,
             space,
             threads: vec![committer_thread, compactor_thread],
@@ -605,17 +623,30 @@ fn commit(
     compactor: &flume::Sender<CompactJob>,
     subscribers: &[flume::Sender<Arc<CommittedGroup>>],
     alarms: &Alarms,
+    stats: &CommitStats,
 ) -> Vec<Committed> {
     let mut write = GroupWrite { uploaded, ..Default::default() };
     let mut counts = Vec::with_capacity(jobs.len());
     let mut parts = Vec::with_capacity(jobs.len());
+    let proposals: usize = jobs.iter().map(|job| job.replies.len()).sum();
     for CommitJob { write: job_write, prevs, replies, compaction } in jobs {
         counts.push(job_write.records.len());
         write.records.extend(job_write.records);
         write.current_revision = job_write.current_revision;
         parts.push((job_write.current_revision, prevs, replies, compaction));
     }
-    if let Err(e) = store.commit(&write) {
+    let started = std::time::Instant::now();
+    let done = {
+        let _counting = stats.commit_lock();
+        let done = store.commit(&write);
+        if done.is_ok() {
+            stats.committed(write.records.iter().flat_map(|record| &record.events));
+        }
+        done
+    };
+    stats.sync.observe_duration(started.elapsed());
+    stats.proposals.observe(proposals as u64);
+    if let Err(e) = done {
         if matches!(e, Error::NoSpace) && alarms.raise(Alarm::NoSpace) {
             tracing::error!("NOSPACE alarm raised: the disk filled up during a commit");
         }

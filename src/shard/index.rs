@@ -19,6 +19,8 @@ pub struct WatcherIndex<W> {
     prefix_lengths: BTreeMap<usize, usize>,
     /// Every other span.
     ranges: Vec<(KeySpan, W)>,
+    /// Watchers indexed.
+    len: usize,
 }
 
 impl<W> Default for WatcherIndex<W> {
@@ -28,6 +30,7 @@ impl<W> Default for WatcherIndex<W> {
             prefixes: HashMap::new(),
             prefix_lengths: BTreeMap::new(),
             ranges: Vec::new(),
+            len: 0,
         }
     }
 }
@@ -50,6 +53,7 @@ fn slot(span: &KeySpan) -> Slot<'_> {
 impl<W: Copy + Eq + Hash> WatcherIndex<W> {
     /// Adds `watcher` for `span`.
     pub fn insert(&mut self, span: &KeySpan, watcher: W) {
+        self.len += 1;
         match slot(span) {
             Slot::Exact(key) => self.exact.entry(key.to_vec()).or_default().push(watcher),
             Slot::Prefix(prefix) => {
@@ -68,7 +72,7 @@ impl<W: Copy + Eq + Hash> WatcherIndex<W> {
         match slot(span) {
             Slot::Exact(key) => {
                 if let Some(watchers) = self.exact.get_mut(key) {
-                    watchers.retain(|w| *w != watcher);
+                    self.len -= retain_counting(watchers, |w| *w != watcher);
                     if watchers.is_empty() {
                         self.exact.remove(key);
                     }
@@ -76,7 +80,7 @@ impl<W: Copy + Eq + Hash> WatcherIndex<W> {
             }
             Slot::Prefix(prefix) => {
                 if let Some(watchers) = self.prefixes.get_mut(prefix) {
-                    watchers.retain(|w| *w != watcher);
+                    self.len -= retain_counting(watchers, |w| *w != watcher);
                     if watchers.is_empty() {
                         self.prefixes.remove(prefix);
                         if let Some(count) = self.prefix_lengths.get_mut(&prefix.len()) {
@@ -88,7 +92,7 @@ impl<W: Copy + Eq + Hash> WatcherIndex<W> {
                     }
                 }
             }
-            Slot::Range => self.ranges.retain(|(s, w)| !(*w == watcher && s == span)),
+            Slot::Range => self.len -= retain_counting(&mut self.ranges, |(s, w)| !(*w == watcher && s == span)),
         }
     }
 
@@ -114,8 +118,20 @@ impl<W: Copy + Eq + Hash> WatcherIndex<W> {
 
     /// Whether no watcher is indexed.
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.prefixes.is_empty() && self.ranges.is_empty()
+        self.len == 0
     }
+
+    /// How many watchers are indexed.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Keeps the items `keep` accepts; returns how many it removed.
+fn retain_counting<T>(items: &mut Vec<T>, keep: impl FnMut(&T) -> bool) -> usize {
+    let before = items.len();
+    items.retain(keep);
+    before - items.len()
 }
 
 #[cfg(test)]
@@ -145,6 +161,7 @@ mod tests {
         for (id, span) in &spans {
             index.insert(span, *id);
         }
+        assert_eq!(index.len(), spans.len());
         let keys: [&[u8]; 8] = [b"a", b"aa", b"ab", b"abc", b"b", b"\x00", b"a\xff\x00", b"\xff"];
         for key in keys {
             let expected: Vec<u32> = spans.iter().filter(|(_, s)| s.contains(key)).map(|(id, _)| *id).collect();
@@ -152,8 +169,10 @@ mod tests {
         }
         for (id, span) in &spans {
             index.remove(span, *id);
+            index.remove(span, *id); // a second removal changes nothing
         }
         assert!(index.is_empty());
+        assert!(index.exact.is_empty() && index.prefixes.is_empty() && index.ranges.is_empty());
         assert!(index.prefix_lengths.is_empty());
     }
 
@@ -165,6 +184,7 @@ mod tests {
         index.insert(&prefix, 2);
         index.remove(&prefix, 1);
         assert_eq!(matches(&index, b"/p/x"), vec![2]);
+        assert_eq!(index.len(), 1);
         index.remove(&prefix, 2);
         assert!(matches(&index, b"/p/x").is_empty());
         assert!(index.is_empty());

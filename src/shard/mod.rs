@@ -97,6 +97,8 @@ pub struct ShardContext {
     pub fragment_bytes: usize,
     /// How often watchers that asked for progress notifications get one when idle.
     pub progress_interval: Duration,
+    /// Where the shard publishes its watch streams and watchers, and counts deferred events.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A shard before it starts on its core: everything in it is `Send`.
@@ -263,6 +265,7 @@ impl Shard {
                 let id = state.next_stream_id;
                 state.next_stream_id += 1;
                 state.streams.insert(id, WatchStream::new(outbox));
+                state.publish_watching();
                 drop(state);
                 glommio::spawn_local(self.clone().serve_requests(id, requests)).detach();
             }
@@ -295,6 +298,7 @@ impl Shard {
                 Some(Ok(request)) => {
                     self.drain_groups();
                     let behind = self.0.borrow_mut().handle_request(stream, request);
+                    self.0.borrow().publish_watching();
                     if behind {
                         self.spawn_catch_up(stream);
                     }
@@ -500,6 +504,7 @@ impl ShardState {
                     continue;
                 }
                 if over_budget {
+                    self.context.metrics.events_deferred(events.len());
                     watcher.synced = false;
                     watcher.next_rev = record.revision;
                     if !stream.catching_up {
@@ -653,6 +658,7 @@ impl ShardState {
         for (watch_id, span) in compacted {
             self.watchers.remove(&span, WatcherKey { stream: stream_id, watch_id });
         }
+        self.publish_watching();
         if gone {
             self.close_stream(stream_id);
         }
@@ -689,6 +695,12 @@ impl ShardState {
                 self.watchers.remove(&watcher.span, WatcherKey { stream: stream_id, watch_id });
             }
         }
+        self.publish_watching();
+    }
+
+    /// Publishes this shard's streams and watchers for `/metrics`.
+    fn publish_watching(&self) {
+        self.context.metrics.watching(self.streams.len(), self.watchers.len());
     }
 }
 

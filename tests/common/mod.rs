@@ -26,6 +26,8 @@ pub struct Server {
     child: Option<Child>,
     /// `127.0.0.1:<port>` of its etcd v3 API.
     pub endpoint: String,
+    /// Where it serves `--listen-metrics`, if it does.
+    pub metrics_endpoint: Option<String>,
     /// Its data directory.
     pub data_dir: PathBuf,
 }
@@ -75,14 +77,27 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.to_string());
+                if let Some(addr) = line.strip_prefix("metrics listening on ") {
+                    let _ = tx.send((true, addr.to_string()));
+                } else if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send((false, addr.to_string()));
                 }
             }
         });
-        match rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(endpoint) => Ok(Server { child: Some(child), endpoint, data_dir: data_dir.to_path_buf() }),
-            Err(_) => {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut metrics_endpoint = None;
+        let started = loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok((true, addr)) => metrics_endpoint = Some(addr),
+                Ok((false, endpoint)) => break Some(endpoint),
+                Err(_) => break None,
+            }
+        };
+        match started {
+            Some(endpoint) => {
+                Ok(Server { child: Some(child), endpoint, metrics_endpoint, data_dir: data_dir.to_path_buf() })
+            }
+            None => {
                 let _ = child.kill();
                 let output = child.wait_with_output().map_err(|e| e.to_string())?;
                 Err(format!("status {}; stderr: {}", output.status, String::from_utf8_lossy(&output.stderr)))
@@ -127,6 +142,7 @@ impl Server {
             let mut server = Server {
                 child: Some(child),
                 endpoint: format!("127.0.0.1:{client}"),
+                metrics_endpoint: None,
                 data_dir: data_dir.to_path_buf(),
             };
             if server.wait_until_serving() {
