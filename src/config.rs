@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::error::Error;
 
@@ -116,6 +117,11 @@ pub const DEFAULT_CHECKPOINT_TABLE_BYTES: usize = 4 * 1024 * 1024;
 /// Minutes between checkpoints (Go T4's default).
 pub const DEFAULT_CHECKPOINT_INTERVAL_MIN: u64 = 15;
 
+/// etcd's default space quota (`--quota-backend-bytes 0`): 2 GiB.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// How often revision-mode auto-compaction looks (etcd's `revInterval`).
+pub const DEFAULT_AUTO_COMPACTION_REVISION_CHECK_MS: u64 = 300_000;
+
 /// The configuration of one T4 node.
 #[derive(Clone, clap::Args)]
 pub struct Config {
@@ -189,6 +195,29 @@ pub struct Config {
     /// disk full, the engine refuses every later write and only a restart takes writes again.
     #[arg(long, env = "T4_DISK_FREE_MIN_BYTES", default_value_t = DEFAULT_DISK_FREE_MIN_BYTES)]
     pub disk_free_min_bytes: u64,
+
+    /// etcd's space quota: when the store's data (its tables and memtables: `db_size_in_use`) would
+    /// pass this many bytes, the NOSPACE alarm is raised and writes that grow the store fail with
+    /// `etcdserver: mvcc: database space exceeded`; reads, deletes and compactions go on, and after
+    /// a compaction and a defragment `etcdctl alarm disarm` lets writes resume. 0: etcd's default,
+    /// 2 GiB; negative: no quota (as etcd).
+    #[arg(long, env = "T4_QUOTA_BACKEND_BYTES", default_value_t = 0, allow_negative_numbers = true)]
+    pub quota_backend_bytes: i64,
+
+    /// etcd's --auto-compaction-mode: `periodic` keeps the history of the last
+    /// --auto-compaction-retention, `revision` keeps that many revisions.
+    #[arg(long, env = "T4_AUTO_COMPACTION_MODE", default_value = "periodic", value_parser = ["periodic", "revision"])]
+    pub auto_compaction_mode: String,
+
+    /// etcd's --auto-compaction-retention: with `periodic`, a duration (`1h`, `30m`, `90s`, `1h30m`;
+    /// a bare number is hours, as etcd reads it); with `revision`, a number of revisions. 0 (the
+    /// default, as etcd's): no auto-compaction.
+    #[arg(long, env = "T4_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
+
+    /// How often revision-mode auto-compaction looks, in milliseconds (etcd's: 5 minutes).
+    #[arg(long, env = "T4_AUTO_COMPACTION_REVISION_CHECK_MS", default_value_t = DEFAULT_AUTO_COMPACTION_REVISION_CHECK_MS, hide = true)]
+    pub auto_compaction_revision_check_ms: u64,
 
     /// Milliseconds a new client connection may take to send HTTP/2's preface and first SETTINGS
     /// frame; a connection that has not is closed (half-open and slow-loris connections hold nothing).
@@ -336,6 +365,10 @@ impl Config {
             spin_before_park_us: DEFAULT_SPIN_BEFORE_PARK_US,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             disk_free_min_bytes: DEFAULT_DISK_FREE_MIN_BYTES,
+            quota_backend_bytes: 0,
+            auto_compaction_mode: "periodic".to_string(),
+            auto_compaction_retention: "0".to_string(),
+            auto_compaction_revision_check_ms: DEFAULT_AUTO_COMPACTION_REVISION_CHECK_MS,
             handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
             grpc_keepalive_min_time_ms: DEFAULT_GRPC_KEEPALIVE_MIN_TIME_MS,
             grpc_keepalive_interval_ms: DEFAULT_GRPC_KEEPALIVE_INTERVAL_MS,
@@ -373,6 +406,9 @@ impl Config {
         if self.max_txn_ops == 0 {
             return invalid("--max-txn-ops", format!("must be at least 1 (etcd's default is {DEFAULT_MAX_TXN_OPS})"));
         }
+        if let Err(reason) = self.auto_compaction() {
+            return invalid("--auto-compaction-retention", reason);
+        }
         match self.cores {
             Some(0) => return invalid("--cores", "must be at least 1".into()),
             Some(cores) if cores > cpus_available() => {
@@ -382,6 +418,21 @@ impl Config {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The space quota (`--quota-backend-bytes`): `None` for none.
+    pub fn quota_bytes(&self) -> Option<u64> {
+        match self.quota_backend_bytes {
+            0 => Some(DEFAULT_QUOTA_BACKEND_BYTES),
+            quota if quota < 0 => None,
+            quota => Some(quota as u64),
+        }
+    }
+
+    /// What auto-compaction keeps (`None`: it is off), or why the flags do not say.
+    pub fn auto_compaction(&self) -> Result<Option<crate::auto_compaction::Retention>, String> {
+        let check = Duration::from_millis(self.auto_compaction_revision_check_ms.max(1));
+        crate::auto_compaction::Retention::parse(&self.auto_compaction_mode, &self.auto_compaction_retention, check)
     }
 
     /// The client URLs MemberList reports for a node serving at `bound`: the configured ones, or

@@ -13,6 +13,7 @@
 //! ```
 
 mod alarms;
+mod auto_compaction;
 mod config;
 mod durability;
 mod error;
@@ -37,6 +38,11 @@ pub use types::{
 };
 
 /// Defaults and limits of [`Config`].
+/// Snapshots of a whole node (Maintenance.Snapshot, `etcdctl snapshot save`), in T4's own format.
+pub mod snapshot {
+    pub use crate::durability::snapshot::{SnapshotInfo, restore_data_dir};
+}
+
 pub mod defaults {
     pub use crate::config::{
         DEFAULT_DATA_DIR, DEFAULT_INSPECT_LIMIT, DEFAULT_LISTEN, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS,

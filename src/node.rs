@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures_lite::Stream;
 use tonic::codegen::BoxStream;
 
+use crate::auto_compaction::AutoCompactor;
 use crate::config::{Config, GRPC_OVERHEAD_BYTES};
 use crate::durability::{Durability, Settings, open_object_store};
 use crate::error::{Error, Result};
@@ -40,6 +41,8 @@ struct Running {
     durability: Option<Durability>,
     /// `--listen-metrics`, served until the node has stopped.
     metrics_port: Option<MetricsPort>,
+    /// `--auto-compaction-*`, stopped first.
+    auto_compactor: Option<AutoCompactor>,
 }
 
 /// The client port's sockets (one per core), closed if the node fails to start before the
@@ -150,11 +153,20 @@ impl Node {
             Grouping { proposals_max: config.group_proposals_max, in_flight_max: groups_in_flight_max },
             subscribers,
             upload_stage,
-            SpaceGuard { alarms: alarms.clone(), free_min_bytes: config.disk_free_min_bytes },
+            SpaceGuard {
+                alarms: alarms.clone(),
+                free_min_bytes: config.disk_free_min_bytes,
+                quota_bytes: config.quota_bytes(),
+            },
             metrics.commit().clone(),
         )?;
         metrics.attach_store(store.clone());
         metrics.attach_queue(handle.queue_depth());
+        let retention = config
+            .auto_compaction()
+            .map_err(|reason| Error::Setting { setting: "--auto-compaction-retention", reason })?;
+        let auto_compactor =
+            retention.map(|retention| AutoCompactor::start(retention, store.clone(), handle.clone())).transpose()?;
         let (reads, _threads) = BlockingPool::start("read", READ_THREADS)?;
         if let Some(addr) = local_addr {
             store.record_listen_addr(addr);
@@ -199,7 +211,7 @@ impl Node {
         if let Some(port) = &metrics_port {
             port.serve_node(crate::etcd::http::HttpFace::new(services.clone()));
         }
-        let running = Running { services, executors, durability, metrics_port };
+        let running = Running { services, executors, durability, metrics_port, auto_compactor };
         Ok(Node { running: Mutex::new(Some(running)), local_addr, metrics_addr })
     }
 
@@ -384,7 +396,10 @@ impl Node {
     /// everything accepted, and releases the data directory. Calling it again does nothing.
     pub async fn close(&self) -> Result<()> {
         let running = self.running.lock().map_err(|_| Error::Closed)?.take();
-        let Some(Running { services, executors, durability, metrics_port }) = running else { return Ok(()) };
+        let Some(Running { services, executors, durability, metrics_port, auto_compactor }) = running else {
+            return Ok(());
+        };
+        drop(auto_compactor);
         executors.drain().await;
         services.sequencer.stop().await;
         executors.join().await;
@@ -423,8 +438,9 @@ impl Drop for Node {
     fn drop(&mut self) {
         // Without `close`, stop in the background: every acknowledged write is already durable.
         if let Ok(mut running) = self.running.lock()
-            && let Some(Running { executors, services, durability, metrics_port }) = running.take()
+            && let Some(Running { executors, services, durability, metrics_port, auto_compactor }) = running.take()
         {
+            drop(auto_compactor);
             drop(metrics_port);
             executors.signal_shutdown();
             let sequencer = services.sequencer.clone();

@@ -405,11 +405,14 @@ fn status_reports_a_running_t4_node_as_its_own_leader() {
     let status: Value = serde_json::from_str(&out).unwrap();
     let member = status["member_id"].as_u64().unwrap();
     let (cluster, db_size) = (status["cluster_id"].as_u64().unwrap(), status["db_size_bytes"].as_i64().unwrap());
+    // In use: the data the store holds (one small put here), never more than its size.
+    let in_use = status["db_size_in_use_bytes"].as_i64().unwrap();
+    assert!(in_use > 0 && in_use < db_size, "in use {in_use} of {db_size}");
     assert_eq!(
         status,
         json!({
             "endpoint": server.endpoint, "version": "3.4.0", "db_size_bytes": db_size,
-            "db_size_in_use_bytes": db_size, "revision": 2, "raft_term": 1, "raft_index": 2, "leader": member,
+            "db_size_in_use_bytes": in_use, "revision": 2, "raft_term": 1, "raft_index": 2, "leader": member,
             "member_id": member, "cluster_id": cluster, "role": "leader", "errors": [],
             "members": [{"id": member, "name": "solo", "client_urls": [format!("http://{}", server.endpoint)],
                          "peer_urls": [], "is_learner": false}],

@@ -4,6 +4,7 @@
 mod grpc;
 mod inspect;
 mod output;
+mod restore;
 mod run;
 mod status;
 
@@ -25,6 +26,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Ask a running node (T4 or etcd) for its revision, leader, db size, version, role and members.
     Status(status::StatusArgs),
+    /// Create a data directory from a snapshot of a T4 node (`etcdctl snapshot save`).
+    Restore(restore::RestoreArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -36,5 +39,6 @@ pub fn main() -> std::process::ExitCode {
         Command::Run(args) => run::run(*args, matches.subcommand_matches("run").expect("the run subcommand matched")),
         Command::Inspect(args) => inspect::run(args),
         Command::Status(args) => status::run(args),
+        Command::Restore(args) => restore::run(args),
     }
 }

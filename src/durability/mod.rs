@@ -16,6 +16,7 @@ pub mod layout;
 mod progress;
 pub mod replay;
 mod schedule;
+pub mod snapshot;
 pub mod table;
 pub mod uploader;
 

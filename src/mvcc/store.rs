@@ -35,6 +35,8 @@ const FORMAT: i64 = 4;
 const FORMATS_UPGRADED: [i64; 2] = [2, 3];
 /// The database's folder inside a data directory.
 const DB_DIR: &str = "db";
+/// Files made and removed while the node runs (snapshots being sent); emptied at open.
+const SCRATCH_DIR: &str = "tmp";
 /// The file fjall writes first into a database folder: a folder without it holds no database.
 const FJALL_VERSION_FILE: &str = "version";
 /// The keyspaces of a T4 database.
@@ -132,6 +134,8 @@ pub struct Store {
     term: std::sync::atomic::AtomicU64,
     /// `<data-dir>/db`, for disk-usage reports.
     db_dir: PathBuf,
+    /// Held while the store is defragmented (one at a time).
+    defragmenting: std::sync::Mutex<()>,
 }
 
 fn read_i64(ks: &Keyspace, name: &[u8]) -> Result<Option<i64>> {
@@ -200,6 +204,8 @@ impl Store {
         let dir_error = |reason: String| Error::DataDir { path: data_dir.to_path_buf(), reason };
         create_private_dir(data_dir).map_err(|e| dir_error(format!("cannot create: {e}")))?;
         let lock = DataDirLock::acquire(data_dir, true, LockRole::Node)?;
+        // What a node killed while writing a snapshot left behind.
+        let _ = std::fs::remove_dir_all(data_dir.join(SCRATCH_DIR));
         let db = Database::builder(data_dir.join(DB_DIR))
             .max_journaling_size(JOURNAL_BYTES_MAX)
             .open()
@@ -272,6 +278,7 @@ impl Store {
             keep_unuploaded_log: std::sync::atomic::AtomicBool::new(false),
             term: std::sync::atomic::AtomicU64::new(identity.term),
             db_dir: data_dir.join(DB_DIR),
+            defragmenting: std::sync::Mutex::new(()),
         })
     }
 
@@ -601,16 +608,7 @@ impl Store {
     /// revision. Blocking: call off the executors.
     pub fn scan_checkpoint(&self, visit: &mut CheckpointVisitor) -> Result<(LogPosition, i64)> {
         let snapshot = self.db.snapshot();
-        let meta_i64 = |name: &[u8]| -> Result<Option<i64>> {
-            match snapshot.get(&self.meta, name)? {
-                Some(v) => {
-                    Ok(Some(i64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt("meta".into()))?)))
-                }
-                None => Ok(None),
-            }
-        };
-        let current = meta_i64(meta::CURRENT_REVISION)?.unwrap_or(INITIAL_REVISION);
-        let compact = meta_i64(meta::COMPACT_REVISION)?.unwrap_or(NEVER_COMPACTED);
+        let (current, compact) = self.snapshot_revisions(&snapshot)?;
         let sub = match snapshot.iter(&self.log).next_back() {
             Some(guard) => {
                 let (revision, sub) = decode_log_key(&guard.key()?)?;
@@ -637,6 +635,112 @@ impl Store {
             }
         }
         Ok(((current, sub), compact))
+    }
+
+    /// A new file name in the data directory's scratch folder (created private if missing; emptied
+    /// when the node opens the directory), for files made and removed while the node runs.
+    pub fn scratch_file(&self, what: &str) -> Result<PathBuf> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = self.db_dir.with_file_name(SCRATCH_DIR);
+        create_private_dir(&dir).map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(dir.join(format!("{what}-{n}")))
+    }
+
+    /// Bytes of data the store holds: its tables plus its memtables (data written but not in a table
+    /// yet). What the space quota counts and `Status.db_size_in_use` reports; deletes, compaction and
+    /// a defragment shrink it. In memory, cheap.
+    pub fn data_bytes(&self) -> u64 {
+        let tables: u64 =
+            [&self.log, &self.kv, &self.latest, &self.leases, &self.meta].iter().map(|ks| ks.disk_space()).sum();
+        tables + self.db.write_buffer_size()
+    }
+
+    /// Reclaims space, as etcd's Defragment: writes each keyspace's memtable out and merges its
+    /// tables into one run (fjall's major compaction), which drops overwritten and deleted entries no
+    /// reader still needs. One at a time; blocking, and minutes on a large store: call it on a thread
+    /// of its own.
+    pub fn defragment(&self) -> Result<()> {
+        let _one_at_a_time = self.defragmenting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // fjall moves its watermark of what no snapshot needs any more (below which a compaction may
+        // drop overwritten and deleted entries) lazily: when a memtable is rotated, or every 10,000
+        // snapshots. A write to `meta` makes its memtable non-empty, so rotating it moves the mark.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.meta.insert(meta::DEFRAGMENTED_AT, (now as i64).to_be_bytes())?;
+        for (name, keyspace) in [
+            ("meta", &self.meta),
+            ("log", &self.log),
+            ("kv", &self.kv),
+            ("latest", &self.latest),
+            ("leases", &self.leases),
+        ] {
+            let before = keyspace.disk_space();
+            keyspace.rotate_memtable_and_wait()?;
+            keyspace.major_compact()?;
+            tracing::debug!(
+                keyspace = name,
+                before_bytes = before,
+                after_bytes = keyspace.disk_space(),
+                "keyspace defragmented"
+            );
+        }
+        Ok(())
+    }
+
+    /// The current and compact revisions `snapshot` holds.
+    fn snapshot_revisions(&self, snapshot: &Snapshot) -> Result<(i64, i64)> {
+        let meta_i64 = |name: &[u8]| -> Result<Option<i64>> {
+            match snapshot.get(&self.meta, name)? {
+                Some(v) => {
+                    Ok(Some(i64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt("meta".into()))?)))
+                }
+                None => Ok(None),
+            }
+        };
+        let current = meta_i64(meta::CURRENT_REVISION)?.unwrap_or(INITIAL_REVISION);
+        let compact = meta_i64(meta::COMPACT_REVISION)?.unwrap_or(NEVER_COMPACTED);
+        Ok((current, compact))
+    }
+
+    /// etcd's HashKV at `rev` (0: the current revision) over one consistent snapshot (see
+    /// [`super::hash`]): the hash, the current revision and the compact revision. Fails as etcd does
+    /// for a revision at or below the compact revision, or above the current one. Blocking: reads the
+    /// whole history.
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64)> {
+        let snapshot = self.db.snapshot();
+        let (current, compact) = self.snapshot_revisions(&snapshot)?;
+        if rev > 0 && rev <= compact {
+            return Err(Error::Compacted);
+        }
+        if rev > current {
+            return Err(Error::FutureRevision);
+        }
+        let mut hasher = super::hash::KvHasher::new(if rev == 0 { current } else { rev }, compact);
+        for item in snapshot.iter(&self.kv) {
+            let (stored, record) = item.into_inner()?;
+            let key = match Version::carried_key(&record)? {
+                Some(key) => key.to_vec(),
+                None => decode_history_key(&stored)?.0,
+            };
+            hasher.push(&key, Version::decode(&record)?);
+        }
+        Ok((hasher.finish(), current, compact))
+    }
+
+    /// etcd's Hash: a CRC-32C of the whole store (history, state, log, leases and revisions) as a
+    /// checkpoint holds it, in one consistent snapshot; and its revision. For tests, as etcd's is:
+    /// unlike HashKV it also sees how far physical compaction has got. Blocking.
+    pub fn hash_all(&self) -> Result<(u32, i64)> {
+        let mut crc = 0u32;
+        let ((revision, _), _) = self.scan_checkpoint(&mut |space, key, value| {
+            for part in
+                [&[space][..], &(key.len() as u64).to_be_bytes(), key, &(value.len() as u64).to_be_bytes(), value]
+            {
+                crc = crc32c::crc32c_append(crc, part);
+            }
+            Ok(())
+        })?;
+        Ok((crc, revision))
     }
 
     /// Loads checkpoint entries (from [`Store::scan_checkpoint`]) into this store, which must be empty;

@@ -217,3 +217,80 @@ fn long_keys_read_back_in_key_order_at_every_revision() {
     let leased = store.leased_keys().unwrap();
     assert!(leased.is_empty());
 }
+
+#[test]
+fn hash_kv_ignores_how_far_physical_compaction_got_and_refuses_as_etcd_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // a: 2, 3; b: 4, deleted 5; a: 6; c: 7 (long: stored under a bucket and hash).
+    let long = "c".repeat(70_000);
+    write(
+        &store,
+        vec![
+            vec![put("a", "1", 2, 1)],
+            vec![put("a", "2", 2, 2)],
+            vec![put("b", "1", 4, 1)],
+            vec![del("b")],
+            vec![put("a", "3", 2, 3)],
+            vec![put(&long, "1", 7, 1)],
+        ],
+    );
+    let (before, current, compact) = store.hash_kv(0).unwrap();
+    assert_eq!((current, compact), (7, NEVER_COMPACTED));
+    assert_eq!(store.hash_kv(7).unwrap().0, before);
+    assert_ne!(store.hash_kv(6).unwrap().0, before);
+    assert!(matches!(store.hash_kv(8), Err(Error::FutureRevision)));
+    // A logical compaction at 5 (recorded, nothing removed yet), then the physical one.
+    store
+        .commit(&GroupWrite {
+            records: vec![LogRecord { revision: 7, sub: 1, events: vec![LogEvent::Compact { revision: 5 }] }],
+            current_revision: 7,
+            uploaded: false,
+        })
+        .unwrap();
+    let logical = store.hash_kv(6).unwrap();
+    assert_eq!(logical.2, 5);
+    let entries = history_entries(&store);
+    store.compact_physically(5).unwrap();
+    assert!(history_entries(&store) < entries, "physical compaction removed versions");
+    assert_eq!(store.hash_kv(6).unwrap(), logical, "the hash does not see physical compaction");
+    assert!(matches!(store.hash_kv(5), Err(Error::Compacted)));
+    assert!(matches!(store.hash_kv(4), Err(Error::Compacted)));
+}
+
+#[test]
+fn a_snapshot_restores_the_same_store() {
+    use sha2::Digest;
+    let (dir, restored_dir, file) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store = Store::open(dir.path()).unwrap();
+    write(
+        &store,
+        vec![vec![put("a", "1", 2, 1)], vec![put("b", "2", 3, 1)], vec![del("a")], vec![put("a", "4", 5, 1)]],
+    );
+    let mut bytes = Vec::new();
+    let info = crate::durability::snapshot::write(&store, &mut bytes).unwrap();
+    assert_eq!((info.revision, info.compact), (5, NEVER_COMPACTED));
+    assert_eq!(bytes.len() % 512, 0, "padded to etcd's 512-byte multiple");
+    let digest = sha2::Sha256::digest(&bytes);
+    bytes.extend_from_slice(&digest);
+    let path = file.path().join("snapshot");
+    std::fs::write(&path, &bytes).unwrap();
+    let restored = Store::open(restored_dir.path()).unwrap();
+    assert_eq!(crate::durability::snapshot::restore(&path, &restored).unwrap(), info);
+    assert_eq!(restored.hash_kv(0).unwrap(), store.hash_kv(0).unwrap());
+    assert_eq!(restored.hash_all().unwrap(), store.hash_all().unwrap());
+    for rev in 2..=5 {
+        assert_eq!(snapshot_at(&restored, rev), snapshot_at(&store, rev), "revision {rev}");
+    }
+    // Non-zero bytes where the padding goes are refused.
+    let padding_at = bytes.len() - digest.len() - 1;
+    let mut tampered = bytes[..bytes.len() - digest.len()].to_vec();
+    tampered[padding_at] = 1;
+    let digest = sha2::Sha256::digest(&tampered);
+    tampered.extend_from_slice(&digest);
+    std::fs::write(&path, &tampered).unwrap();
+    let again = tempfile::tempdir().unwrap();
+    let error = crate::durability::snapshot::restore(&path, &Store::open(again.path()).unwrap()).unwrap_err();
+    assert!(error.to_string().contains("not padding"), "{error}");
+}

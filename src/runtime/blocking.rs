@@ -34,7 +34,8 @@ impl BlockingPool {
         Ok((BlockingPool { jobs }, handles))
     }
 
-    /// Runs `f` on a pool thread and returns its result.
+    /// Runs `f` on a pool thread and returns its result (for work of milliseconds: a long job would
+    /// hold back the reads queued behind it; see [`on_own_thread`]).
     pub async fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Result<R> {
         let (tx, rx) = flume::bounded(1);
         let job: Job = Box::new(move || {
@@ -43,4 +44,18 @@ impl BlockingPool {
         self.jobs.send_async(job).await.map_err(|_| Error::Closed)?;
         rx.recv_async().await.map_err(|_| Error::Closed)
     }
+}
+
+/// Runs `f` on a thread of its own, named `t4-<name>`, and returns its result: for blocking work that
+/// may take minutes (defragmentation, snapshots, whole-store hashes), which must hold back neither an
+/// executor nor the reads of the pool.
+pub async fn on_own_thread<R: Send + 'static>(name: &str, f: impl FnOnce() -> R + Send + 'static) -> Result<R> {
+    let (tx, rx) = flume::bounded(1);
+    std::thread::Builder::new()
+        .name(format!("t4-{name}"))
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| Error::Runtime(format!("{name} thread: {e}")))?;
+    rx.recv_async().await.map_err(|_| Error::Closed)
 }

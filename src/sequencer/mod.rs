@@ -200,14 +200,17 @@ pub struct Sequencer {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// What keeps writes from filling the disk: a floor of free bytes, checked before a group that grows
-/// the store is evaluated (so nothing of a refused write reaches object storage or the store), and
-/// the NOSPACE alarm it raises, which refuses such writes until an operator disarms it.
+/// What keeps writes from filling the disk: a floor of free bytes and etcd's space quota, checked
+/// before a group that grows the store is evaluated (so nothing of a refused write reaches object
+/// storage or the store), and the NOSPACE alarm they raise, which refuses such writes until an
+/// operator disarms it (as etcd's does).
 #[derive(Clone, Debug)]
 pub struct SpaceGuard {
     pub alarms: Alarms,
     /// Bytes the data directory's file system keeps free (`--disk-free-min-bytes`).
     pub free_min_bytes: u64,
+    /// The most data the store may hold (`--quota-backend-bytes`; `None`: no quota).
+    pub quota_bytes: Option<u64>,
 }
 
 impl SpaceGuard {
@@ -216,6 +219,20 @@ impl SpaceGuard {
     fn refuses(&self, store: &Store, bytes: u64) -> bool {
         if self.alarms.is_raised(Alarm::NoSpace) {
             return true;
+        }
+        if let Some(quota) = self.quota_bytes {
+            let data = store.data_bytes();
+            if data.saturating_add(bytes) > quota {
+                if self.alarms.raise(Alarm::NoSpace) {
+                    tracing::error!(
+                        data_bytes = data,
+                        quota_bytes = quota,
+                        "NOSPACE alarm raised: the store reached its space quota (--quota-backend-bytes); writes that \
+                         grow it are refused until it is compacted and defragmented and the alarm disarmed"
+                    );
+                }
+                return true;
+            }
         }
         let free = match store.free_bytes() {
             Ok(free) => free,

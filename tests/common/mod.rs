@@ -123,6 +123,11 @@ impl Server {
 
     /// Starts a reference etcd 3.4 (Debian's `etcd-server`) on free loopback ports.
     pub fn start_etcd(data_dir: &Path) -> Server {
+        Self::start_etcd_args(data_dir, &[])
+    }
+
+    /// Like [`Server::start_etcd`], with `extra` flags for etcd.
+    pub fn start_etcd_args(data_dir: &Path, extra: &[&str]) -> Server {
         for _attempt in 0..3 {
             let (client, peer) = (free_port(), free_port());
             let client_url = format!("http://127.0.0.1:{client}");
@@ -134,6 +139,7 @@ impl Server {
                 .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
                 .args(["--initial-cluster", &format!("reference={peer_url}")])
                 .args(["--log-level", "error", "--logger", "zap"])
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

@@ -1,0 +1,261 @@
+//! Snapshots of a whole store, as etcd's `Maintenance.Snapshot` streams them and `t4 restore
+//! --from-snapshot` reads them back. T4's own format, not a bbolt file etcd could open: the entries
+//! a checkpoint holds (history above the compaction, current state, log, leases, revisions), cut
+//! into the same checksummed, content-hashed tables, in one file:
+//!
+//! ```text
+//! "T4SNAP01"
+//! ( 'T' [name len u32][name: sst/<hash16>/table] [bytes len u64][table bytes] )*   every entry, in order
+//! 'E' [len u32][JSON: format, revision, sub, compact, tables, entries, t4 version]
+//! zeros, to a multiple of 512 bytes
+//! [SHA-256 of everything before it]                                                as etcd appends it
+//! ```
+//!
+//! The trailing digest is etcd's convention (its server sends it as the last message), so
+//! `etcdctl snapshot save` stores it with the rest; it finds the digest by the content's size being
+//! a multiple of 512 bytes (bbolt pages are), hence the padding. Restore checks the digest before it
+//! reads anything else.
+
+use std::io::{BufReader, Read, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use super::table::{TableBuilder, decode_table};
+use crate::error::{Error, Result};
+use crate::mvcc::Store;
+use crate::mvcc::store::LogPosition;
+
+/// The first bytes of a snapshot (the format's version is its last digits).
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"T4SNAP01";
+/// Bytes of the trailing SHA-256.
+pub const DIGEST_BYTES: usize = 32;
+const TABLE_TAG: u8 = b'T';
+const END_TAG: u8 = b'E';
+/// Tables are cut at about this size (as checkpoints' are).
+const TABLE_BYTES: usize = 4 * 1024 * 1024;
+/// The content before the digest is a multiple of this many bytes (how etcdctl finds the digest).
+const PAD_TO: u64 = 512;
+/// The longest table name or end record a reader accepts.
+const RECORD_NAME_BYTES_MAX: u32 = 64 * 1024;
+
+/// What a snapshot's end record says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub format: u32,
+    /// The log position the snapshot was taken at.
+    pub revision: i64,
+    pub sub: u32,
+    /// The compact revision then.
+    pub compact: i64,
+    pub tables: u64,
+    pub entries: u64,
+    /// The T4 version that wrote it.
+    pub t4: String,
+}
+
+/// Writes a snapshot of `store` (one consistent point in time) to `out`, without the trailing
+/// digest; returns what its end record says. Blocking: reads the whole store.
+pub fn write(store: &Store, out: &mut impl Write) -> Result<SnapshotInfo> {
+    let io = |e: std::io::Error| Error::Storage(format!("writing a snapshot: {e}"));
+    let mut counted = Counted { out, written: 0 };
+    let out = &mut counted;
+    out.write_all(SNAPSHOT_MAGIC).map_err(io)?;
+    let mut builder = TableBuilder::new(TABLE_BYTES);
+    let (mut tables, mut entries) = (0u64, 0u64);
+    let mut emit = |table: super::table::Table, out: &mut dyn Write| -> Result<()> {
+        tables += 1;
+        entries += table.entries;
+        out.write_all(&[TABLE_TAG]).map_err(io)?;
+        out.write_all(&(table.key.len() as u32).to_be_bytes()).map_err(io)?;
+        out.write_all(table.key.as_bytes()).map_err(io)?;
+        out.write_all(&(table.bytes.len() as u64).to_be_bytes()).map_err(io)?;
+        out.write_all(&table.bytes).map_err(io)
+    };
+    let ((revision, sub), compact) =
+        store.scan_checkpoint(&mut |space, key, value| match builder.push(space, key, value) {
+            Some(table) => emit(table, out),
+            None => Ok(()),
+        })?;
+    if let Some(table) = std::mem::replace(&mut builder, TableBuilder::new(TABLE_BYTES)).finish() {
+        emit(table, out)?;
+    }
+    let info =
+        SnapshotInfo { format: 1, revision, sub, compact, tables, entries, t4: env!("CARGO_PKG_VERSION").to_string() };
+    let end = serde_json::to_vec(&info).map_err(|e| Error::Runtime(format!("snapshot end record: {e}")))?;
+    out.write_all(&[END_TAG]).map_err(io)?;
+    out.write_all(&(end.len() as u32).to_be_bytes()).map_err(io)?;
+    out.write_all(&end).map_err(io)?;
+    let padding = (PAD_TO - out.written % PAD_TO) % PAD_TO;
+    out.write_all(&vec![0u8; padding as usize]).map_err(io)?;
+    out.flush().map_err(io)?;
+    Ok(info)
+}
+
+/// A writer that counts what it writes (for the padding).
+struct Counted<'a, W> {
+    out: &'a mut W,
+    written: u64,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(bytes)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Why a file is not a snapshot `restore` can load.
+fn bad(file: &Path, why: impl std::fmt::Display) -> Error {
+    Error::Corrupt(format!("{}: not a usable T4 snapshot: {why}", file.display()))
+}
+
+/// Checks `file`'s trailing SHA-256 against the rest of it (a file cut short or damaged fails here,
+/// before anything is loaded). Returns the length of the content before the digest.
+pub fn verify_digest(file: &Path) -> Result<u64> {
+    let mut reader = std::fs::File::open(file).map_err(|e| bad(file, e))?;
+    let len = reader.metadata().map_err(|e| bad(file, e))?.len();
+    let content = len
+        .checked_sub(DIGEST_BYTES as u64)
+        .filter(|content| *content >= SNAPSHOT_MAGIC.len() as u64)
+        .ok_or_else(|| bad(file, format!("{len} bytes is too short")))?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut (&mut reader).take(content), &mut hasher).map_err(|e| bad(file, e))?;
+    let mut digest = [0u8; DIGEST_BYTES];
+    reader.read_exact(&mut digest).map_err(|e| bad(file, e))?;
+    if hasher.finalize().as_slice() != digest {
+        return Err(bad(file, "its SHA-256 does not match (damaged, or cut short)"));
+    }
+    Ok(content)
+}
+
+/// Loads the snapshot in `file` into `store`, which must be empty, and syncs it; returns what its
+/// end record says. Checks the digest first, then every table's hash, checksums and order, and
+/// that the counts match the end record.
+pub fn restore(file: &Path, store: &Store) -> Result<SnapshotInfo> {
+    let content = verify_digest(file)?;
+    let opened = std::fs::File::open(file).map_err(|e| bad(file, e))?;
+    let mut reader = BufReader::new(opened.take(content));
+    let mut magic = [0u8; SNAPSHOT_MAGIC.len()];
+    reader.read_exact(&mut magic).map_err(|e| bad(file, e))?;
+    if &magic != SNAPSHOT_MAGIC {
+        return Err(bad(
+            file,
+            "it does not start as a T4 snapshot does (an etcd snapshot is a bbolt file T4 cannot read)",
+        ));
+    }
+    let (mut tables, mut entries) = (0u64, 0u64);
+    let mut last: Option<(u8, Vec<u8>)> = None;
+    loop {
+        let mut tag = [0u8; 1];
+        reader.read_exact(&mut tag).map_err(|e| bad(file, format!("no end record: {e}")))?;
+        let mut len = [0u8; 4];
+        reader.read_exact(&mut len).map_err(|e| bad(file, e))?;
+        let len = u32::from_be_bytes(len);
+        if len > RECORD_NAME_BYTES_MAX {
+            return Err(bad(file, format!("a record of {len} bytes")));
+        }
+        let mut name = vec![0u8; len as usize];
+        reader.read_exact(&mut name).map_err(|e| bad(file, e))?;
+        match tag[0] {
+            TABLE_TAG => {
+                let name = String::from_utf8(name).map_err(|_| bad(file, "a table name is not UTF-8"))?;
+                let mut size = [0u8; 8];
+                reader.read_exact(&mut size).map_err(|e| bad(file, e))?;
+                let size = u64::from_be_bytes(size);
+                if size > content {
+                    return Err(bad(file, format!("table {name} of {size} bytes in a file of {content}")));
+                }
+                let mut bytes = vec![0u8; size as usize];
+                reader.read_exact(&mut bytes).map_err(|e| bad(file, e))?;
+                let decoded = decode_table(&name, &bytes).map_err(|e| bad(file, e))?;
+                let first = decoded.first().map(|e| (e.space, e.key.as_slice()));
+                if let (Some(last), Some(first)) = (&last, first)
+                    && (last.0, last.1.as_slice()) >= first
+                {
+                    return Err(bad(file, format!("table {name} is out of order")));
+                }
+                last = decoded.last().map(|e| (e.space, e.key.clone()));
+                tables += 1;
+                entries += decoded.len() as u64;
+                let rows: Vec<(u8, Vec<u8>, Vec<u8>)> =
+                    decoded.into_iter().map(|e| (e.space, e.key, e.value)).collect();
+                store.load_checkpoint_entries(&rows)?;
+            }
+            END_TAG => {
+                let info: SnapshotInfo =
+                    serde_json::from_slice(&name).map_err(|e| bad(file, format!("end record: {e}")))?;
+                if info.format != 1 {
+                    return Err(bad(file, format!("format {} (this T4 reads format 1)", info.format)));
+                }
+                if (info.tables, info.entries) != (tables, entries) {
+                    return Err(bad(
+                        file,
+                        format!(
+                            "{tables} tables of {entries} entries, the end record says {} of {}",
+                            info.tables, info.entries
+                        ),
+                    ));
+                }
+                let mut rest = Vec::new();
+                reader.read_to_end(&mut rest).map_err(|e| bad(file, e))?;
+                if rest.len() as u64 >= PAD_TO || rest.iter().any(|b| *b != 0) {
+                    return Err(bad(file, format!("{} bytes after the end record that are not padding", rest.len())));
+                }
+                let position: LogPosition = (info.revision, info.sub);
+                if store.current_revision()? != info.revision {
+                    return Err(bad(
+                        file,
+                        format!("it loads revision {}, its end record says {}", store.current_revision()?, position.0),
+                    ));
+                }
+                store.sync()?;
+                return Ok(info);
+            }
+            other => return Err(bad(file, format!("a record tagged {other}"))),
+        }
+    }
+}
+
+/// Creates the data directory `data_dir` from the snapshot in `file` (`t4 restore
+/// --from-snapshot`): it must not exist or be empty; a node started on it has the snapshot's keys,
+/// history above its compaction, leases and revisions, under a new member and cluster id. On
+/// failure nothing is left behind.
+pub fn restore_data_dir(file: &Path, data_dir: &Path) -> Result<SnapshotInfo> {
+    let existed = data_dir.exists();
+    if existed {
+        let mut entries = std::fs::read_dir(data_dir)
+            .map_err(|e| Error::DataDir { path: data_dir.to_path_buf(), reason: format!("cannot read: {e}") })?;
+        if entries.next().is_some() {
+            return Err(Error::DataDir {
+                path: data_dir.to_path_buf(),
+                reason: "is not empty: a snapshot is restored into a new data directory".into(),
+            });
+        }
+    }
+    // The digest is checked before the directory is created.
+    verify_digest(file)?;
+    let restored = Store::open(data_dir).and_then(|store| restore(file, &store));
+    if restored.is_err() {
+        let cleared = if existed { clear_dir(data_dir) } else { std::fs::remove_dir_all(data_dir) };
+        if let Err(e) = cleared {
+            tracing::warn!(path = %data_dir.display(), error = %e, "could not remove a failed restore");
+        }
+    }
+    restored
+}
+
+/// Removes everything inside `dir`.
+fn clear_dir(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() { std::fs::remove_dir_all(&path)? } else { std::fs::remove_file(&path)? }
+    }
+    Ok(())
+}
