@@ -69,6 +69,10 @@ pub enum Error {
     /// raised; nothing of it was written.
     #[error("mvcc: database space exceeded")]
     NoSpace,
+    /// A write while the CORRUPT alarm stands (a hash check found the store damaged): refused, as
+    /// etcd refuses every write then, until the alarm is disarmed.
+    #[error("etcdserver: corrupt cluster")]
+    CorruptCluster,
     /// A write was not acknowledged in time (its outcome is unknown: it may still be applied).
     #[error("request timed out")]
     Timeout,

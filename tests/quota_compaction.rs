@@ -142,3 +142,36 @@ async fn revision_auto_compaction_keeps_that_many_revisions() {
     let (compact, revision) = write_until_compacted(&t4, 1, Duration::from_secs(15)).await;
     assert!((revision - 40..=revision - 30).contains(&compact), "compacted to {compact} at revision {revision}");
 }
+
+/// What `server` answers while CORRUPT stands, in words comparable across servers.
+async fn corrupt_story(server: &Server) -> Vec<String> {
+    use t4::proto::etcdserverpb::AlarmRequest;
+    use t4::proto::etcdserverpb::alarm_request::AlarmAction;
+    let mut client = server.client().await;
+    client.put("c", "before", None).await.unwrap();
+    let mut maintenance = MaintenanceClient::new(common::channel(&server.endpoint).await.unwrap());
+    let status = maintenance.status(t4::proto::etcdserverpb::StatusRequest {}).await.unwrap().into_inner();
+    let member_id = status.header.unwrap().member_id;
+    let corrupt = |action: AlarmAction| AlarmRequest { action: action as i32, member_id, alarm: 2 };
+    let raised = maintenance.alarm(corrupt(AlarmAction::Activate)).await.unwrap().into_inner().alarms;
+    let mut story = vec![format!("raised: {:?}", raised.iter().map(|a| a.alarm).collect::<Vec<_>>())];
+    let error = |e: etcd_client::Error| e.to_string();
+    story.push(format!("put: {:?}", client.put("c", "during", None).await.map(|_| ()).map_err(error)));
+    story.push(format!("delete: {:?}", client.delete("c", None).await.map(|_| ()).map_err(error)));
+    story.push(format!("read: {:?}", client.get("c", None).await.map(|r| r.kvs()[0].value().to_vec()).map_err(error)));
+    story.push(format!(
+        "alarms: {}",
+        server.etcdctl(&["alarm", "list"]).1.split("alarm:").nth(1).unwrap_or("none").trim()
+    ));
+    maintenance.alarm(corrupt(AlarmAction::Deactivate)).await.unwrap();
+    story.push(format!("put after: {:?}", client.put("c", "after", None).await.map(|_| ()).map_err(error)));
+    story
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_corrupt_alarm_refuses_every_write_until_disarmed_as_etcds_does() {
+    let (_dirs, etcd, t4) = common::etcd_and_t4().await;
+    let (from_etcd, from_t4) = (corrupt_story(&etcd).await, corrupt_story(&t4).await);
+    assert_eq!(from_t4, from_etcd);
+    assert!(from_t4[1].contains("etcdserver: corrupt cluster"), "{from_t4:?}");
+}

@@ -108,8 +108,8 @@ impl Maintenance for Services {
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         let store = self.store.clone();
-        let (hash, revision) =
-            on_own_thread("hash", move || store.hash_all()).await.and_then(|r| r).map_err(to_status)?;
+        let hashed = on_own_thread("hash", move || store.hash_all()).await.and_then(|r| r);
+        let (hash, revision) = self.corruption_checked(hashed)?;
         Ok(Response::new(HashResponse {
             header: self.header(Some(ResponseHeader { revision, ..Default::default() })),
             hash,
@@ -119,8 +119,8 @@ impl Maintenance for Services {
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         let rev = request.into_inner().revision;
         let store = self.store.clone();
-        let (hash, current, compact) =
-            on_own_thread("hash", move || store.hash_kv(rev)).await.and_then(|r| r).map_err(to_status)?;
+        let hashed = on_own_thread("hash", move || store.hash_kv(rev)).await.and_then(|r| r);
+        let (hash, current, compact) = self.corruption_checked(hashed)?;
         Ok(Response::new(HashKvResponse {
             header: self.header(Some(ResponseHeader { revision: current, ..Default::default() })),
             hash,
@@ -195,10 +195,20 @@ impl Maintenance for Services {
                 changed.into_iter().map(member).collect()
             }
         };
-        let revision = self.store.read_view().map_err(to_status)?.current_revision();
-        Ok(Response::new(AlarmResponse {
-            header: self.header(Some(ResponseHeader { revision, ..Default::default() })),
-            alarms,
-        }))
+        // etcd 3.4 answers alarms without a header (its applier fills none).
+        Ok(Response::new(AlarmResponse { header: None, alarms }))
+    }
+}
+
+impl Services {
+    /// A hash's outcome; a hash that found the store damaged (a record that does not decode) raises
+    /// the CORRUPT alarm, which refuses every write until an operator disarms it, as etcd's does.
+    fn corruption_checked<T>(&self, hashed: crate::Result<T>) -> Result<T, Status> {
+        if let Err(crate::Error::Corrupt(reason)) = &hashed
+            && self.alarms.raise(Alarm::Corrupt)
+        {
+            tracing::error!(%reason, "CORRUPT alarm raised: a hash of the store found it damaged; writes are refused");
+        }
+        hashed.map_err(to_status)
     }
 }

@@ -25,6 +25,7 @@ pub fn to_status(error: Error) -> Status {
         Error::WatchCanceled(_) => (Code::Cancelled, "etcdserver: watch canceled"),
         Error::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
         Error::NoSpace => (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"),
+        Error::CorruptCluster => (Code::DataLoss, "etcdserver: corrupt cluster"),
         Error::StoreUnavailable(_) => {
             return Status::new(Code::Unavailable, format!("etcdserver: {error}"));
         }

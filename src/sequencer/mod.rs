@@ -519,6 +519,13 @@ impl Sequencer {
                 Err(_) => break,
             }
         }
+        if self.space.alarms.is_raised(Alarm::Corrupt) {
+            // As etcd: no write at all while a hash check's CORRUPT alarm stands (reads go on).
+            for (_, reply) in proposals {
+                let _ = reply.send(Err(Error::CorruptCluster));
+            }
+            return stop;
+        }
         let growing: u64 = proposals.iter().filter(|(p, _)| grows_store(p)).map(|(p, _)| proposal_bytes(p)).sum();
         if growing > 0 && self.space.refuses(&self.store, growing) {
             // Refused before evaluation: nothing of them is written anywhere; the rest go on.
