@@ -18,6 +18,7 @@ use tonic::{Code, Request, Status};
 
 use super::Services;
 use super::http::HttpBody;
+use crate::proto::etcdserverpb::auth_server::Auth;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::lease_server::Lease;
@@ -50,24 +51,49 @@ pub async fn call(services: &Services, path: &str, body: Bytes) -> Response<Http
         "maintenance/status" => unary(body, |r| async move { Maintenance::status(&s, r).await }).await,
         "maintenance/alarm" => unary(body, |r| async move { Maintenance::alarm(&s, r).await }).await,
         "cluster/member/list" => unary(body, |r| async move { Cluster::member_list(&s, r).await }).await,
-        // Served by the same methods as over gRPC, which answer Unimplemented until they are built.
+        // Served by the same methods as over gRPC (those not built yet answer Unimplemented, named).
         "cluster/member/add" => unary(body, |r| async move { Cluster::member_add(&s, r).await }).await,
         "cluster/member/remove" => unary(body, |r| async move { Cluster::member_remove(&s, r).await }).await,
         "cluster/member/update" => unary(body, |r| async move { Cluster::member_update(&s, r).await }).await,
         "cluster/member/promote" => unary(body, |r| async move { Cluster::member_promote(&s, r).await }).await,
-        "maintenance/defragment" => unary(body, |r| async move { Maintenance::defragment(&s, r).await }).await,
-        "maintenance/hash" => unary(body, |r| async move { Maintenance::hash_kv(&s, r).await }).await,
-        "maintenance/transfer-leadership" => {
-            unary(body, |r| async move { Maintenance::move_leader(&s, r).await }).await
+        "maintenance/defragment" => {
+            let rpc = "/etcdserverpb.Maintenance/Defragment";
+            unary(body, |r| async move { named(rpc, Maintenance::defragment(&s, r).await) }).await
         }
-        // Services the node does not serve over gRPC either (auth, lock, election): the same answer.
-        // (`maintenance/snapshot` streams; it is Unimplemented over gRPC too, for now.)
-        m if m.starts_with("auth/")
-            || m.starts_with("lock/")
-            || m.starts_with("election/")
-            || m == "maintenance/snapshot" =>
-        {
-            error(&Status::unimplemented(""))
+        "maintenance/hash" => {
+            let rpc = "/etcdserverpb.Maintenance/HashKV";
+            unary(body, |r| async move { named(rpc, Maintenance::hash_kv(&s, r).await) }).await
+        }
+        "maintenance/transfer-leadership" => {
+            let rpc = "/etcdserverpb.Maintenance/MoveLeader";
+            unary(body, |r| async move { named(rpc, Maintenance::move_leader(&s, r).await) }).await
+        }
+        // A stream over gRPC, which answers Unimplemented for now: the same answer.
+        "maintenance/snapshot" => error(&super::status::to_status(crate::Error::Unimplemented(
+            "etcdserverpb.Maintenance/Snapshot is not implemented yet".into(),
+        ))),
+        "auth/enable" => unary(body, |r| async move { Auth::auth_enable(&s, r).await }).await,
+        "auth/disable" => unary(body, |r| async move { Auth::auth_disable(&s, r).await }).await,
+        "auth/status" => unary(body, |r| async move { Auth::auth_status(&s, r).await }).await,
+        "auth/authenticate" => unary(body, |r| async move { Auth::authenticate(&s, r).await }).await,
+        "auth/user/add" => unary(body, |r| async move { Auth::user_add(&s, r).await }).await,
+        "auth/user/get" => unary(body, |r| async move { Auth::user_get(&s, r).await }).await,
+        "auth/user/list" => unary(body, |r| async move { Auth::user_list(&s, r).await }).await,
+        "auth/user/delete" => unary(body, |r| async move { Auth::user_delete(&s, r).await }).await,
+        "auth/user/changepw" => unary(body, |r| async move { Auth::user_change_password(&s, r).await }).await,
+        "auth/user/grant" => unary(body, |r| async move { Auth::user_grant_role(&s, r).await }).await,
+        "auth/user/revoke" => unary(body, |r| async move { Auth::user_revoke_role(&s, r).await }).await,
+        "auth/role/add" => unary(body, |r| async move { Auth::role_add(&s, r).await }).await,
+        "auth/role/get" => unary(body, |r| async move { Auth::role_get(&s, r).await }).await,
+        "auth/role/list" => unary(body, |r| async move { Auth::role_list(&s, r).await }).await,
+        "auth/role/delete" => unary(body, |r| async move { Auth::role_delete(&s, r).await }).await,
+        "auth/role/grant" => unary(body, |r| async move { Auth::role_grant_permission(&s, r).await }).await,
+        "auth/role/revoke" => unary(body, |r| async move { Auth::role_revoke_permission(&s, r).await }).await,
+        // Services the node does not serve over gRPC either (lock, election): the same answer.
+        m if m.starts_with("lock/") || m.starts_with("election/") => {
+            error(&super::status::to_status(crate::Error::Unimplemented(
+                "the v3lockpb.Lock and v3electionpb.Election services are not built yet".into(),
+            )))
         }
         // grpc-gateway's answer to a path it has no route for.
         _ => {
@@ -109,10 +135,21 @@ pub fn call_streaming(services: &Services, path: &str, body: Incoming, limit: us
         }
         _ => Box::pin(results(services.keep_alive_answers(Box::pin(json_messages(body, limit))))),
     };
+    streamed(answers)
+}
+
+/// A streamed answer: each item of `answers` as it comes.
+fn streamed(answers: Pin<Box<dyn Stream<Item = Bytes> + Send>>) -> Response<HttpBody> {
     let frames = answers.map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)));
     let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
     response.headers_mut().insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("valid"));
     response
+}
+
+/// `result`, with an `Unimplemented` that does not say what is missing named as gRPC names it for
+/// method `rpc` (`/package.Service/Method`).
+fn named<T>(rpc: &str, result: Result<T, Status>) -> Result<T, Status> {
+    result.map_err(|status| super::status::name_unimplemented(status, rpc, &[]))
 }
 
 /// Each answer as `{"result":…}\n`; after an error, `{"error":…}\n` and the end.
@@ -216,13 +253,9 @@ where
     F: FnOnce(Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
-    let request = if body.iter().all(u8::is_ascii_whitespace) {
-        Req::default()
-    } else {
-        match serde_json::from_slice::<Req>(&body) {
-            Ok(request) => request,
-            Err(e) => return error(&Status::invalid_argument(e.to_string())),
-        }
+    let request = match decode(&body) {
+        Ok(request) => request,
+        Err(status) => return error(&status),
     };
     match call(Request::new(request)).await {
         Ok(response) => match serde_json::to_vec(response.get_ref()) {
@@ -231,6 +264,14 @@ where
         },
         Err(status) => error(&status),
     }
+}
+
+/// A request message from its JSON body (an empty body is the empty message, as grpc-gateway reads it).
+fn decode<Req: DeserializeOwned + Default>(body: &[u8]) -> Result<Req, Status> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Req::default());
+    }
+    serde_json::from_slice::<Req>(body).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// grpc-gateway's error body (its fields in the order etcd 3.4 writes them) for a gRPC status.

@@ -1,7 +1,7 @@
 //! The etcd v3 gRPC services: thin `Send` proxies that read a store snapshot or message an actor
-//! (the sequencer, or a shard). Services not built yet (Auth) are absent from the routes, so clients
-//! get `Unimplemented`.
+//! (the sequencer, or a shard). A method not built yet answers `Unimplemented` naming itself.
 
+mod auth;
 mod cluster;
 pub(crate) mod codec;
 mod gateway;
@@ -16,9 +16,12 @@ mod watch;
 
 use std::sync::Arc;
 
+use tonic::server::NamedService;
+
 use crate::config::GRPC_OVERHEAD_BYTES;
-use crate::mvcc::Store;
+use crate::mvcc::{Store, VersionReader};
 use crate::proto::etcdserverpb::ResponseHeader;
+use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
@@ -28,6 +31,17 @@ use crate::proto::grpc_health::health_server::HealthServer;
 use crate::runtime::blocking::BlockingPool;
 use crate::sequencer::SequencerHandle;
 use crate::shard::ShardHandle;
+
+/// The gRPC services [`Services::routes`] serves, by name.
+const SERVED_SERVICES: &[&str] = &[
+    <KvServer<Services> as NamedService>::NAME,
+    <MaintenanceServer<Services> as NamedService>::NAME,
+    <WatchServer<Services> as NamedService>::NAME,
+    <LeaseServer<Services> as NamedService>::NAME,
+    <AuthServer<Services> as NamedService>::NAME,
+    <HealthServer<Services> as NamedService>::NAME,
+    <ClusterServer<Services> as NamedService>::NAME,
+];
 
 /// What every service handler shares. Cheap to clone; owns no state of its own.
 #[derive(Clone)]
@@ -55,6 +69,12 @@ impl Services {
         Some(self.store.identity().response_header(header.map_or(0, |h| h.revision)))
     }
 
+    /// A full header at the current revision, for answers that read nothing else.
+    fn current_header(&self) -> Result<Option<ResponseHeader>, tonic::Status> {
+        let revision = self.store.read_view().map_err(status::to_status)?.current_revision();
+        Ok(self.header(Some(ResponseHeader { revision, ..Default::default() })))
+    }
+
     /// All services as one router.
     pub fn routes(self) -> status::FrameLimitCompat<tonic::service::Routes> {
         let max_message = self.max_request_bytes + GRPC_OVERHEAD_BYTES;
@@ -63,8 +83,9 @@ impl Services {
             .add_service(MaintenanceServer::new(self.clone()).max_decoding_message_size(max_message))
             .add_service(WatchServer::new(self.clone()).max_decoding_message_size(max_message))
             .add_service(LeaseServer::new(self.clone()).max_decoding_message_size(max_message))
+            .add_service(AuthServer::new(self.clone()).max_decoding_message_size(max_message))
             .add_service(HealthServer::new(self.clone()))
             .add_service(ClusterServer::new(self));
-        status::FrameLimitCompat { inner: routes, metrics }
+        status::FrameLimitCompat { inner: routes, metrics, served_services: SERVED_SERVICES }
     }
 }

@@ -24,6 +24,20 @@ pub fn to_status(error: Error) -> Status {
         Error::WatchCanceled(_) => (Code::Cancelled, "etcdserver: watch canceled"),
         Error::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
         Error::NoSpace => (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"),
+        Error::AuthNotEnabled => (Code::FailedPrecondition, "etcdserver: authentication is not enabled"),
+        Error::RootUserNotExist => (Code::FailedPrecondition, "etcdserver: root user does not exist"),
+        Error::UserEmpty => (Code::InvalidArgument, "etcdserver: user name is empty"),
+        Error::UserNotFound => (Code::FailedPrecondition, "etcdserver: user name not found"),
+        Error::RoleEmpty => (Code::InvalidArgument, "etcdserver: role name is empty"),
+        Error::RoleNotFound => (Code::FailedPrecondition, "etcdserver: role name not found"),
+        Error::MemberNotFound => (Code::NotFound, "etcdserver: member not found"),
+        Error::MemberNotLearner => (Code::FailedPrecondition, "etcdserver: can only promote a learner member"),
+        Error::MemberBadUrls => (Code::InvalidArgument, "etcdserver: given member URLs are invalid"),
+        // etcd 3.4 maps this error to its client-side form, which grpc-go does not recognise: Unknown.
+        Error::NotEnoughStartedMembers => {
+            (Code::Unknown, "etcdserver: re-configuration failed due to not enough started members")
+        }
+        Error::Unimplemented(missing) => return Status::new(Code::Unimplemented, format!("t4: {missing}")),
         Error::StoreUnavailable(_) => {
             return Status::new(Code::Unavailable, format!("etcdserver: {error}"));
         }
@@ -39,6 +53,40 @@ pub fn to_status(error: Error) -> Status {
         }
     };
     Status::new(code, message)
+}
+
+/// What tonic's generated default methods answer (a method of T4's protos it does not serve yet).
+const TONIC_DEFAULT_STUB: &str = "Not yet implemented";
+
+/// The message of an `Unimplemented` answer to the call of gRPC `path` (`/package.Service/Method`)
+/// that carries none of its own (tonic leaves it empty for paths it does not route, and gives
+/// default methods a fixed text): grpc-go's words for a service or method T4's protos do not have
+/// (as etcd answers), or the method's name for one T4 has not built yet. `None` if the status
+/// already says what is missing.
+pub fn unimplemented_message(path: &str, message: &str, served_services: &[&str]) -> Option<String> {
+    if !message.is_empty() && message != TONIC_DEFAULT_STUB {
+        return None;
+    }
+    let (service, method) = path.strip_prefix('/').and_then(|p| p.split_once('/')).unwrap_or((path, ""));
+    Some(if message == TONIC_DEFAULT_STUB {
+        format!("t4: {service}/{method} is not implemented yet")
+    } else if served_services.contains(&service) {
+        format!("unknown method {method} for service {service}")
+    } else {
+        format!("unknown service {service}")
+    })
+}
+
+/// `status`, or the same code with [`unimplemented_message`] if it is an `Unimplemented` that does
+/// not say what is missing.
+pub fn name_unimplemented(status: Status, path: &str, served_services: &[&str]) -> Status {
+    if status.code() != Code::Unimplemented {
+        return status;
+    }
+    match unimplemented_message(path, status.message(), served_services) {
+        Some(message) => Status::new(Code::Unimplemented, message),
+        None => status,
+    }
 }
 
 /// How a server received a message: as a unary call's request, or from a stream.
@@ -60,13 +108,16 @@ pub fn undecodable(receipt: Receipt, reason: &str) -> Status {
 
 /// Wraps the gRPC routes so a request frame over the size limit is refused as etcd's gRPC layer
 /// (grpc-go) refuses it: `ResourceExhausted`, "grpc: received message larger than max (N vs. M)",
-/// instead of tonic's own wording and code; and, having the call's final code at hand, counts it
-/// for `/metrics`.
+/// instead of tonic's own wording and code; so an `Unimplemented` answer always says what is
+/// missing ([`unimplemented_message`]); and, having the call's final code at hand, counts it for
+/// `/metrics`.
 #[derive(Clone)]
 pub struct FrameLimitCompat<S> {
     pub inner: S,
     /// Where each answered call is counted (by method and final code).
     pub metrics: crate::metrics::Metrics,
+    /// The gRPC services the routes serve (to tell an unknown method from an unknown service).
+    pub served_services: &'static [&'static str],
 }
 
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: found ";
@@ -98,7 +149,9 @@ where
 
     fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
         let method = crate::metrics::Metrics::grpc_method(request.uri().path());
+        let path = request.uri().path_and_query().cloned();
         let metrics = self.metrics.clone();
+        let served_services = self.served_services;
         let response = self.inner.call(request);
         Box::pin(async move {
             let mut response = response.await?;
@@ -107,16 +160,24 @@ where
             let mut code = Code::Ok;
             if let Some(status) = Status::from_header_map(response.headers()) {
                 code = status.code();
-                if code == Code::OutOfRange
-                    && let Some(message) = grpc_go_too_large(status.message())
-                {
-                    let replacement = Status::new(Code::ResourceExhausted, message);
+                let replacement = match code {
+                    Code::OutOfRange => {
+                        grpc_go_too_large(status.message()).map(|m| Status::new(Code::ResourceExhausted, m))
+                    }
+                    Code::Unimplemented => {
+                        let path = path.as_ref().map_or("", |p| p.path());
+                        unimplemented_message(path, status.message(), served_services)
+                            .map(|m| Status::new(Code::Unimplemented, m))
+                    }
+                    _ => None,
+                };
+                if let Some(replacement) = replacement {
                     code = replacement.code();
                     let headers = response.headers_mut();
                     headers.remove("grpc-status");
                     headers.remove("grpc-message");
                     if let Err(e) = replacement.add_header(headers) {
-                        tracing::warn!(error = %e, "could not rewrite an oversized-frame status");
+                        tracing::warn!(error = %e, "could not rewrite a call's status");
                     }
                 }
             }
@@ -142,5 +203,22 @@ mod tests {
             Some("grpc: received message larger than max (3145734 vs. 2097152)")
         );
         assert_eq!(grpc_go_too_large("etcdserver: mvcc: required revision is a future revision"), None);
+    }
+
+    #[test]
+    fn unimplemented_answers_name_what_is_missing() {
+        use super::unimplemented_message;
+        let served = ["etcdserverpb.KV", "etcdserverpb.Maintenance"];
+        let named = |path, message| unimplemented_message(path, message, &served);
+        assert_eq!(
+            named("/etcdserverpb.Maintenance/Hash", "Not yet implemented").as_deref(),
+            Some("t4: etcdserverpb.Maintenance/Hash is not implemented yet")
+        );
+        assert_eq!(
+            named("/etcdserverpb.KV/Nope", "").as_deref(),
+            Some("unknown method Nope for service etcdserverpb.KV")
+        );
+        assert_eq!(named("/foo.Bar/Baz", "").as_deref(), Some("unknown service foo.Bar"));
+        assert_eq!(named("/etcdserverpb.KV/Range", "t4: says what is missing"), None);
     }
 }
