@@ -114,6 +114,18 @@ pub enum Error {
     /// Peer URLs that do not parse as `scheme://host:port`.
     #[error("given member URLs are invalid")]
     MemberBadUrls,
+    /// Proclaim with a leader key that no longer holds the election.
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    /// Leader of an election nobody holds.
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    /// Proclaim or Resign without the leader key.
+    #[error("\"leader\" field must be provided")]
+    LeaderKeyMissing,
+    /// A wait for a key's deletion whose watch ended without it.
+    #[error("lost watcher waiting for delete")]
+    LostWatcher,
 }
 
 impl From<fjall::Error> for Error {

@@ -19,7 +19,7 @@ use crate::mvcc::{Store, VersionReader};
 use crate::runtime::current_core;
 
 /// The gRPC methods counted, as (service, method, type): etcd's services and the health checks.
-const GRPC_METHODS: [(&str, &str, &str); 40] = [
+const GRPC_METHODS: [(&str, &str, &str); 47] = [
     ("etcdserverpb.KV", "Range", "unary"),
     ("etcdserverpb.KV", "Put", "unary"),
     ("etcdserverpb.KV", "DeleteRange", "unary"),
@@ -60,6 +60,13 @@ const GRPC_METHODS: [(&str, &str, &str); 40] = [
     ("etcdserverpb.Auth", "RoleDelete", "unary"),
     ("etcdserverpb.Auth", "RoleGrantPermission", "unary"),
     ("etcdserverpb.Auth", "RoleRevokePermission", "unary"),
+    ("v3lockpb.Lock", "Lock", "unary"),
+    ("v3lockpb.Lock", "Unlock", "unary"),
+    ("v3electionpb.Election", "Campaign", "unary"),
+    ("v3electionpb.Election", "Proclaim", "unary"),
+    ("v3electionpb.Election", "Leader", "unary"),
+    ("v3electionpb.Election", "Observe", "server_stream"),
+    ("v3electionpb.Election", "Resign", "unary"),
 ];
 /// gRPC status codes 0 (OK) through 16 (Unauthenticated).
 const GRPC_CODES: usize = 17;

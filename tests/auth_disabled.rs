@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::answers::grpc_answer;
+use common::answers::{assert_same_answers, grpc_answer};
 use common::{Server, channel};
 use serde_json::{Value, json};
 use t4::proto::authpb::Permission;
@@ -146,19 +146,7 @@ async fn auth_and_membership_answer_as_a_single_etcd_with_auth_disabled() {
     let (_dirs, etcd, t4) = common::etcd_and_t4().await;
     let (mut on_etcd, mut on_t4) = (clients(&etcd).await, clients(&t4).await);
     let (want, got) = (same_answers(&mut on_etcd).await, same_answers(&mut on_t4).await);
-    let differences: Vec<String> = want
-        .iter()
-        .zip(&got)
-        .filter(|(w, g)| w != g)
-        .map(|((name, w), (_, g))| format!("{name}:\n  etcd {w}\n  t4   {g}"))
-        .collect();
-    assert!(
-        differences.is_empty(),
-        "{} of {} calls differ:\n{}",
-        differences.len(),
-        want.len(),
-        differences.join("\n")
-    );
+    assert_same_answers(&want, &got);
 
     // On purpose, T4 answers these otherwise. It has no user or role store: etcd adds them even
     // with auth disabled, T4 says what it lacks.

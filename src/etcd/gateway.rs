@@ -23,6 +23,8 @@ use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+use crate::proto::v3electionpb::election_server::Election;
+use crate::proto::v3lockpb::lock_server::Lock;
 
 /// The path prefixes the gateway answers under (etcd 3.4 serves both).
 const PREFIXES: [&str; 2] = ["/v3/", "/v3beta/"];
@@ -89,12 +91,17 @@ pub async fn call(services: &Services, path: &str, body: Bytes) -> Response<Http
         "auth/role/delete" => unary(body, |r| async move { Auth::role_delete(&s, r).await }).await,
         "auth/role/grant" => unary(body, |r| async move { Auth::role_grant_permission(&s, r).await }).await,
         "auth/role/revoke" => unary(body, |r| async move { Auth::role_revoke_permission(&s, r).await }).await,
-        // Services the node does not serve over gRPC either (lock, election): the same answer.
-        m if m.starts_with("lock/") || m.starts_with("election/") => {
-            error(&super::status::to_status(crate::Error::Unimplemented(
-                "the v3lockpb.Lock and v3electionpb.Election services are not built yet".into(),
-            )))
-        }
+        "lock/lock" => unary(body, |r| async move { Lock::lock(&s, r).await }).await,
+        "lock/unlock" => unary(body, |r| async move { Lock::unlock(&s, r).await }).await,
+        "election/campaign" => unary(body, |r| async move { Election::campaign(&s, r).await }).await,
+        "election/proclaim" => unary(body, |r| async move { Election::proclaim(&s, r).await }).await,
+        "election/leader" => unary(body, |r| async move { Election::leader(&s, r).await }).await,
+        "election/resign" => unary(body, |r| async move { Election::resign(&s, r).await }).await,
+        // A server stream: one request, answered as the watch's are.
+        "election/observe" => match decode(&body) {
+            Ok(request) => streamed(Box::pin(results(s.observe_answers(request)))),
+            Err(status) => error(&status),
+        },
         // grpc-gateway's answer to a path it has no route for.
         _ => {
             let mut response = Response::new(Full::new(Bytes::from_static(b"Not Found\n")).boxed_unsync());

@@ -1,14 +1,18 @@
 //! The etcd v3 gRPC services: thin `Send` proxies that read a store snapshot or message an actor
-//! (the sequencer, or a shard). A method not built yet answers `Unimplemented` naming itself.
+//! (the sequencer, or a shard). The lock and election services are etcd's recipes on top of the
+//! others. A method not built yet answers `Unimplemented` naming itself.
 
 mod auth;
 mod cluster;
 pub(crate) mod codec;
+mod concurrency;
+mod election;
 mod gateway;
 mod health;
 pub mod http;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 pub mod status;
 pub(crate) mod txn_wire;
@@ -28,6 +32,8 @@ use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::grpc_health::health_server::HealthServer;
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::runtime::blocking::BlockingPool;
 use crate::sequencer::SequencerHandle;
 use crate::shard::ShardHandle;
@@ -39,6 +45,8 @@ const SERVED_SERVICES: &[&str] = &[
     <WatchServer<Services> as NamedService>::NAME,
     <LeaseServer<Services> as NamedService>::NAME,
     <AuthServer<Services> as NamedService>::NAME,
+    <LockServer<Services> as NamedService>::NAME,
+    <ElectionServer<Services> as NamedService>::NAME,
     <HealthServer<Services> as NamedService>::NAME,
     <ClusterServer<Services> as NamedService>::NAME,
 ];
@@ -84,6 +92,8 @@ impl Services {
             .add_service(WatchServer::new(self.clone()).max_decoding_message_size(max_message))
             .add_service(LeaseServer::new(self.clone()).max_decoding_message_size(max_message))
             .add_service(AuthServer::new(self.clone()).max_decoding_message_size(max_message))
+            .add_service(LockServer::new(self.clone()).max_decoding_message_size(max_message))
+            .add_service(ElectionServer::new(self.clone()).max_decoding_message_size(max_message))
             .add_service(HealthServer::new(self.clone()))
             .add_service(ClusterServer::new(self));
         status::FrameLimitCompat { inner: routes, metrics, served_services: SERVED_SERVICES }

@@ -37,6 +37,11 @@ pub fn to_status(error: Error) -> Status {
         Error::NotEnoughStartedMembers => {
             (Code::Unknown, "etcdserver: re-configuration failed due to not enough started members")
         }
+        // The lock and election services' own errors are plain Go errors in etcd: Unknown.
+        Error::ElectionNotLeader => (Code::Unknown, "election: not leader"),
+        Error::ElectionNoLeader => (Code::Unknown, "election: no leader"),
+        Error::LeaderKeyMissing => (Code::Unknown, "\"leader\" field must be provided"),
+        Error::LostWatcher => (Code::Unknown, "lost watcher waiting for delete"),
         Error::Unimplemented(missing) => return Status::new(Code::Unimplemented, format!("t4: {missing}")),
         Error::StoreUnavailable(_) => {
             return Status::new(Code::Unavailable, format!("etcdserver: {error}"));
@@ -53,6 +58,33 @@ pub fn to_status(error: Error) -> Status {
         }
     };
     Status::new(code, message)
+}
+
+/// The status etcd's lock and election services answer when a KV or lease call they make fails.
+/// They call etcd through its Go client, which turns etcd's own errors into a client-side type that
+/// grpc-go does not recognise, so those reach the caller as `Unknown` with etcd's message; errors
+/// the client does not know keep their status.
+pub fn through_etcd_client(error: Error) -> Status {
+    let known_to_client = matches!(
+        error,
+        Error::EmptyKey
+            | Error::KeyNotFound
+            | Error::ValueProvided
+            | Error::LeaseProvided
+            | Error::TooManyOps
+            | Error::DuplicateKey
+            | Error::Compacted
+            | Error::FutureRevision
+            | Error::LeaseNotFound
+            | Error::LeaseExists
+            | Error::LeaseTtlTooLarge
+            | Error::RequestTooLarge
+            | Error::Closed
+            | Error::Timeout
+            | Error::NoSpace
+    );
+    let status = to_status(error);
+    if known_to_client { Status::new(Code::Unknown, status.message()) } else { status }
 }
 
 /// What tonic's generated default methods answer (a method of T4's protos it does not serve yet).

@@ -36,6 +36,20 @@ pub fn current_core() -> Option<usize> {
     CURRENT_CORE.with(|core| core.get())
 }
 
+/// Runs `task` to its end without anyone awaiting it: on this core's executor, or (off the
+/// executors) on a thread of its own. For work a request must finish after its caller has gone.
+pub fn spawn_detached(task: impl Future<Output = ()> + Send + 'static) {
+    if current_core().is_some() {
+        glommio::spawn_local(task).detach();
+        return;
+    }
+    let spawned =
+        std::thread::Builder::new().name("t4-detached".into()).spawn(move || futures_lite::future::block_on(task));
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start a thread for detached work: it is dropped");
+    }
+}
+
 /// The gRPC services every core serves.
 pub type Routes = FrameLimitCompat<tonic::service::Routes>;
 

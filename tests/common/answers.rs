@@ -33,6 +33,19 @@ pub fn grpc_answer<T: Serialize>(result: Result<tonic::Response<T>, tonic::Statu
     }
 }
 
+/// Asserts that two servers gave the same answers, step by step: `want` etcd's, `got` T4's.
+pub fn assert_same_answers<S: std::fmt::Display + PartialEq>(want: &[(S, Value)], got: &[(S, Value)]) {
+    assert_eq!(want.len(), got.len(), "both servers ran every step");
+    let differences: Vec<String> = want
+        .iter()
+        .zip(got)
+        .filter(|(w, g)| w != g)
+        .map(|((step, w), (_, g))| format!("{step}:\n  etcd {w}\n  t4   {g}"))
+        .collect();
+    let (count, steps) = (differences.len(), want.len());
+    assert!(differences.is_empty(), "{count} of {steps} steps differ:\n{}", differences.join("\n"));
+}
+
 /// base64 of `bytes`, as the gateway carries bytes.
 pub fn b64(bytes: impl AsRef<[u8]>) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
