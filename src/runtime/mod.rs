@@ -176,6 +176,9 @@ impl Executors {
                 }
                 // The shard ends once the sequencer (on core 0) has stopped sending committed groups.
                 shard_task.await;
+                // Tasks still alive are dropped after this, outside the executor's run: what they
+                // leave behind (spawn_detached) must not be spawned onto it.
+                CURRENT_CORE.with(|c| c.set(None));
             };
             let mut builder = LocalExecutorBuilder::new(placement).name(&format!("t4-core-{core}"));
             if !spin_before_park.is_zero() {
