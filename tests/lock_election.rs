@@ -398,11 +398,14 @@ async fn service_locks_and_etcdctl_locks_exclude_each_other() {
     // etcdctl holds: the service's Lock waits until etcdctl unlocks (on SIGINT).
     let mut etcdctl = etcdctl_lock(&server, &["mx2"]);
     let stdout = etcdctl.stdout.take().expect("stdout");
+    // The pipe stays open until etcdctl is done: a write to a closed one would kill it (SIGPIPE)
+    // before it unlocks.
     let first = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).map(|_| line)
+        let (mut stdout, mut line) = (std::io::BufReader::new(stdout), String::new());
+        std::io::BufRead::read_line(&mut stdout, &mut line).map(|_| (line, stdout))
     });
-    let held = tokio::time::timeout(STEP_TIMEOUT, first).await.expect("etcdctl locks in time").unwrap().unwrap();
+    let (held, _stdout) =
+        tokio::time::timeout(STEP_TIMEOUT, first).await.expect("etcdctl locks in time").unwrap().unwrap();
     assert!(held.starts_with("mx2/"), "etcdctl prints its key once it holds: {held}");
     let waiter = waiting_lock(&mut c, "mx2", LEASE_A).await;
     // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
