@@ -39,6 +39,10 @@
 #                     par-put, 64 clients on 16 connections) to T4 and to etcd (not T4+S3), then
 #                     report each server's resident memory (VmRSS) and the T4/etcd ratio under the
 #                     table
+#   --maintenance     after the runs, write BENCH_MAINT_KEYS keys (default 1000000; --quick: 100000;
+#                     64 B keys, 256 B values) to T4 and to etcd, then time `etcdctl snapshot save`
+#                     (and report its size), delete half the keys, compact, time `etcdctl defrag`,
+#                     and report each db size (and in use) before and after
 #   --with-s3         also run every workload against a third server, T4 with sync upload to moto's
 #                     S3 server (scripts/s3-server.sh), and report its ratio to etcd and the S3 PUTs
 #                     per second it sent during each timed phase; BENCH_T4_S3_ARGS adds flags to that
@@ -57,11 +61,13 @@ WITH_S3=0
 NO_BUILD=0
 QUICK=0
 RSS=0
+MAINT=0
 for arg in "$@"; do
     case "$arg" in
     --with-s3) WITH_S3=1 ;;
     --quick) QUICK=1 ;;
     --rss) RSS=1 ;;
+    --maintenance) MAINT=1 ;;
     --no-build) NO_BUILD=1 ;;
     *)
         printf 'bench.sh: unknown option %s (see the header of this script)\n' "$arg" >&2
@@ -77,10 +83,12 @@ if [ "$QUICK" -eq 1 ]; then
     TOTAL="${BENCH_TOTAL:-1000}"
     FANOUT_TOTAL="${BENCH_FANOUT_TOTAL:-100}"
     RSS_KEYS="${BENCH_RSS_KEYS:-100000}"
+    MAINT_KEYS="${BENCH_MAINT_KEYS:-100000}"
 else
     TOTAL="${BENCH_TOTAL:-10000}"
     FANOUT_TOTAL="${BENCH_FANOUT_TOTAL:-500}"
     RSS_KEYS="${BENCH_RSS_KEYS:-1000000}"
+    MAINT_KEYS="${BENCH_MAINT_KEYS:-1000000}"
 fi
 MAX_SECS="${BENCH_MAX_SECS:-120}"
 RSS_MAX_SECS=1800
@@ -347,6 +355,57 @@ PY
     cat "$RSS_LINES" >>"$RESULTS"
 fi
 
+# --- snapshot and defragment of many keys --------------------------------------------------
+# db_sizes EP: "size in_use" as the server's Status reports them.
+db_sizes() {
+    ETCDCTL_API=3 etcdctl --endpoints "$1" endpoint status -w json |
+        python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["Status"]; print(s["dbSize"], s.get("dbSizeInUse", s["dbSize"]))'
+}
+# key_of I: the loadtest's key number I under /bench/maint/ (zero-padded to 64 bytes).
+key_of() { printf '/bench/maint/%051d' "$1"; }
+now_ms() { date +%s%3N; }
+MAINT_LINES="$TMP/maint.txt"
+: >"$MAINT_LINES"
+if [ "$MAINT" -eq 1 ]; then
+    for server in t4 etcd; do
+        if [ "$server" = t4 ]; then ep="$T4_EP"; else ep="$ETCD_EP"; fi
+        E=(env ETCDCTL_API=3 etcdctl --endpoints "$ep" --command-timeout 600s)
+        step "writing $MAINT_KEYS keys to $server ($ep) for snapshot and defragment"
+        rc=0
+        "$LOADTEST" --endpoints "$ep" --workload par-put --clients 64 --conns 16 --total "$MAINT_KEYS" \
+            --warmup-ops 0 --key-size 64 --val-size 256 --prefix /bench/maint/ \
+            --duration-max-secs "$RSS_MAX_SECS" --label "$server" --output jsonl \
+            >"$TMP/maint.jsonl" 2>"$TMP/maint.err" </dev/null || rc=$?
+        [ "$rc" -eq 0 ] || { FAILED=1; cat "$TMP/maint.err" >&2; continue; }
+        read -r full full_in_use <<<"$(db_sizes "$ep")"
+        step "etcdctl snapshot save from $server"
+        t0="$(now_ms)"
+        "${E[@]}" snapshot save "$TMP/$server.snap" >/dev/null 2>"$TMP/snap.err" || { FAILED=1; cat "$TMP/snap.err" >&2; }
+        snap_ms=$(($(now_ms) - t0))
+        snap_bytes="$(stat -c %s "$TMP/$server.snap" 2>/dev/null || echo 0)"
+        rm -f "$TMP/$server.snap"
+        step "deleting half the keys of $server, compacting"
+        half=$((MAINT_KEYS / 2))
+        chunk=50000
+        for ((from = 0; from < half; from += chunk)); do
+            to=$((from + chunk < half ? from + chunk : half))
+            "${E[@]}" del "$(key_of "$from")" "$(key_of "$to")" >/dev/null
+        done
+        rev="$("${E[@]}" get none -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"])')"
+        "${E[@]}" compact "$rev" --physical >/dev/null
+        read -r deleted deleted_in_use <<<"$(db_sizes "$ep")"
+        step "etcdctl defrag of $server"
+        t0="$(now_ms)"
+        "${E[@]}" defrag >/dev/null || FAILED=1
+        defrag_ms=$(($(now_ms) - t0))
+        read -r defragged defragged_in_use <<<"$(db_sizes "$ep")"
+        printf '{"maint_of": "%s", "keys": %s, "snapshot_bytes": %s, "snapshot_ms": %s, "db_full": %s, "in_use_full": %s, "db_after_delete": %s, "in_use_after_delete": %s, "db_after_defrag": %s, "in_use_after_defrag": %s, "defrag_ms": %s}\n' \
+            "$server" "$MAINT_KEYS" "$snap_bytes" "$snap_ms" "$full" "$full_in_use" "$deleted" "$deleted_in_use" \
+            "$defragged" "$defragged_in_use" "$defrag_ms" >>"$MAINT_LINES"
+    done
+    cat "$MAINT_LINES" >>"$RESULTS"
+fi
+
 mkdir -p target/bench
 cp "$RESULTS" target/bench/last.jsonl
 
@@ -358,8 +417,9 @@ python3 - "$RESULTS" "$RSS_KEYS" <<'EOF'
 import json, sys
 
 lines = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-runs = [r for r in lines if "rss_of" not in r]
+runs = [r for r in lines if "rss_of" not in r and "maint_of" not in r]
 rss = {r["rss_of"]: r for r in lines if "rss_of" in r}
+maint = {r["maint_of"]: r for r in lines if "maint_of" in r}
 pairs = {}
 for r in runs:
     pairs.setdefault(r["run"], {})[r["label"]] = r
@@ -444,6 +504,17 @@ if rss:
               f'{r["keys_ok"]} of {keys} more keys{rate}{state}')
     if t4 and etcd and etcd["rss_after_kib"]:
         print(f'RSS T4/etcd after {keys} keys: {t4["rss_after_kib"] / etcd["rss_after_kib"]:.2f}x (target: 0.5x or less)')
+if maint:
+    def mb(n):
+        return f"{n / 1e6:.1f} MB"
+    for r in maint.values():
+        print(f'{r["maint_of"]}, {r["keys"]} keys: snapshot {mb(r["snapshot_bytes"])} in {r["snapshot_ms"] / 1000:.1f} s; '
+              f'db {mb(r["db_full"])} (in use {mb(r["in_use_full"])}), half deleted and compacted {mb(r["db_after_delete"])} '
+              f'(in use {mb(r["in_use_after_delete"])}), defragmented in {r["defrag_ms"] / 1000:.1f} s: '
+              f'{mb(r["db_after_defrag"])} (in use {mb(r["in_use_after_defrag"])})')
+    t4, etcd = maint.get("t4"), maint.get("etcd")
+    if t4 and etcd and etcd["snapshot_ms"] and etcd["snapshot_bytes"]:
+        print(f'snapshot T4/etcd: time {t4["snapshot_ms"] / etcd["snapshot_ms"]:.2f}x, size {t4["snapshot_bytes"] / etcd["snapshot_bytes"]:.2f}x')
 for failure in failures:
     print(f"first error of {failure}")
 EOF

@@ -85,6 +85,51 @@ pub enum Error {
     /// An executor or actor could not be started.
     #[error("runtime: {0}")]
     Runtime(String),
+    /// A call T4 does not serve yet: says what is missing.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// Authenticate while authentication is disabled (T4 has no users, so it always is).
+    #[error("authentication is not enabled")]
+    AuthNotEnabled,
+    /// Enabling authentication needs a `root` user, and there is none.
+    #[error("root user does not exist")]
+    RootUserNotExist,
+    /// A user operation naming no user.
+    #[error("user name is empty")]
+    UserEmpty,
+    /// A user operation naming a user that does not exist.
+    #[error("user name not found")]
+    UserNotFound,
+    /// A role operation naming no role.
+    #[error("role name is empty")]
+    RoleEmpty,
+    /// A role operation naming a role that does not exist.
+    #[error("role name not found")]
+    RoleNotFound,
+    /// A membership change naming a member that is not in the cluster.
+    #[error("member not found")]
+    MemberNotFound,
+    /// Promoting a member that is already a voting member.
+    #[error("can only promote a learner member")]
+    MemberNotLearner,
+    /// A membership change that would leave too few started members (removing the only one).
+    #[error("re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    /// Peer URLs that do not parse as `scheme://host:port`.
+    #[error("given member URLs are invalid")]
+    MemberBadUrls,
+    /// Proclaim with a leader key that no longer holds the election.
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    /// Leader of an election nobody holds.
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    /// Proclaim or Resign without the leader key.
+    #[error("\"leader\" field must be provided")]
+    LeaderKeyMissing,
+    /// A wait for a key's deletion whose watch ended without it.
+    #[error("lost watcher waiting for delete")]
+    LostWatcher,
 }
 
 impl From<fjall::Error> for Error {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::answers::{b64, normalise};
 use common::http1::{Answer, request, stream_lines};
 use serde_json::{Value, json};
 
@@ -16,40 +17,6 @@ enum Compare {
     Code,
     /// Status only (a plain-text answer).
     Status,
-}
-
-/// base64 of `s`, as the gateway carries bytes.
-fn b64(s: &str) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = s.as_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Drops what differs between two members by nature: their ids and raft terms, in every header.
-fn normalise(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            if let Some(Value::Object(header)) = map.get_mut("header") {
-                for field in ["cluster_id", "member_id", "raft_term"] {
-                    header.remove(field);
-                }
-            }
-            map.values_mut().for_each(normalise);
-        }
-        Value::Array(items) => items.iter_mut().for_each(normalise),
-        _ => {}
-    }
 }
 
 /// The calls, in order: (method, path, body, how to compare).
@@ -116,6 +83,11 @@ fn script() -> Vec<(&'static str, &'static str, Value, Compare)> {
         ("POST", "/v3/kv/put", json!({"key": k("x"), "value": 5}), Code),
         ("POST", "/v3/kv/range", json!({"key": k("x"), "no_such_field": 1}), Code),
         ("POST", "/v3/kv/range", Value::Null, Body), // an empty body: the empty request
+        ("POST", "/v3/auth/authenticate", json!({"name": "root", "password": "pw"}), Body),
+        ("POST", "/v3/auth/user/list", json!({}), Body),
+        ("POST", "/v3/auth/role/get", json!({"role": "r"}), Body),
+        ("POST", "/v3/auth/disable", json!({}), Body),
+        ("POST", "/v3/auth/enable", json!({}), Body),
         ("POST", "/v3/kv/nothing", json!({}), Status),
         ("GET", "/v3/kv/range", Value::Null, Status),
         ("GET", "/health", Value::Null, Body),

@@ -138,7 +138,7 @@ async fn a_burst_beyond_the_frame_budget_on_a_served_stream_keeps_the_connection
 }
 
 /// Small DATA frames that no reader will take (the request side of a call already answered, here
-/// with Unimplemented) are a flood: h2's budget still closes the connection.
+/// with Unimplemented: a service the node does not have) are a flood: h2's budget still closes the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_frames_nobody_reads_still_close_the_connection() {
     let dir = tempfile::tempdir().unwrap();
@@ -146,7 +146,7 @@ async fn small_frames_nobody_reads_still_close_the_connection() {
     let endpoint = server.endpoint.clone();
     let go_away = tokio::task::spawn_blocking(move || {
         let mut h2 = RawH2::handshake(&endpoint);
-        h2.open_call(1, "/etcdserverpb.Auth/Authenticate");
+        h2.open_call(1, "/etcdserverpb.NoSuchService/Call");
         // The answer ends the call; the request side stays open.
         let deadline = Instant::now() + STEP_TIMEOUT;
         loop {

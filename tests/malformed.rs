@@ -46,8 +46,14 @@ async fn malformed_and_oversized_frames_fail_cleanly_and_the_server_keeps_servin
     assert!(status.message().starts_with("grpc: received message larger than max ("), "{status:?}");
     let status = call(&server.endpoint, "/etcdserverpb.KV/NoSuchMethod", BigPut::default()).await;
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
-    let status = call(&server.endpoint, "/etcdserverpb.Auth/Authenticate", BigPut::default()).await;
-    assert_eq!(status.code(), tonic::Code::Unimplemented, "services not built yet say so: {status:?}");
+    assert_eq!(status.message(), "unknown method NoSuchMethod for service etcdserverpb.KV", "grpc-go's words");
+    let status = call(&server.endpoint, "/etcdserverpb.Maintenance/Downgrade", BigPut::default()).await;
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "t4: etcdserverpb.Maintenance/Downgrade is not implemented yet",
+        "says what is missing"
+    );
 
     let mut client = server.client().await;
     client.put("still", "alive", None).await.unwrap();

@@ -19,10 +19,14 @@ use tonic::{Code, Request, Status};
 use super::Services;
 use super::http::HttpBody;
 use crate::metrics::{CallRecord, Metrics};
+use crate::proto::etcdserverpb::SnapshotRequest;
+use crate::proto::etcdserverpb::auth_server::Auth;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+use crate::proto::v3electionpb::election_server::Election;
+use crate::proto::v3lockpb::lock_server::Lock;
 
 /// The path prefixes the gateway answers under (etcd 3.4 serves both).
 const PREFIXES: [&str; 2] = ["/v3/", "/v3beta/"];
@@ -51,7 +55,37 @@ fn grpc_path(method: &str) -> Option<&'static str> {
         "maintenance/alarm" => "/etcdserverpb.Maintenance/Alarm",
         "maintenance/defragment" => "/etcdserverpb.Maintenance/Defragment",
         "maintenance/hash" => "/etcdserverpb.Maintenance/HashKV",
+        "maintenance/snapshot" => "/etcdserverpb.Maintenance/Snapshot",
+        "maintenance/transfer-leadership" => "/etcdserverpb.Maintenance/MoveLeader",
         "cluster/member/list" => "/etcdserverpb.Cluster/MemberList",
+        "cluster/member/add" => "/etcdserverpb.Cluster/MemberAdd",
+        "cluster/member/remove" => "/etcdserverpb.Cluster/MemberRemove",
+        "cluster/member/update" => "/etcdserverpb.Cluster/MemberUpdate",
+        "cluster/member/promote" => "/etcdserverpb.Cluster/MemberPromote",
+        "auth/enable" => "/etcdserverpb.Auth/AuthEnable",
+        "auth/disable" => "/etcdserverpb.Auth/AuthDisable",
+        "auth/status" => "/etcdserverpb.Auth/AuthStatus",
+        "auth/authenticate" => "/etcdserverpb.Auth/Authenticate",
+        "auth/user/add" => "/etcdserverpb.Auth/UserAdd",
+        "auth/user/get" => "/etcdserverpb.Auth/UserGet",
+        "auth/user/list" => "/etcdserverpb.Auth/UserList",
+        "auth/user/delete" => "/etcdserverpb.Auth/UserDelete",
+        "auth/user/changepw" => "/etcdserverpb.Auth/UserChangePassword",
+        "auth/user/grant" => "/etcdserverpb.Auth/UserGrantRole",
+        "auth/user/revoke" => "/etcdserverpb.Auth/UserRevokeRole",
+        "auth/role/add" => "/etcdserverpb.Auth/RoleAdd",
+        "auth/role/get" => "/etcdserverpb.Auth/RoleGet",
+        "auth/role/list" => "/etcdserverpb.Auth/RoleList",
+        "auth/role/delete" => "/etcdserverpb.Auth/RoleDelete",
+        "auth/role/grant" => "/etcdserverpb.Auth/RoleGrantPermission",
+        "auth/role/revoke" => "/etcdserverpb.Auth/RoleRevokePermission",
+        "lock/lock" => "/v3lockpb.Lock/Lock",
+        "lock/unlock" => "/v3lockpb.Lock/Unlock",
+        "election/campaign" => "/v3electionpb.Election/Campaign",
+        "election/proclaim" => "/v3electionpb.Election/Proclaim",
+        "election/leader" => "/v3electionpb.Election/Leader",
+        "election/observe" => "/v3electionpb.Election/Observe",
+        "election/resign" => "/v3electionpb.Election/Resign",
         _ => return None,
     })
 }
@@ -94,7 +128,7 @@ async fn dispatch(services: &Services, path: &str, body: Bytes) -> Response<Http
         "maintenance/status" => unary(body, |r| async move { Maintenance::status(&s, r).await }).await,
         "maintenance/alarm" => unary(body, |r| async move { Maintenance::alarm(&s, r).await }).await,
         "cluster/member/list" => unary(body, |r| async move { Cluster::member_list(&s, r).await }).await,
-        // Served by the same methods as over gRPC, which answer Unimplemented until they are built.
+        // Served by the same methods as over gRPC (those not built yet answer Unimplemented, named).
         "cluster/member/add" => unary(body, |r| async move { Cluster::member_add(&s, r).await }).await,
         "cluster/member/remove" => unary(body, |r| async move { Cluster::member_remove(&s, r).await }).await,
         "cluster/member/update" => unary(body, |r| async move { Cluster::member_update(&s, r).await }).await,
@@ -102,17 +136,42 @@ async fn dispatch(services: &Services, path: &str, body: Bytes) -> Response<Http
         "maintenance/defragment" => unary(body, |r| async move { Maintenance::defragment(&s, r).await }).await,
         "maintenance/hash" => unary(body, |r| async move { Maintenance::hash_kv(&s, r).await }).await,
         "maintenance/transfer-leadership" => {
-            unary(body, |r| async move { Maintenance::move_leader(&s, r).await }).await
+            let rpc = "/etcdserverpb.Maintenance/MoveLeader";
+            unary(body, |r| async move { named(rpc, Maintenance::move_leader(&s, r).await) }).await
         }
-        // Services the node does not serve over gRPC either (auth, lock, election): the same answer.
-        // (`maintenance/snapshot` streams; it is Unimplemented over gRPC too, for now.)
-        m if m.starts_with("auth/")
-            || m.starts_with("lock/")
-            || m.starts_with("election/")
-            || m == "maintenance/snapshot" =>
-        {
-            error(&Status::unimplemented(""))
-        }
+        // A server stream: one request, each chunk (its blob base64) a JSON line, as etcd's gateway.
+        "maintenance/snapshot" => match Maintenance::snapshot(&s, Request::new(SnapshotRequest {})).await {
+            Ok(chunks) => streamed(Box::pin(results(chunks.into_inner(), None))),
+            Err(status) => error(&status),
+        },
+        "auth/enable" => unary(body, |r| async move { Auth::auth_enable(&s, r).await }).await,
+        "auth/disable" => unary(body, |r| async move { Auth::auth_disable(&s, r).await }).await,
+        "auth/status" => unary(body, |r| async move { Auth::auth_status(&s, r).await }).await,
+        "auth/authenticate" => unary(body, |r| async move { Auth::authenticate(&s, r).await }).await,
+        "auth/user/add" => unary(body, |r| async move { Auth::user_add(&s, r).await }).await,
+        "auth/user/get" => unary(body, |r| async move { Auth::user_get(&s, r).await }).await,
+        "auth/user/list" => unary(body, |r| async move { Auth::user_list(&s, r).await }).await,
+        "auth/user/delete" => unary(body, |r| async move { Auth::user_delete(&s, r).await }).await,
+        "auth/user/changepw" => unary(body, |r| async move { Auth::user_change_password(&s, r).await }).await,
+        "auth/user/grant" => unary(body, |r| async move { Auth::user_grant_role(&s, r).await }).await,
+        "auth/user/revoke" => unary(body, |r| async move { Auth::user_revoke_role(&s, r).await }).await,
+        "auth/role/add" => unary(body, |r| async move { Auth::role_add(&s, r).await }).await,
+        "auth/role/get" => unary(body, |r| async move { Auth::role_get(&s, r).await }).await,
+        "auth/role/list" => unary(body, |r| async move { Auth::role_list(&s, r).await }).await,
+        "auth/role/delete" => unary(body, |r| async move { Auth::role_delete(&s, r).await }).await,
+        "auth/role/grant" => unary(body, |r| async move { Auth::role_grant_permission(&s, r).await }).await,
+        "auth/role/revoke" => unary(body, |r| async move { Auth::role_revoke_permission(&s, r).await }).await,
+        "lock/lock" => unary(body, |r| async move { Lock::lock(&s, r).await }).await,
+        "lock/unlock" => unary(body, |r| async move { Lock::unlock(&s, r).await }).await,
+        "election/campaign" => unary(body, |r| async move { Election::campaign(&s, r).await }).await,
+        "election/proclaim" => unary(body, |r| async move { Election::proclaim(&s, r).await }).await,
+        "election/leader" => unary(body, |r| async move { Election::leader(&s, r).await }).await,
+        "election/resign" => unary(body, |r| async move { Election::resign(&s, r).await }).await,
+        // A server stream: one request, answered as the watch's are.
+        "election/observe" => match decode(&body) {
+            Ok(request) => streamed(Box::pin(results(s.observe_answers(request), None))),
+            Err(status) => error(&status),
+        },
         // grpc-gateway's answer to a path it has no route for.
         _ => {
             let mut response = Response::new(Full::new(Bytes::from_static(b"Not Found\n")).boxed_unsync());
@@ -159,10 +218,21 @@ pub fn call_streaming(services: &Services, path: &str, body: Incoming, limit: us
         }
         _ => Box::pin(results(services.keep_alive_answers(Box::pin(json_messages(body, limit))), record)),
     };
+    streamed(answers)
+}
+
+/// A streamed answer: each item of `answers` as it comes.
+fn streamed(answers: Pin<Box<dyn Stream<Item = Bytes> + Send>>) -> Response<HttpBody> {
     let frames = answers.map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)));
     let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
     response.headers_mut().insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("valid"));
     response
+}
+
+/// `result`, with an `Unimplemented` that does not say what is missing named as gRPC names it for
+/// method `rpc` (`/package.Service/Method`).
+fn named<T>(rpc: &str, result: Result<T, Status>) -> Result<T, Status> {
+    result.map_err(|status| super::status::name_unimplemented(status, rpc, &[]))
 }
 
 /// Each answer as `{"result":…}\n`; after an error, `{"error":…}\n` and the end. The call is
@@ -277,13 +347,9 @@ where
     F: FnOnce(Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
-    let request = if body.iter().all(u8::is_ascii_whitespace) {
-        Req::default()
-    } else {
-        match serde_json::from_slice::<Req>(&body) {
-            Ok(request) => request,
-            Err(e) => return error(&Status::invalid_argument(e.to_string())),
-        }
+    let request = match decode(&body) {
+        Ok(request) => request,
+        Err(status) => return error(&status),
     };
     match call(Request::new(request)).await {
         Ok(response) => match serde_json::to_vec(response.get_ref()) {
@@ -292,6 +358,14 @@ where
         },
         Err(status) => error(&status),
     }
+}
+
+/// A request message from its JSON body (an empty body is the empty message, as grpc-gateway reads it).
+fn decode<Req: DeserializeOwned + Default>(body: &[u8]) -> Result<Req, Status> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Req::default());
+    }
+    serde_json::from_slice::<Req>(body).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// grpc-gateway's error body (its fields in the order etcd 3.4 writes them) for a gRPC status.

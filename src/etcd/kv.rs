@@ -30,6 +30,14 @@ impl Services {
         self.reads.run(read).await?
     }
 
+    /// Deletes a key or a range of keys through the sequencer.
+    pub async fn delete_range(&self, req: DeleteRangeRequest) -> crate::Result<DeleteRangeResponse> {
+        match self.sequencer.propose(Proposal::DeleteRange(req)).await? {
+            Outcome::DeleteRange(resp) => Ok(resp),
+            other => Err(crate::Error::Runtime(format!("sequencer answered a delete with {other:?}"))),
+        }
+    }
+
     /// Runs a transaction. One that cannot write (no Put or DeleteRange in any branch) is answered
     /// from a committed snapshot on the blocking pool, which sees every acknowledged write as a Range
     /// does; the rest go through the sequencer.
@@ -72,13 +80,9 @@ impl Kv for Services {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        match self.sequencer.propose(Proposal::DeleteRange(request.into_inner())).await.map_err(to_status)? {
-            Outcome::DeleteRange(mut resp) => {
-                resp.header = self.header(resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(other)),
-        }
+        let mut resp = Services::delete_range(self, request.into_inner()).await.map_err(to_status)?;
+        resp.header = self.header(resp.header);
+        Ok(Response::new(resp))
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {

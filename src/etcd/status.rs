@@ -26,6 +26,25 @@ pub fn to_status(error: Error) -> Status {
         Error::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
         Error::NoSpace => (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"),
         Error::CorruptCluster => (Code::DataLoss, "etcdserver: corrupt cluster"),
+        Error::AuthNotEnabled => (Code::FailedPrecondition, "etcdserver: authentication is not enabled"),
+        Error::RootUserNotExist => (Code::FailedPrecondition, "etcdserver: root user does not exist"),
+        Error::UserEmpty => (Code::InvalidArgument, "etcdserver: user name is empty"),
+        Error::UserNotFound => (Code::FailedPrecondition, "etcdserver: user name not found"),
+        Error::RoleEmpty => (Code::InvalidArgument, "etcdserver: role name is empty"),
+        Error::RoleNotFound => (Code::FailedPrecondition, "etcdserver: role name not found"),
+        Error::MemberNotFound => (Code::NotFound, "etcdserver: member not found"),
+        Error::MemberNotLearner => (Code::FailedPrecondition, "etcdserver: can only promote a learner member"),
+        Error::MemberBadUrls => (Code::InvalidArgument, "etcdserver: given member URLs are invalid"),
+        // etcd 3.4 maps this error to its client-side form, which grpc-go does not recognise: Unknown.
+        Error::NotEnoughStartedMembers => {
+            (Code::Unknown, "etcdserver: re-configuration failed due to not enough started members")
+        }
+        // The lock and election services' own errors are plain Go errors in etcd: Unknown.
+        Error::ElectionNotLeader => (Code::Unknown, "election: not leader"),
+        Error::ElectionNoLeader => (Code::Unknown, "election: no leader"),
+        Error::LeaderKeyMissing => (Code::Unknown, "\"leader\" field must be provided"),
+        Error::LostWatcher => (Code::Unknown, "lost watcher waiting for delete"),
+        Error::Unimplemented(missing) => return Status::new(Code::Unimplemented, format!("t4: {missing}")),
         Error::StoreUnavailable(_) => {
             return Status::new(Code::Unavailable, format!("etcdserver: {error}"));
         }
@@ -41,6 +60,67 @@ pub fn to_status(error: Error) -> Status {
         }
     };
     Status::new(code, message)
+}
+
+/// The status etcd's lock and election services answer when a KV or lease call they make fails.
+/// They call etcd through its Go client, which turns etcd's own errors into a client-side type that
+/// grpc-go does not recognise, so those reach the caller as `Unknown` with etcd's message; errors
+/// the client does not know keep their status.
+pub fn through_etcd_client(error: Error) -> Status {
+    let known_to_client = matches!(
+        error,
+        Error::EmptyKey
+            | Error::KeyNotFound
+            | Error::ValueProvided
+            | Error::LeaseProvided
+            | Error::TooManyOps
+            | Error::DuplicateKey
+            | Error::Compacted
+            | Error::FutureRevision
+            | Error::LeaseNotFound
+            | Error::LeaseExists
+            | Error::LeaseTtlTooLarge
+            | Error::RequestTooLarge
+            | Error::Closed
+            | Error::Timeout
+            | Error::NoSpace
+    );
+    let status = to_status(error);
+    if known_to_client { Status::new(Code::Unknown, status.message()) } else { status }
+}
+
+/// What tonic's generated default methods answer (a method of T4's protos it does not serve yet).
+const TONIC_DEFAULT_STUB: &str = "Not yet implemented";
+
+/// The message of an `Unimplemented` answer to the call of gRPC `path` (`/package.Service/Method`)
+/// that carries none of its own (tonic leaves it empty for paths it does not route, and gives
+/// default methods a fixed text): grpc-go's words for a service or method T4's protos do not have
+/// (as etcd answers), or the method's name for one T4 has not built yet. `None` if the status
+/// already says what is missing.
+pub fn unimplemented_message(path: &str, message: &str, served_services: &[&str]) -> Option<String> {
+    if !message.is_empty() && message != TONIC_DEFAULT_STUB {
+        return None;
+    }
+    let (service, method) = path.strip_prefix('/').and_then(|p| p.split_once('/')).unwrap_or((path, ""));
+    Some(if message == TONIC_DEFAULT_STUB {
+        format!("t4: {service}/{method} is not implemented yet")
+    } else if served_services.contains(&service) {
+        format!("unknown method {method} for service {service}")
+    } else {
+        format!("unknown service {service}")
+    })
+}
+
+/// `status`, or the same code with [`unimplemented_message`] if it is an `Unimplemented` that does
+/// not say what is missing.
+pub fn name_unimplemented(status: Status, path: &str, served_services: &[&str]) -> Status {
+    if status.code() != Code::Unimplemented {
+        return status;
+    }
+    match unimplemented_message(path, status.message(), served_services) {
+        Some(message) => Status::new(Code::Unimplemented, message),
+        None => status,
+    }
 }
 
 /// How a server received a message: as a unary call's request, or from a stream.
@@ -62,13 +142,16 @@ pub fn undecodable(receipt: Receipt, reason: &str) -> Status {
 
 /// Wraps the gRPC routes so a request frame over the size limit is refused as etcd's gRPC layer
 /// (grpc-go) refuses it: `ResourceExhausted`, "grpc: received message larger than max (N vs. M)",
-/// instead of tonic's own wording and code; and counts each call for `/metrics` (its final code and
-/// how long it took, a stream from its start to its end).
+/// instead of tonic's own wording and code; so an `Unimplemented` answer always says what is
+/// missing ([`unimplemented_message`]); and counts each call for `/metrics` (its final code and how
+/// long it took, a stream from its start to its end).
 #[derive(Clone)]
 pub struct FrameLimitCompat<S> {
     pub inner: S,
     /// Where each answered call is counted (by method and final code).
     pub metrics: Metrics,
+    /// The gRPC services the routes serve (to tell an unknown method from an unknown service).
+    pub served_services: &'static [&'static str],
 }
 
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: found ";
@@ -100,6 +183,8 @@ where
 
     fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
         let record = Metrics::grpc_method(request.uri().path()).map(|method| CallRecord::start(&self.metrics, method));
+        let path = request.uri().path_and_query().cloned();
+        let served_services = self.served_services;
         let response = self.inner.call(request);
         Box::pin(async move {
             let mut response = response.await?;
@@ -108,16 +193,24 @@ where
             let mut code = None;
             if let Some(status) = Status::from_header_map(response.headers()) {
                 code = Some(status.code());
-                if status.code() == Code::OutOfRange
-                    && let Some(message) = grpc_go_too_large(status.message())
-                {
-                    let replacement = Status::new(Code::ResourceExhausted, message);
+                let replacement = match status.code() {
+                    Code::OutOfRange => {
+                        grpc_go_too_large(status.message()).map(|m| Status::new(Code::ResourceExhausted, m))
+                    }
+                    Code::Unimplemented => {
+                        let path = path.as_ref().map_or("", |p| p.path());
+                        unimplemented_message(path, status.message(), served_services)
+                            .map(|m| Status::new(Code::Unimplemented, m))
+                    }
+                    _ => None,
+                };
+                if let Some(replacement) = replacement {
                     code = Some(replacement.code());
                     let headers = response.headers_mut();
                     headers.remove("grpc-status");
                     headers.remove("grpc-message");
                     if let Err(e) = replacement.add_header(headers) {
-                        tracing::warn!(error = %e, "could not rewrite an oversized-frame status");
+                        tracing::warn!(error = %e, "could not rewrite a call's status");
                     }
                 }
             }
@@ -198,5 +291,22 @@ mod tests {
             Some("grpc: received message larger than max (3145734 vs. 2097152)")
         );
         assert_eq!(grpc_go_too_large("etcdserver: mvcc: required revision is a future revision"), None);
+    }
+
+    #[test]
+    fn unimplemented_answers_name_what_is_missing() {
+        use super::unimplemented_message;
+        let served = ["etcdserverpb.KV", "etcdserverpb.Maintenance"];
+        let named = |path, message| unimplemented_message(path, message, &served);
+        assert_eq!(
+            named("/etcdserverpb.Maintenance/Hash", "Not yet implemented").as_deref(),
+            Some("t4: etcdserverpb.Maintenance/Hash is not implemented yet")
+        );
+        assert_eq!(
+            named("/etcdserverpb.KV/Nope", "").as_deref(),
+            Some("unknown method Nope for service etcdserverpb.KV")
+        );
+        assert_eq!(named("/foo.Bar/Baz", "").as_deref(), Some("unknown service foo.Bar"));
+        assert_eq!(named("/etcdserverpb.KV/Range", "t4: says what is missing"), None);
     }
 }

@@ -37,6 +37,20 @@ pub fn current_core() -> Option<usize> {
     CURRENT_CORE.with(|core| core.get())
 }
 
+/// Runs `task` to its end without anyone awaiting it: on this core's executor, or (off the
+/// executors) on a thread of its own. For work a request must finish after its caller has gone.
+pub fn spawn_detached(task: impl Future<Output = ()> + Send + 'static) {
+    if current_core().is_some() {
+        glommio::spawn_local(task).detach();
+        return;
+    }
+    let spawned =
+        std::thread::Builder::new().name("t4-detached".into()).spawn(move || futures_lite::future::block_on(task));
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start a thread for detached work: it is dropped");
+    }
+}
+
 /// The gRPC services every core serves.
 pub type Routes = FrameLimitCompat<tonic::service::Routes>;
 
@@ -163,6 +177,9 @@ impl Executors {
                 }
                 // The shard ends once the sequencer (on core 0) has stopped sending committed groups.
                 shard_task.await;
+                // Tasks still alive are dropped after this, outside the executor's run: what they
+                // leave behind (spawn_detached) must not be spawned onto it.
+                CURRENT_CORE.with(|c| c.set(None));
             };
             let mut builder = LocalExecutorBuilder::new(placement).name(&format!("t4-core-{core}"));
             if !spin_before_park.is_zero() {

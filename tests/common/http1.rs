@@ -47,38 +47,60 @@ pub fn request(endpoint: &str, method: &str, path: &str, body: &[u8]) -> Answer 
 /// Sends a streaming call and reads the first `lines` newline-separated JSON objects of its chunked
 /// answer (then drops the connection).
 pub fn stream_lines(endpoint: &str, path: &str, body: &[u8], lines: usize) -> Vec<serde_json::Value> {
-    let mut stream = TcpStream::connect(endpoint).expect("connect");
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT)).expect("read timeout");
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).expect("send head");
-    stream.write_all(body).expect("send body");
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line).expect("status or header line");
-        if line.trim_end().is_empty() {
-            break;
+    let mut stream = JsonStream::open(endpoint, path, body);
+    (0..lines).map(|_| stream.next_line()).collect()
+}
+
+/// The answer of a streaming call, read one JSON line at a time as it arrives.
+pub struct JsonStream {
+    reader: BufReader<TcpStream>,
+    /// Bytes of a chunk read and not yet a whole line.
+    pending: Vec<u8>,
+    /// Lines read and not yet taken.
+    lines: std::collections::VecDeque<serde_json::Value>,
+}
+
+impl JsonStream {
+    /// Sends `body` to streaming call `path` and reads the answer's head.
+    pub fn open(endpoint: &str, path: &str, body: &[u8]) -> JsonStream {
+        let mut stream = TcpStream::connect(endpoint).expect("connect");
+        stream.set_read_timeout(Some(REQUEST_TIMEOUT)).expect("read timeout");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).expect("send head");
+        stream.write_all(body).expect("send body");
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).expect("status or header line");
+            if line.trim_end().is_empty() {
+                break;
+            }
         }
+        JsonStream { reader, pending: Vec::new(), lines: Default::default() }
     }
-    let (mut pending, mut found) = (Vec::new(), Vec::new());
-    while found.len() < lines {
-        line.clear();
-        reader.read_line(&mut line).expect("chunk size");
-        let size = usize::from_str_radix(line.trim(), 16).expect("chunk size");
-        assert!(size > 0, "the stream ended after {} lines", found.len());
-        let mut chunk = vec![0; size + 2];
-        reader.read_exact(&mut chunk).expect("chunk");
-        pending.extend_from_slice(&chunk[..size]);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let text: Vec<u8> = pending.drain(..=end).collect();
-            found.push(serde_json::from_slice(&text).expect("a JSON line"));
+
+    /// The next JSON line (waits for it, at most the request timeout).
+    pub fn next_line(&mut self) -> serde_json::Value {
+        let mut line = String::new();
+        while self.lines.is_empty() {
+            line.clear();
+            self.reader.read_line(&mut line).expect("chunk size");
+            let size = usize::from_str_radix(line.trim(), 16).expect("chunk size");
+            assert!(size > 0, "the stream ended");
+            let mut chunk = vec![0; size + 2];
+            self.reader.read_exact(&mut chunk).expect("chunk");
+            self.pending.extend_from_slice(&chunk[..size]);
+            while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+                let text: Vec<u8> = self.pending.drain(..=end).collect();
+                self.lines.push_back(serde_json::from_slice(&text).expect("a JSON line"));
+            }
         }
+        self.lines.pop_front().expect("a line")
     }
-    found
 }
 
 fn read_answer(reader: &mut impl BufRead) -> Answer {

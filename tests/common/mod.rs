@@ -12,6 +12,7 @@ use t4::proto::etcdserverpb::kv_client::KvClient;
 use t4::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use tonic::transport::Channel;
 
+pub mod answers;
 pub mod http1;
 pub mod moto;
 pub mod object_contract;
