@@ -73,6 +73,9 @@ pub enum Error {
     /// etcd refuses every write then, until the alarm is disarmed.
     #[error("etcdserver: corrupt cluster")]
     CorruptCluster,
+    /// MoveLeader to a member that cannot lead (on a single node: any other than itself).
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
     /// A write was not acknowledged in time (its outcome is unknown: it may still be applied).
     #[error("request timed out")]
     Timeout,

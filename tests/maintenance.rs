@@ -299,3 +299,20 @@ async fn defragment_reclaims_what_deletes_overwrites_and_compaction_freed() {
     let count = client.get("d/", Some(etcd_client::GetOptions::new().with_prefix().with_count_only())).await.unwrap();
     assert_eq!(count.count(), 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_leader_answers_as_a_single_member_etcd() {
+    use t4::proto::etcdserverpb::MoveLeaderRequest;
+    let (_dirs, etcd, t4) = common::etcd_and_t4().await;
+    let mut answers = Vec::new();
+    for server in [&etcd, &t4] {
+        let own = ids(server).await.0;
+        let mut maintenance = maintenance(server).await;
+        let to_itself = maintenance.move_leader(MoveLeaderRequest { target_id: own }).await.map(|_| ());
+        let elsewhere = maintenance.move_leader(MoveLeaderRequest { target_id: own ^ 1 }).await;
+        let elsewhere = elsewhere.map(|_| ()).map_err(|s| (s.code(), s.message().to_string()));
+        answers.push((to_itself.is_ok(), elsewhere));
+    }
+    assert_eq!(answers[1], answers[0]);
+    assert_eq!(answers[1].1, Err((tonic::Code::FailedPrecondition, "etcdserver: bad leader transferee".to_string())));
+}

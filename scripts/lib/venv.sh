@@ -5,7 +5,7 @@
 # one `python -c ''`.
 
 # The Python requirements of .venv; changing this line makes the next run reinstall them.
-VENV_REQUIREMENTS=("moto[server]>=5,<6" "etcd3gw>=2,<3" "prometheus-client>=0.20,<1")
+VENV_REQUIREMENTS=("moto[server]>=5,<6" "etcd3gw>=2,<3" "prometheus-client>=0.20,<1" "etcd3==0.12.0" "protobuf<4" "tenacity<7")
 
 # The lock installers take turns on: this file itself, so the work tree gains no lock file.
 VENV_LOCK_FILE="${BASH_SOURCE[0]}"

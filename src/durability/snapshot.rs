@@ -4,8 +4,9 @@
 //! into the same checksummed, content-hashed tables, in one file:
 //!
 //! ```text
-//! "T4SNAP01"
-//! ( 'T' [name len u32][name: sst/<hash16>/table] [bytes len u64][table bytes] )*   every entry, in order
+//! "T4SNAP02"
+//! ( 'T' [name len u32][name: sst/<hash16>/table] [table len u64][lz4 len u64][lz4 block of the table] )*
+//!                                                                                   every entry, in order
 //! 'E' [len u32][JSON: format, revision, sub, compact, tables, entries, t4 version]
 //! zeros, to a multiple of 512 bytes
 //! [SHA-256 of everything before it]                                                as etcd appends it
@@ -28,7 +29,9 @@ use crate::mvcc::Store;
 use crate::mvcc::store::LogPosition;
 
 /// The first bytes of a snapshot (the format's version is its last digits).
-pub const SNAPSHOT_MAGIC: &[u8; 8] = b"T4SNAP01";
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"T4SNAP02";
+/// The format this T4 writes and reads.
+const FORMAT: u32 = 2;
 /// Bytes of the trailing SHA-256.
 pub const DIGEST_BYTES: usize = 32;
 const TABLE_TAG: u8 = b'T';
@@ -37,6 +40,8 @@ const END_TAG: u8 = b'E';
 const TABLE_BYTES: usize = 4 * 1024 * 1024;
 /// The content before the digest is a multiple of this many bytes (how etcdctl finds the digest).
 const PAD_TO: u64 = 512;
+/// The largest table a reader decompresses (tables are cut at 4 MiB; one entry alone can be larger).
+const TABLE_BYTES_MAX: u64 = 1 << 30;
 /// The longest table name or end record a reader accepts.
 const RECORD_NAME_BYTES_MAX: u32 = 64 * 1024;
 
@@ -70,8 +75,10 @@ pub fn write(store: &Store, out: &mut impl Write) -> Result<SnapshotInfo> {
         out.write_all(&[TABLE_TAG]).map_err(io)?;
         out.write_all(&(table.key.len() as u32).to_be_bytes()).map_err(io)?;
         out.write_all(table.key.as_bytes()).map_err(io)?;
+        let compressed = lz4_flex::block::compress(&table.bytes);
         out.write_all(&(table.bytes.len() as u64).to_be_bytes()).map_err(io)?;
-        out.write_all(&table.bytes).map_err(io)
+        out.write_all(&(compressed.len() as u64).to_be_bytes()).map_err(io)?;
+        out.write_all(&compressed).map_err(io)
     };
     let ((revision, sub), compact) =
         store.scan_checkpoint(&mut |space, key, value| match builder.push(space, key, value) {
@@ -81,8 +88,15 @@ pub fn write(store: &Store, out: &mut impl Write) -> Result<SnapshotInfo> {
     if let Some(table) = std::mem::replace(&mut builder, TableBuilder::new(TABLE_BYTES)).finish() {
         emit(table, out)?;
     }
-    let info =
-        SnapshotInfo { format: 1, revision, sub, compact, tables, entries, t4: env!("CARGO_PKG_VERSION").to_string() };
+    let info = SnapshotInfo {
+        format: FORMAT,
+        revision,
+        sub,
+        compact,
+        tables,
+        entries,
+        t4: env!("CARGO_PKG_VERSION").to_string(),
+    };
     let end = serde_json::to_vec(&info).map_err(|e| Error::Runtime(format!("snapshot end record: {e}")))?;
     out.write_all(&[END_TAG]).map_err(io)?;
     out.write_all(&(end.len() as u32).to_be_bytes()).map_err(io)?;
@@ -166,14 +180,21 @@ pub fn restore(file: &Path, store: &Store) -> Result<SnapshotInfo> {
         match tag[0] {
             TABLE_TAG => {
                 let name = String::from_utf8(name).map_err(|_| bad(file, "a table name is not UTF-8"))?;
-                let mut size = [0u8; 8];
-                reader.read_exact(&mut size).map_err(|e| bad(file, e))?;
-                let size = u64::from_be_bytes(size);
-                if size > content {
-                    return Err(bad(file, format!("table {name} of {size} bytes in a file of {content}")));
+                let mut sizes = [0u8; 16];
+                reader.read_exact(&mut sizes).map_err(|e| bad(file, e))?;
+                let size = u64::from_be_bytes(sizes[..8].try_into().expect("8 bytes"));
+                let compressed_size = u64::from_be_bytes(sizes[8..].try_into().expect("8 bytes"));
+                if size > TABLE_BYTES_MAX || compressed_size > content {
+                    return Err(bad(file, format!("table {name} of {size} bytes ({compressed_size} compressed)")));
                 }
+                let mut compressed = vec![0u8; compressed_size as usize];
+                reader.read_exact(&mut compressed).map_err(|e| bad(file, e))?;
                 let mut bytes = vec![0u8; size as usize];
-                reader.read_exact(&mut bytes).map_err(|e| bad(file, e))?;
+                match lz4_flex::block::decompress_into(&compressed, &mut bytes) {
+                    Ok(n) if n == bytes.len() => {}
+                    Ok(n) => return Err(bad(file, format!("table {name} decompresses to {n} bytes, not {size}"))),
+                    Err(e) => return Err(bad(file, format!("table {name} does not decompress: {e}"))),
+                }
                 let decoded = decode_table(&name, &bytes).map_err(|e| bad(file, e))?;
                 let first = decoded.first().map(|e| (e.space, e.key.as_slice()));
                 if let (Some(last), Some(first)) = (&last, first)
@@ -191,8 +212,8 @@ pub fn restore(file: &Path, store: &Store) -> Result<SnapshotInfo> {
             END_TAG => {
                 let info: SnapshotInfo =
                     serde_json::from_slice(&name).map_err(|e| bad(file, format!("end record: {e}")))?;
-                if info.format != 1 {
-                    return Err(bad(file, format!("format {} (this T4 reads format 1)", info.format)));
+                if info.format != FORMAT {
+                    return Err(bad(file, format!("format {} (this T4 reads format {FORMAT})", info.format)));
                 }
                 if (info.tables, info.entries) != (tables, entries) {
                     return Err(bad(
@@ -258,4 +279,49 @@ fn clear_dir(dir: &Path) -> std::io::Result<()> {
         if path.is_dir() { std::fs::remove_dir_all(&path)? } else { std::fs::remove_file(&path)? }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `content` padded and followed by its digest, as a snapshot file.
+    fn snapshot_file(dir: &Path, mut content: Vec<u8>) -> std::path::PathBuf {
+        content.resize(content.len().div_ceil(PAD_TO as usize) * PAD_TO as usize, 0);
+        let digest = sha2::Sha256::digest(&content);
+        content.extend_from_slice(&digest);
+        let path = dir.join("snapshot");
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    fn table_record(name: &str, size: u64, compressed: &[u8]) -> Vec<u8> {
+        let mut record = vec![TABLE_TAG];
+        record.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        record.extend_from_slice(name.as_bytes());
+        record.extend_from_slice(&size.to_be_bytes());
+        record.extend_from_slice(&(compressed.len() as u64).to_be_bytes());
+        record.extend_from_slice(compressed);
+        record
+    }
+
+    #[test]
+    fn hostile_tables_with_a_good_digest_are_refused_without_huge_allocations() {
+        let name = "sst/0123456789abcdef/table";
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("garbage instead of lz4", table_record(name, 100, &[0xff; 8]), "does not decompress"),
+            ("a table claimed to be 1 TiB", table_record(name, 1 << 40, &[0; 8]), "bytes"),
+            ("a record tag that is not one", vec![b'X', 0, 0, 0, 0], "tagged"),
+            ("a name of 4 GiB", vec![TABLE_TAG, 0xff, 0xff, 0xff, 0xff], "a record of"),
+        ];
+        for (what, record, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let mut content = SNAPSHOT_MAGIC.to_vec();
+            content.extend_from_slice(&record);
+            let path = snapshot_file(dir.path(), content);
+            let store = Store::open(&dir.path().join("data")).unwrap();
+            let error = restore(&path, &store).expect_err(what).to_string();
+            assert!(error.contains(expected), "{what}: {error}");
+        }
+    }
 }

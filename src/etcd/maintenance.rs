@@ -13,7 +13,8 @@ use crate::proto::etcdserverpb::alarm_request::AlarmAction;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse,
-    HashRequest, HashResponse, ResponseHeader, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, ResponseHeader, SnapshotRequest,
+    SnapshotResponse, StatusRequest, StatusResponse,
 };
 use crate::runtime::blocking::on_own_thread;
 
@@ -171,6 +172,19 @@ impl Maintenance for Services {
         });
         sending.map_err(|e| to_status(crate::Error::Runtime(format!("snapshot thread: {e}"))))?;
         Ok(Response::new(Box::pin(stream.into_stream())))
+    }
+
+    /// As a single-member etcd: leadership "moves" to this member (it leads already); any other
+    /// target is not a member that could lead.
+    async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        let identity = self.store.identity();
+        if request.into_inner().target_id != identity.member_id {
+            return Err(to_status(crate::Error::BadLeaderTransferee));
+        }
+        let revision = self.store.read_view().map_err(to_status)?.current_revision();
+        Ok(Response::new(MoveLeaderResponse {
+            header: self.header(Some(ResponseHeader { revision, ..Default::default() })),
+        }))
     }
 
     async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {

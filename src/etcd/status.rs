@@ -26,6 +26,7 @@ pub fn to_status(error: Error) -> Status {
         Error::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
         Error::NoSpace => (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"),
         Error::CorruptCluster => (Code::DataLoss, "etcdserver: corrupt cluster"),
+        Error::BadLeaderTransferee => (Code::FailedPrecondition, "etcdserver: bad leader transferee"),
         Error::AuthNotEnabled => (Code::FailedPrecondition, "etcdserver: authentication is not enabled"),
         Error::RootUserNotExist => (Code::FailedPrecondition, "etcdserver: root user does not exist"),
         Error::UserEmpty => (Code::InvalidArgument, "etcdserver: user name is empty"),

@@ -665,8 +665,7 @@ impl Store {
         // fjall moves its watermark of what no snapshot needs any more (below which a compaction may
         // drop overwritten and deleted entries) lazily: when a memtable is rotated, or every 10,000
         // snapshots. A write to `meta` makes its memtable non-empty, so rotating it moves the mark.
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        self.meta.insert(meta::DEFRAGMENTED_AT, (now as i64).to_be_bytes())?;
+        self.move_gc_watermark()?;
         for (name, keyspace) in [
             ("meta", &self.meta),
             ("log", &self.log),
@@ -684,6 +683,17 @@ impl Store {
                 "keyspace defragmented"
             );
         }
+        // The tables the compactions replaced, and journals whose memtables are all written out,
+        // are deleted when a rotation next runs fjall's maintenance: run it now.
+        self.move_gc_watermark()
+    }
+
+    /// Writes `meta`'s defragment mark and rotates its memtable, which moves fjall's watermark and
+    /// runs its maintenance (deleting tables and journals no reader needs any more).
+    fn move_gc_watermark(&self) -> Result<()> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.meta.insert(meta::DEFRAGMENTED_AT, (now as i64).to_be_bytes())?;
+        self.meta.rotate_memtable_and_wait()?;
         Ok(())
     }
 
