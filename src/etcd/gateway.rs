@@ -19,12 +19,12 @@ use tonic::{Code, Request, Status};
 use super::Services;
 use super::http::HttpBody;
 use crate::metrics::{CallRecord, Metrics};
-use crate::proto::etcdserverpb::SnapshotRequest;
 use crate::proto::etcdserverpb::auth_server::Auth;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+use crate::proto::etcdserverpb::{SnapshotRequest, WatchRequest};
 use crate::proto::v3electionpb::election_server::Election;
 use crate::proto::v3lockpb::lock_server::Lock;
 
@@ -198,12 +198,15 @@ pub fn call_streaming(services: &Services, path: &str, body: Incoming, limit: us
     let answers: Pin<Box<dyn Stream<Item = Bytes> + Send>> = match method_of(path) {
         "watch" => {
             // A watch outlives its request body (a client sends its creates and then only reads), as
-            // a gRPC watch outlives its client's half-close.
-            let requests = Box::pin(json_messages(body, limit).chain(futures_lite::stream::pending()));
+            // a gRPC watch outlives its client's half-close: its requests end only when its answers
+            // are dropped (the client went away), so the shard's task reading them ends then too.
+            let (requests, answering) = until_answers_dropped(json_messages::<WatchRequest>(body, limit));
+            let requests = Box::pin(requests);
             let services = services.clone();
             let opened = async move { services.open_watch(requests).await.map_err(super::status::to_status) };
             Box::pin(futures_lite::stream::once_future(opened).flat_map(
                 move |opened| -> Pin<Box<dyn Stream<Item = Bytes> + Send>> {
+                    let _held_while_answering = &answering;
                     match opened {
                         Ok(responses) => Box::pin(results(responses, record.take())),
                         Err(status) => {
@@ -233,6 +236,18 @@ fn streamed(answers: Pin<Box<dyn Stream<Item = Bytes> + Send>>) -> Response<Http
 /// method `rpc` (`/package.Service/Method`).
 fn named<T>(rpc: &str, result: Result<T, Status>) -> Result<T, Status> {
     result.map_err(|status| super::status::name_unimplemented(status, rpc, &[]))
+}
+
+/// `requests`, then nothing more until the returned guard is dropped (with the answers it is kept
+/// in), then the end.
+fn until_answers_dropped<T: Send + 'static>(
+    requests: impl Stream<Item = T> + Send + 'static,
+) -> (impl Stream<Item = T> + Send + 'static, flume::Sender<()>) {
+    let (answering, answers_dropped) = flume::bounded::<()>(0);
+    let dropped = async move {
+        let _ = answers_dropped.recv_async().await;
+    };
+    (requests.chain(futures_lite::stream::once_future(dropped).filter_map(|()| None)), answering)
 }
 
 /// Each answer as `{"result":…}\n`; after an error, `{"error":…}\n` and the end. The call is
@@ -416,4 +431,26 @@ pub fn allow_any_origin(response: &mut Response<HttpBody>) {
     headers.insert("access-control-allow-origin", "*".parse().expect("valid"));
     headers.insert("access-control-allow-methods", "POST, GET, OPTIONS, PUT, DELETE".parse().expect("valid"));
     headers.insert("access-control-allow-headers", "accept, content-type, authorization".parse().expect("valid"));
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_lite::StreamExt;
+
+    use super::until_answers_dropped;
+
+    #[test]
+    fn a_watchs_requests_end_once_its_answers_are_dropped() {
+        let (requests, answering) = until_answers_dropped(futures_lite::stream::iter([1, 2]));
+        let mut requests = Box::pin(requests);
+        futures_lite::future::block_on(async {
+            assert_eq!(requests.next().await, Some(1));
+            assert_eq!(requests.next().await, Some(2));
+            // The client's body ended: the requests wait (the watch goes on) while answers are read.
+            let waiting = futures_lite::future::poll_once(requests.next()).await;
+            assert!(waiting.is_none(), "still waiting");
+            drop(answering);
+            assert_eq!(requests.next().await, None, "the answers are gone: so are the requests");
+        });
+    }
 }
