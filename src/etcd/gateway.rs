@@ -339,7 +339,7 @@ fn json_messages<T: DeserializeOwned + Send + 'static>(
             }
             if r.buffer.len() > limit {
                 r.failed = true;
-                return Some((Err(Status::resource_exhausted("grpc: received message larger than max")), r));
+                return Some((Err(super::status::gateway_message_too_large()), r));
             }
             match r.body.frame().await {
                 Some(Ok(frame)) => {
@@ -369,7 +369,7 @@ where
     match call(Request::new(request)).await {
         Ok(response) => match serde_json::to_vec(response.get_ref()) {
             Ok(json) => answer(StatusCode::OK, json),
-            Err(e) => error(&Status::internal(format!("encoding the response: {e}"))),
+            Err(e) => error(&super::status::gateway_unencodable(&e)),
         },
         Err(status) => error(&status),
     }
@@ -380,7 +380,7 @@ fn decode<Req: DeserializeOwned + Default>(body: &[u8]) -> Result<Req, Status> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Req::default());
     }
-    serde_json::from_slice::<Req>(body).map_err(|e| Status::invalid_argument(e.to_string()))
+    serde_json::from_slice::<Req>(body).map_err(|e| super::status::gateway_undecodable(&e))
 }
 
 /// grpc-gateway's error body (its fields in the order etcd 3.4 writes them) for a gRPC status.

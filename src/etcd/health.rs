@@ -47,7 +47,7 @@ fn answer(status: ServingStatus) -> HealthCheckResponse {
 impl Health for Services {
     async fn check(&self, request: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
         if !SERVICES.contains(&request.get_ref().service.as_str()) {
-            return Err(Status::not_found("unknown service"));
+            return Err(super::status::health_service_unknown());
         }
         Ok(Response::new(answer(self.serving_status().await)))
     }

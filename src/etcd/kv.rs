@@ -55,7 +55,7 @@ impl Services {
 }
 
 fn unexpected(outcome: Outcome) -> Status {
-    Status::internal(format!("sequencer answered with the wrong outcome: {outcome:?}"))
+    super::status::to_status(crate::Error::Runtime(format!("sequencer answered with the wrong outcome: {outcome:?}")))
 }
 
 #[tonic::async_trait]

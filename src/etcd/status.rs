@@ -124,6 +124,31 @@ pub fn name_unimplemented(status: Status, path: &str, served_services: &[&str]) 
     }
 }
 
+/// grpc.health.v1's answer for a service it does not know.
+pub fn health_service_unknown() -> Status {
+    Status::new(Code::NotFound, "unknown service")
+}
+
+/// A watch stream whose catch-up cannot read the log: the stream ends with this.
+pub fn watch_history_unreadable(error: &Error) -> Status {
+    Status::new(Code::Unavailable, format!("etcdserver: {error}"))
+}
+
+/// A gateway stream's request that grew past the request limit (grpc-go's words, without sizes).
+pub fn gateway_message_too_large() -> Status {
+    Status::new(Code::ResourceExhausted, "grpc: received message larger than max")
+}
+
+/// A gateway request body that is not the request's JSON (grpc-gateway answers InvalidArgument).
+pub fn gateway_undecodable(error: &serde_json::Error) -> Status {
+    Status::new(Code::InvalidArgument, error.to_string())
+}
+
+/// A gateway answer that could not be written as JSON.
+pub fn gateway_unencodable(error: &serde_json::Error) -> Status {
+    Status::new(Code::Internal, format!("encoding the response: {error}"))
+}
+
 /// How a server received a message: as a unary call's request, or from a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Receipt {

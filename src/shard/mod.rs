@@ -259,7 +259,7 @@ impl Shard {
             ShardMessage::OpenStream { requests, outbox } => {
                 let mut state = self.0.borrow_mut();
                 if state.stopped {
-                    outbox.fail(tonic::Status::unavailable("etcdserver: server stopped"));
+                    outbox.fail(crate::etcd::status::to_status(crate::Error::Closed));
                     return;
                 }
                 let id = state.next_stream_id;
@@ -354,7 +354,7 @@ impl Shard {
                     tracing::error!(error = %e, "watch catch-up cannot read the log");
                     let mut state = self.0.borrow_mut();
                     if let Some(s) = state.streams.get(&stream) {
-                        s.outbox.fail(tonic::Status::unavailable(format!("etcdserver: {e}")));
+                        s.outbox.fail(crate::etcd::status::watch_history_unreadable(&e));
                     }
                     state.close_stream(stream);
                     return;
