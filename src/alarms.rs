@@ -5,6 +5,8 @@
 //! Standing errors are conditions with no etcd alarm type (object-storage uploads stopped, say):
 //! each has a source that sets and clears it, and `Status.errors` lists them beside the alarms, as
 //! etcd lists its alarms there. Shared by handle: a raise is visible to the next request on any core.
+//! Alarms survive a restart, as etcd's do: every change is handed to the persister the node sets
+//! (the store's `meta`), and the node raises what it finds there when it starts.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -54,18 +56,29 @@ struct State {
 }
 
 /// The node's alarms and standing errors. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Alarms {
     // A lock held for a few instructions, never across an await or I/O: simpler than an actor for a
     // set that changes a few times in a node's life and is read per Status call and per write.
     state: Arc<Mutex<State>>,
     /// Counts raises and disarms, so a health watch learns of a change without polling.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Where each change of the raised alarms is kept, once the store is open.
+    persister: Arc<std::sync::OnceLock<Persister>>,
+}
+
+/// Keeps the raised alarms (all of them, after each change).
+type Persister = Box<dyn Fn(&[Alarm]) + Send + Sync>;
+
+impl std::fmt::Debug for Alarms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alarms").field("raised", &self.raised()).finish_non_exhaustive()
+    }
 }
 
 impl Default for Alarms {
     fn default() -> Alarms {
-        Alarms { state: Arc::default(), changes: Arc::new(tokio::sync::watch::channel(0).0) }
+        Alarms { state: Arc::default(), changes: Arc::new(tokio::sync::watch::channel(0).0), persister: Arc::default() }
     }
 }
 
@@ -79,7 +92,15 @@ impl Alarms {
         self.changes.subscribe()
     }
 
+    /// From now on, hands the raised alarms to `persist` after every change (once per node).
+    pub fn persist_with(&self, persist: impl Fn(&[Alarm]) + Send + Sync + 'static) {
+        let _ = self.persister.set(Box::new(persist));
+    }
+
     fn changed(&self) {
+        if let Some(persist) = self.persister.get() {
+            persist(&self.raised());
+        }
         self.changes.send_modify(|n| *n += 1);
     }
 

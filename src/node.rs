@@ -79,6 +79,28 @@ fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     std::thread::scope(|scope| scope.spawn(f).join()).unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
+/// Raises the alarms `store` kept (a node stopped with them raised), then keeps every change there.
+fn keep_alarms(alarms: &crate::alarms::Alarms, store: &Arc<Store>) -> Result<()> {
+    for wire in store.kept_alarms()? {
+        if let Some(alarm) = crate::alarms::Alarm::from_wire(wire)
+            && alarms.raise(alarm)
+        {
+            tracing::warn!(alarm = alarm.name(), "alarm still raised from before the restart (etcdctl alarm disarm)");
+        }
+    }
+    // Weak: the alarms' handles must not keep a closed node's store (and its data dir lock) open.
+    let keeper = Arc::downgrade(store);
+    // A change is rare (an operator's disarm, a full disk): its one sync may run where it happens.
+    alarms.persist_with(move |raised| {
+        let Some(keeper) = keeper.upgrade() else { return };
+        let wires: Vec<i32> = raised.iter().map(|a| a.wire()).collect();
+        if let Err(e) = keeper.keep_alarms(&wires) {
+            tracing::warn!(error = %e, "cannot keep the alarms for the next start");
+        }
+    });
+    Ok(())
+}
+
 /// A T4 node running in this process.
 pub struct Node {
     running: Mutex<Option<Running>>,
@@ -161,6 +183,7 @@ impl Node {
             metrics.commit().clone(),
         )?;
         metrics.attach_store(store.clone());
+        keep_alarms(&alarms, &store)?;
         metrics.attach_queue(handle.queue_depth());
         let retention = config
             .auto_compaction()
@@ -315,7 +338,8 @@ impl Node {
 
     /// Watches the keys of `key`/`range_end` in etcd's terms (an empty `range_end`: the key alone;
     /// `[0]`: every key from `key`) from `start_revision` (0: from now; a past revision replays
-    /// history first). Events arrive in revision order; dropping the [`Watch`] cancels it.
+    /// history first). Returns once the node has created the watch, so every write after it is
+    /// seen. Events arrive in revision order; dropping the [`Watch`] cancels it.
     pub async fn watch(
         &self,
         key: impl Into<Vec<u8>>,
@@ -342,8 +366,17 @@ impl Node {
         let (requests, requests_rx) = flume::bounded(1);
         let request = pb::WatchRequest { request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)) };
         requests.send(Ok(request)).map_err(|_| Error::Closed)?;
-        let responses = self.services()?.open_watch(Box::pin(requests_rx.into_stream())).await?;
-        Ok(Watch { _requests: requests, responses, pending: VecDeque::new(), finished: false })
+        let mut responses = self.services()?.open_watch(Box::pin(requests_rx.into_stream())).await?;
+        // "From now" is from when this returns: wait for the node's answer that the watch exists
+        // (writes made after it are all seen; without the wait, one made meanwhile could be missed).
+        let mut pending = VecDeque::new();
+        match futures_lite::StreamExt::next(&mut responses).await {
+            Some(Ok(created)) if created.canceled => return Err(Error::WatchCanceled(created.cancel_reason)),
+            Some(Ok(created)) => pending.extend(created.events.into_iter().map(Event::from)),
+            Some(Err(status)) => return Err(Error::WatchCanceled(status.message().to_string())),
+            None => return Err(Error::Closed),
+        }
+        Ok(Watch { _requests: requests, responses, pending, finished: false })
     }
 
     /// Watches every key starting with `prefix` (see [`Node::watch`]).

@@ -163,3 +163,17 @@ async fn embedded_leases_attach_keys_renew_and_revoke() {
     assert!(node.leases().await.unwrap().is_empty());
     node.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_watch_from_now_sees_every_write_made_after_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(Config::new(dir.path())).unwrap();
+    // A write right after the watch returns must not slip in before the node created it.
+    for i in 0..200 {
+        let key = format!("race/{i}");
+        let mut watch = node.watch(key.as_str(), "", 0, WatchOptions::default()).await.unwrap();
+        let revision = node.put(key.as_str(), "v").await.unwrap();
+        assert_eq!(next_event(&mut watch).await.kv.mod_revision, revision, "watch {i}");
+    }
+    node.close().await.unwrap();
+}

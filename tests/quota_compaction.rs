@@ -175,3 +175,51 @@ async fn the_corrupt_alarm_refuses_every_write_until_disarmed_as_etcds_does() {
     assert_eq!(from_t4, from_etcd);
     assert!(from_t4[1].contains("etcdserver: corrupt cluster"), "{from_t4:?}");
 }
+
+/// The alarms `etcdctl alarm list` shows, without member ids.
+fn alarm_names(server: &Server) -> Vec<String> {
+    let (_, out, _) = server.etcdctl(&["alarm", "list"]);
+    out.lines().filter_map(|l| l.split("alarm:").nth(1)).map(|a| a.trim().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_survive_a_restart_as_etcds_do() {
+    let (etcd_dir, t4_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut stories = Vec::new();
+    for t4 in [false, true] {
+        let start = || {
+            if t4 {
+                Server::start_t4(t4_dir.path(), &["--quota-backend-bytes", QUOTA])
+            } else {
+                Server::start_etcd_args(etcd_dir.path(), &["--quota-backend-bytes", QUOTA])
+            }
+        };
+        let mut server = start();
+        let mut client = server.client().await;
+        let value = vec![b'q'; 64 * 1024];
+        for i in 0..500 {
+            if client.put(format!("q/{i:04}"), value.clone(), None).await.is_err() {
+                break;
+            }
+        }
+        let mut story = vec![format!("raised: {:?}", alarm_names(&server))];
+        server.stop();
+        let mut server = start();
+        let mut client = server.client().await;
+        story.push(format!("after a restart: {:?}", alarm_names(&server)));
+        story.push(format!("put: {:?}", client.put("q/more", "x", None).await.map(|_| ()).map_err(|e| e.to_string())));
+        client.delete("q/", Some(etcd_client::DeleteOptions::new().with_prefix())).await.unwrap();
+        let revision = client.get("none", None).await.unwrap().header().unwrap().revision();
+        client.compact(revision, None).await.unwrap();
+        assert!(server.etcdctl(&["defrag"]).0);
+        assert!(server.etcdctl(&["alarm", "disarm"]).0);
+        server.stop();
+        let server = start();
+        story.push(format!("disarmed, after a restart: {:?}", alarm_names(&server)));
+        let mut client = server.client().await;
+        story.push(format!("put: {:?}", client.put("q/more", "x", None).await.map(|_| ()).map_err(|e| e.to_string())));
+        stories.push(story);
+    }
+    assert_eq!(stories[1], stories[0]);
+    assert_eq!(stories[1][1], r#"after a restart: ["NOSPACE"]"#);
+}

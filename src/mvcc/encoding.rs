@@ -341,6 +341,8 @@ pub mod meta {
     /// The log position `(revision i64 BE, sub u32 BE)` through which every record is stored in
     /// object storage; absent when the node never ran with a store (or nothing is uploaded yet).
     pub const UPLOADED_THROUGH: &[u8] = b"uploaded_through";
+    /// The raised alarms (their wire values, one byte each), kept across restarts as etcd keeps them.
+    pub const ALARMS: &[u8] = b"alarms";
     /// When the store was last defragmented (Unix seconds, i64 BE); written first by a defragment.
     pub const DEFRAGMENTED_AT: &[u8] = b"defragmented_at";
 }

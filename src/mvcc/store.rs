@@ -637,6 +637,18 @@ impl Store {
         Ok(((current, sub), compact))
     }
 
+    /// The alarms a node raised and did not disarm, as wire values (see [`Store::keep_alarms`]).
+    pub fn kept_alarms(&self) -> Result<Vec<i32>> {
+        Ok(self.meta.get(meta::ALARMS)?.map(|v| v.iter().map(|b| i32::from(*b)).collect()).unwrap_or_default())
+    }
+
+    /// Keeps `alarms` (wire values) across restarts, synced: they change a few times in a node's life.
+    pub fn keep_alarms(&self, alarms: &[i32]) -> Result<()> {
+        let bytes: Vec<u8> = alarms.iter().filter_map(|a| u8::try_from(*a).ok()).collect();
+        self.meta.insert(meta::ALARMS, bytes)?;
+        self.sync()
+    }
+
     /// A new file name in the data directory's scratch folder (created private if missing; emptied
     /// when the node opens the directory), for files made and removed while the node runs.
     pub fn scratch_file(&self, what: &str) -> Result<PathBuf> {
