@@ -9,7 +9,7 @@
 //! bytes (the *bucket*) and the SHA-256 of the whole key, and its records carry the whole key
 //! ([`Version::encode_for`]). Every key sharing a bucket is longer than the bucket, so a bucket sorts
 //! exactly where its keys belong among the keys stored as themselves; only the keys inside one bucket
-//! are out of order (by hash), and readers sort them by their carried keys (see `store.rs`). Which
+//! are out of order (by hash), and readers sort them by their carried keys (see `store/read.rs`). Which
 //! form a stored key has follows from its length alone.
 use crate::error::{Error, Result};
 
@@ -336,7 +336,7 @@ pub mod meta {
     pub const CLUSTER_ID: &[u8] = b"cluster_id";
     /// The leadership term (u64 BE); 1 for a single node.
     pub const TERM: &[u8] = b"term";
-    /// The on-disk format of this data directory (i64 BE); see `store::FORMAT`.
+    /// The on-disk format of this data directory (i64 BE); see `store::open::FORMAT`.
     pub const FORMAT: &[u8] = b"format";
     /// The log position `(revision i64 BE, sub u32 BE)` through which every record is stored in
     /// object storage; absent when the node never ran with a store (or nothing is uploaded yet).

@@ -1,7 +1,11 @@
 //! The store on disk: group commits, reads at any revision, and physical compaction.
 
+use fjall::KeyspaceCreateOptions;
+
 use super::*;
+use crate::log::{LogEvent, LogRecord};
 use crate::mvcc::range::collect;
+use crate::mvcc::{KeySpan, VersionReader};
 
 fn put(key: &str, value: &str, create_revision: i64, version: i64) -> LogEvent {
     LogEvent::Put { key: key.into(), value: value.into(), create_revision, version, lease: 0 }
