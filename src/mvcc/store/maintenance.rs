@@ -1,7 +1,6 @@
 //! What etcd's Maintenance service and the space guard ask of the store: its sizes (data held, bytes on
-//! disk, free space), HashKV and Hash over one snapshot, Defragment (one at a time), the alarms kept across
-//! restarts, and scratch files for
-//! snapshots being sent (in a folder emptied at open).
+//! disk, free space), HashKV and Hash over one snapshot, Defragment (one at a time), the alarms kept
+//! across restarts, and scratch files for snapshots being sent (in a folder emptied at open).
 
 use std::path::{Path, PathBuf};
 
