@@ -175,11 +175,7 @@ impl Node {
             Grouping { proposals_max: config.group_proposals_max, in_flight_max: groups_in_flight_max },
             subscribers,
             upload_stage,
-            SpaceGuard {
-                alarms: alarms.clone(),
-                free_min_bytes: config.disk_free_min_bytes,
-                quota_bytes: config.quota_bytes(),
-            },
+            SpaceGuard::new(alarms.clone(), config.disk_free_min_bytes, config.quota_bytes()),
             metrics.commit().clone(),
         )?;
         metrics.attach_store(store.clone());

@@ -48,7 +48,7 @@ where
 fn a_failed_commit_is_never_acknowledged_and_fences_later_writes() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<Store> = Store::open(dir.path()).unwrap();
-    let space = SpaceGuard { alarms: Alarms::default(), free_min_bytes: 0, quota_bytes: None };
+    let space = SpaceGuard::new(Alarms::default(), 0, None);
     with_sequencer(&store, space, |handle| async move {
         assert_eq!(revision_of(&handle, "before").await.unwrap(), 2);
         fail::cfg("store-commit", "return").unwrap();
@@ -75,7 +75,7 @@ fn writes_that_grow_the_store_are_refused_below_the_free_space_floor_and_raise_n
     let store: Arc<Store> = Store::open(dir.path()).unwrap();
     let alarms = Alarms::default();
     // No file system has this much free: every growing write finds the disk short.
-    let space = SpaceGuard { alarms: alarms.clone(), free_min_bytes: u64::MAX, quota_bytes: None };
+    let space = SpaceGuard::new(alarms.clone(), u64::MAX, None);
     with_sequencer(&store, space, |handle| async move {
         let refused = revision_of(&handle, "k").await;
         assert!(matches!(refused, Err(Error::NoSpace)), "{refused:?}");
@@ -94,7 +94,7 @@ fn a_raised_nospace_alarm_refuses_growing_writes_until_it_is_disarmed() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<Store> = Store::open(dir.path()).unwrap();
     let alarms = Alarms::default();
-    let space = SpaceGuard { alarms: alarms.clone(), free_min_bytes: 0, quota_bytes: None };
+    let space = SpaceGuard::new(alarms.clone(), 0, None);
     with_sequencer(&store, space, |handle| async move {
         assert_eq!(revision_of(&handle, "a").await.unwrap(), 2);
         alarms.raise(Alarm::NoSpace);
@@ -103,4 +103,20 @@ fn a_raised_nospace_alarm_refuses_growing_writes_until_it_is_disarmed() {
         assert_eq!(revision_of(&handle, "c").await.unwrap(), 3, "the refused write took no revision");
         handle
     });
+}
+
+#[test]
+fn the_quota_is_judged_on_estimates_far_from_it_and_on_a_measurement_near_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<Store> = Store::open(dir.path()).unwrap();
+    let alarms = Alarms::default();
+    let quota = store.data_bytes() + 1000;
+    let mut space = SpaceGuard::new(alarms.clone(), 0, Some(quota));
+    assert!(!space.refuses(&store, 500));
+    // The estimate (500 + 600 more) passes the quota, but nothing was written: measured, not refused.
+    assert!(!space.refuses(&store, 600));
+    assert!(!alarms.is_raised(Alarm::NoSpace));
+    // More than the quota allows, measured: refused, and NOSPACE raised.
+    assert!(space.refuses(&store, 2000));
+    assert!(alarms.is_raised(Alarm::NoSpace));
 }

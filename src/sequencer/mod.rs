@@ -211,18 +211,47 @@ pub struct SpaceGuard {
     pub free_min_bytes: u64,
     /// The most data the store may hold (`--quota-backend-bytes`; `None`: no quota).
     pub quota_bytes: Option<u64>,
+    /// The store's data as last measured, and what groups added since (an upper bound of it now).
+    measured: DataEstimate,
 }
 
+/// The store's data between measurements: measuring walks every keyspace's tables, so it is done at
+/// most every [`DATA_MEASURE_INTERVAL`], and at once whenever the estimate comes near the quota (a
+/// write is never refused on an estimate).
+#[derive(Clone, Debug, Default)]
+struct DataEstimate {
+    at: Option<std::time::Instant>,
+    bytes: u64,
+}
+
+/// How long an estimate of the store's data is trusted far from the quota.
+const DATA_MEASURE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl SpaceGuard {
+    pub fn new(alarms: Alarms, free_min_bytes: u64, quota_bytes: Option<u64>) -> SpaceGuard {
+        SpaceGuard { alarms, free_min_bytes, quota_bytes, measured: DataEstimate::default() }
+    }
+
+    /// The store's data plus `bytes`, measured again if the estimate is old or would pass `quota`.
+    fn data_with(&mut self, store: &Store, bytes: u64, quota: u64) -> u64 {
+        let estimate = &mut self.measured;
+        let fresh = estimate.at.is_some_and(|at| at.elapsed() < DATA_MEASURE_INTERVAL);
+        if !fresh || estimate.bytes.saturating_add(bytes) > quota {
+            *estimate = DataEstimate { at: Some(std::time::Instant::now()), bytes: store.data_bytes() };
+        }
+        estimate.bytes = estimate.bytes.saturating_add(bytes);
+        estimate.bytes
+    }
+
     /// Whether writes of `bytes` that grow the store must be refused now; raises NOSPACE when the
     /// disk is found short.
-    fn refuses(&self, store: &Store, bytes: u64) -> bool {
+    fn refuses(&mut self, store: &Store, bytes: u64) -> bool {
         if self.alarms.is_raised(Alarm::NoSpace) {
             return true;
         }
         if let Some(quota) = self.quota_bytes {
-            let data = store.data_bytes();
-            if data.saturating_add(bytes) > quota {
+            let data = self.data_with(store, bytes, quota);
+            if data > quota {
                 if self.alarms.raise(Alarm::NoSpace) {
                     tracing::error!(
                         data_bytes = data,
