@@ -468,7 +468,11 @@ async fn shutdown_ends_waiting_locks_campaigns_and_observes() {
     let mut campaigner = c.clone();
     let campaign = tokio::spawn(async move { campaigner.campaign(b"SE", LEASE_B, b"w").await });
     c.wait_for_key(&owner("SE", LEASE_B), true).await;
-    let mut observed = observe(&c, b"none");
+    // Observed where there is a leader, so its first answer shows the stream open before the stop
+    // (a call that reaches a stopping node may meet its closed connection instead).
+    let mut observed = observe(&c, b"SE");
+    let first = tokio::time::timeout(STEP_TIMEOUT, observed.recv()).await.expect("in time");
+    assert!(first.expect("an answer").is_ok(), "the leader of SE");
     let status = tokio::task::spawn_blocking(move || server.stop()).await.unwrap();
     assert!(status.success(), "the node stops cleanly: {status}");
     let stopped = json!({"code": tonic::Code::Unavailable as i32, "message": "etcdserver: server stopped"});
