@@ -436,6 +436,9 @@ impl Sequencer {
         let committer_thread = std::thread::Builder::new()
             .name("t4-committer".into())
             .spawn(move || {
+                // Set by the first failed commit: every later group is refused here at once (the
+                // sequencer learns of the failure only after its caller may have sent more).
+                let mut failed: Option<String> = None;
                 for first in groups.iter() {
                     // Groups already waiting are committed together: one batch, one sync.
                     let mut jobs = vec![first];
@@ -444,8 +447,15 @@ impl Sequencer {
                     {
                         jobs.push(job);
                     }
-                    let committed =
-                        commit(&commit_store, jobs, uploaded, &compactor, &subscribers, &commit_alarms, &stats);
+                    let committed = match &failed {
+                        Some(reason) => refuse(jobs, reason, uploaded),
+                        None => commit(&commit_store, jobs, uploaded, &compactor, &subscribers, &commit_alarms, &stats),
+                    };
+                    if failed.is_none()
+                        && let Some(Err(reason)) = committed.iter().find(|report| report.is_err())
+                    {
+                        failed = Some(reason.clone());
+                    }
                     for report in committed {
                         if committed_tx.send(report).is_err() {
                             return;
@@ -665,6 +675,21 @@ impl Sequencer {
 const COMMITTER_GONE: &str = "committer thread stopped";
 /// Groups the committer merges into one batch (and one sync) at most.
 const COMMIT_MERGE_MAX: usize = 64;
+
+/// Refuses `jobs` after a failed commit: nothing of them is written here. With sync upload they
+/// may be in object storage already (a restart replays them), so their outcome is unknown, as
+/// etcd's "request timed out" says; otherwise they failed, and their callers learn why.
+fn refuse(jobs: Vec<CommitJob>, reason: &str, uploaded: bool) -> Vec<Committed> {
+    jobs.into_iter()
+        .map(|job| {
+            for (reply, _) in job.replies {
+                let error = if uploaded { Error::Timeout } else { Error::Storage(reason.to_string()) };
+                let _ = reply.send(Err(error));
+            }
+            Err(reason.to_string())
+        })
+        .collect()
+}
 
 /// Commits groups on the committer thread as one batch, hands each to every subscriber, then releases
 /// its replies in order (holding a physical compaction's reply until the compactor has removed the old versions,
