@@ -149,11 +149,18 @@ pub fn verify_digest(file: &Path) -> Result<u64> {
     Ok(content)
 }
 
-/// Loads the snapshot in `file` into `store`, which must be empty, and syncs it; returns what its
-/// end record says. Checks the digest first, then every table's hash, checksums and order, and
-/// that the counts match the end record.
+/// Checks the digest of the snapshot in `file`, then [`load`]s it into `store` (what
+/// [`restore_data_dir`] does without the data directory).
+#[cfg(test)]
 pub fn restore(file: &Path, store: &Store) -> Result<SnapshotInfo> {
     let content = verify_digest(file)?;
+    load(file, content, store)
+}
+
+/// Loads the snapshot in `file`, whose digest was checked and whose content before it is `content`
+/// bytes, into `store`, which must be empty, and syncs it; returns what its end record says. Checks
+/// every table's hash, checksums and order, and that the counts match the end record.
+fn load(file: &Path, content: u64, store: &Store) -> Result<SnapshotInfo> {
     let opened = std::fs::File::open(file).map_err(|e| bad(file, e))?;
     let mut reader = BufReader::new(opened.take(content));
     let mut magic = [0u8; SNAPSHOT_MAGIC.len()];
@@ -260,9 +267,9 @@ pub fn restore_data_dir(file: &Path, data_dir: &Path) -> Result<SnapshotInfo> {
             });
         }
     }
-    // The digest is checked before the directory is created.
-    verify_digest(file)?;
-    let restored = Store::open(data_dir).and_then(|store| restore(file, &store));
+    // The digest is checked (once) before the directory is created.
+    let content = verify_digest(file)?;
+    let restored = Store::open(data_dir).and_then(|store| load(file, content, &store));
     if restored.is_err() {
         let cleared = if existed { clear_dir(data_dir) } else { std::fs::remove_dir_all(data_dir) };
         if let Err(e) = cleared {

@@ -136,8 +136,7 @@ async fn dispatch(services: &Services, path: &str, body: Bytes) -> Response<Http
         "maintenance/defragment" => unary(body, |r| async move { Maintenance::defragment(&s, r).await }).await,
         "maintenance/hash" => unary(body, |r| async move { Maintenance::hash_kv(&s, r).await }).await,
         "maintenance/transfer-leadership" => {
-            let rpc = "/etcdserverpb.Maintenance/MoveLeader";
-            unary(body, |r| async move { named(rpc, Maintenance::move_leader(&s, r).await) }).await
+            unary(body, |r| async move { Maintenance::move_leader(&s, r).await }).await
         }
         // A server stream: one request, each chunk (its blob base64) a JSON line, as etcd's gateway.
         "maintenance/snapshot" => match Maintenance::snapshot(&s, Request::new(SnapshotRequest {})).await {
@@ -230,12 +229,6 @@ fn streamed(answers: Pin<Box<dyn Stream<Item = Bytes> + Send>>) -> Response<Http
     let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
     response.headers_mut().insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("valid"));
     response
-}
-
-/// `result`, with an `Unimplemented` that does not say what is missing named as gRPC names it for
-/// method `rpc` (`/package.Service/Method`).
-fn named<T>(rpc: &str, result: Result<T, Status>) -> Result<T, Status> {
-    result.map_err(|status| super::status::name_unimplemented(status, rpc, &[]))
 }
 
 /// `requests`, then nothing more until the returned guard is dropped (with the answers it is kept

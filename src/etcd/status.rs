@@ -112,18 +112,6 @@ pub fn unimplemented_message(path: &str, message: &str, served_services: &[&str]
     })
 }
 
-/// `status`, or the same code with [`unimplemented_message`] if it is an `Unimplemented` that does
-/// not say what is missing.
-pub fn name_unimplemented(status: Status, path: &str, served_services: &[&str]) -> Status {
-    if status.code() != Code::Unimplemented {
-        return status;
-    }
-    match unimplemented_message(path, status.message(), served_services) {
-        Some(message) => Status::new(Code::Unimplemented, message),
-        None => status,
-    }
-}
-
 /// grpc.health.v1's answer for a service it does not know.
 pub fn health_service_unknown() -> Status {
     Status::new(Code::NotFound, "unknown service")
