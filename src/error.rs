@@ -88,6 +88,9 @@ pub enum Error {
     /// An executor or actor could not be started.
     #[error("runtime: {0}")]
     Runtime(String),
+    /// The node stopped because one of its actors, threads or tasks failed: which, and with what.
+    #[error("the node stopped: {actor} failed: {source}")]
+    Stopped { actor: String, source: std::sync::Arc<Error> },
     /// A call T4 does not serve yet: says what is missing.
     #[error("{0}")]
     Unimplemented(String),

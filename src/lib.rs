@@ -12,6 +12,7 @@
 //! # }
 //! ```
 
+mod actor;
 mod alarms;
 mod auto_compaction;
 mod config;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures_lite::Stream;
 use tonic::codegen::BoxStream;
 
+use crate::actor::Supervisor;
 use crate::auto_compaction::AutoCompactor;
 use crate::config::{Config, GRPC_OVERHEAD_BYTES};
 use crate::durability::{Durability, Settings, open_object_store};
@@ -103,7 +104,16 @@ fn keep_alarms(alarms: &crate::alarms::Alarms, store: &Arc<Store>) -> Result<()>
 
 /// A T4 node running in this process.
 pub struct Node {
-    running: Mutex<Option<Running>>,
+    /// Taken by whoever stops the node first: `close`, `drop`, or the supervising thread after a
+    /// fatal error.
+    running: Arc<Mutex<Option<Running>>>,
+    /// Holds the first fatal error of any of the node's actors, threads or tasks.
+    supervisor: Supervisor,
+    /// Ends once the supervising thread is done (it stopped the node after a fatal error, or the
+    /// node closed).
+    supervised: flume::Receiver<()>,
+    /// Dropped as the node closes: the supervising thread then ends.
+    closing: Mutex<Option<flume::Sender<()>>>,
     local_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
 }
@@ -128,6 +138,7 @@ impl Node {
         };
         let local_addr = listeners.as_ref().map(|l| l.addr);
         let alarms = crate::alarms::Alarms::default();
+        let supervisor = Supervisor::new();
         let metrics = Metrics::new(cores, alarms.clone());
         let metrics_port = config.listen_metrics.map(|addr| MetricsPort::start(addr, metrics.clone())).transpose()?;
         let metrics_addr = metrics_port.as_ref().map(MetricsPort::local_addr);
@@ -197,6 +208,7 @@ impl Node {
             fragment_bytes: config.max_request_bytes + GRPC_OVERHEAD_BYTES,
             progress_interval: Duration::from_millis(config.watch_progress_notify_interval_ms.max(1)),
             metrics: metrics.clone(),
+            supervisor: supervisor.clone(),
         };
         let (shards, shard_handles): (Vec<_>, Vec<_>) = group_receivers
             .into_iter()
@@ -230,8 +242,18 @@ impl Node {
         if let Some(port) = &metrics_port {
             port.serve_node(crate::etcd::http::HttpFace::new(services.clone()));
         }
-        let running = Running { services, executors, durability, metrics_port, auto_compactor };
-        Ok(Node { running: Mutex::new(Some(running)), local_addr, metrics_addr })
+        let running =
+            Arc::new(Mutex::new(Some(Running { services, executors, durability, metrics_port, auto_compactor })));
+        let (closing, closed) = flume::bounded(1);
+        let (supervising, supervised) = flume::bounded(1);
+        let watched = Arc::downgrade(&running);
+        let watcher = supervisor.clone();
+        // Not through `spawn_thread`: this thread is what acts on failures.
+        std::thread::Builder::new()
+            .name("t4-supervisor".into())
+            .spawn(move || supervise(watcher, watched, closed, supervising))
+            .map_err(|e| Error::Runtime(format!("cannot start the supervising thread: {e}")))?;
+        Ok(Node { running, supervisor, supervised, closing: Mutex::new(Some(closing)), local_addr, metrics_addr })
     }
 
     /// Where `--listen-metrics` is served, if it is.
@@ -425,25 +447,28 @@ impl Node {
     /// everything accepted, and releases the data directory. Calling it again does nothing.
     pub async fn close(&self) -> Result<()> {
         let running = self.running.lock().map_err(|_| Error::Closed)?.take();
-        let Some(Running { services, executors, durability, metrics_port, auto_compactor }) = running else {
-            return Ok(());
+        let stopped = match running {
+            Some(running) => stop(running).await,
+            // Stopped already, perhaps by the supervising thread after a fatal error: wait until it is done.
+            None => {
+                let _ = self.supervised.recv_async().await;
+                Ok(())
+            }
         };
-        drop(auto_compactor);
-        executors.drain().await;
-        services.sequencer.stop().await;
-        executors.join().await;
-        drop(services);
-        if let Some(durability) = durability {
-            let (done, closed) = flume::bounded(1);
-            let closer = std::thread::Builder::new().name("t4-close".into()).spawn(move || {
-                durability.close();
-                let _ = done.send(());
-            });
-            closer.map_err(|e| Error::Runtime(format!("cannot start the closing thread: {e}")))?;
-            let _ = closed.recv_async().await;
+        if let Ok(mut closing) = self.closing.lock() {
+            closing.take();
         }
-        drop(metrics_port);
-        Ok(())
+        match self.supervisor.fatal() {
+            Some(fatal) => Err(fatal.into()),
+            None => stopped,
+        }
+    }
+
+    /// Waits until one of the node's actors, threads or tasks fails fatally, and returns the error
+    /// ([`Error::Stopped`]): the node is stopping by itself then, and [`Node::close`] waits until it
+    /// has.
+    pub async fn failed(&self) -> Error {
+        self.supervisor.failed().await.into()
     }
 
     /// Writes a checkpoint to object storage now (and collects what older ones no longer need).
@@ -460,6 +485,49 @@ impl Node {
             durability.checkpoint()
         };
         Ok(pending.await?.map(|written| written.key))
+    }
+}
+
+/// Stops a running node: refuses new connections, lets in-flight requests finish, commits and syncs
+/// everything accepted, and releases the data directory.
+async fn stop(running: Running) -> Result<()> {
+    let Running { services, executors, durability, metrics_port, auto_compactor } = running;
+    drop(auto_compactor);
+    executors.drain().await;
+    services.sequencer.stop().await;
+    executors.join().await;
+    drop(services);
+    if let Some(durability) = durability {
+        let (done, closed) = flume::bounded(1);
+        let closer = std::thread::Builder::new().name("t4-close".into()).spawn(move || {
+            durability.close();
+            let _ = done.send(());
+        });
+        closer.map_err(|e| Error::Runtime(format!("cannot start the closing thread: {e}")))?;
+        let _ = closed.recv_async().await;
+    }
+    drop(metrics_port);
+    Ok(())
+}
+
+/// The supervising thread: waits for the node's first fatal error, then stops the node (unless it
+/// closes first). `_done` is dropped once it is finished.
+fn supervise(
+    supervisor: Supervisor,
+    running: std::sync::Weak<Mutex<Option<Running>>>,
+    closing: flume::Receiver<()>,
+    _done: flume::Sender<()>,
+) {
+    let fatal =
+        futures_lite::future::block_on(futures_lite::future::or(async { Some(supervisor.failed().await) }, async {
+            let _ = closing.recv_async().await;
+            None
+        }));
+    let Some(fatal) = fatal else { return };
+    let Some(running) = running.upgrade().and_then(|running| running.lock().ok()?.take()) else { return };
+    tracing::error!(error = %fatal, "stopping the node");
+    if let Err(e) = futures_lite::future::block_on(stop(running)) {
+        tracing::error!(error = %e, "stopping after the fatal error failed");
     }
 }
 

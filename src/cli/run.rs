@@ -89,10 +89,31 @@ pub fn run(args: RunArgs, matches: &clap::ArgMatches) -> ExitCode {
              endpoints from it would connect to themselves): set --advertise-client-urls to an address they can reach"
         );
     }
-    let signal = match signals.forever().next() {
-        Some(SIGINT) => "SIGINT",
-        Some(SIGTERM) => "SIGTERM",
-        _ => "the end of signal handling",
+    // Signals arrive on a thread of their own, so the wait below can also end with a fatal error.
+    let (signalled, signal) = flume::bounded(1);
+    let forwarding = std::thread::Builder::new().name("t4-signals".into()).spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let _ = signalled.send(signal);
+        }
+    });
+    if let Err(e) = forwarding {
+        eprintln!("t4: error: cannot start the signal thread: {e}");
+        return ExitCode::FAILURE;
+    }
+    let stopped_by =
+        futures_lite::future::block_on(futures_lite::future::or(async { Ok(signal.recv_async().await.ok()) }, async {
+            Err(node.failed().await)
+        }));
+    let signal = match stopped_by {
+        Ok(Some(SIGINT)) => "SIGINT",
+        Ok(Some(SIGTERM)) => "SIGTERM",
+        Ok(_) => "the end of signal handling",
+        Err(fatal) => {
+            // The node stops itself; `close` waits until it has.
+            let _ = futures_lite::future::block_on(node.close());
+            eprintln!("t4: error: {fatal}");
+            return ExitCode::FAILURE;
+        }
     };
     tracing::info!(%signal, "shutting down");
     match futures_lite::future::block_on(node.close()) {

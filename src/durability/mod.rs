@@ -21,14 +21,14 @@ pub mod table;
 pub mod uploader;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use health::Health;
 use layout::{CHECKPOINT_PREFIX, WAL_PREFIX, parse_checkpoint_key, parse_wal_key};
 use schedule::{CheckpointSchedule, NewestCheckpoint};
-use uploader::{Outage, UploaderConfig};
+use uploader::UploaderConfig;
 
 use crate::alarms::Alarms;
 use crate::config::ObjectStoreArgs;
@@ -382,23 +382,16 @@ impl Durability {
         let (stage, subscription) = if self.settings.sync_upload {
             let (to_uploader, input) = flume::unbounded();
             let (output, from_uploader) = flume::unbounded();
-            let outage: Outage = Arc::new(Mutex::new(None));
-            let (outage_raised_tx, outage_raised) = flume::bounded(1);
+            let (outage, health) = crate::sequencer::store_health();
             let task = uploader::run_sync(
                 self.store.clone(),
                 config,
-                uploader::SyncChannels {
-                    input,
-                    output,
-                    outage: outage.clone(),
-                    outage_raised: outage_raised_tx,
-                    shutdown: shutdown.clone(),
-                },
+                uploader::SyncChannels { input, output, outage, shutdown: shutdown.clone() },
                 self.stats.clone(),
                 self.alarms.clone(),
             );
             self.spawn_watched(health::WAL_UPLOADS, task);
-            (Some(UploadStage { to_uploader, from_uploader, outage, outage_raised }), None)
+            (Some(UploadStage { to_uploader, from_uploader, health }), None)
         } else {
             let (tx, groups) = flume::bounded(SUBSCRIBER_GROUPS_MAX);
             let task = uploader::run_async(

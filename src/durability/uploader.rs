@@ -19,8 +19,8 @@
 //! another's. A retry that finds its own object already there (a lost response) compares the bytes.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::health::{self, Health};
@@ -30,7 +30,7 @@ use crate::log::LogRecord;
 use crate::metrics::UploadStats;
 use crate::mvcc::Store;
 use crate::object::{ObjectError, ObjectStore};
-use crate::sequencer::{CommittedGroup, PendingGroup};
+use crate::sequencer::{CommittedGroup, PendingGroup, StoreHealthReporter};
 
 /// First pause before retrying a failed upload; doubles up to [`RETRY_DELAY_MAX`].
 const RETRY_DELAY_FIRST: Duration = Duration::from_millis(50);
@@ -111,16 +111,12 @@ pub async fn store_object(
     Ok(())
 }
 
-/// Where the sync uploader reports the store's health; the sequencer refuses writes while it is set.
-pub type Outage = Arc<Mutex<Option<String>>>;
-
-/// Sets or clears the outage, and the standing error `Status.errors` shows for it.
-fn set_outage(outage: &Outage, alarms: &Alarms, reason: Option<String>) {
+/// Sets or clears the outage (the sequencer refuses writes while it is set), and the standing error
+/// `Status.errors` shows for it. Returns whether the store was healthy until now.
+fn set_outage(outage: &StoreHealthReporter, alarms: &Alarms, reason: Option<String>) -> bool {
     let standing = reason.as_ref().map(|reason| format!("{reason}; writes are refused"));
-    if let Ok(mut current) = outage.lock() {
-        *current = reason;
-    }
     alarms.set_error(health::WAL_UPLOADS, standing);
+    outage.set(reason)
 }
 
 /// The sync uploader's connections: groups in from the sequencer, out to the committer, the outage
@@ -129,9 +125,7 @@ fn set_outage(outage: &Outage, alarms: &Alarms, reason: Option<String>) {
 pub struct SyncChannels {
     pub input: flume::Receiver<PendingGroup>,
     pub output: flume::Sender<PendingGroup>,
-    pub outage: Outage,
-    /// Told each time an outage is declared (the sequencer may be waiting on a full pipeline).
-    pub outage_raised: flume::Sender<()>,
+    pub outage: StoreHealthReporter,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -164,7 +158,7 @@ pub async fn run_sync(
     stats: Arc<UploadStats>,
     alarms: Alarms,
 ) {
-    let SyncChannels { input, output, outage, outage_raised, mut shutdown } = channels;
+    let SyncChannels { input, output, outage, mut shutdown } = channels;
     let (progress_tx, progress) = flume::unbounded::<Progress>();
     let mut waiting: Vec<(PendingGroup, Instant)> = Vec::new();
     let mut batches: VecDeque<Batch> = VecDeque::new();
@@ -243,11 +237,8 @@ pub async fn run_sync(
             if let Some(error) = &last_failure {
                 reason.push_str(&format!(" (last error: {error})"));
             }
-            let newly = outage.lock().map(|o| o.is_none()).unwrap_or(false);
-            set_outage(&outage, &alarms, Some(reason.clone()));
-            if newly {
+            if set_outage(&outage, &alarms, Some(reason.clone())) {
                 tracing::error!(reason, "object store unavailable: refusing writes until uploads succeed again");
-                let _ = outage_raised.try_send(());
             }
         }
         if input_closed && waiting.is_empty() && batches.is_empty() {
@@ -315,7 +306,7 @@ pub async fn run_sync(
                         tracing::info!(failing_ms = since.elapsed().as_millis() as u64, "WAL uploads succeed again");
                     }
                     last_failure = None;
-                    if fenced.is_none() && outage.lock().map(|o| o.is_some()).unwrap_or(false) {
+                    if fenced.is_none() && outage.failing() {
                         tracing::info!("object store reachable again: taking writes");
                         set_outage(&outage, &alarms, None);
                     }
@@ -326,7 +317,6 @@ pub async fn run_sync(
                 Ok(Progress::Conflict(reason)) => {
                     tracing::error!(error = %reason, "WAL upload conflict: refusing all writes until the node restarts");
                     set_outage(&outage, &alarms, Some(format!("{reason} (until the node restarts)")));
-                    let _ = outage_raised.try_send(());
                     fenced = Some(reason);
                 }
                 Err(_) => unreachable!("the uploader holds a progress sender"),

@@ -22,6 +22,8 @@ pub fn to_status(error: Error) -> Status {
         Error::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
         Error::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
         Error::Closed => (Code::Unavailable, "etcdserver: server stopped"),
+        // The client sees what etcd says of a server going away; the node's log and exit say why.
+        Error::Stopped { .. } => (Code::Unavailable, "etcdserver: server stopped"),
         Error::WatchCanceled(_) => (Code::Cancelled, "etcdserver: watch canceled"),
         Error::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
         Error::NoSpace => (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"),

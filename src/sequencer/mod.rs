@@ -158,11 +158,54 @@ impl PendingGroup {
 pub struct UploadStage {
     pub to_uploader: flume::Sender<PendingGroup>,
     pub from_uploader: flume::Receiver<PendingGroup>,
-    /// Set while the object store is failing: new proposals are refused at once with the reason.
-    pub outage: Arc<std::sync::Mutex<Option<String>>>,
-    /// Signalled when `outage` is set, so a sequencer waiting on a full pipeline starts refusing
-    /// what queues in its mailbox instead of leaving callers without an answer.
-    pub outage_raised: flume::Receiver<()>,
+    /// The object store's health as the uploader sees it: new proposals are refused at once while
+    /// it cannot take writes.
+    pub health: StoreHealth,
+}
+
+/// The sync uploader's word on object storage, as the sequencer reads it: `Some(reason)` while
+/// writes cannot be made durable. Only the newest state matters, so it is a watch (one value, never
+/// a queue), plus a wake-up for a sequencer waiting on a full pipeline.
+pub struct StoreHealth {
+    state: tokio::sync::watch::Receiver<Option<String>>,
+    changed: flume::Receiver<()>,
+}
+
+/// The uploader's side of [`StoreHealth`].
+pub struct StoreHealthReporter {
+    state: tokio::sync::watch::Sender<Option<String>>,
+    /// Capacity 1, and a full one is left as it is: one pending wake-up says enough.
+    changed: flume::Sender<()>,
+}
+
+/// A reporter and the health it sets, starting healthy.
+pub fn store_health() -> (StoreHealthReporter, StoreHealth) {
+    let (state_tx, state) = tokio::sync::watch::channel(None);
+    let (changed_tx, changed) = flume::bounded(1);
+    (StoreHealthReporter { state: state_tx, changed: changed_tx }, StoreHealth { state, changed })
+}
+
+impl StoreHealthReporter {
+    /// Sets the store's state; returns whether it changed from healthy to failing.
+    pub fn set(&self, outage: Option<String>) -> bool {
+        let was_healthy = self.state.borrow().is_none();
+        let newly_failing = was_healthy && outage.is_some();
+        self.state.send_replace(outage);
+        let _ = self.changed.try_send(());
+        newly_failing
+    }
+
+    /// Whether the store is failing now.
+    pub fn failing(&self) -> bool {
+        self.state.borrow().is_some()
+    }
+}
+
+impl StoreHealth {
+    /// Why the store cannot take writes now, if it cannot.
+    fn outage(&self) -> Option<String> {
+        self.state.borrow().clone()
+    }
 }
 
 /// One group for the committer thread: the batch, and the replies it releases once the batch is durable.
@@ -186,9 +229,8 @@ pub struct Sequencer {
     /// Where groups go: the committer, or the uploader first (sync upload).
     committer: GroupSink,
     committed: flume::Receiver<Committed>,
-    /// The object store's outage, in sync-upload mode, and its signal.
-    outage: Option<Arc<std::sync::Mutex<Option<String>>>>,
-    outage_raised: Option<flume::Receiver<()>>,
+    /// The object store's health, in sync-upload mode.
+    health: Option<StoreHealth>,
     /// Last revision of each group handed to the committer and not yet reported durable.
     in_flight: VecDeque<i64>,
     group_proposals_max: usize,
@@ -407,10 +449,10 @@ impl Sequencer {
             let _ = compactor.send(CompactJob { revision: state.compact, reply: None });
         }
         // Unbounded, but bounded by groups_in_flight_max.
-        let (committer, groups, outage, outage_raised) = match upload {
+        let (committer, groups, health) = match upload {
             None => {
                 let (tx, rx) = flume::unbounded::<CommitJob>();
-                (GroupSink::Committer(tx), rx, None, None)
+                (GroupSink::Committer(tx), rx, None)
             }
             Some(stage) => {
                 let (tx, rx) = flume::unbounded::<CommitJob>();
@@ -426,10 +468,10 @@ impl Sequencer {
                         }
                     })
                     .map_err(|e| Error::Runtime(format!("upload relay thread: {e}")))?;
-                (GroupSink::Uploader(stage.to_uploader), rx, Some(stage.outage), Some(stage.outage_raised))
+                (GroupSink::Uploader(stage.to_uploader), rx, Some(stage.health))
             }
         };
-        let uploaded = outage.is_some();
+        let uploaded = health.is_some();
         let (committed_tx, committed) = flume::unbounded();
         let commit_store = store.clone();
         let commit_alarms = space.alarms.clone();
@@ -470,8 +512,7 @@ impl Sequencer {
             mailbox,
             committer,
             committed,
-            outage,
-            outage_raised,
+            health,
             in_flight: VecDeque::new(),
             group_proposals_max: grouping.proposals_max.max(1),
             groups_in_flight_max: grouping.in_flight_max.max(1),
@@ -495,10 +536,10 @@ impl Sequencer {
                 }
                 let committed =
                     async { Event::Committed(self.committed.recv_async().await.unwrap_or(Err(COMMITTER_GONE.into()))) };
-                match (&self.outage_raised, stop_reply.is_some()) {
-                    (Some(raised), false) => {
+                match (&self.health, stop_reply.is_some()) {
+                    (Some(health), false) => {
                         let outage = async {
-                            match raised.recv_async().await {
+                            match health.changed.recv_async().await {
                                 Ok(()) => Event::OutageRaised,
                                 Err(_) => std::future::pending().await,
                             }
@@ -633,7 +674,7 @@ impl Sequencer {
 
     /// Why the object store cannot take writes now, if it cannot (sync upload).
     fn outage_reason(&self) -> Option<String> {
-        self.outage.as_ref().and_then(|o| o.lock().ok().and_then(|reason| reason.clone()))
+        self.health.as_ref().and_then(StoreHealth::outage)
     }
 
     fn outage_active(&self) -> bool {

@@ -13,46 +13,45 @@ use super::index::WatcherIndex;
 use super::leases::LeaseTimers;
 use super::watch::{StreamId, WatchStream};
 use super::{LeaseTtl, Outbox, Shard, ShardContext, ShardState, WatchRequests, lease_owner};
-use crate::error::{Error, Result};
+use crate::actor::{self, Mailbox, Reply, WhenFull};
+use crate::error::Result;
 use crate::mvcc::VersionReader;
 use crate::sequencer::CommittedGroup;
 
-/// Requests queued for a shard at most; a full mailbox makes handlers wait (backpressure).
+/// Requests queued for a shard at most; a full mailbox makes handlers wait (backpressure: a shard
+/// answers without waiting on anything, so the wait is short).
 const MAILBOX_CAPACITY: usize = 4096;
+const WHEN_FULL: WhenFull = WhenFull::Wait;
 
 enum ShardMessage {
     /// Serve a new watch stream.
     OpenStream { requests: WatchRequests, outbox: Outbox },
     /// Renew a lease: its TTL, or `None` if it does not exist (or expired); and the revision.
-    KeepAlive { id: i64, reply: flume::Sender<(Option<i64>, i64)> },
+    KeepAlive { id: i64, reply: Reply<(Option<i64>, i64)> },
     /// A lease's TTLs, or `None` if it does not exist; and the revision.
-    TimeToLive { id: i64, reply: flume::Sender<(Option<LeaseTtl>, i64)> },
+    TimeToLive { id: i64, reply: Reply<(Option<LeaseTtl>, i64)> },
 }
 
 /// A cloneable, `Send` handle to one shard.
 #[derive(Clone)]
 pub struct ShardHandle {
-    mailbox: flume::Sender<ShardMessage>,
+    mailbox: Mailbox<ShardMessage>,
 }
 
 impl ShardHandle {
     /// Has the shard serve a watch stream: it reads `requests` and queues responses on `outbox`.
     pub async fn open_stream(&self, requests: WatchRequests, outbox: Outbox) -> Result<()> {
-        self.mailbox.send_async(ShardMessage::OpenStream { requests, outbox }).await.map_err(|_| Error::Closed)
+        self.mailbox.tell(ShardMessage::OpenStream { requests, outbox }).await
     }
 
     /// Renews lease `id`; returns its TTL (`None`: no such lease, or it expired) and the revision.
     pub async fn keep_alive(&self, id: i64) -> Result<(Option<i64>, i64)> {
-        let (reply, answer) = flume::bounded(1);
-        self.mailbox.send_async(ShardMessage::KeepAlive { id, reply }).await.map_err(|_| Error::Closed)?;
-        answer.recv_async().await.map_err(|_| Error::Closed)
+        self.mailbox.ask(|reply| ShardMessage::KeepAlive { id, reply }).await
     }
 
     /// The TTLs of lease `id` (`None`: no such lease) and the revision.
     pub async fn time_to_live(&self, id: i64) -> Result<(Option<LeaseTtl>, i64)> {
-        let (reply, answer) = flume::bounded(1);
-        self.mailbox.send_async(ShardMessage::TimeToLive { id, reply }).await.map_err(|_| Error::Closed)?;
-        answer.recv_async().await.map_err(|_| Error::Closed)
+        self.mailbox.ask(|reply| ShardMessage::TimeToLive { id, reply }).await
     }
 }
 
@@ -73,18 +72,19 @@ impl ShardActor {
         groups: flume::Receiver<Arc<CommittedGroup>>,
         context: ShardContext,
     ) -> (ShardActor, ShardHandle) {
-        let (tx, mailbox) = flume::bounded(MAILBOX_CAPACITY);
-        (ShardActor { index, shards, mailbox, groups, context }, ShardHandle { mailbox: tx })
+        let (handle, mailbox) = actor::mailbox(MAILBOX_CAPACITY, WHEN_FULL);
+        (ShardActor { index, shards, mailbox, groups, context }, ShardHandle { mailbox: handle })
     }
 
     /// Runs the shard on the current executor until the node stops: `shutdown` closes every watch
     /// stream; the end of the committed-group channel (the sequencer stopped) ends the actor.
     pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let ShardActor { index, shards, mailbox, groups, context } = self;
+        let supervisor = context.supervisor.clone();
         let shard = match Shard::start(index, shards, groups.clone(), context) {
             Ok(shard) => shard,
             Err(e) => {
-                tracing::error!(shard = index, error = %e, "shard cannot start");
+                supervisor.fail(&format!("shard {index}"), e);
                 return;
             }
         };
@@ -184,11 +184,11 @@ impl Shard {
             ShardMessage::KeepAlive { id, reply } => {
                 let mut state = self.0.borrow_mut();
                 let ttl = state.leases.keep_alive(id, Instant::now());
-                let _ = reply.send((ttl, state.current));
+                reply.send((ttl, state.current));
             }
             ShardMessage::TimeToLive { id, reply } => {
                 let state = self.0.borrow();
-                let _ = reply.send((state.leases.time_to_live(id, Instant::now()), state.current));
+                reply.send((state.leases.time_to_live(id, Instant::now()), state.current));
             }
         }
     }

@@ -63,6 +63,8 @@ pub struct ShardContext {
     pub progress_interval: Duration,
     /// Where the shard publishes its watch streams and watchers, and counts deferred events.
     pub metrics: crate::metrics::Metrics,
+    /// Where a shard that cannot go on reports why (the node then stops).
+    pub supervisor: crate::actor::Supervisor,
 }
 
 /// The shard's state, shared by its tasks on one core.
