@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::mvcc::Store;
 use crate::proto::etcdserverpb::CompactionRequest;
-use crate::sequencer::{Proposal, SequencerHandle};
+use crate::sequencer::SequencerHandle;
 
 /// The longest gap between compactions in periodic mode (etcd's).
 const PERIODIC_INTERVAL_MAX: Duration = Duration::from_secs(3600);
@@ -186,8 +186,7 @@ impl AutoCompactor {
                     let Some(target) = planner.tick(Instant::now(), revision) else { continue };
                     tracing::info!(revision = target, "starting auto-compaction");
                     let request = CompactionRequest { revision: target, physical: false };
-                    let outcome =
-                        futures_lite::future::block_on(sequencer.propose(Proposal::Compact(request))).map(|_| ());
+                    let outcome = futures_lite::future::block_on(sequencer.compact(request)).map(|_| ());
                     match &outcome {
                         Ok(()) => tracing::info!(revision = target, "finished auto-compaction"),
                         Err(Error::Compacted) => {}

@@ -27,7 +27,7 @@ use crate::runtime::blocking::BlockingPool;
 use crate::runtime::connection::ConnectionPolicy;
 use crate::runtime::metrics_port::MetricsPort;
 use crate::runtime::{Executors, Plan, bind_listeners};
-use crate::sequencer::{Grouping, Limits, Outcome, Proposal, SUBSCRIBER_GROUPS_MAX, Sequencer, SpaceGuard};
+use crate::sequencer::{Grouping, Limits, SUBSCRIBER_GROUPS_MAX, Sequencer, SpaceGuard};
 use crate::shard::{ShardActor, ShardContext};
 use crate::types::{Event, KeyValue, Lease, LeaseStatus, Txn, TxnResponse, WatchOptions, prefix_end};
 
@@ -188,6 +188,7 @@ impl Node {
             upload_stage,
             SpaceGuard::new(alarms.clone(), config.disk_free_min_bytes, config.quota_bytes()),
             metrics.commit().clone(),
+            supervisor.clone(),
         )?;
         metrics.attach_store(store.clone());
         keep_alarms(&alarms, &store)?;
@@ -271,27 +272,19 @@ impl Node {
         running.as_ref().map(|r| r.services.clone()).ok_or(Error::Closed)
     }
 
-    async fn propose(&self, proposal: Proposal) -> Result<Outcome> {
-        self.services()?.sequencer.propose(proposal).await
-    }
-
     /// Puts `value` at `key`; returns the revision of the write.
     pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<i64> {
         let put = pb::PutRequest { key: key.into(), value: value.into(), ..Default::default() };
-        match self.propose(Proposal::Put(put)).await? {
-            Outcome::Put(resp) => Ok(resp.header.map_or(0, |h| h.revision)),
-            other => Err(Error::Runtime(format!("unexpected outcome {other:?}"))),
-        }
+        let resp = self.services()?.sequencer.put(put).await?;
+        Ok(resp.header.map_or(0, |h| h.revision))
     }
 
     /// Puts `value` at `key` attached to lease `lease` (the key is deleted when the lease ends);
     /// returns the revision of the write.
     pub async fn put_with_lease(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>, lease: i64) -> Result<i64> {
         let put = pb::PutRequest { key: key.into(), value: value.into(), lease, ..Default::default() };
-        match self.propose(Proposal::Put(put)).await? {
-            Outcome::Put(resp) => Ok(resp.header.map_or(0, |h| h.revision)),
-            other => Err(Error::Runtime(format!("unexpected outcome {other:?}"))),
-        }
+        let resp = self.services()?.sequencer.put(put).await?;
+        Ok(resp.header.map_or(0, |h| h.revision))
     }
 
     /// The current value of `key`.
@@ -330,10 +323,7 @@ impl Node {
     /// Deletes `key`; returns how many keys were deleted (0 or 1).
     pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<i64> {
         let req = pb::DeleteRangeRequest { key: key.into(), ..Default::default() };
-        match self.propose(Proposal::DeleteRange(req)).await? {
-            Outcome::DeleteRange(resp) => Ok(resp.deleted),
-            other => Err(Error::Runtime(format!("unexpected outcome {other:?}"))),
-        }
+        Ok(self.services()?.delete_range(req).await?.deleted)
     }
 
     /// Runs a transaction.
@@ -344,7 +334,7 @@ impl Node {
     /// Discards history below `revision`; reads below it then fail with [`Error::Compacted`].
     pub async fn compact(&self, revision: i64) -> Result<()> {
         let req = pb::CompactionRequest { revision, physical: false };
-        self.propose(Proposal::Compact(req)).await.map(|_| ())
+        self.services()?.sequencer.compact(req).await.map(|_| ())
     }
 
     /// The revision of the last committed write.

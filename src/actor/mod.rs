@@ -138,6 +138,11 @@ pub trait Actor {
         Ok(Flow::Continue)
     }
 
+    /// Event source `index` (in the order they were added) ended: every sender is gone.
+    fn event_source_closed(&mut self, _index: usize) -> Result<Flow> {
+        Ok(Flow::Continue)
+    }
+
     /// Every sender of the mailbox is gone: what now.
     fn mailbox_closed(&mut self) -> Result<Flow> {
         Ok(Flow::Stop)
@@ -148,28 +153,32 @@ pub trait Actor {
 }
 
 /// What an actor reads: its mailbox, and event sources of the same message type that are always
-/// read, and read first (replies of its own helpers, committed groups, signals). The end of an event
-/// source is not an event: it is read no more.
+/// read, and read first (replies of its own helpers, committed groups, signals). A source that
+/// ends is read no more, and the actor is told ([`Actor::event_source_closed`]).
 pub struct Inbox<M> {
     pub mailbox: flume::Receiver<M>,
-    pub events: Vec<flume::Receiver<M>>,
+    /// Each source with the index the actor knows it by.
+    events: Vec<(usize, flume::Receiver<M>)>,
+    /// Sources that ended and that the actor has not been told of yet.
+    ended: Vec<usize>,
 }
 
 impl<M> Inbox<M> {
     pub fn new(mailbox: flume::Receiver<M>) -> Inbox<M> {
-        Inbox { mailbox, events: Vec::new() }
+        Inbox { mailbox, events: Vec::new(), ended: Vec::new() }
     }
 
     /// Adds an event source.
     pub fn with_events(mut self, events: flume::Receiver<M>) -> Inbox<M> {
-        self.events.push(events);
+        self.events.push((self.events.len() + self.ended.len(), events));
         self
     }
 
     /// An event already queued, if any; drops sources that ended.
     fn queued_event(&mut self) -> Option<M> {
         let mut found = None;
-        self.events.retain(|source| {
+        let ended = &mut self.ended;
+        self.events.retain(|(index, source)| {
             if found.is_some() {
                 return true;
             }
@@ -179,7 +188,10 @@ impl<M> Inbox<M> {
                     true
                 }
                 Err(flume::TryRecvError::Empty) => true,
-                Err(flume::TryRecvError::Disconnected) => false,
+                Err(flume::TryRecvError::Disconnected) => {
+                    ended.push(*index);
+                    false
+                }
             }
         });
         found
@@ -204,10 +216,12 @@ pub fn run_blocking<A: Actor>(name: &str, mut actor: A, mut inbox: Inbox<A::Mess
     let outcome: Result<()> = loop {
         let next = match inbox.queued_event() {
             Some(event) => Next::Message(event),
+            None if !inbox.ended.is_empty() => Next::EventSourceClosed(inbox.ended.remove(0)),
             None => {
                 let deadline = actor.next_tick().unwrap_or_else(|| Instant::now() + IDLE_WAIT_MAX);
                 let mut selector = flume::Selector::new();
-                for (index, source) in inbox.events.iter().enumerate() {
+                for (index, source) in &inbox.events {
+                    let index = *index;
                     selector = selector.recv(source, move |r| r.map_or(Next::EventSourceClosed(index), Next::Message));
                 }
                 if mailbox_open && actor.accepts() {
@@ -239,6 +253,7 @@ where
     let outcome: Result<()> = loop {
         let next = match inbox.queued_event() {
             Some(event) => Next::Message(event),
+            None if !inbox.ended.is_empty() => Next::EventSourceClosed(inbox.ended.remove(0)),
             None => {
                 let wait = actor
                     .next_tick()
@@ -247,7 +262,8 @@ where
                 // Biased: events, then the mailbox, then the timer (a due tick never starves messages).
                 let mut next: std::pin::Pin<Box<dyn Future<Output = Next<A::Message>> + '_>> =
                     Box::pin(futures_lite::future::pending());
-                for (index, source) in inbox.events.iter().enumerate().rev() {
+                for (index, source) in inbox.events.iter().rev() {
+                    let index = *index;
                     let event =
                         async move { source.recv_async().await.map_or(Next::EventSourceClosed(index), Next::Message) };
                     next = Box::pin(futures_lite::future::or(event, next));
@@ -288,8 +304,8 @@ fn step<A: Actor>(
             actor.mailbox_closed()
         }
         Next::EventSourceClosed(index) => {
-            inbox.events.remove(index);
-            Ok(Flow::Continue)
+            inbox.events.retain(|(source, _)| *source != index);
+            actor.event_source_closed(index)
         }
         Next::Tick => {
             let now = Instant::now();

@@ -43,6 +43,12 @@ impl Actor for Counter {
         self.accepting
     }
 
+    /// Noted as minus one thousand and the source's index.
+    fn event_source_closed(&mut self, index: usize) -> Result<Flow> {
+        self.seen.push(-1000 - index as i64);
+        Ok(Flow::Continue)
+    }
+
     fn next_tick(&self) -> Option<Instant> {
         self.tick_at
     }
@@ -154,4 +160,25 @@ fn a_thread_that_returns_an_error_is_a_fatal_failure() {
     assert_eq!(fatal.actor, "t4-test-failing");
     let error: Error = fatal.into();
     assert!(error.to_string().contains("t4-test-failing failed: request timed out"), "{error}");
+}
+
+#[test]
+fn an_event_source_that_ends_is_reported_once_after_its_last_event() {
+    let (actor, seen) = counter(true);
+    let (mailbox, receiver) = mailbox(4, WhenFull::Wait);
+    let (first, first_source) = flume::unbounded();
+    let (second, second_source) = flume::unbounded();
+    first.send(Count::Add(1)).unwrap();
+    drop(first);
+    second.send(Count::Add(2)).unwrap();
+    mailbox.tell_blocking(Count::Stop).unwrap();
+    let supervisor = Supervisor::new();
+    run_blocking(
+        "counter",
+        actor,
+        Inbox::new(receiver).with_events(first_source).with_events(second_source),
+        &supervisor,
+    );
+    assert_eq!(seen.recv().unwrap(), vec![1, 2, -1000], "source 0 ended after its event; source 1 is still open");
+    drop(second);
 }

@@ -13,7 +13,6 @@ use crate::proto::etcdserverpb::{
 };
 use crate::sequencer::eval;
 use crate::sequencer::validate::{self, check_range};
-use crate::sequencer::{Outcome, Proposal};
 
 impl Services {
     /// Answers a Range from a store snapshot.
@@ -32,10 +31,7 @@ impl Services {
 
     /// Deletes a key or a range of keys through the sequencer.
     pub async fn delete_range(&self, req: DeleteRangeRequest) -> crate::Result<DeleteRangeResponse> {
-        match self.sequencer.propose(Proposal::DeleteRange(req)).await? {
-            Outcome::DeleteRange(resp) => Ok(resp),
-            other => Err(crate::Error::Runtime(format!("sequencer answered a delete with {other:?}"))),
-        }
+        self.sequencer.delete_range(req).await
     }
 
     /// Runs a transaction. One that cannot write (no Put or DeleteRange in any branch) is answered
@@ -47,15 +43,8 @@ impl Services {
             let store = self.store.clone();
             return self.reads.run(move || eval::read_only_txn(&store.read_view()?, &txn)).await?;
         }
-        match self.sequencer.propose(Proposal::Txn(txn)).await? {
-            Outcome::Txn(resp) => Ok(resp),
-            other => Err(crate::Error::Runtime(format!("sequencer answered a txn with {other:?}"))),
-        }
+        self.sequencer.txn(txn).await
     }
-}
-
-fn unexpected(outcome: Outcome) -> Status {
-    super::status::to_status(crate::Error::Runtime(format!("sequencer answered with the wrong outcome: {outcome:?}")))
 }
 
 #[tonic::async_trait]
@@ -67,13 +56,9 @@ impl Kv for Services {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        match self.sequencer.propose(Proposal::Put(request.into_inner())).await.map_err(to_status)? {
-            Outcome::Put(mut resp) => {
-                resp.header = self.header(resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(other)),
-        }
+        let mut resp = self.sequencer.put(request.into_inner()).await.map_err(to_status)?;
+        resp.header = self.header(resp.header);
+        Ok(Response::new(resp))
     }
 
     async fn delete_range(
@@ -92,12 +77,8 @@ impl Kv for Services {
     }
 
     async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
-        match self.sequencer.propose(Proposal::Compact(request.into_inner())).await.map_err(to_status)? {
-            Outcome::Compact(mut resp) => {
-                resp.header = self.header(resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(other)),
-        }
+        let mut resp = self.sequencer.compact(request.into_inner()).await.map_err(to_status)?;
+        resp.header = self.header(resp.header);
+        Ok(Response::new(resp))
     }
 }

@@ -13,7 +13,6 @@ use crate::proto::etcdserverpb::{
     LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
     LeaseTimeToLiveResponse, ResponseHeader,
 };
-use crate::sequencer::{Outcome, Proposal};
 use crate::shard::{ShardHandle, lease_owner};
 
 fn revision_header(revision: i64) -> Option<ResponseHeader> {
@@ -27,18 +26,12 @@ impl Services {
 
     /// Grants a lease (`id` 0: the node picks one).
     pub async fn lease_grant(&self, req: LeaseGrantRequest) -> crate::Result<LeaseGrantResponse> {
-        match self.sequencer.propose(Proposal::LeaseGrant(req)).await? {
-            Outcome::LeaseGrant(resp) => Ok(resp),
-            other => Err(crate::Error::Runtime(format!("sequencer answered a lease grant with {other:?}"))),
-        }
+        self.sequencer.lease_grant(req).await
     }
 
     /// Revokes a lease, deleting its keys in one revision.
     pub async fn lease_revoke(&self, req: LeaseRevokeRequest) -> crate::Result<LeaseRevokeResponse> {
-        match self.sequencer.propose(Proposal::LeaseRevoke(req)).await? {
-            Outcome::LeaseRevoke(resp) => Ok(resp),
-            other => Err(crate::Error::Runtime(format!("sequencer answered a lease revoke with {other:?}"))),
-        }
+        self.sequencer.lease_revoke(req).await
     }
 
     /// Renews a lease for its full TTL. As etcd does, a lease that does not exist gets TTL 0.

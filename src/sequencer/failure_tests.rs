@@ -3,35 +3,43 @@
 
 use std::sync::Arc;
 
-use super::{Grouping, Limits, Outcome, Proposal, Sequencer, SequencerHandle, SpaceGuard};
+use super::{Grouping, Limits, Sequencer, SequencerHandle, SpaceGuard};
+use crate::actor::Supervisor;
 use crate::alarms::{Alarm, Alarms};
 use crate::error::Error;
 use crate::mvcc::{Store, VersionReader};
 use crate::proto::etcdserverpb::PutRequest;
 
-fn put(key: &str) -> Proposal {
-    Proposal::Put(PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() })
+fn put(key: &str) -> PutRequest {
+    PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() }
 }
 
 async fn revision_of(handle: &SequencerHandle, key: &str) -> crate::Result<i64> {
-    match handle.propose(put(key)).await? {
-        Outcome::Put(resp) => Ok(resp.header.expect("header").revision),
-        other => panic!("unexpected {other:?}"),
-    }
+    Ok(handle.put(put(key)).await?.header.expect("header").revision)
 }
 
 /// Runs a sequencer over `store` with `space` on a glommio executor and `body` against its handle,
 /// then stops it. Holds the fault-point lock throughout: fault points are process-wide.
-fn with_sequencer<F, Fut>(store: &Arc<Store>, space: SpaceGuard, body: F)
+fn with_sequencer<F, Fut>(store: &Arc<Store>, space: SpaceGuard, body: F) -> Supervisor
 where
     F: FnOnce(SequencerHandle) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = SequencerHandle> + 'static,
 {
     let scenario = fail::FailScenario::setup();
+    let supervisor = Supervisor::new();
     let limits = Limits { max_request_bytes: 1 << 20, max_txn_ops: 128 };
     let grouping = Grouping { proposals_max: 16, in_flight_max: 2 };
-    let (sequencer, handle) =
-        Sequencer::new(store.clone(), limits, grouping, Vec::new(), None, space, Default::default()).unwrap();
+    let (sequencer, handle) = Sequencer::new(
+        store.clone(),
+        limits,
+        grouping,
+        Vec::new(),
+        None,
+        space,
+        Default::default(),
+        supervisor.clone(),
+    )
+    .unwrap();
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
             let actor = glommio::spawn_local(sequencer.run());
@@ -42,6 +50,7 @@ where
         .join()
         .unwrap();
     scenario.teardown();
+    supervisor
 }
 
 #[test]
@@ -49,7 +58,7 @@ fn a_failed_commit_is_never_acknowledged_and_fences_later_writes() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<Store> = Store::open(dir.path()).unwrap();
     let space = SpaceGuard::new(Alarms::default(), 0, None);
-    with_sequencer(&store, space, |handle| async move {
+    let supervisor = with_sequencer(&store, space, |handle| async move {
         assert_eq!(revision_of(&handle, "before").await.unwrap(), 2);
         fail::cfg("store-commit", "return").unwrap();
         let failed = revision_of(&handle, "failed").await;
@@ -59,14 +68,17 @@ fn a_failed_commit_is_never_acknowledged_and_fences_later_writes() {
         assert!(matches!(later, Err(Error::Storage(_))), "a failed store refuses later writes: {later:?}");
         handle
     });
+    let fatal = supervisor.fatal().expect("the failed commit is the node's fatal error");
+    assert_eq!(fatal.actor, "committer");
+    assert!(fatal.to_string().contains("injected commit failure"), "{fatal}");
     let view = store.read_view().unwrap();
     assert_eq!(view.current_revision(), 2, "nothing after the failure was committed");
     assert!(view.get(b"before").unwrap().is_some());
     assert!(view.get(b"failed").unwrap().is_none() && view.get(b"after").unwrap().is_none());
 }
 
-fn delete(key: &str) -> Proposal {
-    Proposal::DeleteRange(crate::proto::etcdserverpb::DeleteRangeRequest { key: key.into(), ..Default::default() })
+fn delete(key: &str) -> crate::proto::etcdserverpb::DeleteRangeRequest {
+    crate::proto::etcdserverpb::DeleteRangeRequest { key: key.into(), ..Default::default() }
 }
 
 #[test]
@@ -81,8 +93,8 @@ fn writes_that_grow_the_store_are_refused_below_the_free_space_floor_and_raise_n
         assert!(matches!(refused, Err(Error::NoSpace)), "{refused:?}");
         assert!(alarms.is_raised(Alarm::NoSpace));
         // A delete does not grow the store: it goes on (and takes the next revision).
-        let deleted = handle.propose(delete("k")).await.expect("delete under NOSPACE");
-        assert!(matches!(deleted, Outcome::DeleteRange(_)));
+        let deleted = handle.delete_range(delete("k")).await.expect("delete under NOSPACE");
+        assert!(deleted.header.is_some() && deleted.deleted == 0, "nothing to delete, and no refusal: {deleted:?}");
         handle
     });
     let view = store.read_view().unwrap();

@@ -10,7 +10,6 @@ use super::{Shard, ShardState};
 use crate::config::{LEASE_REVOKES_PER_TICK_MAX, LEASE_TICK_MS, WATCH_STREAM_BUFFER_BYTES};
 use crate::error::Error;
 use crate::proto::etcdserverpb::{LeaseRevokeRequest, WatchResponse};
-use crate::sequencer::Proposal;
 
 /// How long after a failed revoke an expired lease is tried again.
 const REVOKE_RETRY_MS: u64 = 1000;
@@ -39,8 +38,7 @@ impl Shard {
                 let shard = self.clone();
                 let sequencer = sequencer.clone();
                 glommio::spawn_local(async move {
-                    let revoke = Proposal::LeaseRevoke(LeaseRevokeRequest { id });
-                    match sequencer.propose(revoke).await {
+                    match sequencer.lease_revoke(LeaseRevokeRequest { id }).await {
                         // The committed group forgets the timer.
                         Ok(_) => {}
                         Err(Error::LeaseNotFound) => shard.0.borrow_mut().leases.revoke(id),

@@ -24,6 +24,7 @@ impl Store {
     /// run redoes from the log that is still there. Blocking: call from the compactor thread.
     pub fn compact_physically(&self, compact: i64) -> Result<()> {
         const REMOVALS_PER_BATCH: usize = 4096;
+        fail::fail_point!("store-compact", |_| Err(crate::error::Error::Storage("injected compaction failure".into())));
         let done_through = self.compacted_through()?;
         if compact <= done_through {
             return Ok(());
