@@ -42,7 +42,10 @@ async fn reports(node: &Node, source: &str, text: &str) -> bool {
 }
 
 /// Every key's value, create and mod revisions, and the current revision.
-async fn state(node: &Node) -> (i64, Vec<(Vec<u8>, Vec<u8>, i64, i64)>) {
+type State = (i64, Vec<(Vec<u8>, Vec<u8>, i64, i64)>);
+
+/// The node's [`State`].
+async fn state(node: &Node) -> State {
     let kvs = node.range(vec![0], vec![0]).await.expect("range");
     let kvs = kvs.into_iter().map(|kv| (kv.key, kv.value, kv.create_revision, kv.mod_revision)).collect();
     (node.revision().await.expect("revision"), kvs)
@@ -72,12 +75,7 @@ async fn put_keys(node: &Node, tag: &str, count: usize) {
 
 /// Closes `node`, drops its data dir and opens a node restored from `store` alone: it must hold
 /// exactly `before`.
-async fn restored_from_store_holds(
-    node: Node,
-    data: &Path,
-    store: &Arc<MemStore>,
-    before: &(i64, Vec<(Vec<u8>, Vec<u8>, i64, i64)>),
-) {
+async fn restored_from_store_holds(node: Node, data: &Path, store: &Arc<MemStore>, before: &State) {
     node.close().await.expect("a clean close");
     std::fs::remove_dir_all(data).unwrap();
     let node = Node::open(config(data, store, true)).unwrap();

@@ -146,18 +146,17 @@ pub async fn run_async(
     }
 }
 
-/// Records that object storage holds every record through `at`.
+/// Records that object storage holds every record through `at`; says how that went.
 fn move_watermark(local: &Store, at: LogPosition) -> AsyncInput {
-    let moved = (|| {
-        fail::fail_point!("upload-before-watermark", |_| Err(crate::Error::Upload(UploadError::Injected(
-            "upload-before-watermark"
-        ))));
-        local.set_uploaded_through(at)
-    })();
-    match moved {
+    match record_watermark(local, at) {
         Ok(()) => AsyncInput::WatermarkMoved(at),
         Err(e) => AsyncInput::WatermarkFailed(e),
     }
+}
+
+fn record_watermark(local: &Store, at: LogPosition) -> crate::Result<()> {
+    fail::fail_point!("upload-before-watermark", |_| Err(UploadError::Injected("upload-before-watermark").into()));
+    local.set_uploaded_through(at)
 }
 
 /// Stores one async WAL object, retrying until it is stored: failures with backoff, a conflict (its
