@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub use crate::durability::upload::UploadError;
+
 /// Everything a T4 operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -79,6 +81,9 @@ pub enum Error {
     /// A write was not acknowledged in time (its outcome is unknown: it may still be applied).
     #[error("request timed out")]
     Timeout,
+    /// Object storage cannot hold the WAL, or the uploader failed (see [`UploadError`]).
+    #[error("WAL upload: {0}")]
+    Upload(#[from] UploadError),
     /// The local database failed; the node stops taking writes.
     #[error("storage failure: {0}")]
     Storage(String),

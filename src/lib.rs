@@ -31,7 +31,7 @@ mod shard;
 mod types;
 
 pub use config::{Config, ObjectStoreArgs};
-pub use error::{Error, Result};
+pub use error::{Error, Result, UploadError};
 pub use node::{Node, Watch};
 pub use types::{
     Compare, CompareOp, Event, EventKind, KeyValue, Lease, LeaseStatus, Txn, TxnOp, TxnOpResponse, TxnResponse,

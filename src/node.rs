@@ -161,7 +161,7 @@ impl Node {
         };
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let (upload_stage, upload_subscription) = match durability.as_mut() {
-            Some(durability) => durability.start(shutdown_rx.clone()),
+            Some(durability) => durability.start(shutdown_rx.clone(), &supervisor),
             None => (None, None),
         };
         // Sync upload: groups wait in the uploader while a PUT is in flight, and all that wait leave in

@@ -100,6 +100,9 @@ pub async fn create(
         }
     }
     let (position, compact, entries) = scan.await.map_err(|e| Error::Runtime(format!("checkpoint scan: {e}")))??;
+    fail::fail_point!("checkpoint-after-tables", |_| Err(Error::Storage(
+        "fault injected at checkpoint-after-tables".into()
+    )));
     if let Some(latest) = &latest
         && latest.revision >= position.0
     {
@@ -125,6 +128,9 @@ pub async fn create(
         }
         Err(e) => return Err(storage(&format!("writing {key}"), e)),
     }
+    fail::fail_point!("checkpoint-before-latest", |_| Err(Error::Storage(
+        "fault injected at checkpoint-before-latest".into()
+    )));
     let pointer = LatestManifest::new(term, position.0);
     store.put(LATEST_KEY, pointer.to_json()).await.map_err(|e| storage("writing manifest/latest", e))?;
     tracing::info!(
@@ -312,6 +318,7 @@ pub struct Collected {
 /// `manifest/latest`'s or a branch-pinned one), tables no kept checkpoint lists, and WAL objects
 /// whose records all precede the oldest of the newest checkpoints.
 pub async fn collect(store: &Arc<dyn ObjectStore>) -> Result<Collected> {
+    fail::fail_point!("checkpoint-before-gc", |_| Err(Error::Storage("fault injected at checkpoint-before-gc".into())));
     let Some(latest) = read_latest(store).await? else { return Ok(Collected::default()) };
     let mut pinned: BTreeSet<String> = BTreeSet::new();
     pinned.insert(latest.checkpoint_key.clone());

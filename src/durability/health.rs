@@ -78,8 +78,7 @@ impl FailureState {
 /// The health of one durability task, reported to the log and the node's alarms under `source`.
 #[derive(Debug, Clone)]
 pub struct Health {
-    alarms: Alarms,
-    source: &'static str,
+    sink: HealthSink,
     /// How long failures may last before they stand.
     grace: Duration,
     state: FailureState,
@@ -87,35 +86,45 @@ pub struct Health {
 
 impl Health {
     pub fn new(alarms: Alarms, source: &'static str, grace: Duration) -> Health {
-        Health { alarms, source, grace, state: FailureState::default() }
+        Health { sink: HealthSink::new(alarms, source), grace, state: FailureState::default() }
     }
 
     /// A failure that retrying may cure (the store is unreachable, a request failed).
     pub fn failed(&mut self, error: &str) {
         let report = self.state.failed(Instant::now(), self.grace, false);
-        self.report(report, error);
+        self.sink.failed(report, error);
     }
 
     /// A failure that retrying the same thing cannot cure: it stands at once.
     pub fn failed_for_good(&mut self, error: &str) {
         let report = self.state.failed(Instant::now(), self.grace, true);
-        self.report(report, error);
+        self.sink.failed(report, error);
     }
 
     /// The task did what it failed to do before: clears the standing error.
     pub fn succeeded(&mut self) {
         if let Some(stood) = self.state.succeeded(Instant::now()) {
-            self.alarms.set_error(self.source, None);
-            tracing::info!(source = self.source, failing_ms = stood.as_millis() as u64, "recovered");
+            self.sink.recovered(stood);
         }
     }
+}
 
-    /// Whether the current failure stands.
-    pub fn standing(&self) -> bool {
-        self.state.standing()
+/// Where the failures of one durability task go once judged (by a [`Health`], or by a task's own
+/// state machine that keeps its [`FailureState`] on its own clock): the log, and the standing error
+/// under `source`.
+#[derive(Debug, Clone)]
+pub struct HealthSink {
+    alarms: Alarms,
+    source: &'static str,
+}
+
+impl HealthSink {
+    pub fn new(alarms: Alarms, source: &'static str) -> HealthSink {
+        HealthSink { alarms, source }
     }
 
-    fn report(&self, report: FailureReport, error: &str) {
+    /// Reports a failure as `report` says.
+    pub fn failed(&self, report: FailureReport, error: &str) {
         if report.standing {
             // The newest error, so `Status.errors` says what is failing now.
             self.alarms.set_error(self.source, Some(error.to_string()));
@@ -125,6 +134,12 @@ impl Health {
             (Some(unlogged), false) => tracing::warn!(source = self.source, unlogged, "{error}; retrying"),
             (None, _) => {}
         }
+    }
+
+    /// A failure that stood for `stood` is over: clears the standing error.
+    pub fn recovered(&self, stood: Duration) {
+        self.alarms.set_error(self.source, None);
+        tracing::info!(source = self.source, failing_ms = stood.as_millis() as u64, "recovered");
     }
 }
 

@@ -1,7 +1,7 @@
 //! Durability in object storage. Pure parts: the names of objects and the JSON documents that index
 //! them (`layout`), the content-defined table objects a checkpoint is cut into (`table`), when a
 //! checkpoint is due (`schedule`) and how loudly a failure is reported (`health`). Actors and
-//! procedures: the uploader (`uploader`), WAL replay (`replay`), checkpoints, restore and GC
+//! procedures: the uploader (`upload`), WAL replay (`replay`), checkpoints, restore and GC
 //! (`checkpoint`), all driven by [`Durability`] on one small tokio runtime of their own (the object
 //! store's calls are async; the S3 client needs tokio).
 //!
@@ -18,7 +18,7 @@ pub mod replay;
 mod schedule;
 pub mod snapshot;
 pub mod table;
-pub mod uploader;
+pub mod upload;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,8 +28,9 @@ use std::time::{Duration, Instant, SystemTime};
 use health::Health;
 use layout::{CHECKPOINT_PREFIX, WAL_PREFIX, parse_checkpoint_key, parse_wal_key};
 use schedule::{CheckpointSchedule, NewestCheckpoint};
-use uploader::UploaderConfig;
+use upload::{UploadError, UploaderConfig};
 
+use crate::actor::Supervisor;
 use crate::alarms::Alarms;
 use crate::config::ObjectStoreArgs;
 use crate::error::{Error, Result};
@@ -39,6 +40,16 @@ use crate::mvcc::Store;
 use crate::mvcc::store::{INITIAL_REVISION, LogPosition, ReadView};
 use crate::object::{DirStore, ObjectStore, S3Config, S3Credentials, S3Store};
 use crate::sequencer::{CommittedGroup, SUBSCRIBER_GROUPS_MAX, UploadStage};
+
+/// The durability tasks, as the supervisor names them.
+const SYNC_UPLOADER: &str = "the WAL uploader (sync)";
+const ASYNC_UPLOADER: &str = "the WAL uploader (async)";
+const CHECKPOINT_LOOP: &str = "the checkpoint loop";
+
+/// Whether the node began to stop (its shutdown signal was sent, or its sender is gone).
+fn node_stopping(shutdown: &tokio::sync::watch::Receiver<bool>) -> bool {
+    *shutdown.borrow() || shutdown.has_changed().is_err()
+}
 
 /// Threads of the durability runtime (uploads and downloads are I/O bound).
 const RUNTIME_THREADS: usize = 2;
@@ -357,19 +368,20 @@ impl Durability {
     /// Stores the encoded records from `first` through `last` as one WAL object of this term.
     async fn upload_tail_object(&self, first: LogPosition, last: LogPosition, bytes: Vec<u8>) -> Result<()> {
         let key = layout::wal_key(self.term, first.0, first.1);
-        uploader::store_object(self.store.as_ref(), &key, bytes, &self.stats, |e| {
+        upload::store_object(self.store.as_ref(), &key, bytes, &self.stats, |e| {
             tracing::warn!(error = %e, key, "WAL upload failed; retrying");
         })
-        .await
-        .map_err(Error::Storage)?;
+        .await?;
         self.local.set_uploaded_through(last)
     }
 
     /// Starts the uploader (and the checkpoint loop). In sync mode returns the stage the sequencer
-    /// hands groups to; in async mode, the subscription the committer sends committed groups to.
+    /// hands groups to; in async mode, the subscription the committer sends committed groups to. A
+    /// task that ends while the node runs is a fatal error, reported to `supervisor`.
     pub fn start(
         &mut self,
         shutdown: tokio::sync::watch::Receiver<bool>,
+        supervisor: &Supervisor,
     ) -> (Option<UploadStage>, Option<flume::Sender<Arc<CommittedGroup>>>) {
         let config = UploaderConfig {
             term: self.term,
@@ -383,18 +395,18 @@ impl Durability {
             let (to_uploader, input) = flume::unbounded();
             let (output, from_uploader) = flume::unbounded();
             let (outage, health) = crate::sequencer::store_health();
-            let task = uploader::run_sync(
+            let task = upload::run_sync(
                 self.store.clone(),
                 config,
-                uploader::SyncChannels { input, output, outage, shutdown: shutdown.clone() },
+                upload::SyncChannels { input, output, outage, shutdown: shutdown.clone() },
                 self.stats.clone(),
                 self.alarms.clone(),
             );
-            self.spawn_watched(health::WAL_UPLOADS, task);
+            self.spawn_watched(SYNC_UPLOADER, task, &shutdown, supervisor);
             (Some(UploadStage { to_uploader, from_uploader, health }), None)
         } else {
             let (tx, groups) = flume::bounded(SUBSCRIBER_GROUPS_MAX);
-            let task = uploader::run_async(
+            let task = upload::run_async(
                 self.store.clone(),
                 self.local.clone(),
                 config,
@@ -402,28 +414,36 @@ impl Durability {
                 self.stats.clone(),
                 self.alarms.clone(),
             );
-            self.spawn_watched(health::WAL_UPLOADS, task);
+            self.spawn_watched(ASYNC_UPLOADER, task, &shutdown, supervisor);
             (None, Some(tx))
         };
         if self.settings.checkpoint_interval.is_some() || self.settings.checkpoint_entries.is_some() {
-            self.spawn_watched(health::CHECKPOINTS, checkpoint_loop(self.checkpointer.clone(), shutdown));
+            let task = checkpoint_loop(self.checkpointer.clone(), shutdown.clone());
+            self.spawn_watched(CHECKPOINT_LOOP, task, &shutdown, supervisor);
         }
         (stage, subscription)
     }
 
-    /// Spawns a background task whose early end is reported loudly: a task that panicked no longer
-    /// does its work while the node goes on serving.
-    fn spawn_watched(&mut self, source: &'static str, task: impl Future<Output = ()> + Send + 'static) {
-        let alarms = self.alarms.clone();
+    /// Spawns a background task of the node. One that ends while the node runs (it failed, panicked,
+    /// or returned before the node began to stop) no longer does its work while the node goes on
+    /// serving: the supervisor stops the node with its error.
+    fn spawn_watched<E: Into<Error> + Send + 'static>(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = std::result::Result<(), E>> + Send + 'static,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
+        supervisor: &Supervisor,
+    ) {
+        let (supervisor, shutdown) = (supervisor.clone(), shutdown.clone());
         let task = self.runtime.spawn(task);
         self.tasks.push(self.runtime.spawn(async move {
-            if let Err(e) = task.await
-                && e.is_panic()
-            {
-                let error = format!("its task stopped ({e}); restart the node");
-                tracing::error!(source, "{error}");
-                alarms.set_error(source, Some(error));
-            }
+            let error = match task.await {
+                Ok(Ok(())) if node_stopping(&shutdown) => return,
+                Ok(Ok(())) => UploadError::EndedEarly.into(),
+                Ok(Err(e)) => e.into(),
+                Err(e) => UploadError::Panicked(e).into(),
+            };
+            supervisor.fail(name, error);
         }));
     }
 
@@ -539,7 +559,7 @@ impl Checkpointer {
 
 /// Checkpoints whenever the schedule says one is due (looked at first right away: a node that starts
 /// with one due writes it soon after start), until shutdown.
-async fn checkpoint_loop(checkpointer: Checkpointer, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+async fn checkpoint_loop(checkpointer: Checkpointer, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
     loop {
         let due = {
             let mut checkpointing = checkpointer.shared.lock().await;
@@ -561,7 +581,7 @@ async fn checkpoint_loop(checkpointer: Checkpointer, mut shutdown: tokio::sync::
         }
         tokio::select! {
             _ = tokio::time::sleep(CHECKPOINT_POLL) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
         }
     }
 }

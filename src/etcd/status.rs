@@ -52,6 +52,7 @@ pub fn to_status(error: Error) -> Status {
             return Status::new(Code::Unavailable, format!("etcdserver: {error}"));
         }
         Error::Storage(_)
+        | Error::Upload(_)
         | Error::Corrupt(_)
         | Error::Runtime(_)
         | Error::DataDir { .. }

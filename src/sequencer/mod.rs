@@ -238,11 +238,6 @@ impl StoreHealthReporter {
         let _ = self.changed.try_send(SequencerMessage::StoreHealthChanged);
         newly_failing
     }
-
-    /// Whether the store is failing now.
-    pub fn failing(&self) -> bool {
-        self.state.borrow().is_some()
-    }
 }
 
 impl StoreHealth {
