@@ -44,6 +44,8 @@ struct Running {
     metrics_port: Option<MetricsPort>,
     /// `--auto-compaction-*`, stopped first.
     auto_compactor: Option<AutoCompactor>,
+    /// The sequencer's thread, joined once it has answered the stop.
+    sequencer: std::thread::JoinHandle<()>,
 }
 
 /// The client port's sockets (one per core), closed if the node fails to start before the
@@ -228,12 +230,12 @@ impl Node {
             alarms,
             shutdown: shutdown_rx,
         };
+        let sequencer = sequencer.start()?;
         let executors = Executors::start(Plan {
             cores,
             listeners: listeners.map(Listeners::into_fds).unwrap_or_default(),
             routes: services.clone().routes(),
             http: crate::etcd::http::HttpFace::new(services.clone()),
-            sequencer,
             shards,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
             connections: ConnectionPolicy::new(&config),
@@ -243,8 +245,14 @@ impl Node {
         if let Some(port) = &metrics_port {
             port.serve_node(crate::etcd::http::HttpFace::new(services.clone()));
         }
-        let running =
-            Arc::new(Mutex::new(Some(Running { services, executors, durability, metrics_port, auto_compactor })));
+        let running = Arc::new(Mutex::new(Some(Running {
+            services,
+            executors,
+            durability,
+            metrics_port,
+            auto_compactor,
+            sequencer,
+        })));
         let (closing, closed) = flume::bounded(1);
         let (supervising, supervised) = flume::bounded(1);
         let watched = Arc::downgrade(&running);
@@ -481,10 +489,12 @@ impl Node {
 /// Stops a running node: refuses new connections, lets in-flight requests finish, commits and syncs
 /// everything accepted, and releases the data directory.
 async fn stop(running: Running) -> Result<()> {
-    let Running { services, executors, durability, metrics_port, auto_compactor } = running;
+    let Running { services, executors, durability, metrics_port, auto_compactor, sequencer } = running;
     drop(auto_compactor);
     executors.drain().await;
     services.sequencer.stop().await;
+    // It answered the stop as its last act: the join is immediate.
+    let _ = sequencer.join();
     executors.join().await;
     drop(services);
     if let Some(durability) = durability {
@@ -525,7 +535,8 @@ impl Drop for Node {
     fn drop(&mut self) {
         // Without `close`, stop in the background: every acknowledged write is already durable.
         if let Ok(mut running) = self.running.lock()
-            && let Some(Running { executors, services, durability, metrics_port, auto_compactor }) = running.take()
+            && let Some(Running { executors, services, durability, metrics_port, auto_compactor, sequencer: thread }) =
+                running.take()
         {
             drop(auto_compactor);
             drop(metrics_port);
@@ -533,6 +544,7 @@ impl Drop for Node {
             let sequencer = services.sequencer.clone();
             let stopper = std::thread::Builder::new().name("t4-close".into()).spawn(move || {
                 futures_lite::future::block_on(sequencer.stop());
+                let _ = thread.join();
                 if let Some(durability) = durability {
                     durability.close();
                 }

@@ -1,7 +1,7 @@
 //! Executors and placement: one glommio executor per core, each accepting on the shared listen port
-//! (SO_REUSEPORT) and serving the gRPC routes with hyper's HTTP/2 server. Core 0 also runs the
-//! sequencer. Shutdown: stop accepting, let in-flight requests finish (bounded by a grace period),
-//! report drained, then core 0 waits for the sequencer to stop.
+//! (SO_REUSEPORT) and serving the gRPC routes with hyper's HTTP/2 server, and running its core's
+//! shard. Shutdown: stop accepting, let in-flight requests finish (bounded by a grace period),
+//! report drained, then wait for the shard, which ends once committed groups stop coming.
 
 pub mod blocking;
 pub mod connection;
@@ -22,7 +22,6 @@ use crate::config::CONNECTION_WINDOW_BYTES;
 use crate::error::{Error, Result};
 use crate::etcd::http::HttpFace;
 use crate::etcd::status::FrameLimitCompat;
-use crate::sequencer::Sequencer;
 use crate::shard::ShardActor;
 use connection::{ConnectionPolicy, GuardedIo, RefusalLog};
 use hyper_io::{GlommioExecutor, GlommioTimer, HyperIo};
@@ -104,8 +103,6 @@ pub struct Plan {
     pub routes: Routes,
     /// What the same port answers to HTTP/1.1 clients (health, version, etcd's JSON gateway).
     pub http: HttpFace,
-    /// The sequencer, run on core 0.
-    pub sequencer: Sequencer,
     /// One shard actor per core, in core order.
     pub shards: Vec<ShardActor>,
     pub shutdown_grace: Duration,
@@ -132,7 +129,6 @@ impl Executors {
             mut listeners,
             routes,
             http,
-            sequencer,
             mut shards,
             shutdown_grace,
             connections,
@@ -143,7 +139,6 @@ impl Executors {
         let shutdown_rx = shutdown.subscribe();
         let (drained_tx, drained) = flume::unbounded();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut sequencer = Some(sequencer);
         let mut threads = Vec::with_capacity(cores);
         listeners.reverse();
         shards.reverse();
@@ -154,11 +149,9 @@ impl Executors {
             let http = http.clone();
             let shutdown = shutdown_rx.clone();
             let drained = drained_tx.clone();
-            let sequencer = if core == 0 { sequencer.take() } else { None };
             let placement = if cores <= cpus { Placement::Fixed(core) } else { Placement::Unbound };
             let main = move || async move {
                 CURRENT_CORE.with(|c| c.set(Some(core)));
-                let sequencer_task = sequencer.map(|s| glommio::spawn_local(s.run()));
                 let shard_task = glommio::spawn_local(shard.run(shutdown.clone()));
                 match listener {
                     // SAFETY: the fd is a listening socket bound for this core and owned by nobody else.
@@ -172,10 +165,7 @@ impl Executors {
                     }
                 }
                 let _ = drained.send(());
-                if let Some(task) = sequencer_task {
-                    task.await;
-                }
-                // The shard ends once the sequencer (on core 0) has stopped sending committed groups.
+                // The shard ends once the committer has stopped sending committed groups.
                 shard_task.await;
                 // Tasks still alive are dropped after this, outside the executor's run: what they
                 // leave behind (spawn_detached) must not be spawned onto it.

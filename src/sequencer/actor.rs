@@ -148,11 +148,13 @@ impl Sequencer {
         Ok((sequencer, SequencerHandle { mailbox: handle, limits }))
     }
 
-    /// Runs the actor on the current executor until it is stopped or every handle is gone.
-    pub async fn run(mut self) {
-        let inbox = self.inbox.take().expect("a sequencer runs once");
+    /// Runs the actor on a thread of its own (`t4-sequencer`) until it is stopped or every handle
+    /// is gone: evaluation reads fjall, sometimes at length (a DeleteRange over many keys, range
+    /// compares, a revoke of a lease with many keys), which must hold back no executor.
+    pub fn start(mut self) -> Result<std::thread::JoinHandle<()>> {
+        let inbox = self.inbox.take().expect("a sequencer starts once");
         let supervisor = self.supervisor.clone();
-        actor::run("sequencer", self, inbox, &supervisor, glommio::timer::sleep).await;
+        spawn("t4-sequencer", self, inbox, &supervisor)
     }
 
     /// Evaluates `first` and everything else waiting as one group and hands it on. Fails only if
@@ -199,11 +201,7 @@ impl Sequencer {
             refuse_all(proposals, || Error::StoreUnavailable(reason.clone()));
             return Ok(());
         }
-        let view = (|| {
-            fail::fail_point!("sequencer-read-view", |_| Err(Error::Storage("injected read view failure".into())));
-            self.store.read_view()
-        })();
-        let view = match view {
+        let view = match read_view(&self.store) {
             Ok(view) => view,
             Err(e) => {
                 refuse_all(proposals, || Error::Storage(e.to_string()));
@@ -281,6 +279,12 @@ const REPORTS: usize = 0;
 
 /// Where a group goes once its uploader or committer is gone (the node is stopping).
 const GROUPS_GONE: &str = "the committer stopped";
+
+/// The committed state the group is evaluated against.
+fn read_view(store: &Store) -> Result<crate::mvcc::store::ReadView> {
+    fail::fail_point!("sequencer-read-view", |_| Err(Error::Storage("injected read view failure".into())));
+    store.read_view()
+}
 
 fn refuse_all(proposals: Vec<(Proposal, Answer)>, error: impl Fn() -> Error) {
     for (_, answer) in proposals {

@@ -40,15 +40,9 @@ where
         supervisor.clone(),
     )
     .unwrap();
-    glommio::LocalExecutorBuilder::default()
-        .spawn(move || async move {
-            let actor = glommio::spawn_local(sequencer.run());
-            body(handle).await.stop().await;
-            actor.await;
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+    let thread = sequencer.start().unwrap();
+    futures_lite::future::block_on(async move { body(handle).await.stop().await });
+    thread.join().unwrap();
     scenario.teardown();
     supervisor
 }
