@@ -19,6 +19,7 @@ use crate::config::{Config, GRPC_OVERHEAD_BYTES};
 use crate::durability::{Durability, Settings, open_object_store};
 use crate::error::{Error, Result};
 use crate::etcd::Services;
+use crate::etcd::validate::Limits;
 use crate::metrics::Metrics;
 use crate::mvcc::{Store, VersionReader};
 use crate::object::{CountedStore, ObjectStore};
@@ -27,7 +28,7 @@ use crate::runtime::blocking::BlockingPool;
 use crate::runtime::connection::ConnectionPolicy;
 use crate::runtime::metrics_port::MetricsPort;
 use crate::runtime::{Executors, Plan, bind_listeners};
-use crate::sequencer::{Grouping, Limits, SUBSCRIBER_GROUPS_MAX, Sequencer, SpaceGuard};
+use crate::sequencer::{Grouping, SUBSCRIBER_GROUPS_MAX, Sequencer, SpaceGuard};
 use crate::shard::{ShardActor, ShardContext};
 use crate::types::{Event, KeyValue, Lease, LeaseStatus, Txn, TxnResponse, WatchOptions, prefix_end};
 
@@ -184,7 +185,6 @@ impl Node {
         subscribers.extend(upload_subscription);
         let (sequencer, handle) = Sequencer::new(
             store.clone(),
-            limits,
             Grouping { proposals_max: config.group_proposals_max, in_flight_max: groups_in_flight_max },
             subscribers,
             upload_stage,
@@ -225,6 +225,7 @@ impl Node {
             name: config.name.clone(),
             client_urls: config.client_urls(local_addr),
             max_request_bytes: config.max_request_bytes,
+            limits,
             shards: Arc::from(shard_handles),
             metrics,
             alarms,
@@ -283,7 +284,7 @@ impl Node {
     /// Puts `value` at `key`; returns the revision of the write.
     pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<i64> {
         let put = pb::PutRequest { key: key.into(), value: value.into(), ..Default::default() };
-        let resp = self.services()?.sequencer.put(put).await?;
+        let resp = self.services()?.put(put).await?;
         Ok(resp.header.map_or(0, |h| h.revision))
     }
 
@@ -291,7 +292,7 @@ impl Node {
     /// returns the revision of the write.
     pub async fn put_with_lease(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>, lease: i64) -> Result<i64> {
         let put = pb::PutRequest { key: key.into(), value: value.into(), lease, ..Default::default() };
-        let resp = self.services()?.sequencer.put(put).await?;
+        let resp = self.services()?.put(put).await?;
         Ok(resp.header.map_or(0, |h| h.revision))
     }
 
@@ -342,7 +343,7 @@ impl Node {
     /// Discards history below `revision`; reads below it then fail with [`Error::Compacted`].
     pub async fn compact(&self, revision: i64) -> Result<()> {
         let req = pb::CompactionRequest { revision, physical: false };
-        self.services()?.sequencer.compact(req).await.map(|_| ())
+        self.services()?.compact(req).await.map(|_| ())
     }
 
     /// The revision of the last committed write.

@@ -5,6 +5,7 @@ use tonic::{Request, Response, Status};
 
 use super::Services;
 use super::status::to_status;
+use super::validate::{self, check_range};
 use crate::mvcc::range;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::{
@@ -12,7 +13,6 @@ use crate::proto::etcdserverpb::{
     RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use crate::sequencer::eval;
-use crate::sequencer::validate::{self, check_range};
 
 impl Services {
     /// Answers a Range from a store snapshot.
@@ -31,7 +31,20 @@ impl Services {
 
     /// Deletes a key or a range of keys through the sequencer.
     pub async fn delete_range(&self, req: DeleteRangeRequest) -> crate::Result<DeleteRangeResponse> {
+        validate::validate_delete(&req, self.limits)?;
         self.sequencer.delete_range(req).await
+    }
+
+    /// Puts a key through the sequencer.
+    pub async fn put(&self, req: PutRequest) -> crate::Result<PutResponse> {
+        validate::validate_put(&req, self.limits)?;
+        self.sequencer.put(req).await
+    }
+
+    /// Compacts the history through the sequencer.
+    pub async fn compact(&self, req: CompactionRequest) -> crate::Result<CompactionResponse> {
+        validate::validate_size(&req, self.limits)?;
+        self.sequencer.compact(req).await
     }
 
     /// Runs a transaction. One that cannot write (no Put or DeleteRange in any branch) is answered
@@ -39,10 +52,11 @@ impl Services {
     /// does; the rest go through the sequencer.
     pub async fn txn(&self, txn: TxnRequest) -> crate::Result<TxnResponse> {
         if eval::is_read_only(&txn) {
-            validate::validate_txn(&txn, self.sequencer.limits())?;
+            validate::validate_txn(&txn, self.limits)?;
             let store = self.store.clone();
             return self.reads.run(move || eval::read_only_txn(&store.read_view()?, &txn)).await?;
         }
+        validate::validate_txn(&txn, self.limits)?;
         self.sequencer.txn(txn).await
     }
 }
@@ -56,7 +70,7 @@ impl Kv for Services {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let mut resp = self.sequencer.put(request.into_inner()).await.map_err(to_status)?;
+        let mut resp = Services::put(self, request.into_inner()).await.map_err(to_status)?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
     }
@@ -77,7 +91,7 @@ impl Kv for Services {
     }
 
     async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
-        let mut resp = self.sequencer.compact(request.into_inner()).await.map_err(to_status)?;
+        let mut resp = Services::compact(self, request.into_inner()).await.map_err(to_status)?;
         resp.header = self.header(resp.header);
         Ok(Response::new(resp))
     }

@@ -26,11 +26,13 @@ impl Services {
 
     /// Grants a lease (`id` 0: the node picks one).
     pub async fn lease_grant(&self, req: LeaseGrantRequest) -> crate::Result<LeaseGrantResponse> {
+        super::validate::validate_size(&req, self.limits)?;
         self.sequencer.lease_grant(req).await
     }
 
     /// Revokes a lease, deleting its keys in one revision.
     pub async fn lease_revoke(&self, req: LeaseRevokeRequest) -> crate::Result<LeaseRevokeResponse> {
+        super::validate::validate_size(&req, self.limits)?;
         self.sequencer.lease_revoke(req).await
     }
 

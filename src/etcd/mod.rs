@@ -16,6 +16,7 @@ mod lock;
 mod maintenance;
 pub mod status;
 pub(crate) mod txn_wire;
+pub mod validate;
 mod watch;
 
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub struct Services {
     /// The client URLs MemberList reports (`--advertise-client-urls`, or the listen address).
     pub client_urls: Vec<String>,
     pub max_request_bytes: usize,
+    /// What every write and range is validated against (`src/etcd/validate.rs`).
+    pub limits: validate::Limits,
     /// One handle per core's shard actor, in core order.
     pub shards: Arc<[ShardHandle]>,
     /// The node's alarms and standing errors (Maintenance reports them; writes check NOSPACE).

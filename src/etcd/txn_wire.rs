@@ -297,9 +297,8 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
+    use crate::etcd::validate::{Limits, validate_txn};
     use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-    use crate::sequencer::Limits;
-    use crate::sequencer::validate::validate_txn;
 
     fn varint_len(mut n: usize) -> usize {
         let mut len = 1;

@@ -11,7 +11,7 @@ use super::committer::{Committed, Committer, CompactJob, Compactor, PendingGroup
 use super::eval::{Evaluation, SequencerState};
 use super::leases::LeaseTable;
 use super::space::{SpaceGuard, grows_store, proposal_bytes};
-use super::{Answer, CommittedGroup, Grouping, Limits, Proposal, SequencerHandle, SequencerMessage, StoreHealth};
+use super::{Answer, CommittedGroup, Grouping, Proposal, SequencerHandle, SequencerMessage, StoreHealth};
 use super::{COMPACTOR_MAILBOX, MAILBOX, UploadStage};
 use crate::actor::{self, Actor, Flow, Inbox, Reply, Supervisor};
 use crate::alarms::Alarm;
@@ -66,7 +66,6 @@ impl Sequencer {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Store>,
-        limits: Limits,
         grouping: Grouping,
         subscribers: Vec<flume::Sender<Arc<CommittedGroup>>>,
         upload: Option<UploadStage>,
@@ -145,7 +144,7 @@ impl Sequencer {
             supervisor,
             threads,
         };
-        Ok((sequencer, SequencerHandle { mailbox: handle, limits }))
+        Ok((sequencer, SequencerHandle { mailbox: handle }))
     }
 
     /// Runs the actor on a thread of its own (`t4-sequencer`) until it is stopped or every handle

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Grouping, Limits, Sequencer, SequencerHandle, SpaceGuard};
+use super::{Grouping, Sequencer, SequencerHandle, SpaceGuard};
 use crate::actor::Supervisor;
 use crate::alarms::{Alarm, Alarms};
 use crate::error::Error;
@@ -27,19 +27,10 @@ where
 {
     let scenario = fail::FailScenario::setup();
     let supervisor = Supervisor::new();
-    let limits = Limits { max_request_bytes: 1 << 20, max_txn_ops: 128 };
     let grouping = Grouping { proposals_max: 16, in_flight_max: 2 };
-    let (sequencer, handle) = Sequencer::new(
-        store.clone(),
-        limits,
-        grouping,
-        Vec::new(),
-        None,
-        space,
-        Default::default(),
-        supervisor.clone(),
-    )
-    .unwrap();
+    let (sequencer, handle) =
+        Sequencer::new(store.clone(), grouping, Vec::new(), None, space, Default::default(), supervisor.clone())
+            .unwrap();
     let thread = sequencer.start().unwrap();
     futures_lite::future::block_on(async move { body(handle).await.stop().await });
     thread.join().unwrap();

@@ -16,12 +16,10 @@ mod eval_tests;
 mod failure_tests;
 pub mod leases;
 mod space;
-pub mod validate;
 
 pub use actor::Sequencer;
 pub use committer::PendingGroup;
 pub use space::SpaceGuard;
-pub use validate::Limits;
 
 use crate::actor::{Mailbox, Reply, WhenFull};
 use crate::error::{Error, Result};
@@ -137,13 +135,12 @@ pub enum SequencerMessage {
 #[derive(Clone)]
 pub struct SequencerHandle {
     mailbox: Mailbox<SequencerMessage>,
-    limits: Limits,
 }
 
 impl SequencerHandle {
-    /// Validates `proposal` and has the sequencer order it; `answer` builds the typed reply.
+    /// Has the sequencer order `proposal` (validated by the caller, `src/etcd/validate.rs`);
+    /// `answer` builds the typed reply.
     async fn propose<R>(&self, proposal: Proposal, answer: impl FnOnce(Reply<Result<R>>) -> Answer) -> Result<R> {
-        validate::validate(&proposal, self.limits)?;
         self.mailbox.ask(|reply| SequencerMessage::Propose(proposal, answer(reply))).await?
     }
 
@@ -184,11 +181,6 @@ impl SequencerHandle {
     /// How many proposals wait in the mailbox, read without holding it open (for `/metrics`).
     pub fn queue_depth(&self) -> impl Fn() -> usize + Send + Sync + 'static {
         self.mailbox.depth_probe()
-    }
-
-    /// The limits proposals are validated against.
-    pub fn limits(&self) -> Limits {
-        self.limits
     }
 
     /// Asks the sequencer to finish what is queued and stop; waits until it has.

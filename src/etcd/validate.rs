@@ -1,12 +1,12 @@
-//! Checks a proposal must pass before it reaches the sequencer, in etcd's order and with etcd's
-//! errors: empty keys, the `ignore_*` flags, op counts, request size, and puts/deletes of one key
-//! in one transaction.
+//! Checks a request must pass before it reaches the sequencer (or a read view), as etcd's gRPC layer
+//! makes them, in etcd's order and with etcd's errors: empty keys, the `ignore_*` flags, op counts,
+//! request size, and puts/deletes of one key in one transaction. Invariant: every write, from a
+//! client or the embedded API, passes here once, in `Services`.
 
 use std::collections::HashSet;
 
 use prost::Message;
 
-use super::Proposal;
 use crate::config::TXN_NESTED_LEVELS_MAX;
 use crate::error::{Error, Result};
 use crate::proto::etcdserverpb::request_op::Request;
@@ -21,23 +21,21 @@ pub struct Limits {
     pub max_txn_ops: usize,
 }
 
-/// Validates `proposal` as etcd's gRPC layer does before proposing it.
-pub fn validate(proposal: &Proposal, limits: Limits) -> Result<()> {
-    let encoded_len = match proposal {
-        Proposal::Put(r) => {
-            check_put(r)?;
-            r.encoded_len()
-        }
-        Proposal::DeleteRange(r) => {
-            check_delete(r)?;
-            r.encoded_len()
-        }
-        Proposal::Txn(r) => return validate_txn(r, limits),
-        Proposal::Compact(r) => r.encoded_len(),
-        Proposal::LeaseGrant(r) => r.encoded_len(),
-        Proposal::LeaseRevoke(r) => r.encoded_len(),
-    };
-    check_size(encoded_len, limits)
+/// Validates a put as etcd's gRPC layer does.
+pub fn validate_put(r: &PutRequest, limits: Limits) -> Result<()> {
+    check_put(r)?;
+    check_size(r.encoded_len(), limits)
+}
+
+/// Validates a delete as etcd's gRPC layer does.
+pub fn validate_delete(r: &DeleteRangeRequest, limits: Limits) -> Result<()> {
+    check_delete(r)?;
+    check_size(r.encoded_len(), limits)
+}
+
+/// Validates a write with no checks of its own (compaction, lease grant and revoke): its size.
+pub fn validate_size(r: &impl Message, limits: Limits) -> Result<()> {
+    check_size(r.encoded_len(), limits)
 }
 
 /// Validates a transaction as etcd's gRPC layer does (also for ones answered without the sequencer).
@@ -195,7 +193,7 @@ mod tests {
     }
     const LIMITS: Limits = Limits { max_request_bytes: 1 << 20, max_txn_ops: 4 };
     fn check(success: Vec<RequestOp>) -> Result<()> {
-        validate(&Proposal::Txn(TxnRequest { compare: vec![], success, failure: vec![] }), LIMITS)
+        validate_txn(&TxnRequest { compare: vec![], success, failure: vec![] }, LIMITS)
     }
 
     #[test]
@@ -224,10 +222,10 @@ mod tests {
         assert!(matches!(check(vec![put("")]), Err(Error::EmptyKey)));
         assert!(matches!(check(vec![RequestOp { request: None }]), Err(Error::KeyNotFound)));
         let p = PutRequest { key: "k".into(), value: "v".into(), ignore_value: true, ..Default::default() };
-        assert!(matches!(validate(&Proposal::Put(p), LIMITS), Err(Error::ValueProvided)));
+        assert!(matches!(validate_put(&p, LIMITS), Err(Error::ValueProvided)));
         let p = PutRequest { key: "k".into(), lease: 5, ignore_lease: true, ..Default::default() };
-        assert!(matches!(validate(&Proposal::Put(p), LIMITS), Err(Error::LeaseProvided)));
+        assert!(matches!(validate_put(&p, LIMITS), Err(Error::LeaseProvided)));
         let big = PutRequest { key: "k".into(), value: vec![0; 1 << 20], ..Default::default() };
-        assert!(matches!(validate(&Proposal::Put(big), LIMITS), Err(Error::RequestTooLarge)));
+        assert!(matches!(validate_put(&big, LIMITS), Err(Error::RequestTooLarge)));
     }
 }
