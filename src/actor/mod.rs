@@ -116,7 +116,8 @@ pub enum Flow {
 
 /// An actor's behaviour. The runner owns the loop; the actor only decides.
 pub trait Actor {
-    type Message;
+    /// What the actor reads; it crosses threads and tasks, so it borrows nothing.
+    type Message: 'static;
 
     /// Handles one message from the mailbox or an event source. An error is fatal: the runner
     /// records it with the supervisor (which stops the node) and ends the actor.
@@ -147,42 +148,115 @@ pub trait Actor {
     fn cleanup(self);
 }
 
-/// What an actor reads: its mailbox, and event sources of the same message type that are always
-/// read, and read first (replies of its own helpers, committed groups, signals). The end of an event
-/// source is not an event: it is read no more.
+/// What an actor reads: its mailbox, and event sources that are always read, and read first, in
+/// the order they were added (replies of its own helpers, committed groups, signals). A source ends
+/// when its senders are gone; its end is an event only if the source was given one
+/// ([`Inbox::with_source`]), and then it is read no more.
 pub struct Inbox<M> {
     pub mailbox: flume::Receiver<M>,
-    pub events: Vec<flume::Receiver<M>>,
+    events: Vec<Box<dyn EventSource<M> + Send>>,
 }
 
-impl<M> Inbox<M> {
+impl<M: 'static> Inbox<M> {
     pub fn new(mailbox: flume::Receiver<M>) -> Inbox<M> {
         Inbox { mailbox, events: Vec::new() }
     }
 
-    /// Adds an event source.
-    pub fn with_events(mut self, events: flume::Receiver<M>) -> Inbox<M> {
-        self.events.push(events);
+    /// Adds an event source of the actor's own messages; its end is no event.
+    pub fn with_events(self, events: flume::Receiver<M>) -> Inbox<M>
+    where
+        M: Send,
+    {
+        self.with_source(events, |message| message, None)
+    }
+
+    /// Adds an event source of another type: each item becomes a message through `map`, and the
+    /// source's end, if `ended` is given, is one last message.
+    pub fn with_source<T: Send + 'static>(
+        mut self,
+        events: flume::Receiver<T>,
+        map: fn(T) -> M,
+        ended: Option<fn() -> M>,
+    ) -> Inbox<M> {
+        self.events.push(Box::new(Mapped { receiver: events, map, ended }));
         self
     }
 
-    /// An event already queued, if any; drops sources that ended.
+    /// An event already queued, if any (an ended source's last message included); drops sources
+    /// that ended.
     fn queued_event(&mut self) -> Option<M> {
         let mut found = None;
         self.events.retain(|source| {
             if found.is_some() {
                 return true;
             }
-            match source.try_recv() {
-                Ok(event) => {
+            match source.try_next() {
+                Polled::Message(event) => {
                     found = Some(event);
                     true
                 }
-                Err(flume::TryRecvError::Empty) => true,
-                Err(flume::TryRecvError::Disconnected) => false,
+                Polled::Empty => true,
+                Polled::Ended(last) => {
+                    found = last;
+                    false
+                }
             }
         });
         found
+    }
+}
+
+/// What an event source had.
+enum Polled<M> {
+    Message(M),
+    Empty,
+    /// The source ended, with its last message if it has one.
+    Ended(Option<M>),
+}
+
+/// One source of events, whatever the type its channel carries.
+trait EventSource<M> {
+    fn try_next(&self) -> Polled<M>;
+
+    /// The next message; `None` once the source ended.
+    fn next(&self) -> std::pin::Pin<Box<dyn Future<Output = Option<M>> + '_>>;
+
+    /// Adds the source to a blocking wait; `index` is its place in the inbox.
+    fn select<'a>(&'a self, selector: flume::Selector<'a, Next<M>>, index: usize) -> flume::Selector<'a, Next<M>>;
+
+    /// The message the source's end is, if it is one.
+    fn ended(&self) -> Option<M>;
+}
+
+/// A channel of `T`, read as the actor's messages.
+struct Mapped<T, M> {
+    receiver: flume::Receiver<T>,
+    map: fn(T) -> M,
+    ended: Option<fn() -> M>,
+}
+
+impl<T: 'static, M: 'static> EventSource<M> for Mapped<T, M> {
+    fn try_next(&self) -> Polled<M> {
+        match self.receiver.try_recv() {
+            Ok(item) => Polled::Message((self.map)(item)),
+            Err(flume::TryRecvError::Empty) => Polled::Empty,
+            Err(flume::TryRecvError::Disconnected) => Polled::Ended(self.ended()),
+        }
+    }
+
+    fn next(&self) -> std::pin::Pin<Box<dyn Future<Output = Option<M>> + '_>> {
+        Box::pin(async move { self.receiver.recv_async().await.ok().map(self.map) })
+    }
+
+    fn select<'a>(&'a self, selector: flume::Selector<'a, Next<M>>, index: usize) -> flume::Selector<'a, Next<M>> {
+        let map = self.map;
+        selector.recv(&self.receiver, move |item| {
+            item.map_or(Next::EventSourceClosed(index), |item| Next::Message(map(item)))
+        })
+    }
+
+    fn ended(&self) -> Option<M> {
+        self.ended.map(|ended| ended())
     }
 }
 
@@ -208,7 +282,7 @@ pub fn run_blocking<A: Actor>(name: &str, mut actor: A, mut inbox: Inbox<A::Mess
                 let deadline = actor.next_tick().unwrap_or_else(|| Instant::now() + IDLE_WAIT_MAX);
                 let mut selector = flume::Selector::new();
                 for (index, source) in inbox.events.iter().enumerate() {
-                    selector = selector.recv(source, move |r| r.map_or(Next::EventSourceClosed(index), Next::Message));
+                    selector = source.select(selector, index);
                 }
                 if mailbox_open && actor.accepts() {
                     selector = selector.recv(&inbox.mailbox, |r| r.map_or(Next::MailboxClosed, Next::Message));
@@ -249,7 +323,7 @@ where
                     Box::pin(futures_lite::future::pending());
                 for (index, source) in inbox.events.iter().enumerate().rev() {
                     let event =
-                        async move { source.recv_async().await.map_or(Next::EventSourceClosed(index), Next::Message) };
+                        async move { source.next().await.map_or(Next::EventSourceClosed(index), Next::Message) };
                     next = Box::pin(futures_lite::future::or(event, next));
                 }
                 if accepting {
@@ -287,10 +361,10 @@ fn step<A: Actor>(
             *mailbox_open = false;
             actor.mailbox_closed()
         }
-        Next::EventSourceClosed(index) => {
-            inbox.events.remove(index);
-            Ok(Flow::Continue)
-        }
+        Next::EventSourceClosed(index) => match inbox.events.remove(index).ended() {
+            Some(last) => actor.handle(last),
+            None => Ok(Flow::Continue),
+        },
         Next::Tick => {
             let now = Instant::now();
             match actor.next_tick() {

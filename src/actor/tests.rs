@@ -155,3 +155,23 @@ fn a_thread_that_returns_an_error_is_a_fatal_failure() {
     let error: Error = fatal.into();
     assert!(error.to_string().contains("t4-test-failing failed: request timed out"), "{error}");
 }
+
+#[test]
+fn a_source_of_another_type_is_mapped_and_its_end_is_its_last_event() {
+    let (actor, seen) = counter(true);
+    let (mailbox, receiver) = mailbox(4, WhenFull::Wait);
+    let (numbers, source) = flume::unbounded::<u8>();
+    let supervisor = Supervisor::new();
+    let inbox = Inbox::new(receiver).with_source(source, |n| Count::Add(i64::from(n) * 10), Some(|| Count::Stop));
+    numbers.send(5).unwrap();
+    mailbox.tell_blocking(Count::Add(1)).unwrap();
+    let thread = std::thread::spawn({
+        let supervisor = supervisor.clone();
+        move || run_blocking("counter", actor, inbox, &supervisor)
+    });
+    assert_eq!(mailbox.ask_blocking(Count::Total).unwrap(), 51);
+    drop(numbers);
+    thread.join().unwrap();
+    assert_eq!(seen.recv().unwrap(), vec![50, 1], "mapped, read before the mailbox; its end stopped the actor");
+    assert!(supervisor.fatal().is_none());
+}
