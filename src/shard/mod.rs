@@ -21,6 +21,10 @@ mod outbox;
 mod requests;
 mod tick;
 mod watch;
+/// The watch model the integration tests share; it names the wire types through `proto` here.
+#[cfg(test)]
+#[allow(dead_code)] // the integration tests use parts the unit tests do not
+mod watch_model;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -38,6 +42,8 @@ pub use outbox::Outbox;
 use watch::{StreamId, WatchStream, WatcherKey};
 
 use crate::mvcc::Store;
+#[cfg(test)]
+use crate::proto;
 use crate::proto::etcdserverpb::{ResponseHeader, WatchRequest};
 use crate::runtime::blocking::BlockingPool;
 use crate::sequencer::{CommittedGroup, SequencerHandle};
