@@ -36,8 +36,8 @@ pub(super) enum ShardMessage {
     TimeToLive { id: i64, reply: Reply<(Option<LeaseTtl>, i64)> },
     /// A request a stream's client sent.
     StreamRequest { stream: StreamId, request: WatchRequest },
-    /// A stream's requests broke (or did not decode): the stream ends with this status.
-    StreamBroken { stream: StreamId, status: tonic::Status },
+    /// A stream's requests broke (or did not decode): the stream ends with this error.
+    StreamBroken { stream: StreamId, error: Error },
     /// A committed group.
     Group(Arc<CommittedGroup>),
     /// The committed groups ended (the sequencer stopped).
@@ -188,7 +188,7 @@ impl Actor for Shard {
                 reply.send((self.leases.time_to_live(id, Instant::now()), self.current));
             }
             ShardMessage::StreamRequest { stream, request } => self.handle_request(stream, request),
-            ShardMessage::StreamBroken { stream, status } => self.stream_broken(stream, status),
+            ShardMessage::StreamBroken { stream, error } => self.stream_broken(stream, error),
             ShardMessage::Group(group) => self.apply_group(&group),
             ShardMessage::GroupsEnded => {
                 if !*self.shutdown.borrow() {

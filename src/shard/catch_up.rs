@@ -10,7 +10,7 @@ use super::actor::ShardMessage;
 use super::sync::{HistoryBatch, HistoryRequest};
 use super::watch::StreamId;
 use crate::config::WATCH_CATCH_UP_BYTES_MAX;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::mvcc::range::key_value;
 use crate::mvcc::{KeySpan, RangeEnd, Store, VersionReader};
 
@@ -54,7 +54,7 @@ impl Shard {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::error!(error = %e, "watch catch-up cannot read the log");
-                stream.outbox.fail(crate::etcd::status::watch_history_unreadable(&e));
+                stream.outbox.fail(Error::WatchHistoryUnreadable(Box::new(e)));
                 self.close_stream(stream_id);
                 return;
             }

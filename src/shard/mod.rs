@@ -51,8 +51,9 @@ use crate::proto::etcdserverpb::WatchRequest;
 use crate::runtime::blocking::BlockingPool;
 use crate::sequencer::SequencerHandle;
 
-/// The requests of one watch stream (a gRPC stream, or an embedded caller's channel).
-pub type WatchRequests = Pin<Box<dyn Stream<Item = std::result::Result<WatchRequest, tonic::Status>> + Send>>;
+/// The requests of one watch stream (a gRPC stream, or an embedded caller's channel), as the etcd
+/// layer hands them over.
+pub type WatchRequests = Pin<Box<dyn Stream<Item = crate::Result<WatchRequest>> + Send>>;
 
 /// The shard that owns lease `id`.
 pub fn lease_owner(id: i64, shards: usize) -> usize {

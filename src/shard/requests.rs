@@ -12,6 +12,7 @@ use super::watch::{StreamId, WatchStream};
 use super::{Shard, WatchRequests};
 use crate::actor::Mailbox;
 use crate::config::WATCH_STREAM_BUFFER_BYTES;
+use crate::error::Error;
 use crate::proto::etcdserverpb::WatchRequest;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 
@@ -19,7 +20,7 @@ impl Shard {
     /// Serves a new stream: its state machine, and a task reading its requests.
     pub(super) fn open_stream(&mut self, requests: WatchRequests, outbox: Outbox) {
         if self.stopped {
-            outbox.fail(crate::etcd::status::to_status(crate::Error::Closed));
+            outbox.fail(Error::Closed);
             return;
         }
         let id = self.next_stream_id;
@@ -46,11 +47,11 @@ impl Shard {
         self.publish_watching();
     }
 
-    /// A stream whose requests broke ends with their status, as etcd ends it with grpc-go's
-    /// (closing it without one would report OK).
-    pub(super) fn stream_broken(&mut self, stream_id: StreamId, status: tonic::Status) {
+    /// A stream whose requests broke ends with their error (the etcd layer answers with their status,
+    /// as etcd ends it with grpc-go's; closing it without one would report OK).
+    pub(super) fn stream_broken(&mut self, stream_id: StreamId, error: Error) {
         if let Some(stream) = self.streams.get(&stream_id) {
-            stream.outbox.fail(status);
+            stream.outbox.fail(error);
             self.close_stream(stream_id);
         }
     }
@@ -73,7 +74,7 @@ async fn read_requests(
         let Some(next) = futures_lite::future::or(stop, next).await else { return };
         let message = match next {
             Some(Ok(request)) => ShardMessage::StreamRequest { stream, request },
-            Some(Err(status)) => ShardMessage::StreamBroken { stream, status },
+            Some(Err(error)) => ShardMessage::StreamBroken { stream, error },
             // A client that closes its sending side keeps its watches, as with etcd; the periodic
             // tick notices when it also stops listening.
             None => return,
