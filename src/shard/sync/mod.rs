@@ -13,6 +13,7 @@
 mod catch_up;
 mod live;
 
+/// Seeded random interleavings checked against etcd's guarantees.
 #[cfg(test)]
 mod simulation;
 #[cfg(test)]

@@ -7,8 +7,11 @@
 //! revision to the last revision sent, a compacted start canceled with the compact revision, and
 //! progress never ahead of the events sent.
 
-use std::collections::{BTreeMap, VecDeque};
+mod guarantees;
 
+use std::collections::VecDeque;
+
+use guarantees::{Client, Create, History};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -18,7 +21,7 @@ use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::{Event, KeyValue};
 use crate::shard::index::WatcherIndex;
 use crate::shard::watch::WatcherKey;
-use crate::shard::watch_model::{Model, key_space, mod_revision, random_watch, random_write, seen_by};
+use crate::shard::watch_model::{Model, key_space, random_watch, random_write};
 
 const SEEDS: u64 = 300;
 const STEPS: usize = 300;
@@ -65,15 +68,6 @@ impl Reached {
         self.fragments += other.fragments;
         self.progress += other.progress;
     }
-}
-
-/// A create request as the stream got it, and the world then.
-struct Create {
-    request: WatchCreateRequest,
-    current: i64,
-    compact: i64,
-    /// It names an id in use: etcd refuses it.
-    refused: bool,
 }
 
 /// One stream, its outbox and its client.
@@ -407,7 +401,8 @@ impl Sim {
     /// Checks what every client took against the model.
     fn check(&self) -> Result<(), String> {
         for (stream, s) in self.streams.iter().enumerate() {
-            Checker::new(self, s).check().map_err(|e| format!("stream {stream}: {e}"))?;
+            let history = History { events: &self.events, current: self.current(), compact: self.compact };
+            Client::new(history).check(&s.creates, &s.taken).map_err(|e| format!("stream {stream}: {e}"))?;
         }
         Ok(())
     }
@@ -425,189 +420,5 @@ fn log_event(event: &Event) -> LogEvent {
             lease: kv.lease,
         },
         false => LogEvent::Delete { key: kv.key.clone() },
-    }
-}
-
-/// How a watcher ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    Canceled,
-    Compacted(i64),
-}
-
-/// One watcher as its client saw it.
-struct Seen {
-    request: WatchCreateRequest,
-    /// Its first revision wanted.
-    start: i64,
-    /// The compact revision when it was created.
-    compact: i64,
-    /// The last revision it was sent events (or progress) up to.
-    last: i64,
-    /// Fragments of a response not yet whole.
-    fragments: Vec<Event>,
-    end: Option<End>,
-}
-
-/// Reads one stream's responses in order, as a client would, checking each.
-struct Checker<'a> {
-    sim: &'a Sim,
-    stream: &'a SimStream,
-    watchers: BTreeMap<i64, Seen>,
-}
-
-impl<'a> Checker<'a> {
-    fn new(sim: &'a Sim, stream: &'a SimStream) -> Checker<'a> {
-        Checker { sim, stream, watchers: BTreeMap::new() }
-    }
-
-    /// The events `w` should be sent at revisions in `(after, through]`.
-    fn expected(&self, w: &Seen, after: i64, through: i64) -> Vec<Event> {
-        let events: Vec<Event> = self
-            .sim
-            .events
-            .iter()
-            .filter(|e| mod_revision(e) > after && mod_revision(e) <= through && mod_revision(e) >= w.start)
-            .cloned()
-            .collect();
-        seen_by(&w.request, &events)
-    }
-
-    fn check(mut self) -> Result<(), String> {
-        let mut creates = self.stream.creates.iter();
-        let mut fragmenting: Option<i64> = None;
-        for (n, r) in self.stream.taken.iter().enumerate() {
-            let revision = r.header.as_ref().expect("a header").revision;
-            if let Some(id) = fragmenting
-                && id != r.watch_id
-            {
-                return Err(format!("response {n} for {} came between fragments of {id}", r.watch_id));
-            }
-            if r.created {
-                let create = creates.next().ok_or(format!("response {n}: created, but no create was sent"))?;
-                self.created(n, r, create)?;
-            } else if r.watch_id == -1 {
-                // A progress response for the stream: every live watcher has been sent all up to it.
-                for (id, w) in self.watchers.iter().filter(|(_, w)| w.end.is_none()) {
-                    let missing = self.expected(w, w.last, revision);
-                    if !missing.is_empty() {
-                        return Err(format!("response {n}: progress at {revision} before {id} was sent {missing:?}"));
-                    }
-                }
-            } else {
-                fragmenting = if r.fragment { Some(r.watch_id) } else { None };
-                self.watcher_response(n, r, revision)?;
-            }
-        }
-        if creates.next().is_some() {
-            return Err("a create was never answered".into());
-        }
-        let current = self.sim.current();
-        for (id, w) in &self.watchers {
-            if w.start < w.compact && w.end != Some(End::Canceled) && !matches!(w.end, Some(End::Compacted(_))) {
-                return Err(format!(
-                    "{id} started at compacted {} (compact {}) and was not canceled",
-                    w.start, w.compact
-                ));
-            }
-            if w.end.is_none() {
-                let missing = self.expected(w, w.last, current);
-                if !missing.is_empty() || !w.fragments.is_empty() {
-                    return Err(format!(
-                        "{id} (from {}) was never sent {missing:?} (sent through {})",
-                        w.start, w.last
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn created(&mut self, n: usize, r: &WatchResponse, create: &Create) -> Result<(), String> {
-        if r.canceled != create.refused {
-            return Err(format!("response {n}: create {:?} answered {r:?}", create.request));
-        }
-        if r.canceled {
-            return Ok(());
-        }
-        if r.header.as_ref().map(|h| h.revision) != Some(create.current) {
-            return Err(format!("response {n}: created at {} answered {r:?}", create.current));
-        }
-        if self.watchers.get(&r.watch_id).is_some_and(|w| w.end != Some(End::Canceled)) {
-            return Err(format!("response {n}: id {} given twice", r.watch_id));
-        }
-        let start = match create.request.start_revision {
-            0 => create.current + 1,
-            start => start,
-        };
-        let seen = Seen {
-            request: create.request.clone(),
-            start,
-            compact: create.compact,
-            last: start - 1,
-            fragments: Vec::new(),
-            end: None,
-        };
-        self.watchers.insert(r.watch_id, seen);
-        Ok(())
-    }
-
-    fn watcher_response(&mut self, n: usize, r: &WatchResponse, revision: i64) -> Result<(), String> {
-        let Some(w) = self.watchers.get(&r.watch_id) else {
-            return Err(format!("response {n} for unknown watcher {}", r.watch_id));
-        };
-        match (w.end, r.canceled, r.compact_revision) {
-            (Some(End::Canceled), ..) => return Err(format!("response {n} after {} was canceled: {r:?}", r.watch_id)),
-            (Some(End::Compacted(_)), true, 0) => {}
-            (Some(End::Compacted(_)), ..) => {
-                return Err(format!("response {n} after {} was compacted: {r:?}", r.watch_id));
-            }
-            _ => {}
-        }
-        if r.canceled && r.compact_revision != 0 {
-            let k = r.compact_revision;
-            if k <= w.start || k < w.last + 2 || k > self.sim.compact || revision != 0 {
-                return Err(format!(
-                    "response {n}: {} (from {}, sent through {}) canceled with compact revision {k} (header {revision})",
-                    r.watch_id, w.start, w.last
-                ));
-            }
-            self.watchers.get_mut(&r.watch_id).expect("looked up").end = Some(End::Compacted(k));
-            return Ok(());
-        }
-        if r.canceled {
-            self.watchers.get_mut(&r.watch_id).expect("looked up").end = Some(End::Canceled);
-            return Ok(());
-        }
-        if r.events.is_empty() {
-            // A progress notification: never ahead of the events sent.
-            let missing = self.expected(w, w.last, revision);
-            if !missing.is_empty() {
-                return Err(format!("response {n}: progress at {revision} for {} sent through {}", r.watch_id, w.last));
-            }
-            return Ok(());
-        }
-        let w = self.watchers.get_mut(&r.watch_id).expect("looked up");
-        w.fragments.extend(r.events.iter().cloned());
-        if r.fragment {
-            return Ok(());
-        }
-        let events = std::mem::take(&mut w.fragments);
-        let (first, last) = (mod_revision(&events[0]), mod_revision(&events[events.len() - 1]));
-        let (id, after) = (r.watch_id, w.last);
-        if first <= after || events.windows(2).any(|p| mod_revision(&p[0]) > mod_revision(&p[1])) || revision < last {
-            return Err(format!(
-                "response {n}: {id} sent through {after} got revisions {first}..={last} (header {revision})"
-            ));
-        }
-        let w = &self.watchers[&id];
-        let expected = self.expected(w, after, last);
-        if events != expected {
-            return Err(format!(
-                "response {n}: {id} got {events:?}\nfor revisions {after}..={last} instead of {expected:?}"
-            ));
-        }
-        self.watchers.get_mut(&id).expect("looked up").last = last;
-        Ok(())
     }
 }
