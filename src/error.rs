@@ -44,6 +44,13 @@ pub enum Error {
     /// A watch ended by the node, with the reason.
     #[error("watch canceled: {0}")]
     WatchCanceled(String),
+    /// A watch stream's catch-up cannot read the log: the stream ends (the node goes on).
+    #[error("watch history cannot be read: {0}")]
+    WatchHistoryUnreadable(Box<Error>),
+    /// A watch stream's requests broke (one did not decode, or the transport failed): the stream
+    /// ends with the transport's own status, which the etcd layer kept.
+    #[error("the watch stream's requests broke")]
+    WatchRequestsBroken,
     /// A write request larger than `max_request_bytes`.
     #[error("request is too large")]
     RequestTooLarge,

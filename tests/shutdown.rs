@@ -1,5 +1,6 @@
-//! Graceful shutdown under load: SIGTERM stops accepting, lets in-flight writes finish, syncs and
-//! exits 0; every acknowledged write is there after a restart.
+//! How `t4 run` stops. Gracefully under load: SIGTERM stops accepting, lets in-flight writes finish,
+//! syncs and exits 0; every acknowledged write is there after a restart. By itself when a part of the
+//! node cannot go on: it exits non-zero with that part's error.
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::Server;
+use common::{STARTUP_TIMEOUT, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_under_load_exits_zero_and_keeps_every_acknowledged_write() {
@@ -56,4 +57,18 @@ async fn sigterm_under_load_exits_zero_and_keeps_every_acknowledged_write() {
         let resp = client.get(key.as_str(), None).await.unwrap();
         assert_eq!(resp.kvs().first().map(|kv| kv.mod_revision()), Some(*revision), "{key} lost");
     }
+}
+
+#[test]
+fn a_shard_that_cannot_start_stops_t4_run_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::try_start_t4_env(dir.path(), &[], &[("FAILPOINTS", "shard-start=return")]);
+    let mut server = server.expect("t4 opens the node (the shards start on their cores after)");
+    let status = server.wait_exit(STARTUP_TIMEOUT).expect("t4 run stops by itself instead of serving without a shard");
+    assert!(!status.success(), "it exits with a failure: {status:?}");
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains("t4: error: the node stopped: shard") && stderr.contains("injected shard start failure"),
+        "the shard's error is on stderr: {stderr}"
+    );
 }

@@ -8,12 +8,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::Server;
-use common::watch_model::{Op, Writer, mod_revision, seen_by};
+use common::watch_model::{Op, Writer, key_space, mod_revision, prefix_end, random_watch, random_write, seen_by};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use t4::proto::etcdserverpb::kv_client::KvClient;
 use t4::proto::etcdserverpb::watch_client::WatchClient;
-use t4::proto::etcdserverpb::watch_create_request::FilterType;
 use t4::proto::etcdserverpb::watch_request::RequestUnion;
 use t4::proto::etcdserverpb::{PutRequest, WatchCreateRequest, WatchRequest, WatchResponse};
 use t4::proto::mvccpb::{Event, event::EventType};
@@ -70,17 +69,6 @@ fn create(request: WatchCreateRequest) -> WatchRequest {
     WatchRequest { request_union: Some(RequestUnion::CreateRequest(request)) }
 }
 
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
 fn revision(r: &WatchResponse) -> i64 {
     r.header.as_ref().expect("a watch response carries a header").revision
 }
@@ -120,114 +108,6 @@ impl Writer {
 const STREAMS: usize = 10;
 const CONNECTIONS: usize = 3;
 const WATCHES_PER_STREAM: usize = 100;
-
-/// The key space: `/f/X/Y/n` for X, Y in a..d and n in 0..8, and neighbours of the watched
-/// prefixes that no prefix watch may see.
-fn key_space() -> Vec<Vec<u8>> {
-    let mut keys = Vec::new();
-    for x in ["a", "b", "c", "d"] {
-        for y in ["a", "b", "c", "d"] {
-            for n in 0..8 {
-                keys.push(format!("/f/{x}/{y}/{n}").into_bytes());
-            }
-        }
-        keys.push(format!("/f/{x}").into_bytes()); // not under /f/X/
-        keys.push(format!("/f/{x}0").into_bytes()); // just past the prefix /f/X/
-    }
-    for key in ["/f", "/f0", "/e/z", "/g/a", "/f/", "/f/a/"] {
-        keys.push(key.as_bytes().to_vec());
-    }
-    keys
-}
-
-fn random_watch(
-    rng: &mut ChaCha8Rng,
-    keys: &[Vec<u8>],
-    past_revisions: std::ops::RangeInclusive<i64>,
-) -> WatchCreateRequest {
-    let letter = |rng: &mut ChaCha8Rng| ["a", "b", "c", "d"][rng.random_range(0..4)];
-    let prefix = |p: String| {
-        let end = prefix_end(p.as_bytes());
-        (p.into_bytes(), end)
-    };
-    let (key, range_end) = match rng.random_range(0..8) {
-        0 => prefix("/f/".to_string()),
-        1 => prefix(format!("/f/{}/", letter(rng))),
-        2 => prefix(format!("/f/{}/{}/", letter(rng), letter(rng))),
-        3 => (keys[rng.random_range(0..keys.len())].clone(), Vec::new()),
-        4 => {
-            let (x, y) = (letter(rng), letter(rng));
-            let (i, j) = (rng.random_range(0..7), rng.random_range(1..9));
-            let (i, j) = if i < j { (i, j) } else { (j, i + 1) };
-            (format!("/f/{x}/{y}/{i}").into_bytes(), format!("/f/{x}/{y}/{j}").into_bytes())
-        }
-        5 => {
-            let (i, j) = (rng.random_range(0..3u8), rng.random_range(1..4u8));
-            let (i, j) = if i < j { (i, j) } else { (j, i + 1) };
-            (format!("/f/{}/", (b'a' + i) as char).into_bytes(), format!("/f/{}/", (b'a' + j) as char).into_bytes())
-        }
-        6 => (keys[rng.random_range(0..keys.len())].clone(), vec![0]),
-        _ => (vec![0], vec![0]),
-    };
-    let filters = match rng.random_range(0..10) {
-        0 => vec![FilterType::Noput as i32],
-        1 => vec![FilterType::Nodelete as i32],
-        _ => Vec::new(),
-    };
-    let start_revision = if rng.random_range(0..3) == 0 { rng.random_range(past_revisions) } else { 0 };
-    WatchCreateRequest {
-        key,
-        range_end,
-        start_revision,
-        filters,
-        prev_kv: rng.random_range(0..10) < 3,
-        ..Default::default()
-    }
-}
-
-fn random_write(rng: &mut ChaCha8Rng, keys: &[Vec<u8>], i: usize) -> Vec<Op> {
-    let key = |rng: &mut ChaCha8Rng| keys[rng.random_range(0..keys.len())].clone();
-    let value = |i: usize, j: usize| format!("v{i}.{j}").into_bytes();
-    match rng.random_range(0..20) {
-        0..11 => vec![Op::Put(key(rng), value(i, 0))],
-        11..14 => vec![Op::Delete(key(rng), Vec::new())],
-        14..16 => {
-            let from = key(rng);
-            let range_end = match rng.random_range(0..3) {
-                0 => prefix_end(&from),
-                1 => {
-                    let mut end = from.clone();
-                    end.push(b'5');
-                    end
-                }
-                _ => match key(rng) {
-                    to if to > from => to,
-                    _ => prefix_end(&from),
-                },
-            };
-            vec![Op::Delete(from, range_end)]
-        }
-        _ => {
-            // A txn over distinct keys (etcd refuses a txn whose puts overlap its deletes).
-            let mut chosen: Vec<Vec<u8>> = Vec::new();
-            while chosen.len() < rng.random_range(2..7) {
-                let k = key(rng);
-                if !chosen.contains(&k) {
-                    chosen.push(k);
-                }
-            }
-            chosen
-                .into_iter()
-                .enumerate()
-                .map(
-                    |(j, k)| {
-                        if rng.random_range(0..4) == 0 { Op::Delete(k, Vec::new()) } else { Op::Put(k, value(i, j)) }
-                    },
-                )
-                .collect()
-        }
-    }
-}
 
 /// What one stream's reader hands back: each watch's responses.
 type Received = HashMap<i64, Vec<WatchResponse>>;

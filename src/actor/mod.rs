@@ -116,7 +116,8 @@ pub enum Flow {
 
 /// An actor's behaviour. The runner owns the loop; the actor only decides.
 pub trait Actor {
-    type Message;
+    /// What the actor reads; it crosses threads and tasks, so it borrows nothing.
+    type Message: 'static;
 
     /// Handles one message from the mailbox or an event source. An error is fatal: the runner
     /// records it with the supervisor (which stops the node) and ends the actor.
@@ -138,11 +139,6 @@ pub trait Actor {
         Ok(Flow::Continue)
     }
 
-    /// Event source `index` (in the order they were added) ended: every sender is gone.
-    fn event_source_closed(&mut self, _index: usize) -> Result<Flow> {
-        Ok(Flow::Continue)
-    }
-
     /// Every sender of the mailbox is gone: what now.
     fn mailbox_closed(&mut self) -> Result<Flow> {
         Ok(Flow::Stop)
@@ -152,49 +148,115 @@ pub trait Actor {
     fn cleanup(self);
 }
 
-/// What an actor reads: its mailbox, and event sources of the same message type that are always
-/// read, and read first (replies of its own helpers, committed groups, signals). A source that
-/// ends is read no more, and the actor is told ([`Actor::event_source_closed`]).
+/// What an actor reads: its mailbox, and event sources that are always read, and read first, in
+/// the order they were added (replies of its own helpers, committed groups, signals). A source ends
+/// when its senders are gone; its end is an event only if the source was given one
+/// ([`Inbox::with_source`]), and then it is read no more.
 pub struct Inbox<M> {
     pub mailbox: flume::Receiver<M>,
-    /// Each source with the index the actor knows it by.
-    events: Vec<(usize, flume::Receiver<M>)>,
-    /// Sources that ended and that the actor has not been told of yet.
-    ended: Vec<usize>,
+    events: Vec<Box<dyn EventSource<M> + Send>>,
 }
 
-impl<M> Inbox<M> {
+impl<M: 'static> Inbox<M> {
     pub fn new(mailbox: flume::Receiver<M>) -> Inbox<M> {
-        Inbox { mailbox, events: Vec::new(), ended: Vec::new() }
+        Inbox { mailbox, events: Vec::new() }
     }
 
-    /// Adds an event source.
-    pub fn with_events(mut self, events: flume::Receiver<M>) -> Inbox<M> {
-        self.events.push((self.events.len() + self.ended.len(), events));
+    /// Adds an event source of the actor's own messages; its end is no event.
+    pub fn with_events(self, events: flume::Receiver<M>) -> Inbox<M>
+    where
+        M: Send,
+    {
+        self.with_source(events, |message| message, None)
+    }
+
+    /// Adds an event source of another type: each item becomes a message through `map`, and the
+    /// source's end, if `ended` is given, is one last message.
+    pub fn with_source<T: Send + 'static>(
+        mut self,
+        events: flume::Receiver<T>,
+        map: fn(T) -> M,
+        ended: Option<fn() -> M>,
+    ) -> Inbox<M> {
+        self.events.push(Box::new(Mapped { receiver: events, map, ended }));
         self
     }
 
-    /// An event already queued, if any; drops sources that ended.
+    /// An event already queued, if any (an ended source's last message included); drops sources
+    /// that ended.
     fn queued_event(&mut self) -> Option<M> {
         let mut found = None;
-        let ended = &mut self.ended;
-        self.events.retain(|(index, source)| {
+        self.events.retain(|source| {
             if found.is_some() {
                 return true;
             }
-            match source.try_recv() {
-                Ok(event) => {
+            match source.try_next() {
+                Polled::Message(event) => {
                     found = Some(event);
                     true
                 }
-                Err(flume::TryRecvError::Empty) => true,
-                Err(flume::TryRecvError::Disconnected) => {
-                    ended.push(*index);
+                Polled::Empty => true,
+                Polled::Ended(last) => {
+                    found = last;
                     false
                 }
             }
         });
         found
+    }
+}
+
+/// What an event source had.
+enum Polled<M> {
+    Message(M),
+    Empty,
+    /// The source ended, with its last message if it has one.
+    Ended(Option<M>),
+}
+
+/// One source of events, whatever the type its channel carries.
+trait EventSource<M> {
+    fn try_next(&self) -> Polled<M>;
+
+    /// The next message; `None` once the source ended.
+    fn next(&self) -> std::pin::Pin<Box<dyn Future<Output = Option<M>> + '_>>;
+
+    /// Adds the source to a blocking wait; `index` is its place in the inbox.
+    fn select<'a>(&'a self, selector: flume::Selector<'a, Next<M>>, index: usize) -> flume::Selector<'a, Next<M>>;
+
+    /// The message the source's end is, if it is one.
+    fn ended(&self) -> Option<M>;
+}
+
+/// A channel of `T`, read as the actor's messages.
+struct Mapped<T, M> {
+    receiver: flume::Receiver<T>,
+    map: fn(T) -> M,
+    ended: Option<fn() -> M>,
+}
+
+impl<T: 'static, M: 'static> EventSource<M> for Mapped<T, M> {
+    fn try_next(&self) -> Polled<M> {
+        match self.receiver.try_recv() {
+            Ok(item) => Polled::Message((self.map)(item)),
+            Err(flume::TryRecvError::Empty) => Polled::Empty,
+            Err(flume::TryRecvError::Disconnected) => Polled::Ended(self.ended()),
+        }
+    }
+
+    fn next(&self) -> std::pin::Pin<Box<dyn Future<Output = Option<M>> + '_>> {
+        Box::pin(async move { self.receiver.recv_async().await.ok().map(self.map) })
+    }
+
+    fn select<'a>(&'a self, selector: flume::Selector<'a, Next<M>>, index: usize) -> flume::Selector<'a, Next<M>> {
+        let map = self.map;
+        selector.recv(&self.receiver, move |item| {
+            item.map_or(Next::EventSourceClosed(index), |item| Next::Message(map(item)))
+        })
+    }
+
+    fn ended(&self) -> Option<M> {
+        self.ended.map(|ended| ended())
     }
 }
 
@@ -216,13 +278,11 @@ pub fn run_blocking<A: Actor>(name: &str, mut actor: A, mut inbox: Inbox<A::Mess
     let outcome: Result<()> = loop {
         let next = match inbox.queued_event() {
             Some(event) => Next::Message(event),
-            None if !inbox.ended.is_empty() => Next::EventSourceClosed(inbox.ended.remove(0)),
             None => {
                 let deadline = actor.next_tick().unwrap_or_else(|| Instant::now() + IDLE_WAIT_MAX);
                 let mut selector = flume::Selector::new();
-                for (index, source) in &inbox.events {
-                    let index = *index;
-                    selector = selector.recv(source, move |r| r.map_or(Next::EventSourceClosed(index), Next::Message));
+                for (index, source) in inbox.events.iter().enumerate() {
+                    selector = source.select(selector, index);
                 }
                 if mailbox_open && actor.accepts() {
                     selector = selector.recv(&inbox.mailbox, |r| r.map_or(Next::MailboxClosed, Next::Message));
@@ -253,7 +313,6 @@ where
     let outcome: Result<()> = loop {
         let next = match inbox.queued_event() {
             Some(event) => Next::Message(event),
-            None if !inbox.ended.is_empty() => Next::EventSourceClosed(inbox.ended.remove(0)),
             None => {
                 let wait = actor
                     .next_tick()
@@ -262,10 +321,9 @@ where
                 // Biased: events, then the mailbox, then the timer (a due tick never starves messages).
                 let mut next: std::pin::Pin<Box<dyn Future<Output = Next<A::Message>> + '_>> =
                     Box::pin(futures_lite::future::pending());
-                for (index, source) in inbox.events.iter().rev() {
-                    let index = *index;
+                for (index, source) in inbox.events.iter().enumerate().rev() {
                     let event =
-                        async move { source.recv_async().await.map_or(Next::EventSourceClosed(index), Next::Message) };
+                        async move { source.next().await.map_or(Next::EventSourceClosed(index), Next::Message) };
                     next = Box::pin(futures_lite::future::or(event, next));
                 }
                 if accepting {
@@ -303,10 +361,10 @@ fn step<A: Actor>(
             *mailbox_open = false;
             actor.mailbox_closed()
         }
-        Next::EventSourceClosed(index) => {
-            inbox.events.retain(|(source, _)| *source != index);
-            actor.event_source_closed(index)
-        }
+        Next::EventSourceClosed(index) => match inbox.events.remove(index).ended() {
+            Some(last) => actor.handle(last),
+            None => Ok(Flow::Continue),
+        },
         Next::Tick => {
             let now = Instant::now();
             match actor.next_tick() {

@@ -43,12 +43,6 @@ impl Actor for Counter {
         self.accepting
     }
 
-    /// Noted as minus one thousand and the source's index.
-    fn event_source_closed(&mut self, index: usize) -> Result<Flow> {
-        self.seen.push(-1000 - index as i64);
-        Ok(Flow::Continue)
-    }
-
     fn next_tick(&self) -> Option<Instant> {
         self.tick_at
     }
@@ -163,22 +157,21 @@ fn a_thread_that_returns_an_error_is_a_fatal_failure() {
 }
 
 #[test]
-fn an_event_source_that_ends_is_reported_once_after_its_last_event() {
+fn a_source_of_another_type_is_mapped_and_its_end_is_its_last_event() {
     let (actor, seen) = counter(true);
     let (mailbox, receiver) = mailbox(4, WhenFull::Wait);
-    let (first, first_source) = flume::unbounded();
-    let (second, second_source) = flume::unbounded();
-    first.send(Count::Add(1)).unwrap();
-    drop(first);
-    second.send(Count::Add(2)).unwrap();
-    mailbox.tell_blocking(Count::Stop).unwrap();
+    let (numbers, source) = flume::unbounded::<u8>();
     let supervisor = Supervisor::new();
-    run_blocking(
-        "counter",
-        actor,
-        Inbox::new(receiver).with_events(first_source).with_events(second_source),
-        &supervisor,
-    );
-    assert_eq!(seen.recv().unwrap(), vec![1, 2, -1000], "source 0 ended after its event; source 1 is still open");
-    drop(second);
+    let inbox = Inbox::new(receiver).with_source(source, |n| Count::Add(i64::from(n) * 10), Some(|| Count::Stop));
+    numbers.send(5).unwrap();
+    mailbox.tell_blocking(Count::Add(1)).unwrap();
+    let thread = std::thread::spawn({
+        let supervisor = supervisor.clone();
+        move || run_blocking("counter", actor, inbox, &supervisor)
+    });
+    assert_eq!(mailbox.ask_blocking(Count::Total).unwrap(), 51);
+    drop(numbers);
+    thread.join().unwrap();
+    assert_eq!(seen.recv().unwrap(), vec![50, 1], "mapped, read before the mailbox; its end stopped the actor");
+    assert!(supervisor.fatal().is_none());
 }

@@ -51,6 +51,11 @@ pub fn to_status(error: Error) -> Status {
         Error::StoreUnavailable(_) => {
             return Status::new(Code::Unavailable, format!("etcdserver: {error}"));
         }
+        Error::WatchHistoryUnreadable(source) => {
+            return Status::new(Code::Unavailable, format!("etcdserver: {source}"));
+        }
+        // `open_watch` answers with the requests' own status; this only if it was lost.
+        Error::WatchRequestsBroken => (Code::Internal, "t4: the watch stream's requests broke"),
         Error::Storage(_)
         | Error::Upload(_)
         | Error::Corrupt(_)
@@ -118,11 +123,6 @@ pub fn unimplemented_message(path: &str, message: &str, served_services: &[&str]
 /// grpc.health.v1's answer for a service it does not know.
 pub fn health_service_unknown() -> Status {
     Status::new(Code::NotFound, "unknown service")
-}
-
-/// A watch stream whose catch-up cannot read the log: the stream ends with this.
-pub fn watch_history_unreadable(error: &Error) -> Status {
-    Status::new(Code::Unavailable, format!("etcdserver: {error}"))
 }
 
 /// A gateway stream's request that grew past the request limit (grpc-go's words, without sizes).

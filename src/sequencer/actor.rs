@@ -123,7 +123,11 @@ impl Sequencer {
         };
         threads.push(spawn("t4-committer", committer, Inbox::new(committer_input), &supervisor)?);
 
-        let mut inbox = Inbox::new(mailbox.clone()).with_events(report_source);
+        let mut inbox = Inbox::new(mailbox.clone()).with_source(
+            report_source,
+            |report| report,
+            Some(|| SequencerMessage::CommitterStopped),
+        );
         if let Some(health) = &health {
             inbox = inbox.with_events(health.changes());
         }
@@ -170,7 +174,11 @@ impl Sequencer {
                     self.stop_requested(Some(reply));
                     break;
                 }
-                Ok(SequencerMessage::Committed(_) | SequencerMessage::StoreHealthChanged) => {
+                Ok(
+                    SequencerMessage::Committed(_)
+                    | SequencerMessage::StoreHealthChanged
+                    | SequencerMessage::CommitterStopped,
+                ) => {
                     unreachable!("events come from event sources, never the mailbox")
                 }
                 Err(_) => break,
@@ -273,9 +281,6 @@ impl Sequencer {
     }
 }
 
-/// The index of the committer's reports among the sequencer's event sources (added first).
-const REPORTS: usize = 0;
-
 /// Where a group goes once its uploader or committer is gone (the node is stopping).
 const GROUPS_GONE: &str = "the committer stopped";
 
@@ -303,6 +308,13 @@ impl Actor for Sequencer {
             SequencerMessage::Committed(report) => self.finish_group(report),
             // Read by `accepts` and `start_group`; the event only wakes the actor.
             SequencerMessage::StoreHealthChanged => {}
+            // The committer stopped (its input closed: the uploader gave up): the groups still out
+            // will never be reported, and were never acknowledged.
+            SequencerMessage::CommitterStopped => {
+                while !self.in_flight.is_empty() {
+                    self.finish_group(Committed::Failed(Arc::new(Error::Runtime(GROUPS_GONE.into()))));
+                }
+            }
         }
         Ok(self.flow())
     }
@@ -311,17 +323,6 @@ impl Actor for Sequencer {
     /// refused at once (see `start_group`) rather than left waiting.
     fn accepts(&self) -> bool {
         !self.stopping && (self.in_flight.len() < self.groups_in_flight_max || self.outage().is_some())
-    }
-
-    /// The committer's reports ended (it stopped: its input closed, the uploader gave up): the
-    /// groups still out will never be reported, and were never acknowledged.
-    fn event_source_closed(&mut self, index: usize) -> Result<Flow> {
-        if index == REPORTS {
-            while !self.in_flight.is_empty() {
-                self.finish_group(Committed::Failed(Arc::new(Error::Runtime(GROUPS_GONE.into()))));
-            }
-        }
-        Ok(self.flow())
     }
 
     fn mailbox_closed(&mut self) -> Result<Flow> {

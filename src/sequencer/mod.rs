@@ -129,6 +129,8 @@ pub enum SequencerMessage {
     Committed(committer::Committed),
     /// Event: the object store's health changed (sync upload).
     StoreHealthChanged,
+    /// Event: the committer's reports ended (it stopped).
+    CommitterStopped,
 }
 
 /// A cloneable, `Send` handle to the sequencer: one typed method per kind of write.

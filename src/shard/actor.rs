@@ -1,35 +1,55 @@
-//! The shard's lifecycle and mailbox: `ShardHandle` (what other cores hold), `ShardActor::run`
-//! (the loop on its core) and the messages between them. Invariants: every committed group queued
-//! is applied before a message is handled, so a request sees every write acknowledged before it;
-//! once stopped, every stream is closed and no new one is served.
+//! The shard's lifecycle and messages: `ShardHandle` (what other cores hold), `ShardActor::run` (the
+//! shard on its core, on the actor runner) and what the shard reads. Invariants: committed groups are
+//! the shard's first event source, so every group queued is applied before any other message; once
+//! stopped, every stream is closed and no new one is served; a shard that cannot start, or whose
+//! groups end before the node shuts down, reports to the supervisor.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::catch_up::HistoryRead;
 use super::index::WatcherIndex;
 use super::leases::LeaseTimers;
-use super::watch::{StreamId, WatchStream};
-use super::{LeaseTtl, Outbox, Shard, ShardContext, ShardState, WatchRequests, lease_owner};
-use crate::actor::{self, Mailbox, Reply, WhenFull};
-use crate::error::Result;
+use super::watch::StreamId;
+use super::{LeaseTtl, Outbox, Shard, ShardContext, WatchRequests, lease_owner};
+use crate::actor::{self, Actor, Flow, Inbox, Mailbox, Reply, WhenFull};
+use crate::config::LEASE_TICK_MS;
+use crate::error::{Error, Result};
 use crate::mvcc::VersionReader;
+use crate::proto::etcdserverpb::WatchRequest;
 use crate::sequencer::CommittedGroup;
 
-/// Requests queued for a shard at most; a full mailbox makes handlers wait (backpressure: a shard
-/// answers without waiting on anything, so the wait is short).
+/// Requests queued for a shard at most; a full mailbox makes handlers (and the tasks reading watch
+/// streams) wait: backpressure, and a shard answers without waiting on anything, so the wait is short.
 const MAILBOX_CAPACITY: usize = 4096;
 const WHEN_FULL: WhenFull = WhenFull::Wait;
 
-enum ShardMessage {
+/// What a shard reads: its mailbox (the first three, and the requests of its streams) and its event
+/// sources (committed groups first, then its helpers' reports).
+pub(super) enum ShardMessage {
     /// Serve a new watch stream.
     OpenStream { requests: WatchRequests, outbox: Outbox },
     /// Renew a lease: its TTL, or `None` if it does not exist (or expired); and the revision.
     KeepAlive { id: i64, reply: Reply<(Option<i64>, i64)> },
     /// A lease's TTLs, or `None` if it does not exist; and the revision.
     TimeToLive { id: i64, reply: Reply<(Option<LeaseTtl>, i64)> },
+    /// A request a stream's client sent.
+    StreamRequest { stream: StreamId, request: WatchRequest },
+    /// A stream's requests broke (or did not decode): the stream ends with this error.
+    StreamBroken { stream: StreamId, error: Error },
+    /// A committed group.
+    Group(Arc<CommittedGroup>),
+    /// The committed groups ended (the sequencer stopped).
+    GroupsEnded,
+    /// The node is shutting down.
+    Shutdown,
+    /// A catch-up read of the log finished.
+    HistoryRead { stream: StreamId, read: HistoryRead },
+    /// A stream's client took responses (or the catch-up waited long enough).
+    ClientDrained { stream: StreamId },
+    /// A proposed revoke of an expired lease failed.
+    RevokeFailed { id: i64, error: Error },
 }
 
 /// A cloneable, `Send` handle to one shard.
@@ -59,7 +79,8 @@ impl ShardHandle {
 pub struct ShardActor {
     index: usize,
     shards: usize,
-    mailbox: flume::Receiver<ShardMessage>,
+    mailbox: Mailbox<ShardMessage>,
+    inbox: flume::Receiver<ShardMessage>,
     groups: flume::Receiver<Arc<CommittedGroup>>,
     context: ShardContext,
 }
@@ -72,59 +93,39 @@ impl ShardActor {
         groups: flume::Receiver<Arc<CommittedGroup>>,
         context: ShardContext,
     ) -> (ShardActor, ShardHandle) {
-        let (handle, mailbox) = actor::mailbox(MAILBOX_CAPACITY, WHEN_FULL);
-        (ShardActor { index, shards, mailbox, groups, context }, ShardHandle { mailbox: handle })
+        let (mailbox, inbox) = actor::mailbox(MAILBOX_CAPACITY, WHEN_FULL);
+        let handle = ShardHandle { mailbox: mailbox.clone() };
+        (ShardActor { index, shards, mailbox, inbox, groups, context }, handle)
     }
 
     /// Runs the shard on the current executor until the node stops: `shutdown` closes every watch
-    /// stream; the end of the committed-group channel (the sequencer stopped) ends the actor.
-    pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let ShardActor { index, shards, mailbox, groups, context } = self;
+    /// stream; the end of the committed groups (the sequencer stopped) ends the actor.
+    pub async fn run(self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let ShardActor { index, shards, mailbox, inbox, groups, context } = self;
+        let name = format!("shard {index}");
         let supervisor = context.supervisor.clone();
-        let shard = match Shard::start(index, shards, groups.clone(), context) {
+        // Helpers report at most one catch-up step per stream, the revokes of one tick and the
+        // shutdown at a time: unbounded, but bounded by what the shard asked for.
+        let (helpers, reports) = flume::unbounded();
+        let shard = match Shard::start(index, shards, context, shutdown.clone(), mailbox, helpers.clone()) {
             Ok(shard) => shard,
             Err(e) => {
-                supervisor.fail(&format!("shard {index}"), e);
+                supervisor.fail(&name, e);
                 return;
             }
         };
-        let ticker = glommio::spawn_local(shard.clone().tick());
-        let mut mailbox_open = true;
-        loop {
-            enum Next {
-                Group(Option<Arc<CommittedGroup>>),
-                Message(Option<ShardMessage>),
-                Shutdown,
-            }
-            let stopped = shard.0.borrow().stopped;
-            let group = async { Next::Group(groups.recv_async().await.ok()) };
-            let message = async {
-                if !mailbox_open {
-                    return futures_lite::future::pending().await;
-                }
-                Next::Message(mailbox.recv_async().await.ok())
-            };
-            let stop_requested = async {
-                if stopped || shutdown.wait_for(|stop| *stop).await.is_err() {
-                    return futures_lite::future::pending().await;
-                }
-                Next::Shutdown
-            };
-            match futures_lite::future::or(group, futures_lite::future::or(message, stop_requested)).await {
-                Next::Group(Some(group)) => shard.apply_group(&group),
-                Next::Group(None) => break,
-                Next::Message(Some(message)) => {
-                    shard.drain_groups();
-                    shard.handle(message);
-                }
-                Next::Message(None) => mailbox_open = false,
-                Next::Shutdown => shard.stop(),
-            }
-        }
-        shard.stop();
-        // Every task holding the shard ends once it is stopped; wait for the ticker, the last
-        // long-lived one, so the store is released when the executor ends.
-        ticker.await;
+        glommio::spawn_local(forward_shutdown(shutdown, helpers)).detach();
+        let inbox = Inbox::new(inbox)
+            .with_source(groups, ShardMessage::Group, Some(|| ShardMessage::GroupsEnded))
+            .with_events(reports);
+        actor::run(&name, shard, inbox, &supervisor, glommio::timer::sleep).await;
+    }
+}
+
+/// Turns the node's shutdown flag into the shard's `Shutdown` event.
+async fn forward_shutdown(mut shutdown: tokio::sync::watch::Receiver<bool>, helpers: flume::Sender<ShardMessage>) {
+    if shutdown.wait_for(|stop| *stop).await.is_ok() {
+        let _ = helpers.send(ShardMessage::Shutdown);
     }
 }
 
@@ -132,9 +133,12 @@ impl Shard {
     fn start(
         index: usize,
         shards: usize,
-        groups: flume::Receiver<Arc<CommittedGroup>>,
         context: ShardContext,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        mailbox: Mailbox<ShardMessage>,
+        helpers: flume::Sender<ShardMessage>,
     ) -> Result<Shard> {
+        fail::fail_point!("shard-start", |_| Err(Error::Runtime("injected shard start failure".into())));
         let current = context.store.read_view()?.current_revision();
         let mut leases = LeaseTimers::default();
         let now = Instant::now();
@@ -143,64 +147,74 @@ impl Shard {
                 leases.grant(id, ttl, now);
             }
         }
-        Ok(Shard(Rc::new(RefCell::new(ShardState {
+        Ok(Shard {
             index,
             shards,
             context,
-            groups,
             current,
             streams: HashMap::new(),
             next_stream_id: 0,
             watchers: WatcherIndex::default(),
             leases,
             stopped: false,
-            stop_signal: Rc::new(tokio::sync::Notify::new()),
-        }))))
-    }
-
-    /// Applies every group already queued (so a request sees every write acknowledged before it).
-    pub(super) fn drain_groups(&self) {
-        let groups = self.0.borrow().groups.clone();
-        while let Ok(group) = groups.try_recv() {
-            self.apply_group(&group);
-        }
-    }
-
-    fn handle(&self, message: ShardMessage) {
-        match message {
-            ShardMessage::OpenStream { requests, outbox } => {
-                let mut state = self.0.borrow_mut();
-                if state.stopped {
-                    outbox.fail(crate::etcd::status::to_status(crate::Error::Closed));
-                    return;
-                }
-                let id = state.next_stream_id;
-                state.next_stream_id += 1;
-                state.streams.insert(id, WatchStream::new(outbox));
-                state.publish_watching();
-                drop(state);
-                glommio::spawn_local(self.clone().serve_requests(id, requests)).detach();
-            }
-            ShardMessage::KeepAlive { id, reply } => {
-                let mut state = self.0.borrow_mut();
-                let ttl = state.leases.keep_alive(id, Instant::now());
-                reply.send((ttl, state.current));
-            }
-            ShardMessage::TimeToLive { id, reply } => {
-                let state = self.0.borrow();
-                reply.send((state.leases.time_to_live(id, Instant::now()), state.current));
-            }
-        }
+            shutdown,
+            mailbox,
+            helpers,
+            next_tick: now + Duration::from_millis(LEASE_TICK_MS),
+            last_progress: now,
+        })
     }
 
     /// Closes every stream and serves no more (the node is shutting down).
-    fn stop(&self) {
-        let mut state = self.0.borrow_mut();
-        state.stopped = true;
-        state.stop_signal.notify_waiters();
-        let streams: Vec<StreamId> = state.streams.keys().copied().collect();
+    fn stop(&mut self) {
+        self.stopped = true;
+        let streams: Vec<StreamId> = self.streams.keys().copied().collect();
         for stream in streams {
-            state.close_stream(stream);
+            self.close_stream(stream);
         }
+    }
+}
+
+impl Actor for Shard {
+    type Message = ShardMessage;
+
+    fn handle(&mut self, message: ShardMessage) -> Result<Flow> {
+        match message {
+            ShardMessage::OpenStream { requests, outbox } => self.open_stream(requests, outbox),
+            ShardMessage::KeepAlive { id, reply } => {
+                reply.send((self.leases.keep_alive(id, Instant::now()), self.current));
+            }
+            ShardMessage::TimeToLive { id, reply } => {
+                reply.send((self.leases.time_to_live(id, Instant::now()), self.current));
+            }
+            ShardMessage::StreamRequest { stream, request } => self.handle_request(stream, request),
+            ShardMessage::StreamBroken { stream, error } => self.stream_broken(stream, error),
+            ShardMessage::Group(group) => self.apply_group(&group),
+            ShardMessage::GroupsEnded => {
+                if !*self.shutdown.borrow() {
+                    return Err(Error::Runtime("committed groups stopped arriving before the node shut down".into()));
+                }
+                return Ok(Flow::Stop);
+            }
+            ShardMessage::Shutdown => self.stop(),
+            ShardMessage::HistoryRead { stream, read } => self.history_read(stream, read),
+            ShardMessage::ClientDrained { stream } => self.client_drained(stream),
+            ShardMessage::RevokeFailed { id, error } => self.revoke_failed(id, error),
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn next_tick(&self) -> Option<Instant> {
+        (!self.stopped).then_some(self.next_tick)
+    }
+
+    fn tick(&mut self, now: Instant) -> Result<Flow> {
+        self.tick_now(now);
+        self.next_tick = now + Duration::from_millis(LEASE_TICK_MS);
+        Ok(Flow::Continue)
+    }
+
+    fn cleanup(mut self) {
+        self.stop();
     }
 }

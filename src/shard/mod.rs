@@ -3,31 +3,37 @@
 //! `Arc`), before the group's writes are acknowledged; the shard matches its watchers, queues their
 //! events, and starts, renews and expires its leases' timers.
 //!
-//! Invariants: a synced watcher has received every matching event up to the shard's `current`
-//! revision; a watcher that is behind has received every matching event below its `next_rev` and
-//! none above, and its stream's catch-up task reads the rest from the log until it is synced again.
-//! Nothing here waits on a client: queues are filled without waiting, and a stream whose queue is
-//! over its byte budget gets no live events (its watchers fall behind instead).
+//! Invariants: every committed group queued is applied before the shard handles anything else, so a
+//! request sees every write acknowledged before it. Every decision about a watcher's sync state
+//! (synced, behind, compacted) is the state machine's (`sync`); the rest of this module feeds it and
+//! carries out its effects. Nothing here waits on a client: outboxes are filled without waiting, and
+//! a stream over its byte budget gets no live events (its watchers fall behind instead). The shard's
+//! state is its own: its helper tasks (reading a stream's requests, reading the log, proposing lease
+//! revokes) report back as messages.
 //!
-//! This file holds the state the shard's tasks share; `actor` runs it, `requests`, `deliver`,
-//! `catch_up` and `tick` are what those tasks do with it.
+//! This file holds the shard's state; `actor` runs it, `requests`, `deliver`, `catch_up` and `tick`
+//! are what it does with each kind of input, `effects` carries out the state machine's effects.
 
 mod actor;
 mod catch_up;
 mod deliver;
+mod effects;
 mod index;
 mod leases;
 mod outbox;
 mod requests;
+mod sync;
 mod tick;
 mod watch;
+/// The watch model the integration tests share; it names the wire types through `proto` here.
+#[cfg(test)]
+#[allow(dead_code)] // the integration tests use parts the unit tests do not
+mod watch_model;
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use actor::{ShardActor, ShardHandle};
 use futures_lite::Stream;
@@ -35,15 +41,19 @@ use index::WatcherIndex;
 use leases::LeaseTimers;
 pub use leases::LeaseTtl;
 pub use outbox::Outbox;
-use watch::{StreamId, WatchStream, WatcherKey};
+use watch::{StreamId, WatchStream};
 
+use crate::actor::Mailbox;
 use crate::mvcc::Store;
-use crate::proto::etcdserverpb::{ResponseHeader, WatchRequest};
+#[cfg(test)]
+use crate::proto;
+use crate::proto::etcdserverpb::WatchRequest;
 use crate::runtime::blocking::BlockingPool;
-use crate::sequencer::{CommittedGroup, SequencerHandle};
+use crate::sequencer::SequencerHandle;
 
-/// The requests of one watch stream (a gRPC stream, or an embedded caller's channel).
-pub type WatchRequests = Pin<Box<dyn Stream<Item = std::result::Result<WatchRequest, tonic::Status>> + Send>>;
+/// The requests of one watch stream (a gRPC stream, or an embedded caller's channel), as the etcd
+/// layer hands them over.
+pub type WatchRequests = Pin<Box<dyn Stream<Item = crate::Result<WatchRequest>> + Send>>;
 
 /// The shard that owns lease `id`.
 pub fn lease_owner(id: i64, shards: usize) -> usize {
@@ -67,38 +77,38 @@ pub struct ShardContext {
     pub supervisor: crate::actor::Supervisor,
 }
 
-/// The shard's state, shared by its tasks on one core.
-struct ShardState {
+/// A running shard: the actor's state, owned by it alone on its core.
+struct Shard {
     index: usize,
     shards: usize,
     context: ShardContext,
-    groups: flume::Receiver<Arc<CommittedGroup>>,
     /// The revision of the last group applied.
     current: i64,
     streams: HashMap<StreamId, WatchStream>,
     next_stream_id: StreamId,
-    watchers: WatcherIndex<WatcherKey>,
+    watchers: WatcherIndex<watch::WatcherKey>,
     leases: LeaseTimers,
     /// Shutting down: streams are closed and no new ones are served.
     stopped: bool,
-    /// Wakes the stream tasks when the shard stops.
-    stop_signal: Rc<tokio::sync::Notify>,
+    /// The node's shutdown flag: groups that end before it is set mean the shard cannot go on.
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The shard's own mailbox, for the tasks that read streams' requests.
+    mailbox: Mailbox<actor::ShardMessage>,
+    /// Where the shard's helper tasks report (an event source of the shard).
+    helpers: flume::Sender<actor::ShardMessage>,
+    /// When the next lease, stream and progress tick is due.
+    next_tick: Instant,
+    /// When progress notifications last went out.
+    last_progress: Instant,
 }
 
-/// A handle to the shard's state for its local tasks. Borrows never span an `.await`.
-#[derive(Clone)]
-struct Shard(Rc<RefCell<ShardState>>);
-
-impl ShardState {
-    fn header(&self, revision: i64) -> Option<ResponseHeader> {
-        Some(self.context.store.identity().response_header(revision))
-    }
-
-    /// Forgets a stream and its watchers; dropping its outbox ends the client's response stream.
+impl Shard {
+    /// Forgets a stream and its watchers; dropping its outbox ends the client's response stream,
+    /// dropping the stream ends the task reading its requests.
     fn close_stream(&mut self, stream_id: StreamId) {
         if let Some(stream) = self.streams.remove(&stream_id) {
-            for (watch_id, watcher) in stream.watchers {
-                self.watchers.remove(&watcher.span, WatcherKey { stream: stream_id, watch_id });
+            for (watch_id, watcher) in stream.sync.watchers() {
+                self.watchers.remove(&watcher.span, watch::WatcherKey { stream: stream_id, watch_id });
             }
         }
         self.publish_watching();

@@ -1,7 +1,8 @@
 //! The responses of one watch stream on their way to the client. The shard queues without ever
 //! waiting; the client drains at its own pace. Queued bytes are counted so the shard can stop feeding
 //! a stream that does not keep up (its watchers then fall behind and catch up from the log): memory
-//! per stream stays near the budget, and a slow client never slows the shard.
+//! per stream stays near the budget, and a slow client never slows the shard. A stream that ends
+//! with an error ends with the crate's `Error`; the etcd layer turns it into a status.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,10 +13,11 @@ use futures_lite::Stream;
 use prost::Message;
 use tokio::sync::Notify;
 
+use crate::error::Error;
 use crate::proto::etcdserverpb::WatchResponse;
 
 /// What a watch stream yields.
-pub type WatchItem = Result<WatchResponse, tonic::Status>;
+pub type WatchItem = Result<WatchResponse, Error>;
 
 /// The shard's end of a stream's queue.
 #[derive(Debug)]
@@ -57,9 +59,9 @@ impl Outbox {
         true
     }
 
-    /// Ends the stream with an error status.
-    pub fn fail(&self, status: tonic::Status) {
-        let _ = self.queue.send((0, Err(status)));
+    /// Ends the stream with `error`.
+    pub fn fail(&self, error: Error) {
+        let _ = self.queue.send((0, Err(error)));
     }
 
     /// Encoded bytes the client has not taken yet.

@@ -1,14 +1,13 @@
-//! Watchers and watch streams as a shard holds them, and the pure parts of delivery: turning log
-//! events into etcd events (filters, `prev_kv`), and etcd's fragmentation of large responses.
-
-use std::collections::BTreeMap;
+//! Watch streams as a shard holds them, and the pure parts of delivery: turning log events into etcd
+//! events (filters, `prev_kv`), and etcd's fragmentation of large responses. Watchers and their sync
+//! state are the state machine's (`sync`).
 
 use prost::Message;
 
 use super::outbox::Outbox;
+use super::sync::StreamSync;
 use crate::log::LogEvent;
-use crate::mvcc::{KeySpan, RangeEnd};
-use crate::proto::etcdserverpb::watch_create_request::FilterType;
+use crate::mvcc::KeySpan;
 use crate::proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
 use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::{Event, KeyValue};
@@ -23,39 +22,30 @@ pub struct WatcherKey {
     pub watch_id: i64,
 }
 
-/// etcd's `AutoWatchID`: a create request with this id asks the server to pick one.
-const AUTO_WATCH_ID: i64 = 0;
-
-/// One watch.
-#[derive(Debug)]
-pub struct Watcher {
-    pub span: KeySpan,
-    /// Synced: events below this revision are not wanted (a start revision still in the future).
-    /// Behind: the first revision not yet delivered.
-    pub next_rev: i64,
-    /// Receives live events as groups commit; otherwise it is behind and catches up from the log.
-    pub synced: bool,
+/// Which events a watcher is sent, and how.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventFilter {
     pub no_put: bool,
     pub no_delete: bool,
+    /// Events carry the key's previous version.
     pub prev_kv: bool,
-    pub progress_notify: bool,
-    pub fragment: bool,
-    /// An event response went out since the last progress tick.
-    pub sent_since_tick: bool,
-    /// Its next revision was compacted: it got etcd's compacted response and receives nothing more,
-    /// but (as in etcd) keeps its id on the stream until cancelled.
-    pub compacted: bool,
 }
 
-/// One watch stream: its queue to the client and its watchers.
+/// One watch stream: its queue to the client and its watchers' sync state.
 #[derive(Debug)]
 pub struct WatchStream {
     pub outbox: Outbox,
-    pub watchers: BTreeMap<i64, Watcher>,
-    /// Where the search for the next free watch id starts (etcd assigns 0, 1, 2, ... per stream).
-    next_watch_id: i64,
-    /// A catch-up task is running for this stream's watchers that are behind.
-    pub catching_up: bool,
+    pub sync: StreamSync,
+    /// Never sent on: dropped with the stream, which ends the task reading the stream's requests.
+    _stop_reading: flume::Sender<()>,
+}
+
+impl WatchStream {
+    /// A stream queuing on `outbox`; the receiver ends once the stream is dropped.
+    pub fn new(outbox: Outbox, sync: StreamSync) -> (WatchStream, flume::Receiver<()>) {
+        let (stop_reading, stopped) = flume::bounded(1);
+        (WatchStream { outbox, sync, _stop_reading: stop_reading }, stopped)
+    }
 }
 
 /// Why a create request was refused: etcd's cancel reasons.
@@ -75,57 +65,6 @@ impl CreateError {
     }
 }
 
-impl WatchStream {
-    pub fn new(outbox: Outbox) -> WatchStream {
-        WatchStream { outbox, watchers: BTreeMap::new(), next_watch_id: 0, catching_up: false }
-    }
-
-    /// Adds the watcher `c` asks for, as of revision `current`; returns its id. It is synced unless
-    /// it starts at or below `current` (it then replays history first).
-    pub fn create(&mut self, c: &WatchCreateRequest, current: i64) -> Result<i64, CreateError> {
-        let span = watch_span(c);
-        if let RangeEnd::Before(end) = &span.end
-            && span.start >= *end
-        {
-            return Err(CreateError::EmptyRange);
-        }
-        let id = if c.watch_id == AUTO_WATCH_ID {
-            while self.watchers.contains_key(&self.next_watch_id) {
-                self.next_watch_id += 1;
-            }
-            self.next_watch_id += 1;
-            self.next_watch_id - 1
-        } else if self.watchers.contains_key(&c.watch_id) {
-            return Err(CreateError::DuplicateId);
-        } else {
-            c.watch_id
-        };
-        let start = c.start_revision;
-        let (next_rev, synced) = match start {
-            0 => (current + 1, true),
-            s if s > current => (s, true),
-            s => (s, false),
-        };
-        let filters = |f: FilterType| c.filters.contains(&(f as i32));
-        self.watchers.insert(
-            id,
-            Watcher {
-                span,
-                next_rev,
-                synced,
-                no_put: filters(FilterType::Noput),
-                no_delete: filters(FilterType::Nodelete),
-                prev_kv: c.prev_kv,
-                progress_notify: c.progress_notify,
-                fragment: c.fragment,
-                sent_since_tick: false,
-                compacted: false,
-            },
-        );
-        Ok(id)
-    }
-}
-
 /// The keys a create request watches, read as etcd reads it: an empty key is `\0` (the smallest
 /// key), an empty `range_end` is the key alone, and `\0` is every key from `key` on.
 pub fn watch_span(c: &WatchCreateRequest) -> KeySpan {
@@ -133,12 +72,12 @@ pub fn watch_span(c: &WatchCreateRequest) -> KeySpan {
     KeySpan::from_etcd(&key, &c.range_end)
 }
 
-/// The etcd event for `event` at `revision`, unless the watcher filters it out. Deletes carry only
-/// the key and the revision, as etcd's do.
-pub fn to_event(watcher: &Watcher, event: &LogEvent, revision: i64, prev: Option<&KeyValue>) -> Option<Event> {
+/// The etcd event for `event` at `revision`, unless `filter` drops it. Deletes carry only the key
+/// and the revision, as etcd's do.
+pub fn to_event(filter: EventFilter, event: &LogEvent, revision: i64, prev: Option<&KeyValue>) -> Option<Event> {
     let (kind, kv) = match event {
-        LogEvent::Put { .. } if watcher.no_put => return None,
-        LogEvent::Delete { .. } if watcher.no_delete => return None,
+        LogEvent::Put { .. } if filter.no_put => return None,
+        LogEvent::Delete { .. } if filter.no_delete => return None,
         LogEvent::Put { key, value, create_revision, version, lease } => (
             EventType::Put,
             KeyValue {
@@ -155,7 +94,7 @@ pub fn to_event(watcher: &Watcher, event: &LogEvent, revision: i64, prev: Option
         }
         LogEvent::LeaseGrant { .. } | LogEvent::LeaseRevoke { .. } | LogEvent::Compact { .. } => return None,
     };
-    let prev_kv = if watcher.prev_kv { prev.cloned() } else { None };
+    let prev_kv = if filter.prev_kv { prev.cloned() } else { None };
     Some(Event { r#type: kind as i32, kv: Some(kv), prev_kv })
 }
 
@@ -195,12 +134,6 @@ mod tests {
     use super::*;
     use crate::proto::etcdserverpb::ResponseHeader;
 
-    fn outbox() -> Outbox {
-        let (outbox, stream) = Outbox::new();
-        std::mem::forget(stream); // keep the client end alive for the test
-        outbox
-    }
-
     fn create(key: &[u8], end: &[u8], watch_id: i64, start: i64) -> WatchCreateRequest {
         WatchCreateRequest {
             key: key.to_vec(),
@@ -209,30 +142,6 @@ mod tests {
             start_revision: start,
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn watch_ids_are_assigned_per_stream_and_duplicates_refused() {
-        let mut stream = WatchStream::new(outbox());
-        assert_eq!(stream.create(&create(b"a", b"", 0, 0), 5), Ok(0));
-        assert_eq!(stream.create(&create(b"a", b"", 2, 0), 5), Ok(2));
-        assert_eq!(stream.create(&create(b"a", b"", 0, 0), 5), Ok(1));
-        assert_eq!(stream.create(&create(b"a", b"", 0, 0), 5), Ok(3), "2 is taken");
-        assert_eq!(stream.create(&create(b"a", b"", 2, 0), 5), Err(CreateError::DuplicateId));
-        assert_eq!(stream.create(&create(b"b", b"a", 0, 0), 5), Err(CreateError::EmptyRange));
-        assert_eq!(stream.create(&create(b"b", b"b", 0, 0), 5), Err(CreateError::EmptyRange));
-    }
-
-    #[test]
-    fn start_revisions_decide_between_live_and_replay() {
-        let mut stream = WatchStream::new(outbox());
-        let now = stream.create(&create(b"a", b"", 0, 0), 5).unwrap();
-        let future = stream.create(&create(b"a", b"", 0, 9), 5).unwrap();
-        let past = stream.create(&create(b"a", b"", 0, 5), 5).unwrap();
-        let w = &stream.watchers;
-        assert!(w[&now].synced && w[&now].next_rev == 6);
-        assert!(w[&future].synced && w[&future].next_rev == 9);
-        assert!(!w[&past].synced && w[&past].next_rev == 5, "the current revision itself is replayed");
     }
 
     #[test]
