@@ -37,10 +37,26 @@ fn decode_position(bytes: &[u8]) -> Result<LogPosition> {
     Ok((revision, sub))
 }
 
+/// Each record follows the one before it: the next sub of the same revision (a record that takes
+/// no revision), or the next revision's first record.
+fn assert_consecutive(records: &[LogRecord]) {
+    for pair in records.windows(2) {
+        let (before, after) = ((pair[0].revision, pair[0].sub), (pair[1].revision, pair[1].sub));
+        let follows = after == (before.0, before.1 + 1) || after == (before.0 + 1, 0);
+        assert!(follows, "log records of one group must be consecutive: {before:?} then {after:?}");
+    }
+}
+
 impl Store {
     /// Writes one group as a single atomic batch and syncs it. Blocking: never call on an executor.
+    /// Panics if the group's records are not at consecutive log positions, or if its current
+    /// revision is not its last record's: writing such a group would corrupt the store.
     pub fn commit(&self, group: &GroupWrite) -> Result<()> {
         fail::fail_point!("store-commit", |_| Err(Error::Storage("injected commit failure".into())));
+        assert_consecutive(&group.records);
+        if let Some(last) = group.records.last() {
+            assert_eq!(group.current_revision, last.revision, "a group's current revision is its last record's");
+        }
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
         for record in &group.records {
             let rev = record.revision;
