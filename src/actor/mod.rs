@@ -5,9 +5,6 @@
 //! [`Actor::cleanup`]. Invariants: an actor's state is owned by the actor alone; no error an actor
 //! returns goes unrecorded; events queued before a mailbox message are handled before it.
 
-// Actors move onto this shape one by one (issue 16, in progress): until the last has, parts are unused.
-#![allow(dead_code)]
-
 mod supervisor;
 
 use std::future::Future;
@@ -75,13 +72,6 @@ impl<M> Mailbox<M> {
         let (reply, answer) = flume::bounded(1);
         self.sender.send_async(make(Reply(reply))).await.map_err(|_| Error::Closed)?;
         answer.recv_async().await.map_err(|_| Error::Closed)
-    }
-
-    /// [`Mailbox::ask`] from a thread that may block.
-    pub fn ask_blocking<R>(&self, make: impl FnOnce(Reply<R>) -> M) -> Result<R> {
-        let (reply, answer) = flume::bounded(1);
-        self.sender.send(make(Reply(reply))).map_err(|_| Error::Closed)?;
-        answer.recv().map_err(|_| Error::Closed)
     }
 
     /// How many messages wait, read without keeping the mailbox open (for `/metrics`).
@@ -373,6 +363,25 @@ fn step<A: Actor>(
             }
         }
     }
+}
+
+/// Runs `actor` on a thread of its own named `name` (`t4-…`; the supervisor knows it without the prefix).
+pub fn spawn<A>(
+    name: &str,
+    actor: A,
+    inbox: Inbox<A::Message>,
+    supervisor: &Supervisor,
+) -> Result<std::thread::JoinHandle<()>>
+where
+    A: Actor + Send + 'static,
+    A::Message: Send + 'static,
+{
+    let supervisor = supervisor.clone();
+    let actor_name = name.trim_start_matches("t4-").to_string();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || run_blocking(&actor_name, actor, inbox, &supervisor))
+        .map_err(|e| Error::Runtime(format!("cannot start thread {name}: {e}")))
 }
 
 #[cfg(test)]

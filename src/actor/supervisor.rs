@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 /// The first fatal error: which actor, thread or task failed, and with what.
 #[derive(Debug, Clone)]
@@ -70,24 +70,5 @@ impl Supervisor {
         // The sender lives in `self`, so the channel cannot close while this waits.
         let _ = failed.wait_for(|failed| *failed).await;
         self.fatal().expect("the flag is set only after the error is recorded")
-    }
-
-    /// Starts a thread named `name` (it must start with `t4-`) running `body`; an error it returns
-    /// is fatal.
-    pub fn spawn_thread(
-        &self,
-        name: &str,
-        body: impl FnOnce() -> Result<()> + Send + 'static,
-    ) -> Result<std::thread::JoinHandle<()>> {
-        let supervisor = self.clone();
-        let thread = name.to_string();
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                if let Err(e) = body() {
-                    supervisor.fail(&thread, e);
-                }
-            })
-            .map_err(|e| Error::Runtime(format!("cannot start thread {name}: {e}")))
     }
 }

@@ -74,7 +74,7 @@ fn ask_answers_and_the_actor_cleans_up_when_its_mailbox_closes() {
     });
     mailbox.tell_blocking(Count::Add(2)).unwrap();
     mailbox.tell_blocking(Count::Add(3)).unwrap();
-    assert_eq!(mailbox.ask_blocking(Count::Total).unwrap(), 5);
+    assert_eq!(futures_lite::future::block_on(mailbox.ask(Count::Total)).unwrap(), 5);
     drop(mailbox);
     thread.join().unwrap();
     assert_eq!(seen.recv().unwrap(), vec![2, 3]);
@@ -96,7 +96,10 @@ fn an_error_is_recorded_as_the_first_fatal_one_and_ends_the_actor() {
     assert_eq!(fatal.actor, "counter");
     assert!(fatal.to_string().contains("negative count -1"), "{fatal}");
     assert_eq!(seen.recv().unwrap(), Vec::<i64>::new(), "cleanup ran after the failure");
-    assert!(matches!(mailbox.ask_blocking(Count::Total), Err(Error::Closed)), "the actor is gone");
+    assert!(
+        matches!(futures_lite::future::block_on(mailbox.ask(Count::Total)), Err(Error::Closed)),
+        "the actor is gone"
+    );
     supervisor.fail("other", Error::Timeout);
     assert_eq!(supervisor.fatal().unwrap().actor, "counter", "the first failure is kept");
 }
@@ -146,14 +149,15 @@ fn a_full_mailbox_that_drops_loses_the_newest_and_never_blocks() {
 }
 
 #[test]
-fn a_thread_that_returns_an_error_is_a_fatal_failure() {
+fn an_actor_spawned_on_its_own_thread_that_fails_is_named_without_the_prefix() {
+    let (actor, _seen) = counter(true);
+    let (mailbox, receiver) = mailbox(4, WhenFull::Wait);
     let supervisor = Supervisor::new();
-    let thread = supervisor.spawn_thread("t4-test-failing", || Err(Error::Timeout)).unwrap();
+    let thread = spawn("t4-test-counter", actor, Inbox::new(receiver), &supervisor).unwrap();
+    mailbox.tell_blocking(Count::Add(-2)).unwrap();
     thread.join().unwrap();
-    let fatal = supervisor.fatal().expect("recorded");
-    assert_eq!(fatal.actor, "t4-test-failing");
-    let error: Error = fatal.into();
-    assert!(error.to_string().contains("t4-test-failing failed: request timed out"), "{error}");
+    let error: Error = supervisor.fatal().expect("recorded").into();
+    assert!(error.to_string().contains("test-counter failed: runtime: negative count -2"), "{error}");
 }
 
 #[test]
@@ -169,7 +173,7 @@ fn a_source_of_another_type_is_mapped_and_its_end_is_its_last_event() {
         let supervisor = supervisor.clone();
         move || run_blocking("counter", actor, inbox, &supervisor)
     });
-    assert_eq!(mailbox.ask_blocking(Count::Total).unwrap(), 51);
+    assert_eq!(futures_lite::future::block_on(mailbox.ask(Count::Total)).unwrap(), 51);
     drop(numbers);
     thread.join().unwrap();
     assert_eq!(seen.recv().unwrap(), vec![50, 1], "mapped, read before the mailbox; its end stopped the actor");

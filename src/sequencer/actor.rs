@@ -96,7 +96,7 @@ impl Sequencer {
             compactor.try_tell(CompactJob { revision: state.compact, reply: None })?;
         }
         let compacting = Compactor { store: store.clone() };
-        threads.push(spawn("t4-compactor", compacting, Inbox::new(compactions), &supervisor)?);
+        threads.push(actor::spawn("t4-compactor", compacting, Inbox::new(compactions), &supervisor)?);
 
         // The committer's input: the sequencer's groups, or the uploader's once stored. Bounded by
         // `groups_in_flight_max` (the sequencer hands on no more), so it needs no bound of its own.
@@ -121,7 +121,7 @@ impl Sequencer {
             supervisor: supervisor.clone(),
             failed: None,
         };
-        threads.push(spawn("t4-committer", committer, Inbox::new(committer_input), &supervisor)?);
+        threads.push(actor::spawn("t4-committer", committer, Inbox::new(committer_input), &supervisor)?);
 
         let mut inbox = Inbox::new(mailbox.clone()).with_source(
             report_source,
@@ -157,7 +157,7 @@ impl Sequencer {
     pub fn start(mut self) -> Result<std::thread::JoinHandle<()>> {
         let inbox = self.inbox.take().expect("a sequencer starts once");
         let supervisor = self.supervisor.clone();
-        spawn("t4-sequencer", self, inbox, &supervisor)
+        actor::spawn("t4-sequencer", self, inbox, &supervisor)
     }
 
     /// Evaluates `first` and everything else waiting as one group and hands it on. Fails only if
@@ -343,23 +343,4 @@ impl Actor for Sequencer {
             reply.send(());
         }
     }
-}
-
-/// Runs `actor` on a thread of its own named `name`.
-fn spawn<A>(
-    name: &str,
-    actor: A,
-    inbox: Inbox<A::Message>,
-    supervisor: &Supervisor,
-) -> Result<std::thread::JoinHandle<()>>
-where
-    A: Actor + Send + 'static,
-    A::Message: Send + 'static,
-{
-    let supervisor = supervisor.clone();
-    let actor_name = name.trim_start_matches("t4-").to_string();
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || actor::run_blocking(&actor_name, actor, inbox, &supervisor))
-        .map_err(|e| Error::Runtime(format!("cannot start thread {name}: {e}")))
 }

@@ -212,14 +212,14 @@ pub struct StoreHealth {
 /// The uploader's side of [`StoreHealth`].
 pub struct StoreHealthReporter {
     state: tokio::sync::watch::Sender<Option<String>>,
-    /// Capacity 1, and a full one is left as it is: one pending wake-up says enough.
-    changed: flume::Sender<SequencerMessage>,
+    /// Capacity 1, dropping the newest: one pending wake-up says enough.
+    changed: Mailbox<SequencerMessage>,
 }
 
 /// A reporter and the health it sets, starting healthy.
 pub fn store_health() -> (StoreHealthReporter, StoreHealth) {
     let (state_tx, state) = tokio::sync::watch::channel(None);
-    let (changed_tx, changed) = flume::bounded(1);
+    let (changed_tx, changed) = crate::actor::mailbox(1, WhenFull::DropNewest);
     (StoreHealthReporter { state: state_tx, changed: changed_tx }, StoreHealth { state, changed })
 }
 
@@ -229,7 +229,8 @@ impl StoreHealthReporter {
         let was_healthy = self.state.borrow().is_none();
         let newly_failing = was_healthy && outage.is_some();
         self.state.send_replace(outage);
-        let _ = self.changed.try_send(SequencerMessage::StoreHealthChanged);
+        // A sequencer that is gone needs no wake-up.
+        let _ = self.changed.tell_blocking(SequencerMessage::StoreHealthChanged);
         newly_failing
     }
 }
