@@ -97,6 +97,9 @@ pub enum Error {
     /// Stored bytes that do not decode: corruption or a format from the future.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// A stored log record that does not decode (the `log` keyspace, a WAL object, a checkpoint).
+    #[error("corrupt data: {0}")]
+    Log(#[from] crate::log::LogError),
     /// An executor or actor could not be started.
     #[error("runtime: {0}")]
     Runtime(String),

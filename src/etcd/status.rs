@@ -59,6 +59,7 @@ pub fn to_status(error: Error) -> Status {
         Error::Storage(_)
         | Error::Upload(_)
         | Error::Corrupt(_)
+        | Error::Log(_)
         | Error::Runtime(_)
         | Error::DataDir { .. }
         | Error::DataDirLocked { .. }

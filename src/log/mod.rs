@@ -12,7 +12,24 @@
 //! delete `[key len u32][key]`; lease grant `[id i64][ttl i64]`; lease revoke `[id i64]`; compaction
 //! `[revision i64]` (a compaction consumes no revision either, so it is a `sub` > 0 record).
 
-use crate::error::{Error, Result};
+/// Why stored bytes are not a log record: corruption, or a format from the future.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    #[error("log record truncated")]
+    Truncated,
+    #[error("trailing bytes after log record")]
+    TrailingFrameBytes,
+    #[error("log record checksum mismatch")]
+    Checksum,
+    #[error("log record format {0}")]
+    Format(u8),
+    #[error("log event kind {0}")]
+    EventKind(u8),
+    #[error("trailing bytes in log record payload")]
+    TrailingPayloadBytes,
+}
+
+type Result<T> = std::result::Result<T, LogError>;
 
 const FORMAT_V2: u8 = 2;
 const KIND_PUT: u8 = 1;
@@ -77,7 +94,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.bytes.len() < n {
-            return Err(Error::Corrupt("log record truncated".into()));
+            return Err(LogError::Truncated);
         }
         let (head, rest) = self.bytes.split_at(n);
         self.bytes = rest;
@@ -157,15 +174,15 @@ impl LogRecord {
         let crc = frame.u32()?;
         let payload = frame.take(len)?;
         if !frame.bytes.is_empty() {
-            return Err(Error::Corrupt("trailing bytes after log record".into()));
+            return Err(LogError::TrailingFrameBytes);
         }
         if crc32c::crc32c(payload) != crc {
-            return Err(Error::Corrupt("log record checksum mismatch".into()));
+            return Err(LogError::Checksum);
         }
         let mut r = Reader { bytes: payload };
         let format = r.u8()?;
         if format != FORMAT_V2 {
-            return Err(Error::Corrupt(format!("log record format {format}")));
+            return Err(LogError::Format(format));
         }
         let revision = r.i64()?;
         let sub = r.u32()?;
@@ -182,12 +199,12 @@ impl LogRecord {
                 KIND_LEASE_GRANT => LogEvent::LeaseGrant { id: r.i64()?, ttl: r.i64()? },
                 KIND_LEASE_REVOKE => LogEvent::LeaseRevoke { id: r.i64()? },
                 KIND_COMPACT => LogEvent::Compact { revision: r.i64()? },
-                kind => return Err(Error::Corrupt(format!("log event kind {kind}"))),
+                kind => return Err(LogError::EventKind(kind)),
             };
             events.push(event);
         }
         if !r.bytes.is_empty() {
-            return Err(Error::Corrupt("trailing bytes in log record payload".into()));
+            return Err(LogError::TrailingPayloadBytes);
         }
         Ok(LogRecord { revision, sub, events })
     }
