@@ -53,6 +53,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use common::Server;
+use common::kv::prefix_end;
 use common::watch_model::in_range;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -354,19 +355,6 @@ async fn send(name: &str, clients: &mut Clients, op: &Op) -> Answer {
     let mut reply = reply.map_err(|status| (status.code(), status.message().to_string()))?;
     reply.scrub();
     Ok(reply)
-}
-
-/// etcd's prefix range end: the prefix with its last byte below 0xff incremented, or `\0` (to the
-/// last key) when there is none.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 /// What one top-level txn writes so far, so that generated ops avoid etcd's duplicate-key error

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::kv::range_all;
 use common::{Server, wait_for_checkpoint};
 use t4::proto::etcdserverpb::kv_client::KvClient;
 use t4::proto::etcdserverpb::maintenance_client::MaintenanceClient;
@@ -22,17 +23,6 @@ struct Snapshot {
     revision: i64,
     live: Vec<KeyValue>,
     past: BTreeMap<i64, Result<Vec<KeyValue>, String>>,
-}
-
-async fn range_all(kv: &mut KvClient<Channel>, revision: i64) -> Result<(i64, Vec<KeyValue>), String> {
-    let request = RangeRequest { key: vec![0], range_end: vec![0], revision, ..Default::default() };
-    match kv.range(request).await {
-        Ok(resp) => {
-            let resp = resp.into_inner();
-            Ok((resp.header.expect("header").revision, resp.kvs))
-        }
-        Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
-    }
 }
 
 async fn snapshot(kv: &mut KvClient<Channel>, past: &[i64]) -> Snapshot {

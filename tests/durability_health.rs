@@ -5,25 +5,17 @@
 
 mod common;
 
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::objects::{latest_checkpoint_revision, wal_object_last_revision};
+use common::wait::wait_until;
 use t4::object::{DirStore, MemStore, ObjectError, ObjectResult, ObjectStore};
 use t4::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use t4::proto::etcdserverpb::{StatusRequest, StatusResponse};
 use t4::{Config, Node};
-
-/// Polls `check` until it holds, for at most `limit`; `what` names it in the failure.
-async fn wait_until<F: Future<Output = bool>>(limit: Duration, what: &str, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// The node's `Status`, asked over its etcd API.
 async fn status(node: &Node) -> StatusResponse {
@@ -77,31 +69,18 @@ fn config_on(data: &Path, store: Arc<dyn ObjectStore>) -> Config {
     config
 }
 
-/// The revision of `manifest/latest`'s checkpoint, if there is one.
-async fn latest_checkpoint_revision(store: &dyn ObjectStore) -> Option<i64> {
-    let latest = store.get("manifest/latest").await.expect("read manifest/latest")?;
-    let doc: serde_json::Value = serde_json::from_slice(&latest.bytes).expect("manifest/latest is JSON");
-    Some(doc["revision"].as_i64().expect("a revision"))
-}
-
 /// The first revision of each WAL object `wal/<term>/<rev>[-<sub>]` in the store.
 async fn wal_starts(store: &dyn ObjectStore) -> Vec<i64> {
     let keys = store.list("wal/", None).await.expect("list");
     keys.iter().map(|k| k.split('/').nth(2).unwrap().split('-').next().unwrap().parse().unwrap()).collect()
 }
 
-/// The newest revision any WAL object holds, read from its frames: `[len u32][crc32c u32][payload]`,
-/// the payload opening with a format byte and the record's revision (i64), all big-endian.
+/// The newest revision any WAL object holds, read from its frames.
 async fn wal_last_revision(store: &dyn ObjectStore) -> i64 {
     let mut last = 0;
     for key in store.list("wal/", None).await.expect("list") {
         let Some(object) = store.get(&key).await.expect("get") else { continue };
-        let mut rest = object.bytes.as_slice();
-        while rest.len() >= 17 {
-            let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
-            last = last.max(i64::from_be_bytes(rest[9..17].try_into().unwrap()));
-            rest = &rest[(8 + len).min(rest.len())..];
-        }
+        last = last.max(wal_object_last_revision(&object.bytes));
     }
     last
 }

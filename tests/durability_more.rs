@@ -11,29 +11,20 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::Server;
+use common::kv::range_all;
+use common::objects::wal_object_last_revision;
 use t4::object::{DirStore, ObjectStore};
 use t4::proto::etcdserverpb::kv_client::KvClient;
 use t4::proto::etcdserverpb::lease_client::LeaseClient;
 use t4::proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseLeasesRequest, LeaseRevokeRequest,
-    LeaseTimeToLiveRequest, PutRequest, RangeRequest,
+    LeaseTimeToLiveRequest, PutRequest,
 };
 use t4::proto::mvccpb::KeyValue;
 use tonic::transport::Channel;
 
 /// What a client reads at each revision (an error below the compaction), by revision.
 type History = BTreeMap<i64, Result<Vec<KeyValue>, String>>;
-
-async fn range_all(kv: &mut KvClient<Channel>, revision: i64) -> Result<(i64, Vec<KeyValue>), String> {
-    let request = RangeRequest { key: vec![0], range_end: vec![0], revision, ..Default::default() };
-    match kv.range(request).await {
-        Ok(resp) => {
-            let resp = resp.into_inner();
-            Ok((resp.header.expect("header").revision, resp.kvs))
-        }
-        Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
-    }
-}
 
 async fn current_revision(kv: &mut KvClient<Channel>) -> i64 {
     range_all(kv, 0).await.expect("range at the current revision").0
@@ -111,21 +102,14 @@ fn checkpoint_revision(key: &str) -> i64 {
     key.split('/').nth(2).expect("checkpoint/<term>/<rev>/manifest.json").parse().unwrap()
 }
 
-/// The newest revision any WAL object under `objects` holds, read from its frames: `[len u32]
-/// [crc32c u32][payload]`, the payload opening with a format byte and the record's revision (i64),
-/// all big-endian.
+/// The newest revision any WAL object under `objects` holds, read from its frames.
 fn wal_last_revision(objects: &Path) -> i64 {
     let mut last = 0;
     let Ok(terms) = std::fs::read_dir(objects.join("wal")) else { return last };
     for term in terms.flatten() {
         for object in std::fs::read_dir(term.path()).into_iter().flatten().flatten() {
             let Ok(bytes) = std::fs::read(object.path()) else { continue };
-            let mut rest = bytes.as_slice();
-            while rest.len() >= 17 {
-                let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
-                last = last.max(i64::from_be_bytes(rest[9..17].try_into().unwrap()));
-                rest = &rest[(8 + len).min(rest.len())..];
-            }
+            last = last.max(wal_object_last_revision(&bytes));
         }
     }
     last

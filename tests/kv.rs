@@ -3,14 +3,8 @@
 mod common;
 
 use common::Server;
+use common::kv::code_and_message;
 use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
-
-fn code_and_message(e: etcd_client::Error) -> (tonic::Code, String) {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn puts_and_deletes_track_versions_like_etcd() {

@@ -5,10 +5,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use common::Server;
+use common::kv::code_and_message;
+use common::wait::within;
 use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, Txn,
     TxnOp, WatchOptions, WatchResponse, WatchStream,
@@ -18,9 +19,6 @@ use t4::proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
 use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-
-/// The bound on any single wait that could hang.
-const WAIT: Duration = Duration::from_secs(20);
 
 /// etcd's minimum lease TTL with its default configuration: ceil(1.5 × 1 s election timeout).
 const MIN_TTL: i64 = 2;
@@ -40,18 +38,6 @@ async fn start() -> (tempfile::TempDir, Server) {
 async fn restart(dir: &std::path::Path) -> Server {
     let dir = dir.to_path_buf();
     within("server start", tokio::task::spawn_blocking(move || Server::start_under_test(&dir, &[]))).await.unwrap()
-}
-
-/// Awaits `f`, failing the test if it takes longer than [`WAIT`].
-async fn within<F: Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(WAIT, f).await.unwrap_or_else(|_| panic!("timed out after {WAIT:?}: {what}"))
-}
-
-fn code_and_message(e: etcd_client::Error) -> (tonic::Code, String) {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
 }
 
 async fn lease_client(server: &Server) -> LeaseClient<Channel> {

@@ -5,21 +5,18 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::Server;
+use common::wait::{WAIT, within};
 use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
     TxnOpResponse, WatchOptions, WatchStream,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-
-/// The bound on any single wait that could hang.
-const WAIT: Duration = Duration::from_secs(20);
 
 async fn start() -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
@@ -29,11 +26,6 @@ async fn start() -> (tempfile::TempDir, Server) {
         .await
         .unwrap();
     (dir, server)
-}
-
-/// Awaits `f`, failing the test if it takes longer than [`WAIT`].
-async fn within<F: Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(WAIT, f).await.unwrap_or_else(|_| panic!("timed out after {WAIT:?}: {what}"))
 }
 
 /// `WithFirstCreate`: the key under `prefix` with the smallest create revision.

@@ -14,9 +14,12 @@ use tonic::transport::Channel;
 
 pub mod answers;
 pub mod http1;
+pub mod kv;
 pub mod moto;
 pub mod object_contract;
+pub mod objects;
 pub mod raw_h2;
+pub mod wait;
 pub mod watch_model;
 
 /// How long a server may take to start or stop.
