@@ -286,10 +286,12 @@ pub fn run_blocking<A: Actor>(name: &str, mut actor: A, mut inbox: Inbox<A::Mess
             Err(e) => break Err(e),
         }
     };
-    actor.cleanup();
+    // Recorded before the cleanup: what the cleanup stops (a committer, the groups shards wait for)
+    // may fail in turn, and the first cause must be the one kept.
     if let Err(e) = outcome {
         supervisor.fail(name, e);
     }
+    actor.cleanup();
 }
 
 /// Runs `actor` on the current executor until it stops or fails. `sleep` is the executor's timer.
@@ -333,10 +335,12 @@ where
             Err(e) => break Err(e),
         }
     };
-    actor.cleanup();
+    // Recorded before the cleanup: what the cleanup stops (a committer, the groups shards wait for)
+    // may fail in turn, and the first cause must be the one kept.
     if let Err(e) = outcome {
         supervisor.fail(name, e);
     }
+    actor.cleanup();
 }
 
 fn step<A: Actor>(

@@ -4,12 +4,12 @@
 //! (during an outage new proposals are read anyway, to be refused); the committer's reports arrive
 //! in the order groups left; it stops only once every group out is reported.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::committer::{Committed, Committer, CompactJob, Compactor, PendingGroup};
 use super::eval::{Evaluation, SequencerState};
 use super::leases::LeaseTable;
+use super::pipeline::{Pipeline, Report};
 use super::space::{SpaceGuard, grows_store, proposal_bytes};
 use super::{Answer, CommittedGroup, Grouping, Proposal, SequencerHandle, SequencerMessage, StoreHealth};
 use super::{COMPACTOR_MAILBOX, MAILBOX, UploadStage};
@@ -44,16 +44,13 @@ pub struct Sequencer {
     groups: GroupSink,
     /// The object store's health, in sync-upload mode.
     health: Option<StoreHealth>,
-    /// Last revision of each group handed on and not yet reported durable.
-    in_flight: VecDeque<i64>,
+    /// The groups handed on and not yet reported, and whether a new one may start.
+    pipeline: Pipeline,
     group_proposals_max: usize,
-    groups_in_flight_max: usize,
     /// Set when a commit failed: the store is unusable and every later write fails.
     failed: Option<Arc<Error>>,
     /// Refuses writes that grow the store when the disk is (nearly) full.
     space: SpaceGuard,
-    /// Set by a stop request (or the last handle's drop): take no more proposals, finish the groups out.
-    stopping: bool,
     stop_reply: Option<Reply<()>>,
     supervisor: Supervisor,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -138,12 +135,10 @@ impl Sequencer {
             inbox: Some(inbox),
             groups,
             health,
-            in_flight: VecDeque::new(),
+            pipeline: Pipeline::new(grouping.in_flight_max),
             group_proposals_max: grouping.proposals_max.max(1),
-            groups_in_flight_max: grouping.in_flight_max.max(1),
             failed: None,
             space,
-            stopping: false,
             stop_reply: None,
             supervisor,
             threads,
@@ -234,7 +229,7 @@ impl Sequencer {
             replies.push((answer, outcome));
         }
         write.current_revision = self.state.current;
-        self.in_flight.push_back(self.state.current);
+        self.pipeline.started(self.state.current);
         if let Err(flume::SendError(group)) =
             self.groups.sender().send(PendingGroup { write, prevs, replies, compaction })
         {
@@ -253,13 +248,17 @@ impl Sequencer {
     /// Notes that the oldest group out is durable (its versions are now in the store), or that it
     /// failed, after which the store is unusable and every later write fails.
     fn finish_group(&mut self, committed: Committed) {
-        let Some(last_revision) = self.in_flight.pop_front() else { return };
+        if self.pipeline.out() == 0 {
+            return;
+        }
         match committed {
             Committed::Durable(revision) => {
-                assert_eq!(revision, last_revision, "the committer reports groups in the order they left");
-                self.state.in_flight.forget_through(revision);
+                if let Some(durable) = self.pipeline.reported(Report::Durable(revision)) {
+                    self.state.in_flight.forget_through(durable);
+                }
             }
             Committed::Failed(reason) => {
+                self.pipeline.reported(Report::Failed);
                 if self.failed.is_none() {
                     tracing::error!(error = %reason, "group commit failed; refusing further writes");
                 }
@@ -269,7 +268,7 @@ impl Sequencer {
     }
 
     fn stop_requested(&mut self, reply: Option<Reply<()>>) {
-        self.stopping = true;
+        self.pipeline.stop();
         if let Some(reply) = reply {
             self.stop_reply = Some(reply);
         }
@@ -277,7 +276,7 @@ impl Sequencer {
 
     /// Stop once stopping and every group out is reported.
     fn flow(&self) -> Flow {
-        if self.stopping && self.in_flight.is_empty() { Flow::Stop } else { Flow::Continue }
+        if self.pipeline.finished() { Flow::Stop } else { Flow::Continue }
     }
 }
 
@@ -311,8 +310,8 @@ impl Actor for Sequencer {
             // The committer stopped (its input closed: the uploader gave up): the groups still out
             // will never be reported, and were never acknowledged.
             SequencerMessage::CommitterStopped => {
-                while !self.in_flight.is_empty() {
-                    self.finish_group(Committed::Failed(Arc::new(Error::Runtime(GROUPS_GONE.into()))));
+                if self.pipeline.abandon_all() > 0 && self.failed.is_none() {
+                    self.failed = Some(Arc::new(Error::Runtime(GROUPS_GONE.into())));
                 }
             }
         }
@@ -322,7 +321,7 @@ impl Actor for Sequencer {
     /// A full pipeline takes no proposal, except during an object-store outage: then proposals are
     /// refused at once (see `start_group`) rather than left waiting.
     fn accepts(&self) -> bool {
-        !self.stopping && (self.in_flight.len() < self.groups_in_flight_max || self.outage().is_some())
+        self.pipeline.accepts(self.outage().is_some())
     }
 
     fn mailbox_closed(&mut self) -> Result<Flow> {

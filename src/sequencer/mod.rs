@@ -15,6 +15,7 @@ mod eval_tests;
 #[cfg(test)]
 mod failure_tests;
 pub mod leases;
+mod pipeline;
 mod space;
 
 pub use actor::Sequencer;
