@@ -1,6 +1,7 @@
 //! The inspector on a store written directly: reads at revisions, history and diffs.
 
 use super::*;
+use crate::log::LogPosition;
 use crate::log::{LogEvent, LogRecord};
 use crate::mvcc::store::GroupWrite;
 
@@ -58,7 +59,7 @@ fn lists_and_gets_at_any_revision_in_history() {
 
     let summary = inspector.summary().unwrap();
     assert_eq!((summary.current_revision, summary.compact_revision, summary.key_count), (7, Some(3), 3));
-    assert_eq!((summary.compacted_through, summary.last_log_position), (Some(3), Some((7, 1))));
+    assert_eq!((summary.compacted_through, summary.last_log_position), (Some(3), Some(LogPosition::new(7, 1))));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! content hash) into an empty store. GC keeps the two newest checkpoints and what they (and branch
 //! pins) need.
 
+use crate::log::LogPosition;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -104,17 +105,17 @@ pub async fn create(
         "fault injected at checkpoint-after-tables".into()
     )));
     if let Some(latest) = &latest
-        && latest.revision >= position.0
+        && latest.revision >= position.revision
     {
         return Ok(None); // nothing new since (a restart does not make a checkpoint of its own)
     }
-    let key = checkpoint_key(term, position.0);
+    let key = checkpoint_key(term, position.revision);
     let created = SystemTime::now();
     let manifest = CheckpointManifest {
         format_version: FORMAT_VERSION,
         term,
-        revision: position.0,
-        sub: position.1,
+        revision: position.revision,
+        sub: position.sub,
         compact_revision: compact,
         tables: refs,
         entries,
@@ -131,11 +132,11 @@ pub async fn create(
     fail::fail_point!("checkpoint-before-latest", |_| Err(Error::Storage(
         "fault injected at checkpoint-before-latest".into()
     )));
-    let pointer = LatestManifest::new(term, position.0);
+    let pointer = LatestManifest::new(term, position.revision);
     store.put(LATEST_KEY, pointer.to_json()).await.map_err(|e| storage("writing manifest/latest", e))?;
     tracing::info!(
         checkpoint = key,
-        revision = position.0,
+        revision = position.revision,
         entries,
         tables = manifest.tables.len(),
         tables_uploaded = uploaded,
@@ -143,7 +144,7 @@ pub async fn create(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "checkpoint written"
     );
-    Ok(Some(Written { key, revision: position.0, created }))
+    Ok(Some(Written { key, revision: position.revision, created }))
 }
 
 /// `manifest/latest`, if there is one (a bad one is an error: never guessed at).
@@ -286,7 +287,7 @@ async fn restore_one(
         stats.restored_bytes.store(loaded_bytes, Ordering::Relaxed);
     }
     let target = local.clone();
-    let position = (manifest.revision, manifest.sub);
+    let position = LogPosition::new(manifest.revision, manifest.sub);
     tokio::task::spawn_blocking(move || {
         target.set_uploaded_through(position)?;
         target.sync()
@@ -386,8 +387,11 @@ pub async fn collect(store: &Arc<dyn ObjectStore>) -> Result<Collected> {
     let wal: Vec<String> = store.list(WAL_PREFIX, None).await.map_err(|e| storage("listing WAL objects", e))?;
     let planned = super::replay::plan(&wal);
     let replayed: BTreeSet<&str> = planned.iter().map(|p| p.key.as_str()).collect();
-    let mut doomed_wal: Vec<String> =
-        planned.windows(2).filter(|pair| pair[1].start <= (wal_boundary, 0)).map(|pair| pair[0].key.clone()).collect();
+    let mut doomed_wal: Vec<String> = planned
+        .windows(2)
+        .filter(|pair| pair[1].start <= LogPosition::new(wal_boundary, 0))
+        .map(|pair| pair[0].key.clone())
+        .collect();
     doomed_wal.extend(wal.iter().filter(|k| parse_wal_key(k).is_some() && !replayed.contains(k.as_str())).cloned());
     store.delete_many(&doomed_wal).await.map_err(|e| storage("deleting covered WAL objects", e))?;
     collected.wal_objects = doomed_wal.len();
@@ -472,7 +476,7 @@ mod tests {
         let mut restored = records(2..=14, "t1-");
         restored.extend(records(15..=21, "t2-"));
         local.commit(&GroupWrite { records: restored, current_revision: 21, uploaded: true }).unwrap();
-        replay::replay(&store, &local, (21, 0), &CheckpointStats::default()).await.unwrap();
+        replay::replay(&store, &local, LogPosition::new(21, 0), &CheckpointStats::default()).await.unwrap();
         let (replayed, _) = local.read_view().unwrap().log_records(22, 25, usize::MAX).unwrap();
         assert_eq!(replayed, records(22..=25, "t2-"), "the acknowledged records, never the stale ones");
     }

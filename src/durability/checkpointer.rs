@@ -2,6 +2,7 @@
 //! the schedule finds due, each followed by GC. Invariant: one lock serialises every checkpoint
 //! and its GC, and the schedule moves on only with a checkpoint written (or found current).
 
+use crate::log::LogPosition;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -66,10 +67,10 @@ pub(super) async fn schedule_from_store(
         tracing::warn!(error = %e, "the newest checkpoint is unreadable; scheduling checkpoints as if there were none");
         None
     });
-    let after = newest.as_ref().map_or((INITIAL_REVISION, 0), |m| (m.revision, m.sub));
+    let after = newest.as_ref().map_or(LogPosition::new(INITIAL_REVISION, 0), |m| LogPosition::new(m.revision, m.sub));
     let wal_objects_after = replay::needed(&replay::plan(wal_keys), after).len() as u64;
     let revision = local.current_revision()?;
-    tracing::info!(checkpoint = after.0, revision, wal_objects_after, "checkpoints counted from the store");
+    tracing::info!(checkpoint = after.revision, revision, wal_objects_after, "checkpoints counted from the store");
     let newest = newest.map(|m| NewestCheckpoint {
         revision: m.revision,
         created: SystemTime::UNIX_EPOCH + Duration::from_millis(m.created_unix_ms),

@@ -24,8 +24,8 @@ const RUNTIME_THREADS: usize = 2;
 pub(super) fn local_position(local: &Store) -> Result<LogPosition> {
     let current = local.current_revision()?;
     Ok(match local.last_log_position()? {
-        Some((revision, sub)) if revision == current => (current, sub),
-        _ => (current, 0),
+        Some(position) if position.revision == current => position,
+        _ => LogPosition::new(current, 0),
     })
 }
 
@@ -109,7 +109,7 @@ impl Durability {
             // A store left behind the newest checkpoint, whose WAL was collected since: restore anew,
             // unless it holds records object storage lacks (then a human must decide).
             if let Some(latest) = checkpoint::read_latest(store).await?
-                && local_position(local)?.0 < latest.revision
+                && local_position(local)?.revision < latest.revision
             {
                 let position = local_position(local)?;
                 if local.uploaded_through()? != Some(position) {
@@ -118,12 +118,12 @@ impl Durability {
                         reason: format!(
                             "it is behind the newest checkpoint (revision {} < {}) and holds writes object storage lacks; \
                              move it away to restore from object storage",
-                            position.0, latest.revision
+                            position.revision, latest.revision
                         ),
                     });
                 }
                 tracing::warn!(
-                    local = position.0,
+                    local = position.revision,
                     checkpoint = latest.revision,
                     "data dir is behind the newest checkpoint; restoring"
                 );
@@ -137,7 +137,7 @@ impl Durability {
                 checkpoint = restored.as_ref().map(|r| r.key.as_str()),
                 wal_objects = replayed.objects,
                 wal_records = replayed.records,
-                revision = local_position(local)?.0,
+                revision = local_position(local)?.revision,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "restored from object storage"
             );

@@ -26,8 +26,8 @@ const APPLY_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// The position right after `position` for a record that opens a new revision, and for one that
 /// follows the same revision (a lease-only or compaction record).
-pub(super) fn successors((revision, sub): LogPosition) -> [LogPosition; 2] {
-    [(revision + 1, 0), (revision, sub + 1)]
+pub(super) fn successors(LogPosition { revision, sub }: LogPosition) -> [LogPosition; 2] {
+    [LogPosition::new(revision + 1, 0), LogPosition::new(revision, sub + 1)]
 }
 
 /// One WAL object in the replay plan: records from `start` up to (not including) the next object's start.
@@ -54,7 +54,7 @@ pub(super) fn plan(keys: &[String]) -> Vec<Planned> {
     let mut planned: Vec<Planned> = Vec::new();
     let mut term = None;
     for (key, name) in parsed {
-        let start = (key.revision, key.sub);
+        let start = LogPosition::new(key.revision, key.sub);
         if term != Some(key.term) {
             term = Some(key.term);
             planned.retain(|p| p.start < start);
@@ -123,7 +123,7 @@ pub async fn replay(
         let records = decode_wal_object(&key, &object.bytes)?;
         let mut applied_any = false;
         for record in records {
-            let at = (record.revision, record.sub);
+            let at = record.position();
             if end.is_some_and(|end| at >= end) {
                 break; // superseded by the next object (a newer term's)
             }
@@ -156,7 +156,7 @@ pub async fn replay(
             stats.replayed_objects.fetch_add(1, Ordering::Relaxed);
         }
         if (index + 1) % 100 == 0 || index + 1 == total {
-            tracing::info!(objects = index + 1, of = total, revision = position.0, "replaying WAL objects");
+            tracing::info!(objects = index + 1, of = total, revision = position.revision, "replaying WAL objects");
         }
     }
     for download in downloads {
@@ -211,7 +211,10 @@ mod tests {
             wal_key(3, 30, 0),
         ];
         let planned: Vec<_> = plan(&keys).into_iter().map(|p| p.start).collect();
-        assert_eq!(planned, [(2, 0), (10, 0), (15, 0), (15, 3), (30, 0)]);
+        assert_eq!(
+            planned,
+            [(2, 0), (10, 0), (15, 0), (15, 3), (30, 0)].map(|(revision, sub)| LogPosition::new(revision, sub))
+        );
     }
 
     #[test]
@@ -227,7 +230,7 @@ mod tests {
         let record = LogRecord { revision: 2, sub: 0, events: vec![put] };
         runtime.block_on(objects.put(&wal_key(1, 2, 0), record.encode())).unwrap();
         fail::cfg("store-commit", "return").unwrap();
-        let outcome = runtime.block_on(replay(&objects, &local, (1, 0), &Default::default()));
+        let outcome = runtime.block_on(replay(&objects, &local, LogPosition::new(1, 0), &Default::default()));
         fail::remove("store-commit");
         let error = outcome.expect_err("the apply fails").to_string();
         assert!(error.contains(&wal_key(1, 2, 0)), "the error names the object: {error}");

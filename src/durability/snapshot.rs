@@ -80,7 +80,7 @@ pub fn write(store: &Store, out: &mut impl Write) -> Result<SnapshotInfo> {
         out.write_all(&(compressed.len() as u64).to_be_bytes()).map_err(io)?;
         out.write_all(&compressed).map_err(io)
     };
-    let ((revision, sub), compact) =
+    let (LogPosition { revision, sub }, compact) =
         store.scan_checkpoint(&mut |space, key, value| match builder.push(space, key, value) {
             Some(table) => emit(table, out),
             None => Ok(()),
@@ -236,11 +236,15 @@ fn load(file: &Path, content: u64, store: &Store) -> Result<SnapshotInfo> {
                 if rest.len() as u64 >= PAD_TO || rest.iter().any(|b| *b != 0) {
                     return Err(bad(file, format!("{} bytes after the end record that are not padding", rest.len())));
                 }
-                let position: LogPosition = (info.revision, info.sub);
+                let position = LogPosition::new(info.revision, info.sub);
                 if store.current_revision()? != info.revision {
                     return Err(bad(
                         file,
-                        format!("it loads revision {}, its end record says {}", store.current_revision()?, position.0),
+                        format!(
+                            "it loads revision {}, its end record says {}",
+                            store.current_revision()?,
+                            position.revision
+                        ),
                     ));
                 }
                 store.sync()?;

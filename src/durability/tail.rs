@@ -17,7 +17,7 @@ impl Durability {
     pub(super) async fn upload_tail(&self) -> Result<()> {
         let local = &self.local;
         let position = local_position(local)?;
-        let uploaded = local.uploaded_through()?.unwrap_or((INITIAL_REVISION, 0));
+        let uploaded = local.uploaded_through()?.unwrap_or(LogPosition::new(INITIAL_REVISION, 0));
         if uploaded >= position {
             return Ok(());
         }
@@ -25,11 +25,11 @@ impl Durability {
         // Uploads as it reads, one WAL object per TAIL_OBJECT_BYTES of records. Compaction removes
         // log records only from the log's start, so a missing record shows before anything is
         // uploaded; wherever one shows, what was uploaded is contiguous and a checkpoint covers the rest.
-        let mut reader = TailReader::new(&view, uploaded, position.0);
+        let mut reader = TailReader::new(&view, uploaded, position.revision);
         let (mut last, mut first, mut bytes, mut records) = (uploaded, None, Vec::new(), 0usize);
         'read: while let Some(batch) = reader.next_batch()? {
             for record in batch {
-                let at = (record.revision, record.sub);
+                let at = record.position();
                 if !replay::successors(last).contains(&at) {
                     break 'read;
                 }
@@ -45,8 +45,8 @@ impl Durability {
         }
         if last != position {
             tracing::info!(
-                uploaded_revision = uploaded.0,
-                local_revision = position.0,
+                uploaded_revision = uploaded.revision,
+                local_revision = position.revision,
                 "the local log does not hold every record object storage lacks; writing a checkpoint"
             );
             let mut checkpointing = self.checkpointer.shared.lock().await;
@@ -63,7 +63,7 @@ impl Durability {
 
     /// Stores the encoded records from `first` through `last` as one WAL object of this term.
     async fn upload_tail_object(&self, first: LogPosition, last: LogPosition, bytes: Vec<u8>) -> Result<()> {
-        let key = layout::wal_key(self.term, first.0, first.1);
+        let key = layout::wal_key(self.term, first.revision, first.sub);
         upload::store_object(self.store.as_ref(), &key, bytes, &self.stats, |e| {
             tracing::warn!(error = %e, key, "WAL upload failed; retrying");
         })
@@ -86,7 +86,7 @@ struct TailReader<'a> {
 
 impl<'a> TailReader<'a> {
     fn new(view: &'a ReadView, after: LogPosition, through: i64) -> TailReader<'a> {
-        TailReader { view, read: after, from: after.0, through, done: false }
+        TailReader { view, read: after, from: after.revision, through, done: false }
     }
 
     /// The next records, or `None` once every record through `through` was returned.
@@ -96,19 +96,19 @@ impl<'a> TailReader<'a> {
         }
         let (batch, covered) = self.view.log_records(self.from, self.through, TAIL_OBJECT_BYTES)?;
         let read = self.read;
-        let mut records: Vec<LogRecord> = batch.into_iter().filter(|r| (r.revision, r.sub) > read).collect();
+        let mut records: Vec<LogRecord> = batch.into_iter().filter(|r| r.position() > read).collect();
         if covered >= self.through {
             self.done = true;
         } else {
             // The byte bound cut the read after a record of revision `covered`: the lease-only and
             // compaction records after it at that revision come before the next revision's.
-            let read = records.last().map_or(read, |r| (r.revision, r.sub));
+            let read = records.last().map_or(read, |r| r.position());
             let (rest, _) = self.view.log_records(covered, covered, usize::MAX)?;
-            records.extend(rest.into_iter().filter(|r| (r.revision, r.sub) > read));
+            records.extend(rest.into_iter().filter(|r| r.position() > read));
             self.from = covered + 1;
         }
         if let Some(last) = records.last() {
-            self.read = (last.revision, last.sub);
+            self.read = last.position();
         }
         Ok(Some(records))
     }

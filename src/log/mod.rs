@@ -76,6 +76,31 @@ impl LogEvent {
     }
 }
 
+/// A position in the log, ordered as commits are: by revision, then by sub.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct LogPosition {
+    pub revision: i64,
+    pub sub: u32,
+}
+
+impl LogPosition {
+    pub const fn new(revision: i64, sub: u32) -> LogPosition {
+        LogPosition { revision, sub }
+    }
+
+    /// The position right after this one in the same revision (the next record that takes none).
+    pub const fn next_sub(self) -> LogPosition {
+        LogPosition { revision: self.revision, sub: self.sub + 1 }
+    }
+}
+
+/// Printed as `(revision, sub)`, as logs and errors have always shown positions.
+impl std::fmt::Debug for LogPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "({}, {})", self.revision, self.sub)
+    }
+}
+
 /// All changes of one log entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
@@ -85,6 +110,13 @@ pub struct LogRecord {
     pub sub: u32,
     /// The changes, in the order they were made.
     pub events: Vec<LogEvent>,
+}
+
+impl LogRecord {
+    /// Where this record is in the log.
+    pub fn position(&self) -> LogPosition {
+        LogPosition::new(self.revision, self.sub)
+    }
 }
 
 struct Reader<'a> {

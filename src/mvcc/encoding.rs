@@ -188,12 +188,12 @@ pub fn log_key(revision: i64, sub: u32) -> [u8; LOG_KEY_BYTES] {
 pub const LOG_KEY_BYTES: usize = REVISION_BYTES + 4;
 
 /// Inverse of [`log_key`].
-pub fn decode_log_key(bytes: &[u8]) -> Result<(i64, u32)> {
+pub fn decode_log_key(bytes: &[u8]) -> Result<crate::log::LogPosition> {
     if bytes.len() != LOG_KEY_BYTES {
         return Err(Error::Corrupt(format!("log key of {} bytes", bytes.len())));
     }
     let (rev, sub) = bytes.split_at(REVISION_BYTES);
-    Ok((decode_revision(rev)?, u32::from_be_bytes(sub.try_into().expect("4 bytes"))))
+    Ok(crate::log::LogPosition::new(decode_revision(rev)?, u32::from_be_bytes(sub.try_into().expect("4 bytes"))))
 }
 
 /// The `leases` key of lease `id`: the sign bit flipped, so byte order is numeric order.
@@ -468,7 +468,7 @@ mod tests {
     fn log_and_lease_keys_sort_numerically() {
         assert!(log_key(2, u32::MAX) < log_key(3, 0));
         assert!(log_key(3, 0) < log_key(3, 1));
-        assert_eq!(decode_log_key(&log_key(42, 7)).unwrap(), (42, 7));
+        assert_eq!(decode_log_key(&log_key(42, 7)).unwrap(), crate::log::LogPosition::new(42, 7));
         let ids = [i64::MIN, -5, -1, 0, 1, 7, i64::MAX];
         for pair in ids.windows(2) {
             assert!(lease_key(pair[0]) < lease_key(pair[1]));

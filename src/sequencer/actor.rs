@@ -73,7 +73,7 @@ impl Sequencer {
         let view = store.read_view()?;
         let current = view.current_revision();
         let sub = match store.last_log_position()? {
-            Some((revision, sub)) if revision == current => sub,
+            Some(position) if position.revision == current => position.sub,
             _ => 0,
         };
         let state = SequencerState {

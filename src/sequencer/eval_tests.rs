@@ -3,6 +3,7 @@
 use super::eval::SequencerState;
 use super::{Outcome, Proposal};
 use crate::error::{Error, Result};
+use crate::log::LogPosition;
 use crate::mvcc::{KeySpan, Layer, Version, VersionReader};
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::request_op::Request;
@@ -167,7 +168,7 @@ fn compaction_is_bounded_by_the_current_and_previous_compact_revisions() {
     let eval = s.evaluate(&EmptyStore, &compact(3)).unwrap();
     assert_eq!(eval.compaction, Some((3, false)));
     let record = eval.record.expect("a compaction is logged");
-    assert_eq!((record.revision, record.sub), (4, 1), "compaction takes no revision: it follows the current one");
+    assert_eq!(record.position(), LogPosition::new(4, 1), "compaction takes no revision: it follows the current one");
     assert_eq!(record.events, [crate::log::LogEvent::Compact { revision: 3 }]);
     assert_eq!(s.current, 4);
     assert!(matches!(s.evaluate(&EmptyStore, &compact(3)), Err(Error::Compacted)));

@@ -42,12 +42,12 @@ pub struct PositionDoc {
     sub: u32,
 }
 
-fn position(p: Option<(i64, u32)>) -> Option<PositionDoc> {
-    p.map(|(revision, sub)| PositionDoc { revision, sub })
+fn position(p: Option<t4::inspect::LogPosition>) -> Option<PositionDoc> {
+    p.map(|p| PositionDoc { revision: p.revision, sub: p.sub })
 }
 
-fn position_text(p: Option<(i64, u32)>) -> String {
-    p.map_or_else(|| "none".to_string(), |(revision, sub)| format!("revision {revision} sub {sub}"))
+fn position_text(p: Option<t4::inspect::LogPosition>) -> String {
+    p.map_or_else(|| "none".to_string(), |p| format!("revision {} sub {}", p.revision, p.sub))
 }
 
 /// A lease id in a table: hex, as etcdctl prints lease ids; `-` for none.

@@ -106,7 +106,7 @@ pub async fn run_async(
             for effect in plan.step(Instant::now(), input) {
                 match effect {
                     AsyncEffect::StartUpload { upload, first, bytes, .. } => {
-                        let key = super::wal_key(config.term, first.0, first.1);
+                        let key = super::wal_key(config.term, first.revision, first.sub);
                         let handle =
                             spawn_upload(store.clone(), key.clone(), bytes, stats.clone(), upload, trouble_tx.clone());
                         task = Some(Task { upload, key, handle });
@@ -125,7 +125,7 @@ pub async fn run_async(
                         alarms.set_error(health::WAL_GAP, Some(error));
                     }
                     AsyncEffect::Overflow { from } => tracing::warn!(
-                        revision = from.0,
+                        revision = from.revision,
                         "async upload backlog over its memory bound; reading it back from the log later"
                     ),
                     AsyncEffect::Stop { gave_up } => {
@@ -191,13 +191,13 @@ fn spawn_upload(
 /// through revision `to` at most, about `bytes` of them. Blocking.
 fn read_log(local: &Store, from: LogPosition, to: i64, bytes: usize) -> crate::Result<Vec<LogRecord>> {
     let view = local.read_view()?;
-    let (mut records, covered) = view.log_records(from.0, to, bytes)?;
+    let (mut records, covered) = view.log_records(from.revision, to, bytes)?;
     if covered < to {
         // The byte bound cut the read after a record of `covered`: its later records come too.
-        let read = records.last().map(|r| (r.revision, r.sub));
+        let read = records.last().map(|r| r.position());
         let (rest, _) = view.log_records(covered, covered, usize::MAX)?;
-        records.extend(rest.into_iter().filter(|r| read.is_none_or(|read| (r.revision, r.sub) > read)));
+        records.extend(rest.into_iter().filter(|r| read.is_none_or(|read| r.position() > read)));
     }
-    records.retain(|r| (r.revision, r.sub) >= from);
+    records.retain(|r| r.position() >= from);
     Ok(records)
 }

@@ -101,7 +101,7 @@ impl HeldBack {
     fn read_from(self) -> LogPosition {
         match self {
             HeldBack::At(at) => at,
-            HeldBack::After((revision, sub)) => (revision, sub + 1),
+            HeldBack::After(position) => position.next_sub(),
         }
     }
 
@@ -196,7 +196,7 @@ impl AsyncPlan {
                     let error = format!(
                         "WAL upload conflict: {error}; writes from revision {} on are acknowledged but not in \
                          object storage; retrying",
-                        first.0
+                        first.revision
                     );
                     self.failed(now, error, true, &mut effects);
                 }
@@ -279,7 +279,7 @@ impl AsyncPlan {
 
     fn take_records(&mut self, now: Instant, records: &[LogRecord], effects: &mut Vec<AsyncEffect>) {
         for record in records {
-            let at = (record.revision, record.sub);
+            let at = record.position();
             self.latest = Some(at);
             if self.held_back.is_some() {
                 continue;
@@ -303,16 +303,16 @@ impl AsyncPlan {
         let contiguous = records
             .iter()
             .take_while(|r| {
-                let follows = next.starts_at((r.revision, r.sub));
-                next = HeldBack::After((r.revision, r.sub));
+                let follows = next.starts_at(r.position());
+                next = HeldBack::After(r.position());
                 follows
             })
             .count();
         records.truncate(contiguous);
         // Records that arrived during the read were not held either: they come from the log too.
         self.held_back = match records.last() {
-            Some(last) if self.latest.is_some_and(|latest| (last.revision, last.sub) < latest) => {
-                Some(HeldBack::After((last.revision, last.sub)))
+            Some(last) if self.latest.is_some_and(|latest| last.position() < latest) => {
+                Some(HeldBack::After(last.position()))
             }
             Some(_) => None,
             None => {
@@ -376,7 +376,7 @@ impl AsyncPlan {
         {
             self.reading = true;
             let from = held_back.read_from();
-            effects.push(AsyncEffect::ReadLog { from, through: latest.0, bytes: self.limits.segment_bytes });
+            effects.push(AsyncEffect::ReadLog { from, through: latest.revision, bytes: self.limits.segment_bytes });
             return;
         }
         let due = self.oldest.is_some_and(|t| now.saturating_duration_since(t) >= self.limits.segment_age)

@@ -41,7 +41,7 @@ fn positions(bytes: &[u8]) -> Vec<LogPosition> {
     while !rest.is_empty() {
         let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
         let record = LogRecord::decode(&rest[..8 + len]).expect("a frame the log encoded");
-        positions.push((record.revision, record.sub));
+        positions.push(record.position());
         rest = &rest[8 + len..];
     }
     positions
@@ -70,7 +70,7 @@ fn records_leave_once_the_segment_is_old_enough() {
     assert_eq!(plan.step(t0, committed(vec![record(2, 0, 10)])), []);
     assert_eq!(plan.next_deadline(), Some(t0 + LIMITS.segment_age));
     let effects = plan.step(t0 + LIMITS.segment_age, AsyncInput::Tick);
-    assert_eq!(started(&effects), Some((UploadId(0), (2, 0), (2, 0))));
+    assert_eq!(started(&effects), Some((UploadId(0), LogPosition::new(2, 0), LogPosition::new(2, 0))));
 }
 
 #[test]
@@ -78,7 +78,7 @@ fn records_leave_at_once_when_the_segment_is_full() {
     let t0 = Instant::now();
     let mut plan = AsyncPlan::new(LIMITS);
     let effects = plan.step(t0, committed((2..6).map(|r| record(r, 0, 60)).collect()));
-    assert_eq!(started(&effects), Some((UploadId(0), (2, 0), (5, 0))));
+    assert_eq!(started(&effects), Some((UploadId(0), LogPosition::new(2, 0), LogPosition::new(5, 0))));
 }
 
 #[test]
@@ -88,8 +88,11 @@ fn the_watermark_moves_to_the_last_record_of_a_stored_upload() {
     plan.step(t0, committed((2..6).map(|r| record(r, 0, 60)).collect()));
     // Records arriving meanwhile wait for the next upload.
     assert_eq!(plan.step(t0 + ms(1), committed(vec![record(6, 0, 10)])), []);
-    assert_eq!(plan.step(t0 + ms(2), AsyncInput::Stored(UploadId(0))), [AsyncEffect::MoveWatermark((5, 0))]);
-    assert_eq!(plan.step(t0 + ms(2), AsyncInput::WatermarkMoved((5, 0))), []);
+    assert_eq!(
+        plan.step(t0 + ms(2), AsyncInput::Stored(UploadId(0))),
+        [AsyncEffect::MoveWatermark(LogPosition::new(5, 0))]
+    );
+    assert_eq!(plan.step(t0 + ms(2), AsyncInput::WatermarkMoved(LogPosition::new(5, 0))), []);
 }
 
 #[test]
@@ -101,7 +104,7 @@ fn an_upload_hanging_for_wait_max_is_a_standing_error_and_its_success_clears_it(
     let effects = plan.step(t0 + WAIT_MAX, AsyncInput::Tick);
     assert!(standing(&effects).is_some_and(|e| e.contains("has not completed")), "{effects:?}");
     plan.step(t0 + WAIT_MAX, AsyncInput::Stored(UploadId(0)));
-    let effects = plan.step(t0 + WAIT_MAX, AsyncInput::WatermarkMoved((5, 0)));
+    let effects = plan.step(t0 + WAIT_MAX, AsyncInput::WatermarkMoved(LogPosition::new(5, 0)));
     assert!(matches!(&effects[..], [AsyncEffect::Recovered { .. }]), "{effects:?}");
 }
 
@@ -126,7 +129,10 @@ fn a_failed_upload_task_is_retried_from_the_local_log_after_a_pause() {
     assert!(standing(&effects).is_some(), "{effects:?}");
     assert_eq!(plan.next_deadline(), Some(t0 + ms(2) + LIMITS.retry_pause));
     let effects = plan.step(t0 + ms(2) + LIMITS.retry_pause, AsyncInput::Tick);
-    assert_eq!(effects, [AsyncEffect::ReadLog { from: (2, 0), through: 6, bytes: LIMITS.segment_bytes }]);
+    assert_eq!(
+        effects,
+        [AsyncEffect::ReadLog { from: LogPosition::new(2, 0), through: 6, bytes: LIMITS.segment_bytes }]
+    );
 }
 
 #[test]
@@ -137,21 +143,29 @@ fn records_beyond_the_memory_bound_are_read_back_from_the_log() {
     // about 120 bytes each), the 5th and later are only positions.
     plan.step(t0, committed((2..6).map(|r| record(r, 0, 60)).collect()));
     let effects = plan.step(t0 + ms(1), committed((6..20).map(|r| record(r, 0, 60)).collect()));
-    assert_eq!(effects, [AsyncEffect::Overflow { from: (10, 0) }]);
+    assert_eq!(effects, [AsyncEffect::Overflow { from: LogPosition::new(10, 0) }]);
     assert!(plan.buffer.bytes.len() <= LIMITS.buffer_bytes_max + record(2, 0, 60).encode().len());
     let effects = plan.step(t0 + ms(2), AsyncInput::Stored(UploadId(0)));
-    assert_eq!(effects[0], AsyncEffect::MoveWatermark((5, 0)));
-    assert_eq!(started(&effects), Some((UploadId(1), (6, 0), (9, 0))), "the buffer first");
-    plan.step(t0 + ms(2), AsyncInput::WatermarkMoved((5, 0)));
+    assert_eq!(effects[0], AsyncEffect::MoveWatermark(LogPosition::new(5, 0)));
+    assert_eq!(
+        started(&effects),
+        Some((UploadId(1), LogPosition::new(6, 0), LogPosition::new(9, 0))),
+        "the buffer first"
+    );
+    plan.step(t0 + ms(2), AsyncInput::WatermarkMoved(LogPosition::new(5, 0)));
     let effects = plan.step(t0 + ms(3), AsyncInput::Stored(UploadId(1)));
-    let read = AsyncEffect::ReadLog { from: (10, 0), through: 19, bytes: LIMITS.segment_bytes };
-    assert_eq!(effects, [AsyncEffect::MoveWatermark((9, 0)), read]);
-    plan.step(t0 + ms(3), AsyncInput::WatermarkMoved((9, 0)));
+    let read = AsyncEffect::ReadLog { from: LogPosition::new(10, 0), through: 19, bytes: LIMITS.segment_bytes };
+    assert_eq!(effects, [AsyncEffect::MoveWatermark(LogPosition::new(9, 0)), read]);
+    plan.step(t0 + ms(3), AsyncInput::WatermarkMoved(LogPosition::new(9, 0)));
     let effects = plan.step(t0 + ms(4), AsyncInput::LogRead((10..13).map(|r| record(r, 0, 60)).collect()));
-    assert_eq!(started(&effects), Some((UploadId(2), (10, 0), (12, 0))), "read back records leave at once");
+    assert_eq!(
+        started(&effects),
+        Some((UploadId(2), LogPosition::new(10, 0), LogPosition::new(12, 0))),
+        "read back records leave at once"
+    );
     let effects = plan.step(t0 + ms(5), AsyncInput::Stored(UploadId(2)));
-    let read = AsyncEffect::ReadLog { from: (12, 1), through: 19, bytes: LIMITS.segment_bytes };
-    assert_eq!(effects, [AsyncEffect::MoveWatermark((12, 0)), read]);
+    let read = AsyncEffect::ReadLog { from: LogPosition::new(12, 1), through: 19, bytes: LIMITS.segment_bytes };
+    assert_eq!(effects, [AsyncEffect::MoveWatermark(LogPosition::new(12, 0)), read]);
     // A read that does not start where the records held back do: they are gone.
     let effects = plan.step(t0 + ms(6), AsyncInput::LogRead((14..16).map(|r| record(r, 0, 60)).collect()));
     assert!(matches!(&effects[..], [AsyncEffect::LogGap { .. }]), "{effects:?}");
@@ -164,9 +178,9 @@ fn records_gone_from_the_log_stop_the_watermark() {
     plan.step(t0, committed((2..6).map(|r| record(r, 0, 60)).collect()));
     plan.step(t0 + ms(1), committed((6..20).map(|r| record(r, 0, 60)).collect()));
     plan.step(t0 + ms(2), AsyncInput::Stored(UploadId(0)));
-    plan.step(t0 + ms(2), AsyncInput::WatermarkMoved((5, 0)));
+    plan.step(t0 + ms(2), AsyncInput::WatermarkMoved(LogPosition::new(5, 0)));
     plan.step(t0 + ms(3), AsyncInput::Stored(UploadId(1)));
-    plan.step(t0 + ms(3), AsyncInput::WatermarkMoved((9, 0)));
+    plan.step(t0 + ms(3), AsyncInput::WatermarkMoved(LogPosition::new(9, 0)));
     let effects = plan.step(t0 + ms(4), AsyncInput::LogRead(Vec::new()));
     assert!(matches!(&effects[..], [AsyncEffect::LogGap { .. }]), "{effects:?}");
     plan.step(t0 + ms(5), committed(vec![record(20, 0, 300)]));
@@ -180,9 +194,13 @@ fn a_closed_input_ends_the_uploader_once_everything_is_stored_or_gives_up_after_
     let mut plan = AsyncPlan::new(LIMITS);
     plan.step(t0, committed(vec![record(2, 0, 10)]));
     let effects = plan.step(t0 + ms(1), AsyncInput::InputClosed);
-    assert_eq!(started(&effects), Some((UploadId(0), (2, 0), (2, 0))), "what is held leaves at once");
+    assert_eq!(
+        started(&effects),
+        Some((UploadId(0), LogPosition::new(2, 0), LogPosition::new(2, 0))),
+        "what is held leaves at once"
+    );
     plan.step(t0 + ms(2), AsyncInput::Stored(UploadId(0)));
-    let effects = plan.step(t0 + ms(2), AsyncInput::WatermarkMoved((2, 0)));
+    let effects = plan.step(t0 + ms(2), AsyncInput::WatermarkMoved(LogPosition::new(2, 0)));
     assert_eq!(effects, [AsyncEffect::Stop { gave_up: false }]);
 
     let mut plan = AsyncPlan::new(LIMITS);
@@ -227,7 +245,7 @@ struct Model {
 
 impl Model {
     fn index_of(&self, at: LogPosition) -> usize {
-        self.committed.iter().position(|r| (r.revision, r.sub) == at).expect("a committed position")
+        self.committed.iter().position(|r| r.position() == at).expect("a committed position")
     }
 
     fn step(&mut self, plan: &mut AsyncPlan, input: AsyncInput) {
@@ -246,7 +264,7 @@ impl Model {
                     assert_eq!((held.first(), held.last()), (Some(&first), Some(&last)), "{context}");
                     let (first, last) = (self.index_of(first), self.index_of(last));
                     let expected: Vec<LogPosition> =
-                        self.committed[first..=last].iter().map(|r| (r.revision, r.sub)).collect();
+                        self.committed[first..=last].iter().map(|r| r.position()).collect();
                     assert_eq!(held, expected, "{context}: an object of contiguous records");
                     if !self.lost {
                         assert_eq!(first, self.next_first, "{context}: records skipped or repeated");
@@ -313,7 +331,7 @@ impl Model {
         let mut records: Vec<LogRecord> = Vec::new();
         let mut taken = 0;
         for record in &self.committed[self.log_start..] {
-            let at = (record.revision, record.sub);
+            let at = record.position();
             if at < from || record.revision > through {
                 continue;
             }
@@ -462,7 +480,7 @@ fn random_run(seed: u64) {
     assert!(model.stopped.is_some(), "seed {seed}: the uploader ends");
     if model.stopped == Some(false) && !model.lost {
         assert_eq!(model.stored_through, model.committed.len(), "seed {seed}: every record stored");
-        let last = model.committed.last().map(|r| (r.revision, r.sub));
+        let last = model.committed.last().map(|r| r.position());
         if !model.watermark_failed {
             assert_eq!(model.watermark, last, "seed {seed}: the watermark at the last record");
         }

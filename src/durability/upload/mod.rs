@@ -105,7 +105,7 @@ pub(super) struct WalObject {
 
 impl WalObject {
     fn push(&mut self, record: &LogRecord) {
-        self.push_frame((record.revision, record.sub), &record.encode());
+        self.push_frame(record.position(), &record.encode());
     }
 
     /// Adds one record's encoded frame, at `at`.
@@ -117,7 +117,7 @@ impl WalObject {
 
     /// The object's key under `term`, if it holds any record.
     fn key(&self, term: u64) -> Option<String> {
-        self.first.map(|(revision, sub)| wal_key(term, revision, sub))
+        self.first.map(|first| wal_key(term, first.revision, first.sub))
     }
 }
 

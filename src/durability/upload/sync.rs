@@ -126,7 +126,7 @@ pub async fn run_sync(
             Woken::Groups(groups) => {
                 let mut sizes = Vec::with_capacity(groups.len());
                 for group in groups {
-                    let first = group.records().first().map(|r| (r.revision, r.sub));
+                    let first = group.records().first().map(|r| r.position());
                     let frames: Vec<u8> = group.records().iter().flat_map(|r| r.encode()).collect();
                     sizes.push(frames.len());
                     held.groups.push_back(HeldGroup { group, frames, first });

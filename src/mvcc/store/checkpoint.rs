@@ -35,7 +35,7 @@ impl Store {
         let (current, compact) = self.snapshot_revisions(&snapshot)?;
         let sub = match snapshot.iter(&self.log).next_back() {
             Some(guard) => {
-                let (revision, sub) = decode_log_key(&guard.key()?)?;
+                let LogPosition { revision, sub } = decode_log_key(&guard.key()?)?;
                 if revision == current { sub } else { 0 }
             }
             None => 0,
@@ -58,7 +58,7 @@ impl Store {
                 visit(space, &key, &value)?;
             }
         }
-        Ok(((current, sub), compact))
+        Ok((LogPosition::new(current, sub), compact))
     }
 
     /// Loads checkpoint entries (from [`Store::scan_checkpoint`]) into this store, which must be empty;

@@ -21,7 +21,7 @@ pub struct GroupWrite {
     pub uploaded: bool,
 }
 
-fn encode_position((revision, sub): LogPosition) -> Vec<u8> {
+fn encode_position(LogPosition { revision, sub }: LogPosition) -> Vec<u8> {
     let mut bytes = revision.to_be_bytes().to_vec();
     bytes.extend_from_slice(&sub.to_be_bytes());
     bytes
@@ -34,7 +34,7 @@ fn decode_position(bytes: &[u8]) -> Result<LogPosition> {
     if bytes.len() != 12 {
         return Err(corrupt());
     }
-    Ok((revision, sub))
+    Ok(LogPosition::new(revision, sub))
 }
 
 /// Each record follows the one before it: the next sub of the same revision (a record that takes
@@ -93,7 +93,7 @@ impl Store {
         if let Some(last) = group.records.last() {
             batch.insert(&self.meta, meta::CURRENT_REVISION, group.current_revision.to_be_bytes().to_vec());
             if group.uploaded {
-                batch.insert(&self.meta, meta::UPLOADED_THROUGH, encode_position((last.revision, last.sub)));
+                batch.insert(&self.meta, meta::UPLOADED_THROUGH, encode_position(last.position()));
             }
         }
         batch.commit().map_err(|e| if crate::error::is_disk_full(&e) { Error::NoSpace } else { e.into() })

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use fjall::Readable;
 
-use super::Store;
+use super::{LogPosition, Store};
 use crate::error::Result;
 use crate::log::{LogEvent, LogRecord};
 use crate::mvcc::encoding::{Version, escaped_key, history_key, log_key, meta};
@@ -64,7 +64,7 @@ impl Store {
         let mut log_end = log_key(compact.max(0), 0).to_vec();
         if self.keep_unuploaded_log.load(std::sync::atomic::Ordering::Acquire) {
             let uploaded_end = match self.uploaded_through()? {
-                Some((revision, sub)) => log_key(revision, sub.saturating_add(1)).to_vec(),
+                Some(LogPosition { revision, sub }) => log_key(revision, sub.saturating_add(1)).to_vec(),
                 None => Vec::new(),
             };
             log_end = log_end.min(uploaded_end);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use fjall::Readable;
 
-use super::{SCRATCH_DIR, Store, create_private_dir};
+use super::{LogPosition, SCRATCH_DIR, Store, create_private_dir};
 use crate::error::{Error, Result};
 use crate::mvcc::encoding::{Version, decode_history_key, meta};
 
@@ -151,7 +151,7 @@ impl Store {
     /// unlike HashKV it also sees how far physical compaction has got. Blocking.
     pub fn hash_all(&self) -> Result<(u32, i64)> {
         let mut crc = 0u32;
-        let ((revision, _), _) = self.scan_checkpoint(&mut |space, key, value| {
+        let (LogPosition { revision, .. }, _) = self.scan_checkpoint(&mut |space, key, value| {
             for part in
                 [&[space][..], &(key.len() as u64).to_be_bytes(), key, &(value.len() as u64).to_be_bytes(), value]
             {

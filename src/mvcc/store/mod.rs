@@ -58,8 +58,7 @@ impl Identity {
     }
 }
 
-/// A position in the log: `(revision, sub)`, ordered as commits are.
-pub type LogPosition = (i64, u32);
+pub use crate::log::LogPosition;
 
 /// The node's database.
 pub struct Store {
@@ -157,8 +156,8 @@ impl Store {
         Ok(read_i64(&self.meta, meta::COMPACTED_THROUGH)?.unwrap_or(NEVER_COMPACTED))
     }
 
-    /// The `(revision, sub)` of the newest log record, if the log holds any.
-    pub fn last_log_position(&self) -> Result<Option<(i64, u32)>> {
+    /// The position of the newest log record, if the log holds any.
+    pub fn last_log_position(&self) -> Result<Option<LogPosition>> {
         match self.log.last_key_value() {
             Some(guard) => Ok(Some(decode_log_key(&guard.key()?)?)),
             None => Ok(None),

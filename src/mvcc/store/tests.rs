@@ -60,7 +60,7 @@ fn physical_compaction_removes_only_what_no_read_can_reach() {
     assert_eq!(after, before, "reads at and above the compact revision are unchanged");
     // a keeps its version at 5; b its version at 2 (still the newest at 5) and 6; c is gone.
     assert_eq!(history_entries(&store), 3);
-    let log: Vec<i64> = store.log.iter().map(|g| decode_log_key(&g.key().unwrap()).unwrap().0).collect();
+    let log: Vec<i64> = store.log.iter().map(|g| decode_log_key(&g.key().unwrap()).unwrap().revision).collect();
     assert_eq!(log, [5, 6], "log records below the compact revision are removed");
     assert_eq!(store.compacted_through().unwrap(), 5);
 
