@@ -15,6 +15,7 @@ use crate::durability::checkpoint::read_latest;
 use crate::durability::layout::parse_checkpoint;
 use crate::durability::open_object_store;
 use crate::error::{Error, Result};
+pub use crate::ids::Term;
 pub use crate::log::LogPosition;
 use crate::mvcc::store::{NEVER_COMPACTED, ReadView};
 use crate::mvcc::{KeySpan, Store, Version, VersionReader};
@@ -38,7 +39,7 @@ pub struct Summary {
     /// The cluster's id.
     pub cluster_id: u64,
     /// The leadership term of the last run.
-    pub term: u64,
+    pub term: crate::ids::Term,
     /// Revision of the last committed write.
     pub current_revision: i64,
     /// Reads below this revision fail; `None` if the store was never compacted.
@@ -142,7 +143,7 @@ pub struct CheckpointInfo {
     /// Its sub-position: WAL replay resumes after `(revision, sub)`.
     pub sub: u32,
     /// The term that wrote it.
-    pub term: u64,
+    pub term: crate::ids::Term,
     /// The compact revision at the checkpoint.
     pub compact_revision: i64,
     /// Entries over all its tables.

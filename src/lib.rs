@@ -19,6 +19,7 @@ mod config;
 mod durability;
 mod error;
 mod etcd;
+mod ids;
 pub mod inspect;
 mod log;
 mod metrics;

@@ -43,7 +43,7 @@ pub struct Written {
 pub async fn create(
     store: &Arc<dyn ObjectStore>,
     local: &Arc<Store>,
-    term: u64,
+    term: crate::ids::Term,
     table_bytes: usize,
 ) -> Result<Option<Written>> {
     let started = Instant::now();
@@ -432,13 +432,13 @@ mod tests {
             .collect()
     }
 
-    async fn put_wal(store: &Arc<dyn ObjectStore>, term: u64, records: &[LogRecord]) {
+    async fn put_wal(store: &Arc<dyn ObjectStore>, term: crate::ids::Term, records: &[LogRecord]) {
         let bytes: Vec<u8> = records.iter().flat_map(LogRecord::encode).collect();
         store.put(&wal_key(term, records[0].revision, 0), bytes).await.unwrap();
     }
 
     /// A checkpoint manifest (its tables do not matter to GC's WAL decisions).
-    async fn put_checkpoint(store: &Arc<dyn ObjectStore>, term: u64, revision: i64) {
+    async fn put_checkpoint(store: &Arc<dyn ObjectStore>, term: crate::ids::Term, revision: i64) {
         let manifest = CheckpointManifest {
             format_version: FORMAT_VERSION,
             term,
@@ -458,18 +458,21 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::new(MemStore::new());
         // Term 1 stored 2..=14, then 20..=25 past a gap at 15 (never acknowledged); term 2 restarted
         // from 15 and wrote 15..=22 in one object, 23..=25 in another.
-        put_wal(&store, 1, &records(2..=14, "t1-")).await;
-        put_wal(&store, 1, &records(20..=25, "stale-")).await;
-        put_wal(&store, 2, &records(15..=22, "t2-")).await;
-        put_wal(&store, 2, &records(23..=25, "t2-")).await;
-        put_checkpoint(&store, 2, 21).await;
-        put_checkpoint(&store, 2, 24).await;
+        put_wal(&store, crate::ids::Term(1), &records(2..=14, "t1-")).await;
+        put_wal(&store, crate::ids::Term(1), &records(20..=25, "stale-")).await;
+        put_wal(&store, crate::ids::Term(2), &records(15..=22, "t2-")).await;
+        put_wal(&store, crate::ids::Term(2), &records(23..=25, "t2-")).await;
+        put_checkpoint(&store, crate::ids::Term(2), 21).await;
+        put_checkpoint(&store, crate::ids::Term(2), 24).await;
 
         collect(&store).await.unwrap();
         let left = store.list(WAL_PREFIX, None).await.unwrap();
-        assert!(left.contains(&wal_key(2, 15, 0)), "it holds 22, which the checkpoint at 21 lacks: {left:?}");
-        assert!(!left.contains(&wal_key(1, 2, 0)), "wholly before the older checkpoint: {left:?}");
-        assert!(!left.contains(&wal_key(1, 20, 0)), "superseded, so never replayed: {left:?}");
+        assert!(
+            left.contains(&wal_key(crate::ids::Term(2), 15, 0)),
+            "it holds 22, which the checkpoint at 21 lacks: {left:?}"
+        );
+        assert!(!left.contains(&wal_key(crate::ids::Term(1), 2, 0)), "wholly before the older checkpoint: {left:?}");
+        assert!(!left.contains(&wal_key(crate::ids::Term(1), 20, 0)), "superseded, so never replayed: {left:?}");
         // A restore falling back to the older checkpoint replays term 2's records after it.
         let dir = tempfile::tempdir().unwrap();
         let local = Store::open(dir.path()).unwrap();

@@ -34,7 +34,7 @@ pub(super) struct Checkpointing {
 pub(super) struct Checkpointer {
     pub(super) store: Arc<dyn ObjectStore>,
     pub(super) local: Arc<Store>,
-    pub(super) term: u64,
+    pub(super) term: crate::ids::Term,
     pub(super) table_bytes: usize,
     /// The uploader's counts: WAL objects stored since a checkpoint began count towards the next.
     pub(super) stats: Arc<UploadStats>,

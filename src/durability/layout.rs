@@ -75,7 +75,7 @@ pub enum LayoutError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WalKey {
     /// The leader term that wrote the object.
-    pub term: u64,
+    pub term: crate::ids::Term,
     /// The revision of the object's first record.
     pub revision: i64,
     /// The sub-position of the object's first record (0 unless it is a lease-only record).
@@ -86,20 +86,20 @@ pub struct WalKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CheckpointKey {
     /// The leader term that wrote the checkpoint.
-    pub term: u64,
+    pub term: crate::ids::Term,
     /// The revision the checkpoint is a snapshot at.
     pub revision: i64,
 }
 
-fn check_position(term: u64, revision: i64) {
-    assert!(term <= TERM_MAX, "term {term} does not fit the {TERM_DIGITS} digits of object keys");
+fn check_position(term: crate::ids::Term, revision: i64) {
+    assert!(term.get() <= TERM_MAX, "term {term} does not fit the {TERM_DIGITS} digits of object keys");
     assert!(revision >= 0, "revision {revision} is negative");
 }
 
 /// The key of the WAL object whose first record is `(revision, sub)`, written in `term`.
 ///
 /// Panics if `term` exceeds [`TERM_MAX`] or `revision` is negative: such a key would not sort.
-pub fn wal_key(term: u64, revision: i64, sub: u32) -> String {
+pub fn wal_key(term: crate::ids::Term, revision: i64, sub: u32) -> String {
     check_position(term, revision);
     if sub == 0 {
         format!("{WAL_PREFIX}{term:010}/{revision:020}")
@@ -116,7 +116,7 @@ pub fn parse_wal_key(key: &str) -> Option<WalKey> {
         Some((revision, sub)) => (revision, Some(sub)),
         None => (rest, None),
     };
-    let term = parse_digits(term, TERM_DIGITS)?;
+    let term = crate::ids::Term(parse_digits(term, TERM_DIGITS)?);
     let revision = i64::try_from(parse_digits(revision, REVISION_DIGITS)?).ok()?;
     let sub = match sub {
         // Sub 0 is written without a suffix; a second spelling of the same position would not be canonical.
@@ -129,7 +129,7 @@ pub fn parse_wal_key(key: &str) -> Option<WalKey> {
 /// The key of the manifest of the checkpoint at `revision`, written in `term`.
 ///
 /// Panics if `term` exceeds [`TERM_MAX`] or `revision` is negative: such a key would not sort.
-pub fn checkpoint_key(term: u64, revision: i64) -> String {
+pub fn checkpoint_key(term: crate::ids::Term, revision: i64) -> String {
     check_position(term, revision);
     format!("{CHECKPOINT_PREFIX}{term:010}/{revision:020}{CHECKPOINT_SUFFIX}")
 }
@@ -138,7 +138,7 @@ pub fn checkpoint_key(term: u64, revision: i64) -> String {
 pub fn parse_checkpoint_key(key: &str) -> Option<CheckpointKey> {
     let rest = key.strip_prefix(CHECKPOINT_PREFIX)?.strip_suffix(CHECKPOINT_SUFFIX)?;
     let (term, revision) = rest.split_once('/')?;
-    let term = parse_digits(term, TERM_DIGITS)?;
+    let term = crate::ids::Term(parse_digits(term, TERM_DIGITS)?);
     let revision = i64::try_from(parse_digits(revision, REVISION_DIGITS)?).ok()?;
     Some(CheckpointKey { term, revision })
 }
@@ -186,12 +186,12 @@ pub struct LatestManifest {
     /// The revision of the checkpoint.
     pub revision: i64,
     /// The term that wrote the checkpoint.
-    pub term: u64,
+    pub term: crate::ids::Term,
 }
 
 impl LatestManifest {
     /// The pointer to the checkpoint at `revision` written in `term`.
-    pub fn new(term: u64, revision: i64) -> Self {
+    pub fn new(term: crate::ids::Term, revision: i64) -> Self {
         LatestManifest {
             format_version: FORMAT_VERSION,
             checkpoint_key: checkpoint_key(term, revision),
@@ -226,7 +226,7 @@ pub struct CheckpointManifest {
     /// [`FORMAT_VERSION`] of the writer.
     pub format_version: u32,
     /// The term that wrote the checkpoint.
-    pub term: u64,
+    pub term: crate::ids::Term,
     /// The revision of the last record the snapshot includes.
     pub revision: i64,
     /// The sub-position of that record: WAL replay resumes after `(revision, sub)`.

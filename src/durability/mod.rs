@@ -46,7 +46,7 @@ pub struct Durability {
     store: Arc<dyn ObjectStore>,
     local: Arc<Store>,
     settings: Settings,
-    term: u64,
+    term: crate::ids::Term,
     stats: Arc<UploadStats>,
     checkpointer: Checkpointer,
     /// Where failing uploads, checkpoints and GC are reported (`Status.errors`).

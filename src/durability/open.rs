@@ -2,6 +2,7 @@
 //! replay), then a new term, then the local records the store lacks uploaded. Invariant: the new
 //! term is above every term in the local store and in object storage, so no object is overwritten.
 
+use crate::ids::Term;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,7 +98,7 @@ impl Durability {
         local: &mut Arc<Store>,
         data_dir: &Path,
         stats: &CheckpointStats,
-    ) -> Result<(u64, Vec<String>)> {
+    ) -> Result<(Term, Vec<String>)> {
         let started = Instant::now();
         let mut reset = reset_local;
         let mut restored = None;
@@ -146,16 +147,16 @@ impl Durability {
         let mut highest = local.identity().term;
         let wal_keys = store.list(WAL_PREFIX, None).await.map_err(|e| Error::Storage(format!("listing WAL: {e}")))?;
         for key in &wal_keys {
-            highest = highest.max(parse_wal_key(key).map_or(0, |k| k.term));
+            highest = highest.max(parse_wal_key(key).map_or(Term(0), |k| k.term));
         }
         for key in store
             .list(CHECKPOINT_PREFIX, None)
             .await
             .map_err(|e| Error::Storage(format!("listing checkpoints: {e}")))?
         {
-            highest = highest.max(parse_checkpoint_key(&key).map_or(0, |k| k.term));
+            highest = highest.max(parse_checkpoint_key(&key).map_or(Term(0), |k| k.term));
         }
-        let term = highest + 1;
+        let term = highest.next();
         local.set_term(term)?;
         Ok((term, wal_keys))
     }

@@ -203,12 +203,12 @@ mod tests {
     #[test]
     fn a_newer_term_supersedes_older_objects_from_its_first_position() {
         let keys = vec![
-            wal_key(1, 2, 0),
-            wal_key(1, 10, 0),
-            wal_key(1, 20, 0), // past a gap in term 1, superseded by term 2 from 15
-            wal_key(2, 15, 0),
-            wal_key(2, 15, 3),
-            wal_key(3, 30, 0),
+            wal_key(crate::ids::Term(1), 2, 0),
+            wal_key(crate::ids::Term(1), 10, 0),
+            wal_key(crate::ids::Term(1), 20, 0), // past a gap in term 1, superseded by term 2 from 15
+            wal_key(crate::ids::Term(2), 15, 0),
+            wal_key(crate::ids::Term(2), 15, 3),
+            wal_key(crate::ids::Term(3), 30, 0),
         ];
         let planned: Vec<_> = plan(&keys).into_iter().map(|p| p.start).collect();
         assert_eq!(
@@ -228,12 +228,12 @@ mod tests {
         let objects: Arc<dyn ObjectStore> = Arc::new(MemStore::new());
         let put = LogEvent::Put { key: b"k".to_vec(), value: b"v".to_vec(), create_revision: 2, version: 1, lease: 0 };
         let record = LogRecord { revision: 2, sub: 0, events: vec![put] };
-        runtime.block_on(objects.put(&wal_key(1, 2, 0), record.encode())).unwrap();
+        runtime.block_on(objects.put(&wal_key(crate::ids::Term(1), 2, 0), record.encode())).unwrap();
         fail::cfg("store-commit", "return").unwrap();
         let outcome = runtime.block_on(replay(&objects, &local, LogPosition::new(1, 0), &Default::default()));
         fail::remove("store-commit");
         let error = outcome.expect_err("the apply fails").to_string();
-        assert!(error.contains(&wal_key(1, 2, 0)), "the error names the object: {error}");
+        assert!(error.contains(&wal_key(crate::ids::Term(1), 2, 0)), "the error names the object: {error}");
         assert_eq!(local.current_revision().unwrap(), 1, "nothing applied");
         scenario.teardown();
     }

@@ -99,7 +99,7 @@ impl Maintenance for Services {
             db_size,
             leader: identity.member_id,
             raft_index: revision as u64,
-            raft_term: identity.term,
+            raft_term: identity.term.get(),
             raft_applied_index: revision as u64,
             errors: self.alarms.status_errors(identity.member_id),
             db_size_in_use,

@@ -47,7 +47,7 @@ const RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct UploaderConfig {
     /// The term objects are written under.
-    pub term: u64,
+    pub term: crate::ids::Term,
     /// Uploads in flight at once (sync mode).
     pub max_in_flight: usize,
     /// Least time between the starts of two uploads.
@@ -116,7 +116,7 @@ impl WalObject {
     }
 
     /// The object's key under `term`, if it holds any record.
-    fn key(&self, term: u64) -> Option<String> {
+    fn key(&self, term: crate::ids::Term) -> Option<String> {
         self.first.map(|first| wal_key(term, first.revision, first.sub))
     }
 }

@@ -14,6 +14,7 @@ mod maintenance;
 mod open;
 mod read;
 
+use crate::ids::Term;
 use std::path::{Path, PathBuf};
 
 use fjall::{Database, Keyspace, PersistMode, Readable, Snapshot};
@@ -43,7 +44,7 @@ pub struct Identity {
     /// The cluster's id (nonzero).
     pub cluster_id: u64,
     /// The leadership term; 1 for a single node.
-    pub term: u64,
+    pub term: crate::ids::Term,
 }
 
 impl Identity {
@@ -53,7 +54,7 @@ impl Identity {
             cluster_id: self.cluster_id,
             member_id: self.member_id,
             revision,
-            raft_term: self.term,
+            raft_term: self.term.get(),
         }
     }
 }
@@ -133,16 +134,16 @@ fn check_long_key_layout(keyspace: &str, key: &[u8], value: &[u8]) -> Result<()>
 impl Store {
     /// This node's ids and term.
     pub fn identity(&self) -> Identity {
-        Identity { term: self.term.load(std::sync::atomic::Ordering::Acquire), ..self.identity }
+        Identity { term: Term(self.term.load(std::sync::atomic::Ordering::Acquire)), ..self.identity }
     }
 
     /// Sets the leadership term (a node with an object store starts a new one at each start, so its
     /// objects never collide with those of an earlier run).
-    pub fn set_term(&self, term: u64) -> Result<()> {
+    pub fn set_term(&self, term: crate::ids::Term) -> Result<()> {
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
-        batch.insert(&self.meta, meta::TERM, (term as i64).to_be_bytes().to_vec());
+        batch.insert(&self.meta, meta::TERM, (term.get() as i64).to_be_bytes().to_vec());
         batch.commit()?;
-        self.term.store(term, std::sync::atomic::Ordering::Release);
+        self.term.store(term.get(), std::sync::atomic::Ordering::Release);
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! creates what is missing; a read-only open (`t4 inspect`) creates nothing and refuses a directory that
 //! holds no T4 database before fjall would make one.
 
+use crate::ids::Term;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -103,8 +104,11 @@ impl Store {
             None => return Err(not_t4("its database has no format mark")),
         }
         let id = |name: &[u8]| -> Result<u64> { Ok(read_i64(&meta_ks, name)?.unwrap_or(0) as u64) };
-        let identity =
-            Identity { member_id: id(meta::MEMBER_ID)?, cluster_id: id(meta::CLUSTER_ID)?, term: id(meta::TERM)? };
+        let identity = Identity {
+            member_id: id(meta::MEMBER_ID)?,
+            cluster_id: id(meta::CLUSTER_ID)?,
+            term: Term(id(meta::TERM)?),
+        };
         let store = Self::assemble(data_dir, lock, db, identity)?;
         store.check_log_matches_state()?;
         Ok(store)
@@ -124,7 +128,7 @@ impl Store {
             db,
             identity,
             keep_unuploaded_log: std::sync::atomic::AtomicBool::new(false),
-            term: std::sync::atomic::AtomicU64::new(identity.term),
+            term: std::sync::atomic::AtomicU64::new(identity.term.get()),
             db_dir: data_dir.join(DB_DIR),
             defragmenting: std::sync::Mutex::new(()),
         })
@@ -193,13 +197,13 @@ impl Store {
         if let (Some(member), Some(cluster), Some(term)) =
             (read_i64(meta_ks, meta::MEMBER_ID)?, read_i64(meta_ks, meta::CLUSTER_ID)?, read_i64(meta_ks, meta::TERM)?)
         {
-            return Ok(Identity { member_id: member as u64, cluster_id: cluster as u64, term: term as u64 });
+            return Ok(Identity { member_id: member as u64, cluster_id: cluster as u64, term: Term(term as u64) });
         }
-        let identity = Identity { member_id: random_nonzero_u64()?, cluster_id: random_nonzero_u64()?, term: 1 };
+        let identity = Identity { member_id: random_nonzero_u64()?, cluster_id: random_nonzero_u64()?, term: Term(1) };
         let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
         batch.insert(meta_ks, meta::MEMBER_ID, (identity.member_id as i64).to_be_bytes().to_vec());
         batch.insert(meta_ks, meta::CLUSTER_ID, (identity.cluster_id as i64).to_be_bytes().to_vec());
-        batch.insert(meta_ks, meta::TERM, (identity.term as i64).to_be_bytes().to_vec());
+        batch.insert(meta_ks, meta::TERM, (identity.term.get() as i64).to_be_bytes().to_vec());
         batch.commit()?;
         Ok(identity)
     }

@@ -10,7 +10,7 @@ use crate::shard::watch::WatcherKey;
 const BUFFER_BYTES: usize = 1000;
 
 fn stream() -> StreamSync {
-    let identity = Identity { member_id: 1, cluster_id: 2, term: 3 };
+    let identity = Identity { member_id: 1, cluster_id: 2, term: crate::ids::Term(3) };
     StreamSync::new(Limits { buffer_bytes: BUFFER_BYTES, fragment_bytes: 1 << 20 }, identity)
 }
 
@@ -267,7 +267,7 @@ fn a_watcher_wanting_prev_kv_skips_a_batch_read_without_it() {
 
 #[test]
 fn each_revision_goes_in_one_response_split_only_for_a_fragment_watcher() {
-    let identity = Identity { member_id: 1, cluster_id: 2, term: 3 };
+    let identity = Identity { member_id: 1, cluster_id: 2, term: crate::ids::Term(3) };
     let mut sync = StreamSync::new(Limits { buffer_bytes: 1 << 20, fragment_bytes: 60 }, identity);
     let whole = created(&sync.create(&WatchCreateRequest { range_end: vec![0], ..watch("a", 0) }, now(5)));
     let split = WatchCreateRequest { range_end: vec![0], fragment: true, ..watch("a", 0) };

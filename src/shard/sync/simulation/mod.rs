@@ -151,7 +151,7 @@ impl Sim {
         if self.streams.len() < STREAMS_MAX {
             self.trace.push(format!("open stream {}", self.streams.len()));
             self.streams.push(SimStream {
-                sync: StreamSync::new(self.limits, Identity { member_id: 1, cluster_id: 2, term: 3 }),
+                sync: StreamSync::new(self.limits, Identity { member_id: 1, cluster_id: 2, term: crate::ids::Term(3) }),
                 outbox: VecDeque::new(),
                 queued_bytes: 0,
                 taken: Vec::new(),

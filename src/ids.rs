@@ -1,0 +1,32 @@
+//! Identifiers that must not be confused with other integers. Each prints as its bare number, as
+//! logs, errors and JSON documents have always shown it.
+
+/// A leader's term: every WAL object and checkpoint carries the term of the node that wrote it, and
+/// a newer term supersedes an older one from its first position on. A node takes a term above every
+/// term in its store before it writes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Term(pub u64);
+
+impl Term {
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The term after this one.
+    pub const fn next(self) -> Term {
+        Term(self.0 + 1)
+    }
+}
+
+impl std::fmt::Display for Term {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for Term {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
