@@ -53,10 +53,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use common::Server;
-use common::kv::prefix_end;
 use common::watch_model::in_range;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use t4::prefix_end;
 use t4::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use t4::proto::etcdserverpb::kv_client::KvClient;
 use t4::proto::etcdserverpb::lease_client::LeaseClient;

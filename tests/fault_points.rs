@@ -6,12 +6,13 @@
 
 mod common;
 
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Server;
+use common::objects::latest_checkpoint_revision;
+use common::wait::wait_until;
 use t4::object::{MemStore, ObjectStore};
 use t4::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use t4::proto::etcdserverpb::{PutRequest, StatusRequest};
@@ -19,15 +20,6 @@ use t4::{Config, Error, Node};
 
 /// How long an upload may fail before it is reported (and a caller times out).
 const WAIT_MAX_MS: u64 = 300;
-
-/// Polls `check` until it holds, for at most `limit`; `what` names it in the failure.
-async fn wait_until<F: Future<Output = bool>>(limit: Duration, what: &str, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// The node's `Status.errors`, asked over its etcd API.
 async fn status_errors(node: &Node) -> Vec<String> {
@@ -219,13 +211,6 @@ async fn t4_run_exits_non_zero_with_the_uploaders_error_when_it_cannot_pass_grou
 }
 
 // ---- checkpoints ----
-
-/// The revision of `manifest/latest`'s checkpoint, if there is one.
-async fn latest_checkpoint_revision(store: &dyn ObjectStore) -> Option<i64> {
-    let latest = store.get("manifest/latest").await.expect("read manifest/latest")?;
-    let doc: serde_json::Value = serde_json::from_slice(&latest.bytes).expect("manifest/latest is JSON");
-    Some(doc["revision"].as_i64().expect("a revision"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_failing_after_their_tables_are_a_standing_error_until_one_succeeds() {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::Server;
 use common::watch_model::{Op, Writer, delete_op, mod_revision, put_op, seen_by};
 use prost::Message;
+use t4::prefix_end;
 use t4::proto::etcdserverpb::watch_client::WatchClient;
 use t4::proto::etcdserverpb::watch_create_request::FilterType;
 use t4::proto::etcdserverpb::watch_request::RequestUnion;
@@ -165,18 +166,6 @@ fn watch_range(key: &[u8], range_end: &[u8]) -> WatchCreateRequest {
 
 fn watch_key(key: &str) -> WatchCreateRequest {
     watch_range(key.as_bytes(), b"")
-}
-
-/// The range end that makes `[prefix, end)` every key starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 fn revision(r: &WatchResponse) -> i64 {

@@ -286,12 +286,7 @@ pub fn run_blocking<A: Actor>(name: &str, mut actor: A, mut inbox: Inbox<A::Mess
             Err(e) => break Err(e),
         }
     };
-    // Recorded before the cleanup: what the cleanup stops (a committer, the groups shards wait for)
-    // may fail in turn, and the first cause must be the one kept.
-    if let Err(e) = outcome {
-        supervisor.fail(name, e);
-    }
-    actor.cleanup();
+    end(name, actor, outcome, supervisor);
 }
 
 /// Runs `actor` on the current executor until it stops or fails. `sleep` is the executor's timer.
@@ -335,8 +330,13 @@ where
             Err(e) => break Err(e),
         }
     };
-    // Recorded before the cleanup: what the cleanup stops (a committer, the groups shards wait for)
-    // may fail in turn, and the first cause must be the one kept.
+    end(name, actor, outcome, supervisor);
+}
+
+/// Ends an actor: its error, if any, goes to the supervisor, then its cleanup runs. Recorded before
+/// the cleanup: what the cleanup stops (a committer, the groups shards wait for) may fail in turn,
+/// and the first cause must be the one kept.
+fn end<A: Actor>(name: &str, actor: A, outcome: Result<()>, supervisor: &Supervisor) {
     if let Err(e) = outcome {
         supervisor.fail(name, e);
     }

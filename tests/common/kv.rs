@@ -19,19 +19,6 @@ pub async fn range_all(kv: &mut KvClient<Channel>, revision: i64) -> Result<(i64
     }
 }
 
-/// etcd's prefix range end: the prefix with its last byte below 0xff incremented, or `\0` (to the
-/// last key) when there is none.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
 /// A failed etcd-client call's gRPC code and message (any other error fails the test).
 pub fn code_and_message(e: etcd_client::Error) -> (tonic::Code, String) {
     match e {
