@@ -103,6 +103,10 @@ pub enum Error {
     /// An executor or actor could not be started.
     #[error("runtime: {0}")]
     Runtime(String),
+    /// An actor's input ended while the node was running: a consequence of a failure upstream, which
+    /// the supervisor prefers as the cause when it is recorded too.
+    #[error("{0}")]
+    InputEnded(&'static str),
     /// The node stopped because one of its actors, threads or tasks failed: which, and with what.
     #[error("the node stopped: {actor} failed: {source}")]
     Stopped { actor: String, source: std::sync::Arc<Error> },

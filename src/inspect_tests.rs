@@ -1,8 +1,7 @@
 //! The inspector on a store written directly: reads at revisions, history and diffs.
 
 use super::*;
-use crate::log::LogPosition;
-use crate::log::{LogEvent, LogRecord};
+use crate::log::{LogEvent, LogPosition, LogRecord};
 use crate::mvcc::store::GroupWrite;
 
 fn put(key: &str, value: &str, create_revision: i64, version: i64) -> LogEvent {

@@ -463,11 +463,13 @@ impl Node {
         }
     }
 
-    /// Waits until one of the node's actors, threads or tasks fails fatally, and returns the error
-    /// ([`Error::Stopped`]): the node is stopping by itself then, and [`Node::close`] waits until it
-    /// has.
+    /// Waits until one of the node's actors, threads or tasks has failed fatally and the node has
+    /// stopped because of it, and returns the error ([`Error::Stopped`]). Returned once the node
+    /// has stopped, so it names the cause, not a consequence that was noticed first.
     pub async fn failed(&self) -> Error {
-        self.supervisor.failed().await.into()
+        let first = self.supervisor.failed().await;
+        let _ = self.supervised.recv_async().await;
+        self.supervisor.fatal().unwrap_or(first).into()
     }
 
     /// Writes a checkpoint to object storage now (and collects what older ones no longer need).

@@ -262,6 +262,26 @@ async fn a_checkpoint_failing_before_manifest_latest_is_not_the_newest_and_the_n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_retried_at_the_same_revision_finishes_the_manifest_an_earlier_attempt_wrote() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = Arc::new(MemStore::new());
+    let node = Node::open(config(&data, &store, true)).unwrap();
+    put_keys(&node, "k", 5).await;
+    fail::cfg("checkpoint-before-latest", "return").unwrap();
+    node.checkpoint().await.expect_err("the checkpoint fails at its last step");
+    fail::remove("checkpoint-before-latest");
+    // No write since: the retry is at the same revision, where the manifest is already stored.
+    let written = node.checkpoint().await.expect("the retry succeeds");
+    assert!(written.is_some(), "the retry finishes the checkpoint rather than calling it current");
+    assert_eq!(latest_checkpoint_revision(store.as_ref()).await, Some(node.revision().await.unwrap()));
+    let before = state(&node).await;
+    restored_from_store_holds(node, &data, &store, &before).await;
+    scenario.teardown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_failing_after_a_checkpoint_is_a_standing_error_until_it_runs() {
     let scenario = fail::FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();

@@ -46,14 +46,24 @@ impl Supervisor {
     }
 
     /// Records that `actor` failed with `error`. The first failure stops the node; later ones are
-    /// only logged (they most often follow from the first).
+    /// only logged (they most often follow from the first), except that a cause replaces a
+    /// consequence: an actor whose input ended ([`Error::InputEnded`]) may notice before the actor
+    /// upstream that failed has been recorded (its channels close as it ends).
     pub fn fail(&self, actor: &str, error: Error) {
         let mut first = self.first.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if first.is_some() {
-            tracing::warn!(actor, error = %error, "after the node's fatal error, another actor failed too");
-            return;
+        let replaces = |recorded: &Fatal| {
+            matches!(*recorded.error, Error::InputEnded(_)) && !matches!(error, Error::InputEnded(_))
+        };
+        match first.as_ref() {
+            Some(recorded) if replaces(recorded) => {
+                tracing::error!(actor, error = %error, consequence = %recorded, "fatal error, the cause of the one before");
+            }
+            Some(_) => {
+                tracing::warn!(actor, error = %error, "after the node's fatal error, another actor failed too");
+                return;
+            }
+            None => tracing::error!(actor, error = %error, "fatal error: the node stops"),
         }
-        tracing::error!(actor, error = %error, "fatal error: the node stops");
         *first = Some(Fatal { actor: actor.to_string(), error: Arc::new(error) });
         drop(first);
         self.failed.send_replace(true);

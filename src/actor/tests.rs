@@ -179,3 +179,15 @@ fn a_source_of_another_type_is_mapped_and_its_end_is_its_last_event() {
     assert_eq!(seen.recv().unwrap(), vec![50, 1], "mapped, read before the mailbox; its end stopped the actor");
     assert!(supervisor.fatal().is_none());
 }
+
+#[test]
+fn a_cause_recorded_after_its_consequence_replaces_it_and_nothing_else_does() {
+    let supervisor = Supervisor::new();
+    supervisor.fail("shard 0", Error::InputEnded("committed groups stopped arriving"));
+    supervisor.fail("shard 1", Error::InputEnded("committed groups stopped arriving"));
+    assert_eq!(supervisor.fatal().unwrap().actor, "shard 0", "a consequence does not replace another");
+    supervisor.fail("uploader", Error::Timeout);
+    assert_eq!(supervisor.fatal().unwrap().actor, "uploader", "the cause replaces the consequence");
+    supervisor.fail("committer", Error::Closed);
+    assert_eq!(supervisor.fatal().unwrap().actor, "uploader", "the first cause is kept");
+}

@@ -109,9 +109,10 @@ pub fn run(args: RunArgs, matches: &clap::ArgMatches) -> ExitCode {
         Ok(Some(SIGTERM)) => "SIGTERM",
         Ok(_) => "the end of signal handling",
         Err(fatal) => {
-            // The node stops itself; `close` waits until it has.
-            let _ = futures_lite::future::block_on(node.close());
-            eprintln!("t4: error: {fatal}");
+            // The node stops itself; `close` waits until it has, and then knows the failure's
+            // cause for sure (the first report may have been a consequence of it).
+            let cause = futures_lite::future::block_on(node.close()).err().unwrap_or(fatal);
+            eprintln!("t4: error: {cause}");
             return ExitCode::FAILURE;
         }
     };

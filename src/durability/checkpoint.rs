@@ -4,7 +4,6 @@
 //! content hash) into an empty store. GC keeps the two newest checkpoints and what they (and branch
 //! pins) need.
 
-use crate::log::LogPosition;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,6 +15,7 @@ use super::layout::{
 };
 use super::table::{TableBuilder, decode_table};
 use crate::error::{Error, Result};
+use crate::log::LogPosition;
 use crate::metrics::CheckpointStats;
 use crate::mvcc::Store;
 use crate::object::{ObjectError, ObjectStore};
@@ -124,8 +124,17 @@ pub async fn create(
     match store.put_if_absent(&key, manifest.to_json()).await {
         Ok(_) => {}
         Err(ObjectError::PreconditionFailed(_)) => {
-            tracing::info!(key, "a checkpoint at this revision exists already");
-            return Ok(None);
+            // Only this node writes under its term, so the manifest there is an earlier attempt of
+            // this very checkpoint that failed before `manifest/latest` moved (`latest` is behind
+            // it, or this would have returned above): it is complete, so finish its last step.
+            let existing = store.get(&key).await.map_err(|e| storage(&format!("reading {key}"), e))?;
+            let complete = existing.is_some_and(|object| {
+                parse_checkpoint(&object.bytes).is_ok_and(|m| m.term == term && m.revision == position.revision)
+            });
+            if !complete {
+                return Err(Error::Corrupt(format!("{key} exists but is not this node's checkpoint at its revision")));
+            }
+            tracing::info!(key, "finishing an earlier attempt of this checkpoint: moving manifest/latest to it");
         }
         Err(e) => return Err(storage(&format!("writing {key}"), e)),
     }

@@ -2,7 +2,6 @@
 //! the schedule finds due, each followed by GC. Invariant: one lock serialises every checkpoint
 //! and its GC, and the schedule moves on only with a checkpoint written (or found current).
 
-use crate::log::LogPosition;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -11,6 +10,7 @@ use super::health::Health;
 use super::schedule::{CheckpointSchedule, NewestCheckpoint};
 use super::{Durability, Settings, checkpoint, replay};
 use crate::error::{Error, Result};
+use crate::log::LogPosition;
 use crate::metrics::{CheckpointStats, UploadStats};
 use crate::mvcc::Store;
 use crate::mvcc::store::INITIAL_REVISION;

@@ -2,7 +2,6 @@
 //! replay), then a new term, then the local records the store lacks uploaded. Invariant: the new
 //! term is above every term in the local store and in object storage, so no object is overwritten.
 
-use crate::ids::Term;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +12,7 @@ use super::layout::{CHECKPOINT_PREFIX, WAL_PREFIX, parse_checkpoint_key, parse_w
 use super::{Durability, Settings, checkpoint, replay};
 use crate::alarms::Alarms;
 use crate::error::{Error, Result};
+use crate::ids::Term;
 use crate::metrics::{CheckpointStats, Metrics};
 use crate::mvcc::Store;
 use crate::mvcc::store::LogPosition;

@@ -60,6 +60,7 @@ pub fn to_status(error: Error) -> Status {
         | Error::Upload(_)
         | Error::Corrupt(_)
         | Error::Log(_)
+        | Error::InputEnded(_)
         | Error::Runtime(_)
         | Error::DataDir { .. }
         | Error::DataDirLocked { .. }

@@ -192,7 +192,7 @@ impl Actor for Shard {
             ShardMessage::Group(group) => self.apply_group(&group),
             ShardMessage::GroupsEnded => {
                 if !*self.shutdown.borrow() {
-                    return Err(Error::Runtime("committed groups stopped arriving before the node shut down".into()));
+                    return Err(Error::InputEnded("committed groups stopped arriving before the node shut down"));
                 }
                 return Ok(Flow::Stop);
             }

@@ -14,7 +14,6 @@ mod maintenance;
 mod open;
 mod read;
 
-use crate::ids::Term;
 use std::path::{Path, PathBuf};
 
 use fjall::{Database, Keyspace, PersistMode, Readable, Snapshot};
@@ -24,6 +23,7 @@ pub use self::read::ReadView;
 use super::encoding::{Version, decode_lease_key, decode_log_key, is_long_history_key, is_long_latest_key, meta};
 use super::lock::DataDirLock;
 use crate::error::{Error, Result};
+use crate::ids::Term;
 
 /// Revision of an empty store: etcd starts at 1, so the first write is revision 2.
 pub const INITIAL_REVISION: i64 = 1;

@@ -3,7 +3,6 @@
 //! creates what is missing; a read-only open (`t4 inspect`) creates nothing and refuses a directory that
 //! holds no T4 database before fjall would make one.
 
-use crate::ids::Term;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +15,7 @@ use super::{
 };
 use crate::config::{JOURNAL_BYTES_MAX, MEMTABLE_BYTES_MAX};
 use crate::error::{Error, Result};
+use crate::ids::Term;
 use crate::log::LogRecord;
 use crate::mvcc::encoding::meta;
 use crate::mvcc::lock::{DataDirLock, LockRole};
