@@ -41,6 +41,8 @@ impl Durability {
             segment_age: self.settings.segment_age,
         };
         let (stage, subscription) = if self.settings.sync_upload {
+            // Groups in and out of the uploader: the sequencer has at most `--groups-in-flight-max`
+            // groups out at once, so neither channel holds more.
             let (to_uploader, input) = flume::unbounded();
             let (output, from_uploader) = flume::unbounded();
             let (outage, health) = crate::sequencer::store_health();

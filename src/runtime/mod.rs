@@ -137,6 +137,7 @@ impl Executors {
         } = plan;
         assert_eq!(shards.len(), cores, "one shard actor per core");
         let shutdown_rx = shutdown.subscribe();
+        // One report per core: bounded by `cores`.
         let (drained_tx, drained) = flume::unbounded();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut threads = Vec::with_capacity(cores);
