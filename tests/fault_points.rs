@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +65,45 @@ async fn put_keys(node: &Node, tag: &str, count: usize) {
     }
 }
 
+/// What each embedded test here runs on: the fault points' lock (they are process-wide), a data dir
+/// of its own and an in-memory object store.
+struct Fixture {
+    scenario: fail::FailScenario<'static>,
+    dir: tempfile::TempDir,
+    store: Arc<MemStore>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let scenario = fail::FailScenario::setup();
+        Fixture { scenario, dir: tempfile::tempdir().unwrap(), store: Arc::new(MemStore::new()) }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn config(&self, sync_upload: bool) -> Config {
+        config(&self.data(), &self.store, sync_upload)
+    }
+
+    fn open(&self, sync_upload: bool) -> Node {
+        Node::open(self.config(sync_upload)).unwrap()
+    }
+
+    /// Checks that a node restored from the store alone holds all that `node` holds, then lets
+    /// other tests set fault points.
+    async fn restored_holds(self, node: Node) {
+        let before = state(&node).await;
+        restored_from_store_holds(node, &self.data(), &self.store, &before).await;
+        self.teardown();
+    }
+
+    fn teardown(self) {
+        self.scenario.teardown();
+    }
+}
+
 /// Closes `node`, drops its data dir and opens a node restored from `store` alone: it must hold
 /// exactly `before`.
 async fn restored_from_store_holds(node: Node, data: &Path, store: &Arc<MemStore>, before: &State) {
@@ -80,11 +119,8 @@ async fn restored_from_store_holds(node: Node, data: &Path, store: &Arc<MemStore
 /// Sync upload with `point` failing: writes time out, then are refused while the failure stands
 /// (named in `Status.errors`); once the point is off they are taken again, and nothing is lost.
 async fn sync_upload_failing_at(point: &str) {
-    let scenario = fail::FailScenario::setup();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let store = Arc::new(MemStore::new());
-    let node = Node::open(config(&data, &store, true)).unwrap();
+    let fixture = Fixture::new();
+    let node = fixture.open(true);
     put_keys(&node, "before", 5).await;
 
     fail::cfg(point, "return").unwrap();
@@ -99,9 +135,7 @@ async fn sync_upload_failing_at(point: &str) {
     wait_until(Duration::from_secs(30), "Status.errors cleared", || async { status_errors(&node).await.is_empty() })
         .await;
     put_keys(&node, "after", 5).await;
-    let before = state(&node).await;
-    restored_from_store_holds(node, &data, &store, &before).await;
-    scenario.teardown();
+    fixture.restored_holds(node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,11 +151,8 @@ async fn a_sync_upload_failing_after_its_put_is_retried_and_finds_its_own_object
 /// Async upload with `point` failing: writes are acknowledged all along, the failure stands in
 /// `Status.errors` (saying `text`) until the point is off, and nothing is lost.
 async fn async_upload_failing_at(point: &str, text: &str) {
-    let scenario = fail::FailScenario::setup();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let store = Arc::new(MemStore::new());
-    let node = Node::open(config(&data, &store, false)).unwrap();
+    let fixture = Fixture::new();
+    let node = fixture.open(false);
     put_keys(&node, "before", 5).await;
 
     fail::cfg(point, "return").unwrap();
@@ -142,9 +173,7 @@ async fn async_upload_failing_at(point: &str, text: &str) {
     put_keys(&node, "after", 5).await;
     wait_until(Duration::from_secs(30), "Status.errors cleared", || async { status_errors(&node).await.is_empty() })
         .await;
-    let before = state(&node).await;
-    restored_from_store_holds(node, &data, &store, &before).await;
-    scenario.teardown();
+    fixture.restored_holds(node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,11 +193,8 @@ async fn an_async_watermark_that_cannot_move_is_a_standing_error_while_writes_go
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_uploader_that_cannot_pass_stored_groups_on_stops_the_node_with_its_error() {
-    let scenario = fail::FailScenario::setup();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let store = Arc::new(MemStore::new());
-    let node = Node::open(config(&data, &store, true)).unwrap();
+    let fixture = Fixture::new();
+    let node = fixture.open(true);
     put_keys(&node, "before", 5).await;
     let before = state(&node).await;
 
@@ -184,13 +210,13 @@ async fn a_sync_uploader_that_cannot_pass_stored_groups_on_stops_the_node_with_i
 
     // The write that was stored but never passed on may come back (its outcome was unknown, as
     // with a timeout); everything acknowledged does.
-    std::fs::remove_dir_all(&data).unwrap();
-    let node = Node::open(config(&data, &store, true)).unwrap();
+    std::fs::remove_dir_all(fixture.data()).unwrap();
+    let node = fixture.open(true);
     let (_, kvs) = state(&node).await;
     let restored: Vec<_> = kvs.into_iter().filter(|(key, ..)| key.starts_with(b"before/")).collect();
     assert_eq!(restored, before.1, "every acknowledged write");
     node.close().await.unwrap();
-    scenario.teardown();
+    fixture.teardown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,11 +240,8 @@ async fn t4_run_exits_non_zero_with_the_uploaders_error_when_it_cannot_pass_grou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_failing_after_their_tables_are_a_standing_error_until_one_succeeds() {
-    let scenario = fail::FailScenario::setup();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let store = Arc::new(MemStore::new());
-    let mut config = config(&data, &store, true);
+    let fixture = Fixture::new();
+    let mut config = fixture.config(true);
     config.object_store.checkpoint_entries = 5;
     fail::cfg("checkpoint-after-tables", "return").unwrap();
     let node = Node::open(config).unwrap();
@@ -227,47 +250,37 @@ async fn checkpoints_failing_after_their_tables_are_a_standing_error_until_one_s
         reports(&node, "checkpoints", "fault injected at checkpoint-after-tables").await
     })
     .await;
-    assert_eq!(latest_checkpoint_revision(store.as_ref()).await, None, "no manifest without its step");
+    assert_eq!(latest_checkpoint_revision(fixture.store.as_ref()).await, None, "no manifest without its step");
 
     fail::remove("checkpoint-after-tables");
     wait_until(Duration::from_secs(60), "a checkpoint, and Status.errors cleared", || async {
-        status_errors(&node).await.is_empty() && latest_checkpoint_revision(store.as_ref()).await.is_some()
+        status_errors(&node).await.is_empty() && latest_checkpoint_revision(fixture.store.as_ref()).await.is_some()
     })
     .await;
-    let before = state(&node).await;
-    restored_from_store_holds(node, &data, &store, &before).await;
-    scenario.teardown();
+    fixture.restored_holds(node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_failing_before_manifest_latest_is_not_the_newest_and_the_next_one_is() {
-    let scenario = fail::FailScenario::setup();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let store = Arc::new(MemStore::new());
-    let node = Node::open(config(&data, &store, true)).unwrap();
+    let fixture = Fixture::new();
+    let node = fixture.open(true);
     put_keys(&node, "k", 5).await;
     fail::cfg("checkpoint-before-latest", "return").unwrap();
     let failed = node.checkpoint().await.expect_err("the checkpoint fails at its last step");
     assert!(failed.to_string().contains("fault injected at checkpoint-before-latest"), "{failed}");
-    assert_eq!(latest_checkpoint_revision(store.as_ref()).await, None);
+    assert_eq!(latest_checkpoint_revision(fixture.store.as_ref()).await, None);
 
     fail::remove("checkpoint-before-latest");
     put_keys(&node, "more", 3).await;
     node.checkpoint().await.expect("a checkpoint").expect("a new one");
-    assert_eq!(latest_checkpoint_revision(store.as_ref()).await, Some(node.revision().await.unwrap()));
-    let before = state(&node).await;
-    restored_from_store_holds(node, &data, &store, &before).await;
-    scenario.teardown();
+    assert_eq!(latest_checkpoint_revision(fixture.store.as_ref()).await, Some(node.revision().await.unwrap()));
+    fixture.restored_holds(node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_retried_at_the_same_revision_finishes_the_manifest_an_earlier_attempt_wrote() {
-    let scenario = fail::FailScenario::setup();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let store = Arc::new(MemStore::new());
-    let node = Node::open(config(&data, &store, true)).unwrap();
+    let fixture = Fixture::new();
+    let node = fixture.open(true);
     put_keys(&node, "k", 5).await;
     fail::cfg("checkpoint-before-latest", "return").unwrap();
     node.checkpoint().await.expect_err("the checkpoint fails at its last step");
@@ -275,19 +288,14 @@ async fn a_checkpoint_retried_at_the_same_revision_finishes_the_manifest_an_earl
     // No write since: the retry is at the same revision, where the manifest is already stored.
     let written = node.checkpoint().await.expect("the retry succeeds");
     assert!(written.is_some(), "the retry finishes the checkpoint rather than calling it current");
-    assert_eq!(latest_checkpoint_revision(store.as_ref()).await, Some(node.revision().await.unwrap()));
-    let before = state(&node).await;
-    restored_from_store_holds(node, &data, &store, &before).await;
-    scenario.teardown();
+    assert_eq!(latest_checkpoint_revision(fixture.store.as_ref()).await, Some(node.revision().await.unwrap()));
+    fixture.restored_holds(node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_failing_after_a_checkpoint_is_a_standing_error_until_it_runs() {
-    let scenario = fail::FailScenario::setup();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let store = Arc::new(MemStore::new());
-    let node = Node::open(config(&data, &store, true)).unwrap();
+    let fixture = Fixture::new();
+    let node = fixture.open(true);
     put_keys(&node, "k", 5).await;
     fail::cfg("checkpoint-before-gc", "return").unwrap();
     node.checkpoint().await.expect("the checkpoint itself is written").expect("a new one");
@@ -297,7 +305,5 @@ async fn gc_failing_after_a_checkpoint_is_a_standing_error_until_it_runs() {
     put_keys(&node, "more", 3).await;
     node.checkpoint().await.expect("a checkpoint").expect("a new one");
     assert_eq!(status_errors(&node).await, Vec::<String>::new(), "GC ran: its error cleared");
-    let before = state(&node).await;
-    restored_from_store_holds(node, &data, &store, &before).await;
-    scenario.teardown();
+    fixture.restored_holds(node).await;
 }
