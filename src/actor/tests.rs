@@ -68,10 +68,7 @@ fn ask_answers_and_the_actor_cleans_up_when_its_mailbox_closes() {
     let (actor, seen) = counter(true);
     let (mailbox, receiver) = mailbox(4, WhenFull::Wait);
     let supervisor = Supervisor::new();
-    let thread = std::thread::spawn({
-        let supervisor = supervisor.clone();
-        move || run_blocking("counter", actor, Inbox::new(receiver), &supervisor)
-    });
+    let thread = spawn("t4-counter", actor, Inbox::new(receiver), &supervisor).unwrap();
     mailbox.tell_blocking(Count::Add(2)).unwrap();
     mailbox.tell_blocking(Count::Add(3)).unwrap();
     assert_eq!(futures_lite::future::block_on(mailbox.ask(Count::Total)).unwrap(), 5);
@@ -86,10 +83,7 @@ fn an_error_is_recorded_as_the_first_fatal_one_and_ends_the_actor() {
     let (actor, seen) = counter(true);
     let (mailbox, receiver) = mailbox(4, WhenFull::Wait);
     let supervisor = Supervisor::new();
-    let thread = std::thread::spawn({
-        let supervisor = supervisor.clone();
-        move || run_blocking("counter", actor, Inbox::new(receiver), &supervisor)
-    });
+    let thread = spawn("t4-counter", actor, Inbox::new(receiver), &supervisor).unwrap();
     mailbox.tell_blocking(Count::Add(-1)).unwrap();
     thread.join().unwrap();
     let fatal = futures_lite::future::block_on(supervisor.failed());
