@@ -20,20 +20,6 @@ use crate::metrics::CommitStats;
 use crate::mvcc::store::GroupWrite;
 use crate::mvcc::{Layer, Store, VersionReader};
 
-/// Where evaluated groups go: the committer, or the uploader first (sync upload).
-enum GroupSink {
-    Committer(flume::Sender<PendingGroup>),
-    Uploader(flume::Sender<PendingGroup>),
-}
-
-impl GroupSink {
-    fn sender(&self) -> &flume::Sender<PendingGroup> {
-        match self {
-            GroupSink::Committer(tx) | GroupSink::Uploader(tx) => tx,
-        }
-    }
-}
-
 /// The sequencer actor: state, and the committer and compactor threads it owns.
 pub struct Sequencer {
     store: Arc<Store>,
@@ -41,7 +27,8 @@ pub struct Sequencer {
     /// Proposals still queued, taken into the group being started.
     queued: flume::Receiver<SequencerMessage>,
     inbox: Option<Inbox<SequencerMessage>>,
-    groups: GroupSink,
+    /// Where evaluated groups go: the committer, or the uploader first (sync upload).
+    groups: flume::Sender<PendingGroup>,
     /// The object store's health, in sync-upload mode.
     health: Option<StoreHealth>,
     /// The groups handed on and not yet reported, and whether a new one may start.
@@ -100,9 +87,9 @@ impl Sequencer {
         let (groups, committer_input, health) = match upload {
             None => {
                 let (tx, rx) = flume::unbounded::<PendingGroup>();
-                (GroupSink::Committer(tx), rx, None)
+                (tx, rx, None)
             }
-            Some(stage) => (GroupSink::Uploader(stage.to_uploader), stage.from_uploader, Some(stage.health)),
+            Some(stage) => (stage.to_uploader, stage.from_uploader, Some(stage.health)),
         };
         // The committer's reports: one per group out, so bounded by `groups_in_flight_max` too.
         let (reports, report_source) = flume::unbounded();
@@ -230,9 +217,7 @@ impl Sequencer {
         }
         write.current_revision = self.state.current;
         self.pipeline.started(self.state.current);
-        if let Err(flume::SendError(group)) =
-            self.groups.sender().send(PendingGroup { write, prevs, replies, compaction })
-        {
+        if let Err(flume::SendError(group)) = self.groups.send(PendingGroup { write, prevs, replies, compaction }) {
             let mut group = group;
             group.fail_replies(|| Error::Closed);
             self.finish_group(Committed::Failed(Arc::new(Error::Runtime(GROUPS_GONE.into()))));
