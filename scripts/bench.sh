@@ -11,19 +11,29 @@
 # Settings (environment):
 #   BENCH_WORKLOADS   space- or comma-separated WORKLOAD[:N[:CONNS]]; default
 #                     "seq-put par-put:16 par-put:256 seq-get par-get:16 mixed:16 txn:16
-#                      lease-churn:16 watch-latency watch-fanout:1000"
+#                      lease-churn:16 watch-latency watch-fanout:1000 watch-keys:1000 list:4
+#                      count:4 list-hot:4"
 #                     (WORKLOAD: seq-put par-put seq-get par-get mixed txn lease-churn watch-latency
-#                     watch-fanout; N is the clients, default BENCH_CLIENTS, except for
-#                     watch-latency, where it is the writers, default 1, and watch-fanout, where it
-#                     is the watchers, default 1000; CONNS is the connections the clients share,
-#                     default N up to BENCH_CONNS_MAX, so par-put:256 runs on 16 connections, as
-#                     etcd's own benchmark would be run; seq-* use one client on one connection)
+#                     watch-fanout watch-keys list count list-hot; N is the clients, default
+#                     BENCH_CLIENTS, except for watch-latency, where it is the writers, default 1,
+#                     and watch-fanout and watch-keys, where it is the watchers, default 1000 (on
+#                     CONNS connections, default 10, with one writer); CONNS is the connections the
+#                     clients share, default N up to BENCH_CONNS_MAX, so par-put:256 runs on 16
+#                     connections, as etcd's own benchmark would be run; seq-* use one client on
+#                     one connection)
 #   BENCH_CLIENTS     clients of par-*, mixed, txn and lease-churn when not given per workload; 16
 #   BENCH_CONNS_MAX   most connections a workload's clients get unless given per workload; 16
 #   BENCH_TOTAL       timed ops per run (puts of watch-latency); default 10000 (--quick: 1000)
 #   BENCH_FANOUT_TOTAL  puts of each watch-fanout run (each goes to every watcher); default 500
 #                     (--quick: 100)
 #   BENCH_RSS_KEYS    keys written for --rss; default 1000000 (--quick: 100000)
+#   BENCH_LIST_KEYS   keys of the prefix list and count read; default 50000 (--quick: 5000)
+#   BENCH_LIST_VAL_SIZE  value bytes of the list workloads' keys; default 1024
+#   BENCH_LIST_TOTAL  timed ops of list (pages), count and list-hot (whole lists); default 1000
+#                     (--quick: 100)
+#   BENCH_HOT_KEYS    list-hot: keys listed, hot keys, hot writers and untimed updates of each
+#                     hot key before timing, as KEYS:HOT:WRITERS:UPDATES; default 2000:200:8:250
+#                     (--quick: 2000:200:8:25)
 #   BENCH_MAX_SECS    cap on each timed run; default 120 (the --rss load: 1800)
 #   BENCH_LOADTEST_ARGS  extra t4-loadtest flags for every run, e.g. "--val-size 1024"
 #   BENCH_T4_BIN      a t4 binary to measure instead of building one (e.g. another branch's
@@ -76,7 +86,7 @@ for arg in "$@"; do
     esac
 done
 
-WORKLOADS="${BENCH_WORKLOADS:-seq-put par-put:16 par-put:256 seq-get par-get:16 mixed:16 txn:16 lease-churn:16 watch-latency watch-fanout:1000}"
+WORKLOADS="${BENCH_WORKLOADS:-seq-put par-put:16 par-put:256 seq-get par-get:16 mixed:16 txn:16 lease-churn:16 watch-latency watch-fanout:1000 watch-keys:1000 list:4 count:4 list-hot:4}"
 CLIENTS="${BENCH_CLIENTS:-16}"
 CONNS_MAX="${BENCH_CONNS_MAX:-16}"
 if [ "$QUICK" -eq 1 ]; then
@@ -84,11 +94,23 @@ if [ "$QUICK" -eq 1 ]; then
     FANOUT_TOTAL="${BENCH_FANOUT_TOTAL:-100}"
     RSS_KEYS="${BENCH_RSS_KEYS:-100000}"
     MAINT_KEYS="${BENCH_MAINT_KEYS:-100000}"
+    LIST_KEYS="${BENCH_LIST_KEYS:-5000}"
+    LIST_TOTAL="${BENCH_LIST_TOTAL:-100}"
+    HOT="${BENCH_HOT_KEYS:-2000:200:8:25}"
 else
     TOTAL="${BENCH_TOTAL:-10000}"
     FANOUT_TOTAL="${BENCH_FANOUT_TOTAL:-500}"
     RSS_KEYS="${BENCH_RSS_KEYS:-1000000}"
     MAINT_KEYS="${BENCH_MAINT_KEYS:-1000000}"
+    LIST_KEYS="${BENCH_LIST_KEYS:-50000}"
+    LIST_TOTAL="${BENCH_LIST_TOTAL:-1000}"
+    HOT="${BENCH_HOT_KEYS:-2000:200:8:250}"
+fi
+LIST_VAL_SIZE="${BENCH_LIST_VAL_SIZE:-1024}"
+IFS=: read -r HOT_LIST_KEYS HOT_KEYS HOT_WRITERS HOT_UPDATES <<<"$HOT"
+if [ -z "$HOT_UPDATES" ]; then
+    printf "bench.sh: BENCH_HOT_KEYS=%s: want KEYS:HOT:WRITERS:UPDATES\n" "$HOT" >&2
+    exit 2
 fi
 MAX_SECS="${BENCH_MAX_SECS:-120}"
 RSS_MAX_SECS=1800
@@ -211,11 +233,12 @@ start_etcd bench "$TMP"
 RESULTS="$TMP/results.jsonl"
 : >"$RESULTS"
 FAILED=0
-run_one() { # server endpoint workload clients conns watchers total run-number
+run_one() { # server endpoint workload clients conns watchers total run-number [loadtest args...]
     local prefix="/bench/$8/"
     local conns_args=()
     [ -n "$5" ] && conns_args=(--conns "$5")
-    if [ "$3" = watch-fanout ]; then
+    local workload_args=("${@:9}")
+    if [ "$3" = watch-fanout ] || [ "$3" = watch-keys ]; then
         step "$3 with $6 watchers, $7 puts against $1 ($2)"
     else
         step "$3 with $4 client(s)${5:+ on $5 connection(s)}, $7 ops against $1 ($2)"
@@ -223,7 +246,7 @@ run_one() { # server endpoint workload clients conns watchers total run-number
     # In the background so that a signal to this script runs its trap at once, not after the run.
     "$LOADTEST" --endpoints "$2" --workload "$3" --clients "$4" "${conns_args[@]}" --watchers "$6" \
         --total "$7" --prefix "$prefix" --duration-max-secs "$MAX_SECS" --label "$1" --output jsonl \
-        "${EXTRA_ARGS[@]}" >"$TMP/run.jsonl" 2>"$TMP/run.err" </dev/null &
+        "${workload_args[@]}" "${EXTRA_ARGS[@]}" >"$TMP/run.jsonl" 2>"$TMP/run.err" </dev/null &
     LOADTEST_PID=$!
     local rc=0
     wait "$LOADTEST_PID" || rc=$?
@@ -244,7 +267,7 @@ if text:
 else:
     lines = open(err).read().strip().splitlines() or ["no output"]
     r = {"label": label, "workload": workload, "clients": int(clients), "first_error": lines[-1]}
-    r["watchers"] = {"watch-fanout": int(watchers), "watch-latency": 1}.get(workload)
+    r["watchers"] = {"watch-fanout": int(watchers), "watch-keys": int(watchers), "watch-latency": 1}.get(workload)
     r["conns"] = int(conns) if conns else None
 r["failed"] = rc != "0"
 r["run"] = int(run)  # what pairs the runs of one workload in the table
@@ -282,6 +305,7 @@ for spec in ${WORKLOADS//,/ }; do
     clients="${n:-$CLIENTS}"
     watchers=1000
     total="$TOTAL"
+    args=()
     case "$workload" in
     seq-put | seq-get)
         clients=1
@@ -299,18 +323,33 @@ for spec in ${WORKLOADS//,/ }; do
         watchers="${n:-1000}"
         total="$FANOUT_TOTAL"
         ;;
+    watch-keys)
+        clients=1
+        watchers="${n:-1000}"
+        ;;
+    list | count)
+        [ -n "$conns" ] || conns=$((clients < CONNS_MAX ? clients : CONNS_MAX))
+        total="$LIST_TOTAL"
+        args=(--key-space "$LIST_KEYS" --val-size "$LIST_VAL_SIZE")
+        ;;
+    list-hot)
+        [ -n "$conns" ] || conns=$((clients < CONNS_MAX ? clients : CONNS_MAX))
+        total="$LIST_TOTAL"
+        args=(--key-space "$HOT_LIST_KEYS" --val-size "$LIST_VAL_SIZE" --hot-keys "$HOT_KEYS"
+            --hot-writers "$HOT_WRITERS" --hot-updates "$HOT_UPDATES")
+        ;;
     *) die "unknown workload $workload in BENCH_WORKLOADS" ;;
     esac
     run=$((run + 1))
     if [ $((run % 2)) -eq 1 ]; then
-        run_one t4 "$T4_EP" "$workload" "$clients" "$conns" "$watchers" "$total" "$run"
-        run_one etcd "$ETCD_EP" "$workload" "$clients" "$conns" "$watchers" "$total" "$run"
+        run_one t4 "$T4_EP" "$workload" "$clients" "$conns" "$watchers" "$total" "$run" "${args[@]}"
+        run_one etcd "$ETCD_EP" "$workload" "$clients" "$conns" "$watchers" "$total" "$run" "${args[@]}"
     else
-        run_one etcd "$ETCD_EP" "$workload" "$clients" "$conns" "$watchers" "$total" "$run"
-        run_one t4 "$T4_EP" "$workload" "$clients" "$conns" "$watchers" "$total" "$run"
+        run_one etcd "$ETCD_EP" "$workload" "$clients" "$conns" "$watchers" "$total" "$run" "${args[@]}"
+        run_one t4 "$T4_EP" "$workload" "$clients" "$conns" "$watchers" "$total" "$run" "${args[@]}"
     fi
     if [ -n "$T4S3_EP" ]; then
-        run_s3 t4-s3 "$T4S3_EP" "$workload" "$clients" "$conns" "$watchers" "$total" "$run"
+        run_s3 t4-s3 "$T4S3_EP" "$workload" "$clients" "$conns" "$watchers" "$total" "$run" "${args[@]}"
     fi
 done
 
@@ -443,7 +482,7 @@ def conflicts_per_op(r):
     return f'{r["conflicts"] / max(r["ok"], 1):.1f}' if measured(r) and r.get("conflicts") is not None else "-"
 
 def clients_cell(workload, clients, conns, watchers):
-    if workload == "watch-fanout":
+    if workload in ("watch-fanout", "watch-keys"):
         return f"{watchers} watchers"
     return f"{clients} on {conns} conns" if conns and conns != clients else str(clients)
 
@@ -490,6 +529,17 @@ if "txn" in workloads:
     print("txn: ops/s are successful compare-and-swap increments of shared counters (1 unless BENCH_LOADTEST_ARGS sets --key-space); conflicts are retries.")
 if "lease-churn" in workloads:
     print("lease-churn: an op is lease grant + put with the lease + revoke.")
+if "watch-keys" in workloads:
+    print("watch-keys: each watcher watches one key of its own; one writer puts them in turn.")
+list_runs = {r["workload"]: r for r in runs if r.get("pages") is not None}
+if "list" in list_runs:
+    r = list_runs["list"]
+    print(f'list: an op is one page (limit {r["page_size"]}) of a paged walk of {r["key_space"]} keys of {r["val_size"]} B, at its first page\'s revision.')
+if "count" in list_runs:
+    print(f'count: an op is a count_only range over {list_runs["count"]["key_space"]} keys.')
+if "list-hot" in list_runs:
+    r = list_runs["list-hot"]
+    print(f'list-hot: an op is a whole paged list of {r["key_space"]} keys while {r["hot_writers"]} writers update {r["hot_keys"]} of them (each updated {r["hot_updates"]} times before).')
 if rss:
     def mib(kib):
         return f"{kib / 1024:.0f} MiB"

@@ -21,8 +21,12 @@ const WARMUP_OPS_MAX: u64 = 1_000;
 const WARMUP_TIME_MAX: Duration = Duration::from_secs(10);
 /// The pre-written set of the get and mixed workloads when `--key-space` is not given.
 const READ_KEY_SPACE_DEFAULT: u64 = 1_000;
-/// Watch-fanout's watcher connections when `--conns` is not given.
+/// Watch-fanout's and watch-keys' watcher connections when `--conns` is not given.
 const FANOUT_CONNS_DEFAULT: u32 = 10;
+/// The prefix of list and count when `--key-space` is not given.
+const LIST_KEY_SPACE_DEFAULT: u64 = 10_000;
+/// The prefix of list-hot when `--key-space` is not given.
+const LIST_HOT_KEY_SPACE_DEFAULT: u64 = 2_000;
 
 /// How the report is printed on stdout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -117,7 +121,8 @@ pub struct Args {
     #[arg(long, env = "T4_LOADTEST_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
     pub request_timeout_secs: u64,
 
-    /// Watchers of watch-fanout, all on `--prefix` (watch-latency has one).
+    /// Watchers of watch-fanout (all on `--prefix`) and of watch-keys (one key each);
+    /// watch-latency has one.
     #[arg(long, env = "T4_LOADTEST_WATCHERS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub watchers: u32,
 
@@ -129,6 +134,23 @@ pub struct Args {
     /// Puts per second of the watch workloads, over all writers; 0 puts as fast as they go.
     #[arg(long, env = "T4_LOADTEST_PUT_RATE", default_value_t = 0)]
     pub put_rate: u64,
+
+    /// List and list-hot: keys per page (the `limit` of each range request); default 500.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+    pub page_size: Option<i64>,
+
+    /// List-hot: the keys (the first of `--key-space`) the hot writers update; default 200.
+    #[arg(long)]
+    pub hot_keys: Option<u64>,
+
+    /// List-hot: clients updating the hot keys while the others list; default 8.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub hot_writers: Option<u32>,
+
+    /// List-hot: untimed updates of each hot key before the timed phase, the history every list
+    /// crosses; default 0.
+    #[arg(long)]
+    pub hot_updates: Option<u64>,
 }
 
 impl Args {
@@ -171,7 +193,7 @@ impl Args {
                 return Err("watch-latency has one watcher connection and one per writer: drop --conns".into());
             }
             Workload::WatchLatency => 1,
-            Workload::WatchFanout => self.conns.unwrap_or(FANOUT_CONNS_DEFAULT),
+            Workload::WatchFanout | Workload::WatchKeys => self.conns.unwrap_or(FANOUT_CONNS_DEFAULT),
             w if w.is_sequential() => 1,
             _ => match self.conns {
                 Some(conns) if conns > clients => {
@@ -184,6 +206,8 @@ impl Args {
         let key_space = match (workload, self.key_space) {
             (w, key_space) if w.is_put() => key_space.unwrap_or(0),
             (w, Some(0)) if w.needs_keys() => return Err(format!("{name} reads: --key-space must be at least 1")),
+            (Workload::List | Workload::Count, key_space) => key_space.unwrap_or(LIST_KEY_SPACE_DEFAULT),
+            (Workload::ListHot, key_space) => key_space.unwrap_or(LIST_HOT_KEY_SPACE_DEFAULT),
             (w, key_space) if w.needs_keys() => key_space.unwrap_or(READ_KEY_SPACE_DEFAULT),
             (Workload::Txn, Some(0)) => return Err("txn needs at least one counter: --key-space >= 1".into()),
             (Workload::Txn, key_space) => key_space.unwrap_or(1),
@@ -197,6 +221,27 @@ impl Args {
             (Workload::Mixed, r) => r.unwrap_or(0.5),
             (_, Some(_)) => return Err(format!("--read-ratio applies to mixed only, not {name}")),
             (_, None) => 0.0,
+        };
+
+        if workload == Workload::WatchKeys && self.val_size < 8 {
+            return Err("watch-keys puts the put's number in the first 8 bytes of each value: --val-size >= 8".into());
+        }
+        let page_size = match (workload, self.page_size) {
+            (Workload::List | Workload::ListHot, page_size) => page_size.unwrap_or(500),
+            (_, Some(_)) => return Err(format!("--page-size applies to list and list-hot, not {name}")),
+            (_, None) => 0,
+        };
+        let hot = (self.hot_keys, self.hot_writers, self.hot_updates);
+        let (hot_keys, hot_writers, hot_updates) = match (workload, hot) {
+            (Workload::ListHot, (Some(0), _, _)) => return Err("list-hot needs --hot-keys of at least 1".into()),
+            (Workload::ListHot, (Some(n), _, _)) if n > key_space => {
+                return Err(format!("--hot-keys {n} is more than the --key-space {key_space} keys listed"));
+            }
+            (Workload::ListHot, (keys, writers, updates)) => {
+                (keys.unwrap_or(200.min(key_space)), writers.unwrap_or(8), updates.unwrap_or(0))
+            }
+            (_, (None, None, None)) => (0, 0, 0),
+            _ => return Err(format!("--hot-keys, --hot-writers and --hot-updates apply to list-hot, not {name}")),
         };
 
         Ok(Plan {
@@ -218,6 +263,10 @@ impl Args {
             watchers: if workload == Workload::WatchLatency { 1 } else { self.watchers },
             streams: if workload == Workload::WatchLatency { 1 } else { self.streams },
             put_rate: self.put_rate,
+            page_size,
+            hot_keys,
+            hot_writers,
+            hot_updates,
         })
     }
 }
@@ -324,6 +373,36 @@ mod tests {
     fn mixed_runs_with_a_single_client() {
         let p = plan("--workload mixed --clients 1").unwrap();
         assert_eq!((p.clients, p.conns), (1, 1));
+    }
+
+    #[test]
+    fn list_workloads_default_to_their_prefix_sizes() {
+        let p = plan("--workload list --clients 4").unwrap();
+        assert_eq!((p.key_space, p.page_size, p.clients), (10_000, 500, 4));
+        assert_eq!(plan("--workload count").unwrap().key_space, 10_000);
+        let p = plan("--workload list-hot").unwrap();
+        assert_eq!((p.key_space, p.hot_keys, p.hot_writers, p.hot_updates), (2_000, 200, 8, 0));
+        let p = plan("--workload list-hot --key-space 50 --hot-updates 3").unwrap();
+        assert_eq!((p.hot_keys, p.hot_updates), (50, 3));
+    }
+
+    #[test]
+    fn list_flags_are_refused_where_they_mean_nothing() {
+        assert!(plan("--workload count --page-size 10").unwrap_err().contains("--page-size"));
+        assert!(plan("--workload list --page-size 0").is_err());
+        assert!(plan("--workload list --hot-keys 5").unwrap_err().contains("list-hot"));
+        assert!(plan("--workload par-put --hot-writers 2").is_err());
+        assert!(plan("--workload list-hot --hot-keys 0").is_err());
+        assert!(plan("--workload list-hot --key-space 10 --hot-keys 11").unwrap_err().contains("more than"));
+        assert!(plan("--workload list --key-space 0").is_err());
+    }
+
+    #[test]
+    fn watch_keys_has_writers_and_watcher_connections() {
+        let p = plan("--workload watch-keys --clients 2").unwrap();
+        assert_eq!((p.clients, p.conns, p.watchers, p.streams), (2, 10, 1000, 100));
+        assert!(plan("--workload watch-keys --duration 3").is_err());
+        assert!(plan("--workload watch-keys --val-size 4").unwrap_err().contains("--val-size"));
     }
 
     #[test]

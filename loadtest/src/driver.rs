@@ -5,7 +5,7 @@
 //! it by its budget (ops or time) and spreads it over whoever is fastest; the warm-up's op
 //! numbers come first, so keys stay distinct across phases. Every op is also bounded by the
 //! phase's cap (`--duration-max-secs`), so a stuck server ends the run early instead of hanging
-//! it. One op of a workload lives in its module (`kv`, `txn`, `lease`).
+//! it. One op of a workload lives in its module (`kv`, `txn`, `lease`, `list`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +16,10 @@ use tokio::time::timeout_at;
 
 use crate::progress::Progress;
 use crate::txn::CounterViews;
-use crate::workload::{Budget, Outcome, Plan, SplitMix64, TxnTally, Workload, connect, current_revision, random_bytes};
-use crate::{kv, lease, txn};
+use crate::workload::{
+    Budget, ListTally, Outcome, Plan, SplitMix64, TxnTally, Workload, connect, current_revision, random_bytes,
+};
+use crate::{kv, lease, list, txn};
 
 /// Why one op did not succeed.
 #[derive(Debug)]
@@ -40,6 +42,9 @@ pub(crate) struct OpDone {
     pub conflicts: u64,
     /// Its latency when only part of it is timed (lease-churn leaves out its check); `None`: all.
     pub latency: Option<Duration>,
+    /// List workloads: the range requests it made and the keys they returned.
+    pub pages: u64,
+    pub keys_read: u64,
 }
 
 pub(crate) type OpResult = Result<OpDone, OpFailure>;
@@ -50,6 +55,8 @@ struct Worker {
     rng: SplitMix64,
     /// Txn: what this client last saw of each counter.
     views: CounterViews,
+    /// List: where its paged walk of the prefix stands.
+    walk: Option<list::Walk>,
 }
 
 /// What every worker of a run reads.
@@ -114,6 +121,7 @@ pub async fn run(plan: &Plan) -> Result<Outcome, String> {
             client: pool[i % pool.len()].clone(),
             rng: SplitMix64(i as u64 + 1),
             views: CounterViews::default(),
+            walk: None,
         })
         .collect();
     let shared = Arc::new(Shared { plan: plan.clone(), value: random_bytes(plan.val_size, 0x5eed) });
@@ -126,6 +134,15 @@ pub async fn run(plan: &Plan) -> Result<Outcome, String> {
             .map_err(|e| format!("reset: {e}"))?,
         _ => {}
     }
+    if plan.workload == Workload::ListHot {
+        // The history a list crosses: every hot key updated `--hot-updates` times.
+        for _ in 0..plan.hot_updates {
+            kv::write_keys(plan, &pool, 0..plan.hot_keys, &shared.value)
+                .await
+                .map_err(|e| format!("hot key history: {e}"))?;
+        }
+    }
+    let hot_writers = (plan.workload == Workload::ListHot).then(|| list::HotWriters::start(plan, &pool, &shared.value));
 
     // Txn: the warm-up's increments count towards the counters' sum too.
     let (mut warm_ok, mut warm_maybe_applied) = (0, 0);
@@ -142,6 +159,18 @@ pub async fn run(plan: &Plan) -> Result<Outcome, String> {
     }
     let revision_start = current_revision(&mut pool[0].clone(), plan).await?;
     let (_, mut outcome) = run_phase(workers, &shared, Phase::start(plan, plan.stop, first_op, "")).await?;
+    let mut hot_puts = 0;
+    if let Some(writers) = hot_writers {
+        let error;
+        (hot_puts, error) = writers.stop().await;
+        if let Some(e) = error {
+            outcome.error(e);
+        }
+    }
+    if plan.workload.is_list() {
+        outcome.list =
+            Some(ListTally { keys: plan.key_space, pages: outcome.pages, keys_read: outcome.keys_read, hot_puts });
+    }
     match current_revision(&mut pool[0].clone(), plan).await {
         Ok(revision_end) => outcome.revisions = Some((revision_start, revision_end)),
         Err(e) => outcome.error(e),
@@ -204,6 +233,8 @@ impl Worker {
                 Ok(Ok(done)) => {
                     out.latencies_us.push(done.latency.unwrap_or_else(|| began.elapsed()).as_micros() as u64);
                     out.conflicts += done.conflicts;
+                    out.pages += done.pages;
+                    out.keys_read += done.keys_read;
                 }
                 Ok(Err(failure)) => {
                     out.maybe_applied += u64::from(failure.maybe_applied);
@@ -242,7 +273,12 @@ impl Worker {
                 txn::increment(&mut self.client, plan, counter, &mut self.views).await
             }
             Workload::LeaseChurn => lease::churn(&mut self.client, plan, plan.key(op), &shared.value).await,
-            Workload::WatchLatency | Workload::WatchFanout => unreachable!("watch workloads run in watch::run"),
+            Workload::List => list::page(&mut self.client, plan, &mut self.walk).await,
+            Workload::Count => list::count(&mut self.client, plan).await,
+            Workload::ListHot => list::whole(&mut self.client, plan).await,
+            Workload::WatchLatency | Workload::WatchFanout | Workload::WatchKeys => {
+                unreachable!("watch workloads run in watch::run")
+            }
         }
     }
 }

@@ -29,10 +29,15 @@ pub(crate) async fn get(client: &mut Client, key: String) -> OpResult {
     }
 }
 
-/// Writes keys `keys` with `value` (untimed), `--clients` at a time over the connections.
+/// The fewest writers of an untimed key set.
+const WRITERS_MIN: u32 = 16;
+
+/// Writes keys `keys` with `value` (untimed), `--clients` (at least `WRITERS_MIN`) at a time over
+/// the connections.
 pub(crate) async fn write_keys(plan: &Plan, pool: &[Client], keys: Range<u64>, value: &[u8]) -> Result<(), String> {
     let deadline = Instant::now() + plan.duration_max;
-    let writers = u64::from(plan.clients).clamp(1, (keys.end.saturating_sub(keys.start)).max(1));
+    // At least `WRITERS_MIN`, so a large set for a few clients does not take minutes.
+    let writers = u64::from(plan.clients.max(WRITERS_MIN)).clamp(1, (keys.end.saturating_sub(keys.start)).max(1));
     let mut tasks = Vec::with_capacity(writers as usize);
     for w in 0..writers {
         let (mut client, plan, value) = (pool[w as usize % pool.len()].clone(), plan.clone(), value.to_vec());

@@ -32,7 +32,7 @@ pub(crate) async fn churn(client: &mut Client, plan: &Plan, key: String, value: 
     if !left.kvs().is_empty() {
         return Err(OpFailure::new(format!("{key} is still there after its lease {lease:x} was revoked")));
     }
-    Ok(OpDone { conflicts: 0, latency: Some(latency) })
+    Ok(OpDone { latency: Some(latency), ..OpDone::default() })
 }
 
 fn failure(step: &str, key: &str, e: etcd_client::Error) -> OpFailure {

@@ -3,7 +3,7 @@
 //! It speaks only the public etcd v3 API (through `etcd-client`), so the same run can be pointed at
 //! both servers and their numbers compared fairly. The workloads follow etcd's own `benchmark`
 //! tool (see `loadtest/README.md`). `cli` settles the command line into a `workload::Plan`,
-//! `driver` runs the request workloads (one op of each in `kv`, `txn`, `lease`), `watch` the
+//! `driver` runs the request workloads (one op of each in `kv`, `txn`, `lease`, `list`), `watch` the
 //! watch workloads, and `stats` turns the samples into a report. Exit status: 0 if every request
 //! succeeded and every check held, 1 otherwise, 2 for a command line that describes no run.
 
@@ -11,6 +11,7 @@ mod cli;
 mod driver;
 mod kv;
 mod lease;
+mod list;
 mod progress;
 mod stats;
 mod txn;

@@ -9,7 +9,7 @@
 
 use serde_json::json;
 
-use crate::workload::{Budget, Outcome, Plan, TxnTally, WatchTally, Workload};
+use crate::workload::{Budget, ListTally, Outcome, Plan, TxnTally, WatchTally, Workload};
 
 /// One run, summarised.
 #[derive(Debug)]
@@ -44,6 +44,11 @@ pub struct Report {
     pub watch: Option<WatchTally>,
     /// The txn workload's counters; `None` for the others.
     pub txn: Option<TxnTally>,
+    /// The list workloads' pages and keys; `None` for the others.
+    pub list: Option<ListTally>,
+    /// List-hot and list: page size; list-hot: the hot keys, writers and their history.
+    pub page_size: i64,
+    pub hot: (u64, u32, u64),
     /// The store's revision just before and just after the timed phase.
     pub revisions: Option<(i64, i64)>,
 }
@@ -85,6 +90,9 @@ impl Report {
             stopped_early: outcome.stopped_early,
             watch: outcome.watch,
             txn: outcome.txn,
+            list: outcome.list,
+            page_size: plan.page_size,
+            hot: (plan.hot_keys, plan.hot_writers, plan.hot_updates),
             revisions: outcome.revisions,
         }
     }
@@ -149,6 +157,18 @@ impl Report {
                 "mixed: gets of {} pre-written keys with probability {}, else puts of new keys\n",
                 self.key_space, self.read_ratio
             )),
+            Workload::List => s.push_str(&format!(
+                "list: an op is one page of {} keys of a {}-key prefix, walked at its first page's revision\n",
+                self.page_size, self.key_space
+            )),
+            Workload::Count => {
+                s.push_str(&format!("count: an op is a count_only of a {}-key prefix\n", self.key_space))
+            }
+            Workload::ListHot => s.push_str(&format!(
+                "list-hot: an op is a whole list of {} keys in pages of {}, while {} writers update {} hot keys \
+                 (each updated {} times before)\n",
+                self.key_space, self.page_size, self.hot.1, self.hot.0, self.hot.2
+            )),
             w if w.needs_keys() => s.push_str(&format!("gets of {} pre-written keys\n", self.key_space)),
             w if w.is_put() && self.key_space > 0 => {
                 s.push_str(&format!("puts to random keys of {}\n", self.key_space));
@@ -176,6 +196,15 @@ impl Report {
                 w.events_expected(),
             ));
         }
+        if let Some(l) = &self.list {
+            s.push_str(&format!(
+                "ranges: {} answered, {} keys returned ({:.0} keys/s); hot key updates meanwhile: {}\n",
+                l.pages,
+                l.keys_read,
+                l.keys_read as f64 / self.elapsed_secs.max(1e-9),
+                l.hot_puts
+            ));
+        }
         if self.stopped_early {
             s.push_str("stopped early: --duration-max-secs reached\n");
         }
@@ -185,7 +214,7 @@ impl Report {
     /// One JSON object, one line.
     pub fn json(&self) -> String {
         let is_txn = self.workload == Workload::Txn;
-        json!({
+        let mut report = json!({
             "label": self.label,
             "workload": self.workload.name(),
             "endpoints": self.endpoints,
@@ -221,8 +250,22 @@ impl Report {
             "counters": self.txn.map(|t| t.counters),
             "increments": self.txn.map(|t| t.increments),
             "counter_sum": self.txn.map(|t| t.counter_sum),
-        })
-        .to_string()
+        });
+        // The list workloads' fields (apart: one json! of every field is past its recursion limit).
+        let hot = (self.workload == Workload::ListHot).then_some(self.hot);
+        let list = json!({
+            "page_size": self.list.map(|_| self.page_size),
+            "pages": self.list.map(|l| l.pages),
+            "keys_read": self.list.map(|l| l.keys_read),
+            "hot_keys": hot.map(|h| h.0),
+            "hot_writers": hot.map(|h| h.1),
+            "hot_updates": hot.map(|h| h.2),
+            "hot_puts": hot.and(self.list).map(|l| l.hot_puts),
+        });
+        if let (Some(all), serde_json::Value::Object(list)) = (report.as_object_mut(), list) {
+            all.extend(list);
+        }
+        report.to_string()
     }
 }
 
@@ -281,7 +324,7 @@ mod tests {
         let outcome = Outcome {
             latencies_us: vec![40, 10, 30, 20, 60, 50],
             elapsed: Duration::from_millis(500),
-            watch: Some(WatchTally { watchers: 3, conns: 1, streams: 2, puts: 2 }),
+            watch: Some(WatchTally { watchers: 3, conns: 1, streams: 2, puts: 2, per_put: 3 }),
             ..Outcome::default()
         };
         let report = Report::new("etcd", &watch_plan(), outcome);

@@ -58,7 +58,7 @@ pub(crate) async fn increment(client: &mut Client, plan: &Plan, counter: u64, vi
         if response.succeeded() {
             let revision = response.header().map_or(0, |h| h.revision());
             views.insert(counter, CounterView { mod_revision: revision, value: next });
-            return Ok(OpDone { conflicts, latency: None });
+            return Ok(OpDone { conflicts, ..OpDone::default() });
         }
         let current = match response.op_responses().into_iter().next() {
             Some(TxnOpResponse::Get(get)) => counter_view(&key, get.kvs().first()),

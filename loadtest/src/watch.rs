@@ -1,11 +1,13 @@
-//! The watch workloads: how long a put takes to reach a watcher, and how fast one writer's puts
-//! fan out to many watchers.
+//! The watch workloads: how long a put takes to reach a watcher, how fast one writer's puts
+//! fan out to many watchers, and how fast puts reach many single-key watchers.
 //!
-//! Modelled on etcd's `benchmark watch-latency` / `benchmark watch`. All watchers are prefix
-//! watches on `--prefix`, created (and confirmed by the server) before the first put; the writers
-//! then put distinct keys under it, recording when each put was sent. Every event a watcher
-//! receives is matched to its put by key, and its latency is the time from just before the put
-//! was sent to the moment the watcher's stream delivered the event. The run's wall time goes from
+//! Modelled on etcd's `benchmark watch-latency` / `benchmark watch`. For watch-latency and
+//! watch-fanout all watchers are prefix watches on `--prefix`; the writers put distinct keys under
+//! it, and every event is matched to its put by key. For watch-keys watcher `w` watches key `w`
+//! alone, put `i` goes to key `i mod --watchers`, and its value starts with `i` (8 bytes, big
+//! endian), by which its event is matched. Watches are created (and confirmed by the server)
+//! before the first put, and each put's send time is recorded: an event's latency is the time from
+//! just before its put was sent to the moment the watcher's stream delivered it. The run's wall time goes from
 //! the first put to the last event received by the last watcher. The warm-up puts (keys past the
 //! timed ones) are made before any watch exists, so no watcher ever sees them.
 //!
@@ -17,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, EventType, WatchOptions, WatchStream};
@@ -26,7 +28,7 @@ use tokio::time::{sleep_until, timeout, timeout_at};
 
 use crate::kv;
 use crate::progress::Progress;
-use crate::workload::{Budget, Outcome, Plan, WatchTally, connect, current_revision, random_bytes};
+use crate::workload::{Budget, Outcome, Plan, WatchTally, Workload, connect, current_revision, random_bytes};
 
 /// State the writers and the watchers' streams share.
 struct Shared {
@@ -38,6 +40,10 @@ struct Shared {
     next_op: AtomicU64,
     /// When put `i` was sent, in nanoseconds since `base`, plus one; 0 until it is sent.
     sent_ns: Vec<AtomicU64>,
+    /// Whether put `i` was acknowledged (watch-keys counts each watcher's due events by it).
+    acked: Vec<AtomicBool>,
+    /// Watch-keys: the watchers, one key each; each put reaches one of them.
+    single_key: Option<u64>,
     /// Just before the first put.
     base: Instant,
     /// The writers' cap; the watchers have `request_timeout` more to receive what was put.
@@ -49,6 +55,49 @@ struct Shared {
 impl Shared {
     fn now_ns(&self) -> u64 {
         self.base.elapsed().as_nanos() as u64
+    }
+
+    /// The key put `op` writes.
+    fn key_of(&self, op: u64) -> String {
+        self.plan.key(self.single_key.map_or(op, |watchers| op % watchers))
+    }
+
+    /// The value put `op` writes: watch-keys' begins with `op`, which its event is matched by.
+    fn value_of(&self, op: u64) -> Vec<u8> {
+        let mut value = self.value.clone();
+        if self.single_key.is_some() {
+            value[..8].copy_from_slice(&op.to_be_bytes());
+        }
+        value
+    }
+
+    /// The put an event of `watcher` is for: by its key, or (watch-keys) its value, which must
+    /// then be a put to the watcher's own key. `None`: no put of this run.
+    fn op_of(&self, watcher: usize, key: &[u8], value: &[u8]) -> Option<u64> {
+        match self.single_key {
+            None => self.plan.key_index(key),
+            Some(watchers) => {
+                let op = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+                (op % watchers == watcher as u64 && key == self.plan.key(watcher as u64).as_bytes()).then_some(op)
+            }
+        }
+    }
+
+    /// The events `watcher` is due: of every put acknowledged (`Some(puts)` once the writers are
+    /// done) or of every put to be made (`None`), and of those sent.
+    fn due(&self, watcher: usize, puts: Option<Puts>) -> (u64, u64) {
+        let Some(watchers) = self.single_key else {
+            return puts.map_or((self.total, self.total), |p| (p.acked, p.sent));
+        };
+        let ops = (watcher as u64..self.total).step_by(watchers as usize);
+        match puts {
+            None => (ops.clone().count() as u64, ops.count() as u64),
+            Some(_) => ops.fold((0, 0), |(acked, sent), op| {
+                let a = self.acked[op as usize].load(Ordering::Acquire);
+                let s = self.sent_ns[op as usize].load(Ordering::Acquire) != 0;
+                (acked + u64::from(a), sent + u64::from(s))
+            }),
+        }
     }
 }
 
@@ -111,6 +160,8 @@ pub async fn run(plan: &Plan) -> Result<Outcome, String> {
         next_op: AtomicU64::new(0),
         total,
         sent_ns: (0..total).map(|_| AtomicU64::new(0)).collect(),
+        acked: (0..total).map(|_| AtomicBool::new(false)).collect(),
+        single_key: (plan.workload == Workload::WatchKeys).then_some(watchers as u64),
         base,
         deadline: base + plan.duration_max,
         progress: Progress::start(plan.workload.name(), plan.stop),
@@ -151,7 +202,14 @@ pub async fn run(plan: &Plan) -> Result<Outcome, String> {
         }
         outcome.latencies_us.extend(received.latencies_us);
         last_event_ns = last_event_ns.max(received.last_event_ns);
-        verdicts.extend(received.tallies.iter().enumerate().map(|(i, t)| (received.first + i, t.verdict(&puts))));
+        verdicts.extend(received.tallies.iter().enumerate().map(|(i, t)| {
+            let watcher = received.first + i;
+            let verdict = match shared.single_key {
+                None => t.verdict(&puts),
+                Some(_) => t.verdict_due(shared.due(watcher, Some(puts))),
+            };
+            (watcher, verdict)
+        }));
     }
     for (watcher, verdict) in verdicts {
         if let Err(e) = verdict {
@@ -164,6 +222,7 @@ pub async fn run(plan: &Plan) -> Result<Outcome, String> {
         conns: layout.len() as u32,
         streams: layout.iter().map(Vec::len).sum::<usize>() as u32,
         puts: puts.acked,
+        per_put: if shared.single_key.is_some() { 1 } else { watchers as u32 },
     });
     drop(watch_clients);
     Ok(outcome)
@@ -194,26 +253,36 @@ fn spread(n: usize, parts: usize) -> Vec<usize> {
     (0..parts).map(|i| n / parts + usize::from(i < n % parts)).collect()
 }
 
-/// Opens one watch stream on `client` with `n` prefix watches (watchers `first..first + n`),
-/// creating them one at a time so each server-chosen id is known to belong to the next watcher.
+/// Opens one watch stream on `client` with `n` watches (watchers `first..first + n`): prefix
+/// watches, or (watch-keys) watcher `w` on key `w`. It creates them one at a time so each
+/// server-chosen id is known to belong to the next watcher.
 async fn open_stream(
     client: &Client,
     plan: &Plan,
     first: usize,
     n: usize,
 ) -> Result<(WatchStream, HashMap<i64, usize>), String> {
-    let options = || Some(WatchOptions::new().with_prefix());
+    let single_key = plan.workload == Workload::WatchKeys;
+    let watch = |watcher: usize| {
+        if single_key {
+            (plan.key(watcher as u64), None)
+        } else {
+            (plan.prefix.clone(), Some(WatchOptions::new().with_prefix()))
+        }
+    };
     let step = plan.request_timeout;
-    let mut stream = match timeout(step, client.watch_client().watch(plan.prefix.as_bytes(), options())).await {
+    let (key, options) = watch(first);
+    let mut stream = match timeout(step, client.watch_client().watch(key.as_str(), options)).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(format!("watch {}: {e}", plan.prefix)),
-        Err(_) => return Err(format!("watch {}: no stream after {} s", plan.prefix, step.as_secs())),
+        Ok(Err(e)) => return Err(format!("watch {key}: {e}")),
+        Err(_) => return Err(format!("watch {key}: no stream after {} s", step.as_secs())),
     };
     let mut ids = HashMap::with_capacity(n);
     for i in 0..n {
         let watcher = first + i;
         if i > 0 {
-            stream.watch(plan.prefix.as_bytes(), options()).await.map_err(|e| format!("watcher {watcher}: {e}"))?;
+            let (key, options) = watch(watcher);
+            stream.watch(key.as_str(), options).await.map_err(|e| format!("watcher {watcher}: {e}"))?;
         }
         let response = match timeout(step, stream.message()).await {
             Ok(Ok(Some(response))) => response,
@@ -245,7 +314,8 @@ struct Written {
     last_rev: i64,
 }
 
-/// Puts distinct keys one at a time until `total` puts are taken or the cap is reached, at
+/// Puts (distinct keys, or watch-keys' watched keys in turn) one at a time until `total` puts are
+/// taken or the cap is reached, at
 /// `--put-rate` over all writers if one is set. A failed put ends this writer: its event may or
 /// may not come, and the run has failed anyway.
 async fn writer(mut client: Client, shared: Arc<Shared>) -> (Outcome, Written) {
@@ -271,14 +341,15 @@ async fn writer(mut client: Client, shared: Arc<Shared>) -> (Outcome, Written) {
         }
         shared.sent_ns[op as usize].store(shared.now_ns() + 1, Ordering::Release);
         done.sent += 1;
-        match timeout_at(shared.deadline.into(), client.put(plan.key(op), shared.value.clone(), None)).await {
+        match timeout_at(shared.deadline.into(), client.put(shared.key_of(op), shared.value_of(op), None)).await {
             Ok(Ok(response)) => {
+                shared.acked[op as usize].store(true, Ordering::Release);
                 done.acked += 1;
                 shared.progress.op_done();
                 done.last_rev = done.last_rev.max(response.header().map_or(0, |h| h.revision()));
             }
             Ok(Err(e)) => {
-                out.error(format!("put {}: {e}", plan.key(op)));
+                out.error(format!("put {}: {e}", shared.key_of(op)));
                 break;
             }
             Err(_elapsed) => {
@@ -350,6 +421,21 @@ impl Tally {
         self.events >= target
     }
 
+    /// After a watch-keys run: the events of every acknowledged put to its key, and perhaps of
+    /// some sent but not acknowledged (`due`: those acknowledged, those sent).
+    fn verdict_due(&self, (acked, sent): (u64, u64)) -> Result<(), String> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if (acked..=sent).contains(&self.events) {
+            Ok(())
+        } else if acked == sent {
+            Err(format!("got {} events of its key, want {acked}", self.events))
+        } else {
+            Err(format!("got {} events of its key, want {acked} to {sent}", self.events))
+        }
+    }
+
     /// After the run: every acknowledged put once, in order, the last at the last put's revision.
     /// If some put was sent but not acknowledged, its event may or may not have come.
     fn verdict(&self, puts: &Puts) -> Result<(), String> {
@@ -401,10 +487,10 @@ async fn receive(
     let mut active = Instant::now();
     let mut writers_done = false;
     let watchers = format!("watchers {first}..{}", first + ids.len());
+    // What each watcher is due, settled again once the writers are done.
+    let mut targets: Vec<u64> = (0..ids.len()).map(|w| shared.due(first + w, None).0).collect();
     loop {
-        let known = *puts.borrow();
-        let target = known.map_or(shared.total, |p| p.acked);
-        if tallies.iter().all(|t| t.complete(target)) {
+        if tallies.iter().zip(&targets).all(|(t, &target)| t.complete(target)) {
             break;
         }
         let wake = (active + idle_max).min(hard_deadline);
@@ -450,7 +536,7 @@ async fn receive(
                     if event.event_type() != EventType::Put {
                         tally.fail(format!("a delete event for {}", String::from_utf8_lossy(kv.key())));
                     }
-                    let op = plan.key_index(kv.key());
+                    let op = shared.op_of(first + w, kv.key(), kv.value());
                     if !tally.observe(op, kv.mod_revision()) {
                         continue;
                     }
@@ -470,10 +556,12 @@ async fn receive(
                     out.error = Some(format!("{watchers}: the writers vanished"));
                     break;
                 }
+                let known = *puts.borrow();
+                targets = (0..ids.len()).map(|w| shared.due(first + w, known).0).collect();
             }
             () = sleep_until(wake.into()) => {
-                let have: u64 = tallies.iter().map(|t| t.events.min(target)).sum();
-                let want = target * tallies.len() as u64;
+                let have: u64 = tallies.iter().zip(&targets).map(|(t, &target)| t.events.min(target)).sum();
+                let want: u64 = targets.iter().sum();
                 let why = if wake >= hard_deadline {
                     format!("still short {} s past --duration-max-secs", plan.request_timeout.as_secs())
                 } else {
@@ -620,6 +708,16 @@ mod tests {
         let mut short = Tally::new(3);
         short.observe(Some(0), 10);
         assert!(short.verdict(&puts).is_err());
+    }
+
+    #[test]
+    fn watch_keys_counts_each_watchers_own_puts() {
+        let mut t = Tally::new(10);
+        assert!(t.observe(Some(1), 10));
+        assert!(t.observe(Some(4), 13));
+        assert_eq!(t.verdict_due((2, 2)), Ok(()));
+        assert!(t.verdict_due((3, 3)).unwrap_err().contains("want 3"));
+        assert_eq!(t.verdict_due((1, 2)), Ok(()));
     }
 
     #[test]

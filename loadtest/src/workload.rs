@@ -36,6 +36,21 @@ pub enum Workload {
     /// `--watchers` prefix watchers over `--conns` connections and `--streams` streams; one client
     /// puts distinct keys; every watcher must get every event once, in order.
     WatchFanout,
+    /// `--watchers` single-key watches (watcher `w` on key `w`) over `--conns` connections and
+    /// `--streams` streams; `--clients` writers put the watched keys in turn, so each put reaches
+    /// exactly one watcher, which must get each of its key's puts once, in order.
+    WatchKeys,
+    /// `--clients` clients each walk a prefix of `--key-space` keys in pages of `--page-size`
+    /// (continuing from the last key, at the revision of the walk's first page), as
+    /// kube-apiserver lists; one op is one page. Each whole walk must see every key once.
+    List,
+    /// `--clients` clients count the `--key-space` keys of the prefix (`count_only`); the count
+    /// must be right.
+    Count,
+    /// `--hot-writers` clients keep updating the first `--hot-keys` of `--key-space` keys (after
+    /// `--hot-updates` untimed updates of each) while `--clients` clients list the whole prefix
+    /// in pages of `--page-size`; one op is one whole list, which must see every key once.
+    ListHot,
 }
 
 impl Workload {
@@ -44,9 +59,14 @@ impl Workload {
         matches!(self, Workload::SeqPut | Workload::SeqGet | Workload::WatchFanout)
     }
 
-    /// Watches the prefix and times puts to their events (driven by `watch::run`).
+    /// Watches and times puts to their events (driven by `watch::run`).
     pub fn is_watch(self) -> bool {
-        matches!(self, Workload::WatchLatency | Workload::WatchFanout)
+        matches!(self, Workload::WatchLatency | Workload::WatchFanout | Workload::WatchKeys)
+    }
+
+    /// Reads the prefix in ranges (driven by `driver` with one op of each in `list`).
+    pub fn is_list(self) -> bool {
+        matches!(self, Workload::List | Workload::Count | Workload::ListHot)
     }
 
     /// Only puts; `--key-space` picks their keys.
@@ -56,7 +76,7 @@ impl Workload {
 
     /// Reads from a key set written before the timed phase; `--key-space` is its size.
     pub fn needs_keys(self) -> bool {
-        matches!(self, Workload::SeqGet | Workload::ParGet | Workload::Mixed)
+        matches!(self, Workload::SeqGet | Workload::ParGet | Workload::Mixed) || self.is_list()
     }
 
     /// The name as given on the command line.
@@ -71,6 +91,10 @@ impl Workload {
             Workload::LeaseChurn => "lease-churn",
             Workload::WatchLatency => "watch-latency",
             Workload::WatchFanout => "watch-fanout",
+            Workload::WatchKeys => "watch-keys",
+            Workload::List => "list",
+            Workload::Count => "count",
+            Workload::ListHot => "list-hot",
         }
     }
 }
@@ -122,6 +146,15 @@ pub struct Plan {
     pub streams: u32,
     /// Puts per second of the watch workloads, over all writers; 0 is as fast as they go.
     pub put_rate: u64,
+    /// List workloads: the `limit` of each page.
+    pub page_size: i64,
+    /// List-hot: the keys (the first of the prefix) the hot writers update.
+    pub hot_keys: u64,
+    /// List-hot: the clients updating the hot keys during the timed phase.
+    pub hot_writers: u32,
+    /// List-hot: untimed updates of each hot key before the timed phase (the history a list
+    /// crosses).
+    pub hot_updates: u64,
 }
 
 impl Plan {
@@ -163,8 +196,13 @@ pub struct Outcome {
     pub revisions: Option<(i64, i64)>,
     /// The watch workloads' shape and what was expected of them.
     pub watch: Option<WatchTally>,
+    /// List workloads: range requests answered (a list-hot op is several) and keys they returned.
+    pub pages: u64,
+    pub keys_read: u64,
     /// The txn workload's counters and their check.
     pub txn: Option<TxnTally>,
+    /// The list workloads' pages and keys read.
+    pub list: Option<ListTally>,
 }
 
 impl Outcome {
@@ -184,6 +222,8 @@ impl Outcome {
         self.conflicts += other.conflicts;
         self.maybe_applied += other.maybe_applied;
         self.stopped_early |= other.stopped_early;
+        self.pages += other.pages;
+        self.keys_read += other.keys_read;
     }
 
     /// Successful ops.
@@ -198,15 +238,29 @@ pub struct WatchTally {
     pub watchers: u32,
     pub conns: u32,
     pub streams: u32,
-    /// Puts the server acknowledged; each watcher should get an event for each.
+    /// Puts the server acknowledged.
     pub puts: u64,
+    /// The watchers each put reaches: all of them, or one (watch-keys).
+    pub per_put: u32,
 }
 
 impl WatchTally {
     /// Events due to all watchers together.
     pub fn events_expected(&self) -> u64 {
-        self.puts * u64::from(self.watchers)
+        self.puts * u64::from(self.per_put)
     }
+}
+
+/// The list workloads' shape and what they read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListTally {
+    /// Keys of the prefix (`--key-space`).
+    pub keys: u64,
+    /// Range requests answered in the timed phase and the keys they returned.
+    pub pages: u64,
+    pub keys_read: u64,
+    /// List-hot: updates of the hot keys during the timed phase.
+    pub hot_puts: u64,
 }
 
 /// The txn workload's counters after the run.
@@ -292,6 +346,10 @@ pub(crate) mod tests {
             watchers: 1,
             streams: 1,
             put_rate: 0,
+            page_size: 500,
+            hot_keys: 0,
+            hot_writers: 0,
+            hot_updates: 0,
         }
     }
 
