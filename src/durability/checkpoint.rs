@@ -298,6 +298,7 @@ async fn restore_one(
     let target = local.clone();
     let position = LogPosition::new(manifest.revision, manifest.sub);
     tokio::task::spawn_blocking(move || {
+        target.rebuild_index()?;
         target.set_uploaded_through(position)?;
         target.sync()
     })

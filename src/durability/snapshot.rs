@@ -247,6 +247,7 @@ fn load(file: &Path, content: u64, store: &Store) -> Result<SnapshotInfo> {
                         ),
                     ));
                 }
+                store.rebuild_index()?;
                 store.sync()?;
                 return Ok(info);
             }

@@ -115,6 +115,19 @@ impl Metrics {
                 Ok(keys) => single(encoder, "etcd_debugging_mvcc_keys_total", "Total number of keys.", &gauge(keys))?,
                 Err(e) => tracing::warn!(error = %e, "/metrics cannot count the keys"),
             }
+            let (indexed, index_bytes) = store.index_size();
+            single(
+                encoder,
+                "t4_key_index_keys",
+                "Keys in the in-memory key index (deleted ones still in the history window included).",
+                &gauge(i64::try_from(indexed).unwrap_or(i64::MAX)),
+            )?;
+            single(
+                encoder,
+                "t4_key_index_bytes",
+                "Bytes the in-memory key index holds.",
+                &gauge(i64::try_from(index_bytes).unwrap_or(i64::MAX)),
+            )?;
         }
         histogram(
             encoder,

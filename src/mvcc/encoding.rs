@@ -35,6 +35,7 @@ const HISTORY_ESCAPED_BYTES_MAX: usize = STORAGE_KEY_BYTES_MAX - LONG_MARKER.len
 /// the hash and the revision).
 const HISTORY_SHORT_KEY_BYTES_MAX: usize = HISTORY_ESCAPED_BYTES_MAX + TERMINATOR.len() + REVISION_BYTES;
 /// Bytes after a long key's bucket in `kv`.
+#[cfg(test)]
 const HISTORY_LONG_SUFFIX_BYTES: usize = LONG_MARKER.len() + KEY_HASH_BYTES + REVISION_BYTES;
 
 fn key_hash(key: &[u8]) -> [u8; KEY_HASH_BYTES] {
@@ -60,7 +61,8 @@ pub fn is_long_latest_key(stored: &[u8]) -> bool {
 }
 
 /// The bucket of a long `latest` key (what every key it may stand for starts with).
-pub fn latest_bucket(stored: &[u8]) -> &[u8] {
+#[cfg(test)]
+fn latest_bucket(stored: &[u8]) -> &[u8] {
     &stored[..stored.len().min(LATEST_KEY_BYTES_MAX)]
 }
 
@@ -96,37 +98,14 @@ pub fn escaped_key(key: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The smallest `kv` key any entry of a key at or after `key` can have (a seek position).
-pub fn history_lower_bound(key: &[u8]) -> Vec<u8> {
-    let mut out = escape_body(key);
-    if out.len() <= HISTORY_ESCAPED_BYTES_MAX {
-        out.extend_from_slice(&TERMINATOR);
-    } else {
-        out.truncate(bucket_cut(&out)); // the whole bucket: its keys are ordered by hash
-    }
-    out
-}
-
-/// A `kv` key every entry of a key before `key` sorts below (an exclusive end). Entries of keys at
-/// or after `key` may sort below it too when `key` is long (its bucket is included whole): filter.
-pub fn history_upper_bound(key: &[u8]) -> Vec<u8> {
-    let mut out = escape_body(key);
-    if out.len() <= HISTORY_ESCAPED_BYTES_MAX {
-        out.extend_from_slice(&TERMINATOR);
-    } else {
-        out.truncate(bucket_cut(&out));
-        out.extend_from_slice(&[LONG_MARKER[0], LONG_MARKER[1] + 1]);
-    }
-    out
-}
-
 /// Whether a `kv` key belongs to a long user key (whose records carry it).
 pub fn is_long_history_key(stored: &[u8]) -> bool {
     stored.len() > HISTORY_SHORT_KEY_BYTES_MAX
 }
 
 /// The bucket of a long `kv` key: its escaped prefix, shared with the other long keys of the bucket.
-pub fn history_bucket(stored: &[u8]) -> &[u8] {
+#[cfg(test)]
+fn history_bucket(stored: &[u8]) -> &[u8] {
     &stored[..stored.len().saturating_sub(HISTORY_LONG_SUFFIX_BYTES)]
 }
 
@@ -424,8 +403,6 @@ mod tests {
             oldest: Vec<u8>,
             newest: Vec<u8>,
             escaped: Vec<u8>,
-            lower: Vec<u8>,
-            upper: Vec<u8>,
         }
         let stored: Vec<Stored> = keys
             .iter()
@@ -434,8 +411,6 @@ mod tests {
                 oldest: history_key(k, 0),
                 newest: history_key(k, i64::MAX),
                 escaped: escaped_key(k),
-                lower: history_lower_bound(k),
-                upper: history_upper_bound(k),
             })
             .collect();
         for (i, a) in stored.iter().enumerate() {
@@ -449,9 +424,6 @@ mod tests {
                     && history_bucket(&a.newest) == history_bucket(&b.oldest);
                 assert!(same_bucket || a.newest < b.oldest, "kv order");
                 assert!(!b.escaped.starts_with(&a.escaped), "one key's versions only");
-                // seek bounds: every version of `b` is at or above a's lower bound and below b's upper
-                assert!(a.lower <= b.oldest);
-                assert!(same_bucket || a.newest < b.upper);
             }
         }
     }

@@ -4,10 +4,7 @@
 
 pub mod encoding;
 pub mod hash;
-// Built and tested ahead of its use: reads and commits go through it next (issue 17).
-#[allow(dead_code)]
 pub mod index;
-mod key_order;
 pub mod lock;
 pub mod range;
 pub mod store;

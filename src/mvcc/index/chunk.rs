@@ -90,6 +90,7 @@ impl Chunk {
     }
 
     /// Key `i`.
+    #[cfg(test)]
     pub fn key(&self, i: usize) -> Vec<u8> {
         let mut key = Vec::new();
         self.key_into(i, &mut key);

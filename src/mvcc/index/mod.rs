@@ -49,6 +49,8 @@ pub struct KeyIndex {
     free_histories: Vec<u32>,
     /// The newest revision applied: counts at or above it can use the per-chunk counters.
     revision: i64,
+    /// Revisions below this one may be gone: reads there are refused.
+    compacted: i64,
     /// Keys whose newest revision is live.
     live: usize,
 }
@@ -61,13 +63,20 @@ struct Position {
 
 impl KeyIndex {
     /// The newest revision applied.
+    #[cfg(test)]
     pub fn revision(&self) -> i64 {
         self.revision
     }
 
     /// Keys whose newest version is live.
+    #[cfg(test)]
     pub fn live(&self) -> usize {
         self.live
+    }
+
+    /// The revision of the last compaction: reads below it may miss versions.
+    pub fn compacted(&self) -> i64 {
+        self.compacted
     }
 
     /// Keys indexed, deleted ones still in the window included.
@@ -104,14 +113,31 @@ impl KeyIndex {
 
     fn apply(&mut self, key: &[u8], rev: Rev) {
         assert!(rev.revision() >= self.revision, "index revisions go back: {} after {}", rev.revision(), self.revision);
-        self.revision = rev.revision();
+        if rev.is_tombstone() && self.get(key, i64::MAX).is_none() {
+            return; // deleting what is not there writes nothing
+        }
+        self.insert(key, rev);
+    }
+
+    /// A version of `key` as the store holds it, when the index is built from the store: keys in
+    /// any order, each key's versions in ascending order (a tombstone may come first: the versions
+    /// before it were compacted away).
+    pub fn load(&mut self, key: &[u8], rev: Rev) {
+        self.insert(key, rev);
+    }
+
+    fn insert(&mut self, key: &[u8], rev: Rev) {
+        self.revision = self.revision.max(rev.revision());
         let Position { chunk, found } = self.locate(key);
         match found {
             Ok(i) => {
                 let entry = self.chunks[chunk].entries[i];
-                if rev.is_tombstone() && entry.newest.is_tombstone() {
-                    return;
-                }
+                assert!(
+                    rev.revision() > entry.newest.revision(),
+                    "a key's revisions go back: {} after {}",
+                    rev.revision(),
+                    entry.newest.revision()
+                );
                 let history = self.push_history(entry, entry.newest);
                 let was_live = !entry.newest.is_tombstone();
                 let now_live = !rev.is_tombstone();
@@ -121,13 +147,12 @@ impl KeyIndex {
                 c.live = c.live + u32::from(now_live) - u32::from(was_live);
                 self.live = self.live + usize::from(now_live) - usize::from(was_live);
             }
-            Err(_) if rev.is_tombstone() => {}
             Err(i) => {
                 if self.chunks.is_empty() {
                     self.chunks.push(Chunk::default());
                 }
                 self.chunks[chunk].insert(i, key, rev);
-                self.live += 1;
+                self.live += usize::from(!rev.is_tombstone());
                 let len = self.chunks[chunk].len();
                 if len > CHUNK_ENTRIES_MAX {
                     // Keys written in order (the common case: names with counters, timestamps)
@@ -250,48 +275,65 @@ impl KeyIndex {
         count
     }
 
-    /// Drops every revision no read at or above `at` can reach: for each key, the versions below
-    /// its newest one at or below `at`, and that one too if it is a tombstone; a key left with
-    /// none leaves the index.
-    pub fn compact(&mut self, at: i64) {
-        let mut chunks = std::mem::take(&mut self.chunks);
-        for c in &mut chunks {
-            let mut i = 0;
-            while i < c.len() {
-                let entry = c.entries[i];
-                let mut revs = match entry.history {
-                    NO_HISTORY => Vec::new(),
-                    slot => std::mem::take(&mut self.histories[slot as usize]),
-                };
-                revs.push(entry.newest);
-                // Keep the newest at or below `at` (if live) and everything above it.
-                let first_kept = match revs.iter().rposition(|r| r.revision() <= at) {
-                    Some(p) if revs[p].is_tombstone() => p + 1,
-                    Some(p) => p,
-                    None => 0,
-                };
-                revs.drain(..first_kept);
-                match revs.len() {
-                    0 => {
-                        self.free_history(entry.history);
-                        let removed = c.remove(i);
-                        self.live -= usize::from(!removed.newest.is_tombstone());
-                        continue;
-                    }
-                    1 => {
-                        self.free_history(entry.history);
-                        c.entries[i].history = NO_HISTORY;
-                    }
-                    _ => {
-                        revs.pop();
-                        self.histories[entry.history as usize] = revs;
-                    }
+    /// Drops the revisions of `keys` no read at or above `at` can reach: for each key, the
+    /// versions below its newest one at or below `at`, and that one too if it is a tombstone; a key
+    /// left with none leaves the index. Only keys written since the previous compaction can have
+    /// such revisions (as in the store's physical compaction), so those are the keys to give.
+    pub fn compact_keys<'a>(&mut self, keys: impl IntoIterator<Item = &'a [u8]>, at: i64) {
+        self.compacted = self.compacted.max(at);
+        let mut removed = false;
+        for key in keys {
+            let Position { chunk, found: Ok(i) } = self.locate(key) else { continue };
+            if self.compact_entry(chunk, i, at) {
+                removed = true;
+                if self.chunks[chunk].len() == 0 {
+                    self.chunks.remove(chunk);
                 }
-                i += 1;
             }
         }
-        chunks.retain(|c| c.len() > 0);
-        // Neighbours that fit in half a chunk together become one, so removals do not leave dust.
+        if removed {
+            self.merge_small_chunks();
+        }
+    }
+
+    /// Compacts entry `i` of chunk `chunk` at `at`; true if the key left the index.
+    fn compact_entry(&mut self, chunk: usize, i: usize, at: i64) -> bool {
+        let entry = self.chunks[chunk].entries[i];
+        let mut revs = match entry.history {
+            NO_HISTORY => Vec::new(),
+            slot => std::mem::take(&mut self.histories[slot as usize]),
+        };
+        revs.push(entry.newest);
+        // Keep the newest at or below `at` (if live) and everything above it.
+        let first_kept = match revs.iter().rposition(|r| r.revision() <= at) {
+            Some(p) if revs[p].is_tombstone() => p + 1,
+            Some(p) => p,
+            None => 0,
+        };
+        revs.drain(..first_kept);
+        match revs.len() {
+            0 => {
+                self.free_history(entry.history);
+                let removed = self.chunks[chunk].remove(i);
+                self.live -= usize::from(!removed.newest.is_tombstone());
+                true
+            }
+            1 => {
+                self.free_history(entry.history);
+                self.chunks[chunk].entries[i].history = NO_HISTORY;
+                false
+            }
+            _ => {
+                revs.pop(); // the newest stays in the entry
+                self.histories[entry.history as usize] = revs;
+                false
+            }
+        }
+    }
+
+    /// Neighbours that fit in half a chunk together become one, so removals do not leave dust.
+    fn merge_small_chunks(&mut self) {
+        let chunks = std::mem::take(&mut self.chunks);
         let mut merged: Vec<Chunk> = Vec::with_capacity(chunks.len());
         for c in chunks {
             match merged.last_mut() {

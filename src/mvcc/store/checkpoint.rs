@@ -62,7 +62,8 @@ impl Store {
     }
 
     /// Loads checkpoint entries (from [`Store::scan_checkpoint`]) into this store, which must be empty;
-    /// call [`Store::sync`] after the last. Refuses spaces and meta names it does not know.
+    /// call [`Store::sync`] and [`Store::rebuild_index`] after the last. Refuses spaces and meta
+    /// names it does not know.
     pub fn load_checkpoint_entries(&self, entries: &[(u8, Vec<u8>, Vec<u8>)]) -> Result<()> {
         let mut batch = self.db.batch();
         for (space, key, value) in entries {
@@ -104,6 +105,7 @@ impl Store {
             batch.remove(&self.meta, name);
         }
         batch.commit()?;
+        self.rebuild_index()?;
         self.sync()
     }
 }

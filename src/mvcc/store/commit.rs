@@ -57,6 +57,9 @@ impl Store {
         if let Some(last) = group.records.last() {
             assert_eq!(group.current_revision, last.revision, "a group's current revision is its last record's");
         }
+        // The index first: a reader whose snapshot predates the batch leaves out revisions above
+        // its own, while one whose snapshot has the batch must find its versions in the index.
+        self.index_events(group.records.iter().flat_map(|r| r.events.iter().map(move |e| (r.revision, e))));
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
         for record in &group.records {
             let rev = record.revision;

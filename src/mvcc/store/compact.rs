@@ -39,6 +39,8 @@ impl Store {
                 LogEvent::LeaseGrant { .. } | LogEvent::LeaseRevoke { .. } | LogEvent::Compact { .. } => None,
             }));
         }
+        // Reads below `compact` are refused from here on: the index and `kv` lose their versions.
+        self.compact_index(changed.iter().map(Vec::as_slice), compact);
         let mut batch = self.db.batch();
         for key in changed {
             // Versions of `key` at or below `compact`, oldest first.

@@ -10,6 +10,7 @@
 mod checkpoint;
 mod commit;
 mod compact;
+mod index;
 mod maintenance;
 mod open;
 mod read;
@@ -76,6 +77,8 @@ pub struct Store {
     leases: Keyspace,
     /// named bookkeeping values (see [`meta`]).
     meta: Keyspace,
+    /// Every key of `kv` with the revisions of its versions, in key order: what reads walk.
+    index: index::SharedIndex,
     identity: Identity,
     /// Set when the node uploads to object storage: compaction keeps log records not uploaded yet.
     keep_unuploaded_log: std::sync::atomic::AtomicBool,

@@ -118,10 +118,13 @@ impl Store {
     fn assemble(data_dir: &Path, lock: DataDirLock, db: Database, identity: Identity) -> Result<Store> {
         let open = |name: &str| db.keyspace(name, keyspace_options);
         let [log, kv, latest, leases, meta_ks] = KEYSPACES.map(open);
+        let kv = kv?;
+        let index = super::index::build(&kv)?;
         Ok(Store {
             lock,
             log: log?,
-            kv: kv?,
+            index: std::sync::Arc::new(std::sync::RwLock::new(index)),
+            kv,
             latest: latest?,
             leases: leases?,
             meta: meta_ks?,

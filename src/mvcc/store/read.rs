@@ -1,19 +1,16 @@
 //! Reads at a revision. A [`ReadView`] is one fjall snapshot and the current and compact revisions it
-//! holds, so a read never sees half a group. Reads at the current revision scan `latest`; older ones
-//! take each key's newest version at or below the revision from `kv`. Long keys leave fjall in hash
-//! order inside their bucket: every multi-key scan goes through [`KeyOrder`] to restore key order.
+//! holds, so a read never sees half a group. A read of one key at the current revision is one get in
+//! `latest`; every other read asks the key index which version of each key to read, a batch of keys
+//! at a time, and gets those versions from `kv`: it costs what it returns, however long the history
+//! of the keys it crosses. Counts come from the index alone.
 
-use fjall::{Keyspace, Readable, Slice, Snapshot};
+use fjall::{Keyspace, Readable, Snapshot};
 
+use super::index::{self, SharedIndex};
 use super::{INITIAL_REVISION, NEVER_COMPACTED, Store};
 use crate::error::{Error, Result};
 use crate::log::LogRecord;
-use crate::mvcc::encoding::{
-    LATEST_KEY_BYTES_MAX, Version, decode_history_key, decode_revision, escaped_key, history_bucket,
-    history_lower_bound, history_upper_bound, is_long_history_key, is_long_latest_key, latest_bucket, latest_key,
-    log_key, meta, needs_carried_key,
-};
-use crate::mvcc::key_order::{KeyOrder, OrderedEntry};
+use crate::mvcc::encoding::{Version, escaped_key, history_key, is_long_latest_key, latest_key, log_key, meta};
 use crate::mvcc::{KeySpan, RangeEnd, VersionReader};
 
 impl Store {
@@ -35,6 +32,7 @@ impl Store {
             log: self.log.clone(),
             kv: self.kv.clone(),
             latest: self.latest.clone(),
+            index: self.index.clone(),
             current,
             compact,
         })
@@ -47,9 +45,16 @@ pub struct ReadView {
     log: Keyspace,
     kv: Keyspace,
     latest: Keyspace,
+    /// Which versions each read takes; it may already hold revisions above `current` (a group
+    /// being committed), which reads through this view leave out.
+    index: SharedIndex,
     current: i64,
     compact: i64,
 }
+
+/// Keys a read takes from the index per lock: short enough that a commit waiting to write the index
+/// waits microseconds, long enough that locking costs little.
+const KEYS_PER_INDEX_LOCK: usize = 256;
 
 impl VersionReader for ReadView {
     fn current_revision(&self) -> i64 {
@@ -61,25 +66,25 @@ impl VersionReader for ReadView {
     }
 
     fn visit(&self, span: &KeySpan, rev: i64, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
-        if rev >= self.current {
-            return self.visit_latest(span, visit);
+        if span.end == RangeEnd::Single && rev >= self.current {
+            if let Some(v) = self.latest_get(&span.start)? {
+                visit(&span.start, Version::decode(&v)?);
+            }
+            return Ok(());
         }
-        self.visit_history(span, rev, visit)
+        self.visit_indexed(span, rev.min(self.current), visit)
     }
 
     fn count(&self, span: &KeySpan, rev: i64) -> Result<i64> {
-        if rev < self.current {
-            return self.count_history(span, rev);
-        }
-        if span.end == RangeEnd::Single {
+        if span.end == RangeEnd::Single && rev >= self.current {
             return Ok(i64::from(self.latest_get(&span.start)?.is_some()));
         }
-        let mut count = 0;
-        for entry in self.latest_entries(span) {
-            entry?;
-            count += 1;
+        let at = rev.min(self.current);
+        let index = index::read(&self.index);
+        if at < index.compacted() {
+            return Err(Error::Compacted);
         }
-        Ok(count)
+        Ok(index.count(span, at) as i64)
     }
 }
 
@@ -131,126 +136,41 @@ impl ReadView {
         Ok(Some(value))
     }
 
-    /// The live keys of a multi-key `span` with their `latest` records, in key order.
-    fn latest_entries<'a>(&'a self, span: &'a KeySpan) -> impl Iterator<Item = Result<OrderedEntry>> + 'a {
-        let start = latest_bucket(&span.start).to_vec();
-        let scan: Box<dyn Iterator<Item = fjall::Guard>> = match &span.end {
-            RangeEnd::Unbounded | RangeEnd::Single => Box::new(self.snapshot.range(&self.latest, start..)),
-            RangeEnd::Before(end) if end.as_slice() <= span.start.as_slice() => Box::new(std::iter::empty()),
-            RangeEnd::Before(end) if end.len() <= LATEST_KEY_BYTES_MAX => {
-                Box::new(self.snapshot.range(&self.latest, start..end.clone()))
-            }
-            RangeEnd::Before(end) => {
-                // A long end's whole bucket: its keys are ordered by hash, and filtered below.
-                let mut last = latest_bucket(end).to_vec();
-                last.extend_from_slice(&[0xFF; 32]);
-                Box::new(self.snapshot.range(&self.latest, start..=last))
-            }
-        };
-        let stored = scan.map(|guard| guard.into_inner());
-        KeyOrder::new(stored, is_long_latest_key, latest_bucket)
-            // Keys stored as themselves are exact against short bounds; long bounds take whole buckets.
-            .filter(move |entry| entry.as_ref().map_or(true, |e| span.contains(e.latest_user_key())))
-    }
-
-    /// Counts keys whose newest version at or below `rev` is live, reading only the version tag.
-    fn count_history(&self, span: &KeySpan, rev: i64) -> Result<i64> {
-        let mut count = 0;
-        self.newest_in_history(span, rev, |entry| {
-            count += i64::from(!Version::is_tombstone_record(&entry.value)?);
-            Ok(true)
-        })?;
-        Ok(count)
-    }
-
-    /// Hands `newest` the newest record at or below `rev` of each key in `span` (tombstones included),
-    /// with its entry, in key order, until it returns false. Versions of one key are adjacent and
-    /// ascending, so one pass remembers the last fitting one; nothing else is decoded.
-    fn newest_in_history(
-        &self,
-        span: &KeySpan,
-        rev: i64,
-        mut newest: impl FnMut(&OrderedEntry) -> Result<bool>,
-    ) -> Result<()> {
-        // A long start bound starts the scan at its whole bucket, which may hold a shorter key below it.
-        let filter_short = needs_carried_key(&span.start);
-        let mut group: Option<Vec<u8>> = None;
-        let mut group_is_long = false;
-        let mut candidate: Option<OrderedEntry> = None;
-        for entry in self.history_entries(span) {
-            let entry = entry?;
-            let split =
-                entry.key.len().checked_sub(8).ok_or_else(|| Error::Corrupt("history key too short".to_string()))?;
-            let (prefix, version_rev) = entry.key.split_at(split);
-            let (same, in_span) = match &entry.carried {
-                Some(user_key) => (group_is_long && group.as_deref() == Some(user_key), span.contains(user_key)),
-                None => {
-                    let in_span = !filter_short || span.contains(&decode_history_key(&entry.key)?.0);
-                    (!group_is_long && group.as_deref() == Some(prefix), in_span)
+    /// Visits the keys of `span` live at `at` (at most the current revision), a batch from the
+    /// index at a time, each with its version from `kv`.
+    fn visit_indexed(&self, span: &KeySpan, at: i64, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
+        let mut rest = span.clone();
+        loop {
+            let mut batch: Vec<(Vec<u8>, i64)> = Vec::with_capacity(KEYS_PER_INDEX_LOCK);
+            {
+                let index = index::read(&self.index);
+                if at < index.compacted() {
+                    return Err(Error::Compacted);
                 }
-            };
-            if !in_span {
-                continue;
+                index.range(&rest, at, |key, revision| {
+                    batch.push((key.to_vec(), revision));
+                    batch.len() < KEYS_PER_INDEX_LOCK
+                });
             }
-            if !same {
-                if let Some(found) = candidate.take()
-                    && !newest(&found)?
-                {
+            let complete = batch.len() < KEYS_PER_INDEX_LOCK;
+            for (key, revision) in &batch {
+                let Some(stored) = self.snapshot.get(&self.kv, history_key(key, *revision))? else {
+                    return Err(Error::Corrupt(format!(
+                        "the key index names revision {revision} of a key of {} bytes, which `kv` lacks",
+                        key.len()
+                    )));
+                };
+                if !visit(key, Version::decode(&stored)?) {
                     return Ok(());
                 }
-                group_is_long = entry.carried.is_some();
-                group = Some(entry.carried.clone().unwrap_or_else(|| prefix.to_vec()));
             }
-            if decode_revision(version_rev)? <= rev {
-                candidate = Some(entry);
-            }
-        }
-        if let Some(found) = candidate {
-            newest(&found)?;
-        }
-        Ok(())
-    }
-
-    /// Every version of the keys in `span` in `kv`, in key order (a long bound takes its whole
-    /// bucket: filter).
-    fn history_entries(&self, span: &KeySpan) -> KeyOrder<impl Iterator<Item = fjall::Result<(Slice, Slice)>>> {
-        let scan: Box<dyn Iterator<Item = fjall::Guard>> = match &span.end {
-            RangeEnd::Single => Box::new(self.snapshot.prefix(&self.kv, escaped_key(&span.start))),
-            RangeEnd::Unbounded => Box::new(self.snapshot.range(&self.kv, history_lower_bound(&span.start)..)),
-            RangeEnd::Before(end) if end.as_slice() <= span.start.as_slice() => Box::new(std::iter::empty()),
-            RangeEnd::Before(end) => {
-                Box::new(self.snapshot.range(&self.kv, history_lower_bound(&span.start)..history_upper_bound(end)))
-            }
-        };
-        KeyOrder::new(scan.map(|guard| guard.into_inner()), is_long_history_key, history_bucket)
-    }
-
-    fn visit_latest(&self, span: &KeySpan, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
-        if span.end == RangeEnd::Single {
-            if let Some(v) = self.latest_get(&span.start)? {
-                visit(&span.start, Version::decode(&v)?);
-            }
-            return Ok(());
-        }
-        for entry in self.latest_entries(span) {
-            let entry = entry?;
-            if !visit(entry.latest_user_key(), Version::decode(&entry.value)?) {
-                break;
+            match batch.pop() {
+                Some((mut last, _)) if !complete => {
+                    last.push(0); // the next batch starts just past the last key
+                    rest.start = last;
+                }
+                _ => return Ok(()),
             }
         }
-        Ok(())
-    }
-
-    fn visit_history(&self, span: &KeySpan, rev: i64, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
-        self.newest_in_history(span, rev, |entry| {
-            let version = Version::decode(&entry.value)?;
-            if version.is_tombstone() {
-                return Ok(true);
-            }
-            match &entry.carried {
-                Some(key) => Ok(visit(key, version)),
-                None => Ok(visit(&decode_history_key(&entry.key)?.0, version)),
-            }
-        })
     }
 }
