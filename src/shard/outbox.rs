@@ -1,7 +1,7 @@
 //! What a shard sends on one watch stream, on its way to the client (the etcd layer makes each output
-//! a response as the client takes it). The shard queues without ever
-//! waiting; the client drains at its own pace. Queued bytes (of the responses) are counted so the shard can stop feeding
-//! a stream that does not keep up (its watchers then fall behind and catch up from the log): memory
+//! a response as the client takes it). The shard queues without ever waiting; the client drains at
+//! its own pace. The bytes of the responses queued are counted so the shard can stop feeding a
+//! stream that does not keep up (its watchers then fall behind and catch up from the log): memory
 //! per stream stays near the budget, and a slow client never slows the shard. A stream that ends
 //! with an error ends with the crate's `Error`; the etcd layer turns it into a status.
 

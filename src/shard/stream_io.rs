@@ -137,10 +137,10 @@ pub fn fragments(
     limit: usize,
 ) -> Vec<WatchOutput> {
     let whole = |events| WatchOutput::Events { watch_id, revision, events, fragment: false };
-    if events.len() < 2
-        || events_base_len(identity, watch_id, revision, false) + message::encoded_len_repeated(field::EVENTS, &events)
-            < limit
-    {
+    let whole_len = |events: &[Event]| {
+        events_base_len(identity, watch_id, revision, false) + message::encoded_len_repeated(field::EVENTS, events)
+    };
+    if events.len() < 2 || whole_len(&events) < limit {
         return vec![whole(events)];
     }
     let base = events_base_len(identity, watch_id, revision, true);
