@@ -30,3 +30,32 @@ impl std::fmt::Debug for Term {
         self.0.fmt(f)
     }
 }
+
+/// A watcher's id on its watch stream: chosen by the client, or assigned by the stream (0, 1, 2, …)
+/// when the client asks for any. Unique on its stream only; a shard names a watcher by its stream
+/// and this id.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct WatchId(pub i64);
+
+impl WatchId {
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    /// The id after this one.
+    pub const fn next(self) -> WatchId {
+        WatchId(self.0 + 1)
+    }
+}
+
+impl std::fmt::Display for WatchId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for WatchId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::Server;
-use common::watch_model::{Op, Writer, delete_op, mod_revision, put_op, seen_by};
+use common::watch_model::{Op, Writer, delete_op, mod_revision, model_watch, put_op, seen_by};
 use prost::Message;
 use t4::prefix_end;
 use t4::proto::etcdserverpb::watch_client::WatchClient;
@@ -220,7 +220,7 @@ impl Writer {
     /// The events a watch created with `w` sees from `from` on.
     fn expected(&self, w: &WatchCreateRequest, from: i64) -> Vec<Event> {
         let since: Vec<Event> = self.log.iter().filter(|e| mod_revision(e) >= from).cloned().collect();
-        seen_by(w, &since)
+        seen_by(&model_watch(w), &since)
     }
 }
 
@@ -552,7 +552,7 @@ async fn a_txn_writing_several_keys_yields_one_response_with_its_events_in_opera
     let ops =
         vec![put_op("t/3", "a"), delete_op("t/9"), put_op("u", "outside"), put_op("t/1", "b"), put_op("t/0", "c")];
     let events = w.write(ops).await;
-    let expected = seen_by(&request, &events);
+    let expected = seen_by(&model_watch(&request), &events);
     let keys: Vec<&[u8]> = expected.iter().map(|e| e.kv.as_ref().unwrap().key.as_slice()).collect();
     assert_eq!(keys, [&b"t/3"[..], b"t/9", b"t/1", b"t/0"]);
     assert_live(&s.recv().await, id, &expected);
@@ -619,13 +619,17 @@ async fn a_response_larger_than_the_request_limit_is_fragmented_only_for_a_fragm
             r.encoded_len()
         );
     }
-    assert_eq!(all_events(&parts), seen_by(&fragment_request, &events), "the fragments together are the events");
+    assert_eq!(
+        all_events(&parts),
+        seen_by(&model_watch(&fragment_request), &events),
+        "the fragments together are the events"
+    );
 
     // A watch that did not ask for fragments gets it all in one response.
     let r = whole.recv().await;
     assert!(r.encoded_len() > FRAGMENT_LIMIT);
     assert!(!r.fragment);
-    assert_live(&r, whole_id, &seen_by(&whole_request, &events));
+    assert_live(&r, whole_id, &seen_by(&model_watch(&whole_request), &events));
 }
 
 // ---------------------------------------------------------------------------------------------

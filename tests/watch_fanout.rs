@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::Server;
-use common::watch_model::{Op, Writer, key_space, mod_revision, prefix_end, random_watch, random_write, seen_by};
+use common::watch_model::{
+    Op, Writer, create_request, key_space, mod_revision, model_watch, prefix_end, random_watch, random_write, seen_by,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use t4::proto::etcdserverpb::kv_client::KvClient;
@@ -97,7 +99,7 @@ impl Writer {
     /// The events a watch created with `w` sees from `from` on.
     fn expected(&self, w: &WatchCreateRequest, from: i64) -> Vec<Event> {
         let since: Vec<Event> = self.log.iter().filter(|e| mod_revision(e) >= from).cloned().collect();
-        seen_by(w, &since)
+        seen_by(&model_watch(w), &since)
     }
 }
 
@@ -225,7 +227,7 @@ async fn a_thousand_watchers_on_overlapping_prefixes_each_see_exactly_their_even
     for stream in 0..STREAMS {
         let plan: Vec<(i64, WatchCreateRequest)> = (0..WATCHES_PER_STREAM)
             .map(|i| {
-                let mut request = random_watch(&mut rng, &keys, 2..=created_revision + 1);
+                let mut request = create_request(&random_watch(&mut rng, &keys, 2..=created_revision + 1));
                 let id = if stream % 2 == 0 { 1000 + 7 * i as i64 } else { i as i64 };
                 if stream % 2 == 0 {
                     request.watch_id = id;

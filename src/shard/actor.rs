@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use super::catch_up::HistoryRead;
 use super::index::WatcherIndex;
 use super::leases::LeaseTimers;
+use super::stream_io::StreamRequest;
 use super::watch::StreamId;
 use super::{LeaseTtl, Outbox, Shard, ShardContext, WatchRequests, lease_owner};
 use crate::actor::{self, Actor, Flow, Inbox, Mailbox, Reply, WhenFull};
 use crate::config::LEASE_TICK_MS;
 use crate::error::{Error, Result};
 use crate::mvcc::VersionReader;
-use crate::proto::etcdserverpb::WatchRequest;
 use crate::sequencer::CommittedGroup;
 
 /// Requests queued for a shard at most; a full mailbox makes handlers (and the tasks reading watch
@@ -35,7 +35,7 @@ pub(super) enum ShardMessage {
     /// A lease's TTLs, or `None` if it does not exist; and the revision.
     TimeToLive { id: i64, reply: Reply<(Option<LeaseTtl>, i64)> },
     /// A request a stream's client sent.
-    StreamRequest { stream: StreamId, request: WatchRequest },
+    StreamRequest { stream: StreamId, request: StreamRequest },
     /// A stream's requests broke (or did not decode): the stream ends with this error.
     StreamBroken { stream: StreamId, error: Error },
     /// A committed group.

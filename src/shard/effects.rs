@@ -19,8 +19,8 @@ impl Shard {
         let mut gone = false;
         for effect in effects {
             match effect {
-                Effect::Send(response) => {
-                    gone = gone || !self.streams.get(&stream_id).is_some_and(|s| s.outbox.push(response));
+                Effect::Send { output, bytes } => {
+                    gone = gone || !self.streams.get(&stream_id).is_some_and(|s| s.outbox.push(output, bytes));
                 }
                 Effect::Index { watch_id, span } => {
                     self.watchers.insert(&span, WatcherKey { stream: stream_id, watch_id });

@@ -22,10 +22,11 @@ mod index;
 mod leases;
 mod outbox;
 mod requests;
+mod stream_io;
 mod sync;
 mod tick;
 mod watch;
-/// The watch model the integration tests share; it names the wire types through `proto` here.
+/// The watch model the integration tests share.
 #[cfg(test)]
 #[allow(dead_code)] // the integration tests use parts the unit tests do not
 mod watch_model;
@@ -41,19 +42,23 @@ use index::WatcherIndex;
 use leases::LeaseTimers;
 pub use leases::LeaseTtl;
 pub use outbox::Outbox;
+#[cfg(test)]
+pub(crate) use stream_io::{CreateError, fragments};
+pub use stream_io::{StreamRequest, WatchCreate, WatchOutput};
+pub use watch::EventFilter;
 use watch::{StreamId, WatchStream};
 
 use crate::actor::Mailbox;
 use crate::mvcc::Store;
+/// For the watch model, which names the storage model's types through its parent's `proto`.
 #[cfg(test)]
 use crate::proto;
-use crate::proto::etcdserverpb::WatchRequest;
 use crate::runtime::blocking::BlockingPool;
 use crate::sequencer::SequencerHandle;
 
 /// The requests of one watch stream (a gRPC stream, or an embedded caller's channel), as the etcd
-/// layer hands them over.
-pub type WatchRequests = Pin<Box<dyn Stream<Item = crate::Result<WatchRequest>> + Send>>;
+/// layer hands them over (validated, in the shard's terms).
+pub type WatchRequests = Pin<Box<dyn Stream<Item = crate::Result<StreamRequest>> + Send>>;
 
 /// The shard that owns lease `id`.
 pub fn lease_owner(id: i64, shards: usize) -> usize {

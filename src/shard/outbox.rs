@@ -1,6 +1,7 @@
-//! The responses of one watch stream on their way to the client. The shard queues without ever
-//! waiting; the client drains at its own pace. Queued bytes are counted so the shard can stop feeding
-//! a stream that does not keep up (its watchers then fall behind and catch up from the log): memory
+//! What a shard sends on one watch stream, on its way to the client (the etcd layer makes each output
+//! a response as the client takes it). The shard queues without ever waiting; the client drains at
+//! its own pace. The bytes of the responses queued are counted so the shard can stop feeding a
+//! stream that does not keep up (its watchers then fall behind and catch up from the log): memory
 //! per stream stays near the budget, and a slow client never slows the shard. A stream that ends
 //! with an error ends with the crate's `Error`; the etcd layer turns it into a status.
 
@@ -10,14 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use futures_lite::Stream;
-use prost::Message;
 use tokio::sync::Notify;
 
+use super::stream_io::WatchOutput;
 use crate::error::Error;
-use crate::proto::etcdserverpb::WatchResponse;
 
 /// What a watch stream yields.
-pub type WatchItem = Result<WatchResponse, Error>;
+pub type WatchItem = Result<WatchOutput, Error>;
 
 /// The shard's end of a stream's queue.
 #[derive(Debug)]
@@ -48,11 +48,10 @@ impl Outbox {
         (outbox, OutboxStream { queue: rx.into_stream(), queued_bytes, drained })
     }
 
-    /// Queues `response`; false if the client is gone.
-    pub fn push(&self, response: WatchResponse) -> bool {
-        let bytes = response.encoded_len();
+    /// Queues `output`, whose response is `bytes` long; false if the client is gone.
+    pub fn push(&self, output: WatchOutput, bytes: usize) -> bool {
         self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
-        if self.queue.send((bytes, Ok(response))).is_err() {
+        if self.queue.send((bytes, Ok(output))).is_err() {
             self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             return false;
         }
@@ -98,15 +97,16 @@ impl Stream for OutboxStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::WatchId;
     use futures_lite::StreamExt;
 
     #[test]
     fn queued_bytes_follow_what_the_client_has_not_taken() {
         let (outbox, mut stream) = Outbox::new();
-        let response = WatchResponse { watch_id: 3, created: true, ..Default::default() };
-        let bytes = response.encoded_len();
-        assert!(outbox.push(response.clone()));
-        assert!(outbox.push(response.clone()));
+        let response = WatchOutput::Created { watch_id: WatchId(3), revision: 0 };
+        let bytes = 6;
+        assert!(outbox.push(response.clone(), bytes));
+        assert!(outbox.push(response.clone(), bytes));
         assert_eq!(outbox.queued_bytes(), 2 * bytes);
         let taken = futures_lite::future::block_on(stream.next()).unwrap().unwrap();
         assert_eq!(taken, response);
@@ -114,6 +114,6 @@ mod tests {
         futures_lite::future::block_on(outbox.drained().notified()); // a take happened: resolves at once
         drop(stream);
         assert!(outbox.is_closed());
-        assert!(!outbox.push(response), "pushing to a gone client reports it");
+        assert!(!outbox.push(response, bytes), "pushing to a gone client reports it");
     }
 }

@@ -7,14 +7,13 @@ use futures_lite::StreamExt;
 
 use super::actor::ShardMessage;
 use super::outbox::Outbox;
+use super::stream_io::StreamRequest;
 use super::sync::{Limits, StreamSync};
 use super::watch::{StreamId, WatchStream};
 use super::{Shard, WatchRequests};
 use crate::actor::Mailbox;
 use crate::config::WATCH_STREAM_BUFFER_BYTES;
 use crate::error::Error;
-use crate::proto::etcdserverpb::WatchRequest;
-use crate::proto::etcdserverpb::watch_request::RequestUnion;
 
 impl Shard {
     /// Serves a new stream: its state machine, and a task reading its requests.
@@ -34,14 +33,13 @@ impl Shard {
     }
 
     /// Feeds one request of `stream` to its state machine.
-    pub(super) fn handle_request(&mut self, stream_id: StreamId, request: WatchRequest) {
+    pub(super) fn handle_request(&mut self, stream_id: StreamId, request: StreamRequest) {
         let now = self.now(stream_id);
         let Some(stream) = self.streams.get_mut(&stream_id) else { return };
-        let effects = match request.request_union {
-            Some(RequestUnion::CreateRequest(create)) => stream.sync.create(&create, now),
-            Some(RequestUnion::CancelRequest(cancel)) => stream.sync.cancel(cancel.watch_id, now),
-            Some(RequestUnion::ProgressRequest(_)) => stream.sync.progress_requested(now),
-            None => return,
+        let effects = match request {
+            StreamRequest::Create(create) => stream.sync.create(&create, now),
+            StreamRequest::Cancel(watch_id) => stream.sync.cancel(watch_id, now),
+            StreamRequest::Progress => stream.sync.progress_requested(now),
         };
         self.carry_out(stream_id, effects);
         self.publish_watching();

@@ -1,7 +1,8 @@
 //! A model of the key space for watch tests: the writes that feed both it and the watches under
 //! test, the events a watch should see, and seeded random writes and watches. Shared by the shard's
 //! unit tests (`sync/simulation.rs`) and the integration tests (`tests/common/watch_model.rs`
-//! includes this file with `#[path]`), so both check against one model. It names the wire types
+//! includes this file with `#[path]`), so both check against one model. It knows watches as the
+//! model's [`Watch`] (each side makes its own requests of it) and names the storage model's types
 //! through its parent's `proto` (the crate's, or `t4::proto`), and nothing else of the crate.
 
 use std::collections::BTreeMap;
@@ -9,9 +10,19 @@ use std::collections::BTreeMap;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::proto::etcdserverpb::WatchCreateRequest;
-use super::proto::etcdserverpb::watch_create_request::FilterType;
 use super::proto::mvccpb::{Event, KeyValue, event::EventType};
+
+/// A watch as the model reads it: what of etcd's create request decides the events it is sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Watch {
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+    /// etcd's: 0 is the revision after the current one.
+    pub start_revision: i64,
+    pub no_put: bool,
+    pub no_delete: bool,
+    pub prev_kv: bool,
+}
 
 /// The revision an event happened at.
 pub fn mod_revision(e: &Event) -> i64 {
@@ -91,12 +102,9 @@ impl Model {
 }
 
 /// The events a watch created with `w` sees among `events` (start_revision aside).
-pub fn seen_by(w: &WatchCreateRequest, events: &[Event]) -> Vec<Event> {
+pub fn seen_by(w: &Watch, events: &[Event]) -> Vec<Event> {
     let drops = |e: &Event| {
-        w.filters.iter().any(|&f| {
-            (f == FilterType::Noput as i32 && e.r#type == EventType::Put as i32)
-                || (f == FilterType::Nodelete as i32 && e.r#type == EventType::Delete as i32)
-        })
+        (w.no_put && e.r#type == EventType::Put as i32) || (w.no_delete && e.r#type == EventType::Delete as i32)
     };
     events
         .iter()
@@ -137,11 +145,7 @@ pub fn key_space() -> Vec<Vec<u8>> {
 }
 
 /// A watch on part of [`key_space`], from now or (one in three) from a revision in `past_revisions`.
-pub fn random_watch(
-    rng: &mut ChaCha8Rng,
-    keys: &[Vec<u8>],
-    past_revisions: std::ops::RangeInclusive<i64>,
-) -> WatchCreateRequest {
+pub fn random_watch(rng: &mut ChaCha8Rng, keys: &[Vec<u8>], past_revisions: std::ops::RangeInclusive<i64>) -> Watch {
     let letter = |rng: &mut ChaCha8Rng| ["a", "b", "c", "d"][rng.random_range(0..4)];
     let prefix = |p: String| {
         let end = prefix_end(p.as_bytes());
@@ -166,19 +170,15 @@ pub fn random_watch(
         6 => (keys[rng.random_range(0..keys.len())].clone(), vec![0]),
         _ => (vec![0], vec![0]),
     };
-    let filters = match rng.random_range(0..10) {
-        0 => vec![FilterType::Noput as i32],
-        1 => vec![FilterType::Nodelete as i32],
-        _ => Vec::new(),
-    };
+    let filter = rng.random_range(0..10);
     let start_revision = if rng.random_range(0..3) == 0 { rng.random_range(past_revisions) } else { 0 };
-    WatchCreateRequest {
+    Watch {
         key,
         range_end,
         start_revision,
-        filters,
+        no_put: filter == 0,
+        no_delete: filter == 1,
         prev_kv: rng.random_range(0..10) < 3,
-        ..Default::default()
     }
 }
 

@@ -4,13 +4,40 @@
 
 use t4::proto;
 use t4::proto::etcdserverpb::kv_client::KvClient;
-use t4::proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, request_op};
+use t4::proto::etcdserverpb::watch_create_request::FilterType;
+use t4::proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RequestOp, TxnRequest, WatchCreateRequest, request_op};
 use t4::proto::mvccpb::Event;
 use tonic::transport::Channel;
 
 #[path = "../../src/shard/watch_model.rs"]
 mod shared;
 pub use shared::*;
+
+/// The model's reading of a create request.
+pub fn model_watch(r: &WatchCreateRequest) -> Watch {
+    let has = |f: FilterType| r.filters.contains(&(f as i32));
+    Watch {
+        key: r.key.clone(),
+        range_end: r.range_end.clone(),
+        start_revision: r.start_revision,
+        no_put: has(FilterType::Noput),
+        no_delete: has(FilterType::Nodelete),
+        prev_kv: r.prev_kv,
+    }
+}
+
+/// The create request for the model's watch `w`.
+pub fn create_request(w: &Watch) -> WatchCreateRequest {
+    let filters = [(w.no_put, FilterType::Noput), (w.no_delete, FilterType::Nodelete)];
+    WatchCreateRequest {
+        key: w.key.clone(),
+        range_end: w.range_end.clone(),
+        start_revision: w.start_revision,
+        filters: filters.iter().filter(|(on, _)| *on).map(|(_, f)| *f as i32).collect(),
+        prev_kv: w.prev_kv,
+        ..Default::default()
+    }
+}
 
 /// Writes through the KV service and the model at once.
 pub struct Writer {

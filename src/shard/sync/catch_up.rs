@@ -4,8 +4,8 @@
 
 use super::{CatchUp, Effect, Effects, Now, StreamSync, WatcherState};
 use crate::log::LogRecord;
-use crate::proto::etcdserverpb::WatchResponse;
 use crate::proto::mvccpb::KeyValue;
+use crate::shard::stream_io::WatchOutput;
 use crate::shard::watch::to_event;
 
 /// A read of the log a catch-up asks for.
@@ -40,24 +40,15 @@ impl StreamSync {
     /// one response and moves past the batch; one whose next revision was compacted is canceled with
     /// the compact revision. Then the next read is planned.
     pub fn history_read(&mut self, batch: &HistoryBatch, now: Now) -> Vec<Effect> {
-        let mut out = Effects::new(now);
+        let mut out = Effects::new(now, self.identity);
         debug_assert_eq!(self.catch_up, CatchUp::Reading, "a history batch arrived with no read under way");
         if self.catch_up != CatchUp::Reading {
             return out.effects;
         }
-        let batch_header = self.header(batch.covered);
-        // etcd's compacted answer: canceled, the compact revision, and a zero header revision.
-        let compacted_header = self.header(0);
         for (&watch_id, watcher) in self.watchers.iter_mut() {
             let WatcherState::Behind { next } = watcher.state else { continue };
             if next < batch.compact {
-                out.send(WatchResponse {
-                    header: compacted_header,
-                    watch_id,
-                    compact_revision: batch.compact,
-                    canceled: true,
-                    ..Default::default()
-                });
+                out.send(WatchOutput::Compacted { watch_id, compact_revision: batch.compact });
                 watcher.state = WatcherState::Compacted;
                 out.effects.push(Effect::Unindex { watch_id, span: watcher.span.clone() });
                 continue;
@@ -81,8 +72,7 @@ impl StreamSync {
             }
             watcher.state = WatcherState::Behind { next: batch.covered + 1 };
             if !events.is_empty() {
-                let response = WatchResponse { header: batch_header, watch_id, events, ..Default::default() };
-                out.send_events(watcher, response, self.limits.fragment_bytes);
+                out.send_events(watcher, watch_id, batch.covered, events, self.limits.fragment_bytes);
             }
         }
         self.plan_catch_up(&mut out);
@@ -91,7 +81,7 @@ impl StreamSync {
 
     /// The client took some of what was queued (or the wait ran out): the catch-up goes on.
     pub fn client_drained(&mut self, now: Now) -> Vec<Effect> {
-        let mut out = Effects::new(now);
+        let mut out = Effects::new(now, self.identity);
         if self.catch_up == CatchUp::WaitingForClient {
             self.plan_catch_up(&mut out);
         }

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::{CatchUp, Effect, Effects, Now, StreamSync, WatcherState};
+use crate::ids::WatchId;
 use crate::log::{LogEvent, LogRecord};
-use crate::proto::etcdserverpb::WatchResponse;
 use crate::proto::mvccpb::KeyValue;
 use crate::shard::index::WatcherIndex;
 use crate::shard::watch::{StreamId, WatcherKey, to_event};
@@ -20,7 +20,7 @@ pub struct RevisionMatch<'a> {
     pub prevs: &'a [Option<KeyValue>],
     /// The stream's watchers the revision's events concern, in watch id order, each with the
     /// indexes of its events.
-    pub watchers: Vec<(i64, Vec<usize>)>,
+    pub watchers: Vec<(WatchId, Vec<usize>)>,
 }
 
 /// Sorts a committed group's key events by stream: per stream, the revisions above `applied` (the
@@ -67,12 +67,11 @@ impl StreamSync {
     /// revision. Synced watchers are sent each revision's events in one response while the stream
     /// is within its budget, and fall behind at the revision otherwise.
     pub fn group_applied(&mut self, revisions: &[RevisionMatch<'_>], now: Now) -> Vec<Effect> {
-        let mut out = Effects::new(now);
+        let mut out = Effects::new(now, self.identity);
         let mut fell_behind = false;
         for revision in revisions {
             for (watch_id, indexes) in &revision.watchers {
                 let over_budget = self.over_budget(&out);
-                let header = self.header(revision.revision);
                 let Some(watcher) = self.watchers.get_mut(watch_id) else { continue };
                 let WatcherState::Synced { from } = watcher.state else { continue };
                 if revision.revision < from {
@@ -97,8 +96,7 @@ impl StreamSync {
                     fell_behind = true;
                     continue;
                 }
-                let response = WatchResponse { header, watch_id: *watch_id, events, ..Default::default() };
-                out.send_events(watcher, response, self.limits.fragment_bytes);
+                out.send_events(watcher, *watch_id, revision.revision, events, self.limits.fragment_bytes);
             }
         }
         if fell_behind && self.catch_up == CatchUp::Idle {

@@ -23,16 +23,13 @@ use std::collections::BTreeMap;
 
 pub use catch_up::{HistoryBatch, HistoryRequest};
 pub use live::route;
-use prost::Message;
 
-use super::watch::{CreateError, EventFilter, fragments, watch_span};
+use super::stream_io::{CreateError, WatchCreate, WatchOutput, fragments};
+use super::watch::EventFilter;
+use crate::ids::WatchId;
 use crate::mvcc::store::Identity;
 use crate::mvcc::{KeySpan, RangeEnd};
-use crate::proto::etcdserverpb::watch_create_request::FilterType;
-use crate::proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
-
-/// etcd's `AutoWatchID`: a create request with this id asks the server to pick one.
-const AUTO_WATCH_ID: i64 = 0;
+use crate::proto::mvccpb::Event;
 
 /// The bounds a stream is held to.
 #[derive(Debug, Clone, Copy)]
@@ -56,15 +53,15 @@ pub struct Now {
 /// What the driver must do, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Queue this response on the stream's outbox.
-    Send(WatchResponse),
+    /// Queue this output on the stream's outbox; `bytes` is its size as a response.
+    Send { output: WatchOutput, bytes: usize },
     /// Match the watcher against live events from now on.
-    Index { watch_id: i64, span: KeySpan },
+    Index { watch_id: WatchId, span: KeySpan },
     /// Match the watcher no more (canceled, or compacted).
-    Unindex { watch_id: i64, span: KeySpan },
+    Unindex { watch_id: WatchId, span: KeySpan },
     /// The stream was over its budget: the watcher fell behind at `revision`, leaving `events` of
     /// its events to the catch-up.
-    FellBehind { watch_id: i64, revision: i64, events: usize },
+    FellBehind { watch_id: WatchId, revision: i64, events: usize },
     /// Read the log and feed the batch to [`StreamSync::history_read`].
     ReadHistory(HistoryRequest),
     /// Wait until the client takes some of what is queued (or a while), then feed
@@ -111,47 +108,41 @@ enum CatchUp {
 /// One stream's watchers and its catch-up.
 #[derive(Debug)]
 pub struct StreamSync {
-    watchers: BTreeMap<i64, Watcher>,
+    watchers: BTreeMap<WatchId, Watcher>,
     /// Where the search for the next free watch id starts (etcd assigns 0, 1, 2, ... per stream).
-    next_watch_id: i64,
+    next_watch_id: WatchId,
     catch_up: CatchUp,
     limits: Limits,
-    /// Who answers, for response headers.
+    /// Who answers: outputs are counted in the bytes of the responses the etcd layer makes of them,
+    /// whose headers name it.
     identity: Identity,
 }
 
 impl StreamSync {
     pub fn new(limits: Limits, identity: Identity) -> StreamSync {
-        StreamSync { watchers: BTreeMap::new(), next_watch_id: 0, catch_up: CatchUp::Idle, limits, identity }
+        StreamSync { watchers: BTreeMap::new(), next_watch_id: WatchId(0), catch_up: CatchUp::Idle, limits, identity }
     }
 
     /// The stream's watchers, by watch id.
-    pub fn watchers(&self) -> impl Iterator<Item = (i64, &Watcher)> {
+    pub fn watchers(&self) -> impl Iterator<Item = (WatchId, &Watcher)> {
         self.watchers.iter().map(|(&id, watcher)| (id, watcher))
     }
 
     /// Where watcher `watch_id` stands.
     #[cfg(test)]
-    pub fn state(&self, watch_id: i64) -> Option<WatcherState> {
+    pub fn state(&self, watch_id: WatchId) -> Option<WatcherState> {
         self.watchers.get(&watch_id).map(|w| w.state)
     }
 
     /// A create request: the watcher starts synced unless its start revision is at or below the
     /// current one (it then replays history first, from the catch-up).
-    pub fn create(&mut self, c: &WatchCreateRequest, now: Now) -> Vec<Effect> {
-        let mut out = Effects::new(now);
-        let header = self.header(now.current);
+    pub fn create(&mut self, c: &WatchCreate, now: Now) -> Vec<Effect> {
+        let mut out = Effects::new(now, self.identity);
+        let revision = now.current;
         let watch_id = match self.assign_id(c) {
             Ok(watch_id) => watch_id,
-            Err(e) => {
-                out.send(WatchResponse {
-                    header,
-                    watch_id: -1,
-                    created: true,
-                    canceled: true,
-                    cancel_reason: e.reason().to_string(),
-                    ..Default::default()
-                });
+            Err(reason) => {
+                out.send(WatchOutput::Refused { reason, revision });
                 return out.effects;
             }
         };
@@ -160,14 +151,9 @@ impl StreamSync {
             start if start > now.current => WatcherState::Synced { from: start },
             start => WatcherState::Behind { next: start },
         };
-        let has = |f: FilterType| c.filters.contains(&(f as i32));
         let watcher = Watcher {
-            span: watch_span(c),
-            filter: EventFilter {
-                no_put: has(FilterType::Noput),
-                no_delete: has(FilterType::Nodelete),
-                prev_kv: c.prev_kv,
-            },
+            span: c.span.clone(),
+            filter: c.filter,
             progress_notify: c.progress_notify,
             fragment: c.fragment,
             state,
@@ -175,7 +161,7 @@ impl StreamSync {
         };
         out.effects.push(Effect::Index { watch_id, span: watcher.span.clone() });
         self.watchers.insert(watch_id, watcher);
-        out.send(WatchResponse { header, watch_id, created: true, ..Default::default() });
+        out.send(WatchOutput::Created { watch_id, revision });
         if matches!(state, WatcherState::Behind { .. }) && self.catch_up == CatchUp::Idle {
             self.plan_catch_up(&mut out);
         }
@@ -183,42 +169,42 @@ impl StreamSync {
     }
 
     /// The id a create request gets, or why it is refused.
-    fn assign_id(&mut self, c: &WatchCreateRequest) -> Result<i64, CreateError> {
-        let span = watch_span(c);
+    fn assign_id(&mut self, c: &WatchCreate) -> Result<WatchId, CreateError> {
+        let span = &c.span;
         if let RangeEnd::Before(end) = &span.end
             && span.start >= *end
         {
             return Err(CreateError::EmptyRange);
         }
-        if c.watch_id != AUTO_WATCH_ID {
-            return match self.watchers.contains_key(&c.watch_id) {
+        if let Some(watch_id) = c.watch_id {
+            return match self.watchers.contains_key(&watch_id) {
                 true => Err(CreateError::DuplicateId),
-                false => Ok(c.watch_id),
+                false => Ok(watch_id),
             };
         }
         while self.watchers.contains_key(&self.next_watch_id) {
-            self.next_watch_id += 1;
+            self.next_watch_id = self.next_watch_id.next();
         }
-        self.next_watch_id += 1;
-        Ok(self.next_watch_id - 1)
+        let watch_id = self.next_watch_id;
+        self.next_watch_id = watch_id.next();
+        Ok(watch_id)
     }
 
     /// A cancel request; etcd answers nothing for an id that is not watching.
-    pub fn cancel(&mut self, watch_id: i64, now: Now) -> Vec<Effect> {
-        let mut out = Effects::new(now);
+    pub fn cancel(&mut self, watch_id: WatchId, now: Now) -> Vec<Effect> {
+        let mut out = Effects::new(now, self.identity);
         let Some(watcher) = self.watchers.remove(&watch_id) else { return out.effects };
         if watcher.state != WatcherState::Compacted {
             out.effects.push(Effect::Unindex { watch_id, span: watcher.span });
         }
-        let header = self.header(now.current);
-        out.send(WatchResponse { header, watch_id, canceled: true, ..Default::default() });
+        out.send(WatchOutput::Canceled { watch_id, revision: now.current });
         out.effects
     }
 
     /// A progress request: one response for the stream, at the revision every watcher has been sent
     /// all events up to (a watcher behind holds it back).
     pub fn progress_requested(&mut self, now: Now) -> Vec<Effect> {
-        let mut out = Effects::new(now);
+        let mut out = Effects::new(now, self.identity);
         let revision = self
             .watchers
             .values()
@@ -229,7 +215,7 @@ impl StreamSync {
             .min()
             .unwrap_or(now.current)
             .min(now.current);
-        out.send(WatchResponse { header: self.header(revision), watch_id: -1, ..Default::default() });
+        out.send(WatchOutput::StreamProgress { revision });
         out.effects
     }
 
@@ -237,25 +223,20 @@ impl StreamSync {
     /// that asked for progress notifications and was sent nothing since the last tick. A stream over
     /// its budget is skipped (its watchers' sent marks stay for the next tick).
     pub fn progress_tick(&mut self, now: Now) -> Vec<Effect> {
-        let mut out = Effects::new(now);
+        let mut out = Effects::new(now, self.identity);
         if self.over_budget(&out) {
             return out.effects;
         }
-        let header = self.header(now.current);
         for (&watch_id, watcher) in self.watchers.iter_mut() {
             if watcher.progress_notify
                 && matches!(watcher.state, WatcherState::Synced { .. })
                 && !watcher.sent_since_tick
             {
-                out.send(WatchResponse { header, watch_id, ..Default::default() });
+                out.send(WatchOutput::Progress { watch_id, revision: now.current });
             }
             watcher.sent_since_tick = false;
         }
         out.effects
-    }
-
-    fn header(&self, revision: i64) -> Option<ResponseHeader> {
-        Some(self.identity.response_header(revision))
     }
 
     /// Whether the outbox, with what this input queued so far, is at or over the budget.
@@ -268,27 +249,38 @@ impl StreamSync {
 struct Effects {
     effects: Vec<Effect>,
     now: Now,
+    /// Who answers: the outputs' sizes count their headers.
+    identity: Identity,
     /// Bytes of the responses queued by this input.
     sent_bytes: usize,
 }
 
 impl Effects {
-    fn new(now: Now) -> Effects {
-        Effects { effects: Vec::new(), now, sent_bytes: 0 }
+    fn new(now: Now, identity: Identity) -> Effects {
+        Effects { effects: Vec::new(), now, identity, sent_bytes: 0 }
     }
 
-    fn send(&mut self, response: WatchResponse) {
-        self.sent_bytes += response.encoded_len();
-        self.effects.push(Effect::Send(response));
+    fn send(&mut self, output: WatchOutput) {
+        let bytes = output.encoded_len(&self.identity);
+        self.sent_bytes += bytes;
+        self.effects.push(Effect::Send { output, bytes });
     }
 
-    /// A watcher's event response: whole, or in the fragments it asked for.
-    fn send_events(&mut self, watcher: &mut Watcher, response: WatchResponse, fragment_bytes: usize) {
+    /// A watcher's events at `revision` in one response, or in the fragments it asked for.
+    fn send_events(
+        &mut self,
+        watcher: &mut Watcher,
+        watch_id: WatchId,
+        revision: i64,
+        events: Vec<Event>,
+        fragment_bytes: usize,
+    ) {
         watcher.sent_since_tick = true;
         if watcher.fragment {
-            fragments(response, fragment_bytes).into_iter().for_each(|part| self.send(part));
+            let parts = fragments(&self.identity, watch_id, revision, events, fragment_bytes);
+            parts.into_iter().for_each(|part| self.send(part));
         } else {
-            self.send(response);
+            self.send(WatchOutput::Events { watch_id, revision, events, fragment: false });
         }
     }
 

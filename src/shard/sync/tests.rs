@@ -1,6 +1,7 @@
 //! Single decisions of the watch sync state machine, one input at a time.
 
 use super::*;
+use crate::ids::Term;
 use crate::log::{LogEvent, LogRecord};
 use crate::proto::mvccpb::KeyValue;
 use crate::shard::index::WatcherIndex;
@@ -9,9 +10,10 @@ use crate::shard::watch::WatcherKey;
 /// A budget small enough for a few responses to fill.
 const BUFFER_BYTES: usize = 1000;
 
+const IDENTITY: Identity = Identity { member_id: 1, cluster_id: 2, term: Term(3) };
+
 fn stream() -> StreamSync {
-    let identity = Identity { member_id: 1, cluster_id: 2, term: crate::ids::Term(3) };
-    StreamSync::new(Limits { buffer_bytes: BUFFER_BYTES, fragment_bytes: 1 << 20 }, identity)
+    StreamSync::new(Limits { buffer_bytes: BUFFER_BYTES, fragment_bytes: 1 << 20 }, IDENTITY)
 }
 
 fn now(current: i64) -> Now {
@@ -22,8 +24,20 @@ fn full(current: i64) -> Now {
     Now { current, queued_bytes: BUFFER_BYTES }
 }
 
-fn watch(key: &str, start_revision: i64) -> WatchCreateRequest {
-    WatchCreateRequest { key: key.into(), start_revision, ..Default::default() }
+/// A watch of `key` alone.
+fn watch(key: &str, start_revision: i64) -> WatchCreate {
+    watch_range(key, "", start_revision)
+}
+
+fn watch_range(key: &str, end: &str, start_revision: i64) -> WatchCreate {
+    WatchCreate {
+        span: KeySpan::from_etcd(key.as_bytes(), end.as_bytes()),
+        start_revision,
+        filter: EventFilter::default(),
+        progress_notify: false,
+        fragment: false,
+        watch_id: None,
+    }
 }
 
 fn put(key: &str, value: &str) -> LogEvent {
@@ -53,22 +67,34 @@ fn batch(from: i64, covered: i64, records: Vec<LogRecord>) -> HistoryBatch {
     HistoryBatch { from, compact: 1, covered, records, prevs, with_prev: false }
 }
 
-fn sent(effects: &[Effect]) -> Vec<&WatchResponse> {
+fn sent(effects: &[Effect]) -> Vec<&WatchOutput> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Send(response) => Some(response),
+            Effect::Send { output, .. } => Some(output),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The events of each response sent to `watch_id`, and whether more fragments follow.
+fn event_responses(effects: &[Effect], watch_id: WatchId) -> Vec<(&[Event], bool)> {
+    sent(effects)
+        .into_iter()
+        .filter_map(|r| match r {
+            WatchOutput::Events { watch_id: id, events, fragment, .. } if *id == watch_id && !events.is_empty() => {
+                Some((events.as_slice(), *fragment))
+            }
             _ => None,
         })
         .collect()
 }
 
 /// The revisions of the events sent to `watch_id`, one list per response.
-fn revisions(effects: &[Effect], watch_id: i64) -> Vec<Vec<i64>> {
-    sent(effects)
+fn revisions(effects: &[Effect], watch_id: WatchId) -> Vec<Vec<i64>> {
+    event_responses(effects, watch_id)
         .into_iter()
-        .filter(|r| r.watch_id == watch_id && !r.events.is_empty())
-        .map(|r| r.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect())
+        .map(|(events, _)| events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect())
         .collect()
 }
 
@@ -82,36 +108,45 @@ fn reads(effects: &[Effect]) -> Vec<HistoryRequest> {
         .collect()
 }
 
-fn header_revision(response: &WatchResponse) -> i64 {
-    response.header.unwrap().revision
+/// The revision a response reports (its header's).
+fn header_revision(response: &WatchOutput) -> i64 {
+    match *response {
+        WatchOutput::Created { revision, .. }
+        | WatchOutput::Refused { revision, .. }
+        | WatchOutput::Events { revision, .. }
+        | WatchOutput::Progress { revision, .. }
+        | WatchOutput::StreamProgress { revision }
+        | WatchOutput::Canceled { revision, .. } => revision,
+        WatchOutput::Compacted { .. } => 0,
+    }
 }
 
 /// The id of the watcher a create answered.
-fn created(effects: &[Effect]) -> i64 {
-    let response = sent(effects)[0];
-    assert!(response.created && !response.canceled, "{response:?}");
-    response.watch_id
+fn created(effects: &[Effect]) -> WatchId {
+    match *sent(effects)[0] {
+        WatchOutput::Created { watch_id, .. } => watch_id,
+        ref response => panic!("{response:?}"),
+    }
 }
 
 #[test]
 fn watch_ids_are_assigned_per_stream_and_duplicates_refused() {
     let mut sync = stream();
-    let id = |sync: &mut StreamSync, key: &str, end: &str, watch_id: i64| {
-        let c = WatchCreateRequest { key: key.into(), range_end: end.into(), watch_id, ..Default::default() };
-        let response = sent(&sync.create(&c, now(5)))[0].clone();
-        assert!(response.created);
-        match response.canceled {
-            false => Ok(response.watch_id),
-            true => Err(response.cancel_reason),
+    let id = |sync: &mut StreamSync, key: &str, end: &str, watch_id: Option<i64>| {
+        let c = WatchCreate { watch_id: watch_id.map(WatchId), ..watch_range(key, end, 0) };
+        match sent(&sync.create(&c, now(5)))[0].clone() {
+            WatchOutput::Created { watch_id, .. } => Ok(watch_id.get()),
+            WatchOutput::Refused { reason, .. } => Err(reason),
+            response => panic!("a create answered {response:?}"),
         }
     };
-    assert_eq!(id(&mut sync, "a", "", 0), Ok(0));
-    assert_eq!(id(&mut sync, "a", "", 2), Ok(2));
-    assert_eq!(id(&mut sync, "a", "", 0), Ok(1));
-    assert_eq!(id(&mut sync, "a", "", 0), Ok(3), "2 is taken");
-    assert_eq!(id(&mut sync, "a", "", 2), Err(CreateError::DuplicateId.reason().into()));
-    assert_eq!(id(&mut sync, "b", "a", 0), Err(CreateError::EmptyRange.reason().into()));
-    assert_eq!(id(&mut sync, "b", "b", 0), Err(CreateError::EmptyRange.reason().into()));
+    assert_eq!(id(&mut sync, "a", "", None), Ok(0));
+    assert_eq!(id(&mut sync, "a", "", Some(2)), Ok(2));
+    assert_eq!(id(&mut sync, "a", "", None), Ok(1));
+    assert_eq!(id(&mut sync, "a", "", None), Ok(3), "2 is taken");
+    assert_eq!(id(&mut sync, "a", "", Some(2)), Err(CreateError::DuplicateId));
+    assert_eq!(id(&mut sync, "b", "a", None), Err(CreateError::EmptyRange));
+    assert_eq!(id(&mut sync, "b", "b", None), Err(CreateError::EmptyRange));
 }
 
 #[test]
@@ -170,7 +205,7 @@ fn a_watch_from_a_compacted_revision_is_canceled_with_the_compact_revision() {
     let effects = sync.history_read(&compacted, now(10));
     let canceled = sent(&effects);
     assert_eq!(canceled.len(), 1, "the compacted answer, and no events");
-    assert!(canceled[0].canceled && canceled[0].compact_revision == 6 && canceled[0].watch_id == id);
+    assert_eq!(*canceled[0], WatchOutput::Compacted { watch_id: id, compact_revision: 6 });
     assert_eq!(header_revision(canceled[0]), 0, "etcd's compacted answer has a zero header revision");
     assert!(effects.iter().any(|e| matches!(e, Effect::Unindex { watch_id, .. } if *watch_id == id)));
     assert_eq!(sync.state(id), Some(WatcherState::Compacted));
@@ -178,7 +213,7 @@ fn a_watch_from_a_compacted_revision_is_canceled_with_the_compact_revision() {
     let ticked = sync.progress_tick(now(10));
     assert!(sent(&ticked).is_empty(), "a compacted watcher gets no progress notifications");
     let answered = sync.cancel(id, now(10));
-    assert!(sent(&answered)[0].canceled, "it keeps its id until canceled");
+    assert!(matches!(sent(&answered)[0], WatchOutput::Canceled { .. }), "it keeps its id until canceled");
     assert!(!answered.iter().any(|e| matches!(e, Effect::Unindex { .. })), "it was unindexed already");
 }
 
@@ -212,7 +247,7 @@ fn a_progress_request_never_reports_past_a_watcher_behind() {
     let mut sync = stream();
     created(&sync.create(&watch("a", 0), now(10)));
     let progress = sync.progress_requested(now(10));
-    assert_eq!((sent(&progress)[0].watch_id, header_revision(sent(&progress)[0])), (-1, 10));
+    assert_eq!(*sent(&progress)[0], WatchOutput::StreamProgress { revision: 10 }, "for the stream, at 10");
     created(&sync.create(&watch("b", 4), now(10)));
     let progress = sync.progress_requested(now(12));
     assert_eq!(header_revision(sent(&progress)[0]), 3, "the watcher behind has been sent everything below 4");
@@ -224,18 +259,23 @@ fn a_progress_request_never_reports_past_a_watcher_behind() {
 #[test]
 fn progress_notifications_go_to_idle_synced_watchers_that_asked_while_the_stream_has_room() {
     let mut sync = stream();
-    let notify = |key: &str, start| WatchCreateRequest { progress_notify: true, ..watch(key, start) };
+    let notify = |key: &str, start| WatchCreate { progress_notify: true, ..watch(key, start) };
     let idle = created(&sync.create(&notify("a", 0), now(5)));
     let busy = created(&sync.create(&notify("b", 0), now(5)));
     created(&sync.create(&watch("c", 0), now(5))); // did not ask
     created(&sync.create(&notify("d", 2), now(5))); // behind
     apply(&mut sync, &[record(6, vec![put("b", "6")])], now(6));
     let ticked = sync.progress_tick(now(6));
-    let notified: Vec<(i64, i64)> = sent(&ticked).iter().map(|r| (r.watch_id, header_revision(r))).collect();
-    assert_eq!(notified, vec![(idle, 6)], "the busy one was sent events since the last tick");
+    let notified: Vec<&WatchOutput> = sent(&ticked);
+    assert_eq!(
+        notified,
+        [&WatchOutput::Progress { watch_id: idle, revision: 6 }],
+        "the busy one was sent events since the last tick"
+    );
     assert!(sent(&sync.progress_tick(full(6))).is_empty(), "a stream over its budget is skipped");
-    let notified: Vec<i64> = sent(&sync.progress_tick(now(6))).iter().map(|r| r.watch_id).collect();
-    assert_eq!(notified, vec![idle, busy]);
+    let notified: Vec<WatchOutput> = sent(&sync.progress_tick(now(6))).into_iter().cloned().collect();
+    let progress = |watch_id| WatchOutput::Progress { watch_id, revision: 6 };
+    assert_eq!(notified, vec![progress(idle), progress(busy)]);
 }
 
 #[test]
@@ -256,7 +296,8 @@ fn a_watcher_that_fell_behind_after_a_read_was_planned_waits_for_the_next_read()
 fn a_watcher_wanting_prev_kv_skips_a_batch_read_without_it() {
     let mut sync = stream();
     let plain = created(&sync.create(&watch("a", 3), now(5)));
-    let read = sync.create(&WatchCreateRequest { prev_kv: true, ..watch("a", 3) }, now(5));
+    let prev_kv = EventFilter { prev_kv: true, ..EventFilter::default() };
+    let read = sync.create(&WatchCreate { filter: prev_kv, ..watch("a", 3) }, now(5));
     let with_prev = created(&read);
     assert!(reads(&read).is_empty(), "a read is under way already");
     let effects = sync.history_read(&batch(3, 5, vec![record(4, vec![put("a", "4")])]), now(5));
@@ -267,18 +308,17 @@ fn a_watcher_wanting_prev_kv_skips_a_batch_read_without_it() {
 
 #[test]
 fn each_revision_goes_in_one_response_split_only_for_a_fragment_watcher() {
-    let identity = Identity { member_id: 1, cluster_id: 2, term: crate::ids::Term(3) };
-    let mut sync = StreamSync::new(Limits { buffer_bytes: 1 << 20, fragment_bytes: 60 }, identity);
-    let whole = created(&sync.create(&WatchCreateRequest { range_end: vec![0], ..watch("a", 0) }, now(5)));
-    let split = WatchCreateRequest { range_end: vec![0], fragment: true, ..watch("a", 0) };
+    let mut sync = StreamSync::new(Limits { buffer_bytes: 1 << 20, fragment_bytes: 60 }, IDENTITY);
+    let whole = created(&sync.create(&watch_range("a", "\0", 0), now(5)));
+    let split = WatchCreate { fragment: true, ..watch_range("a", "\0", 0) };
     let split = created(&sync.create(&split, now(5)));
     let txn = record(6, vec![put("a", "0123456789"), put("b", "0123456789"), put("c", "0123456789")]);
     let effects = apply(&mut sync, &[txn], now(6));
     assert_eq!(revisions(&effects, whole), vec![vec![6, 6, 6]]);
-    let parts: Vec<&WatchResponse> = sent(&effects).into_iter().filter(|r| r.watch_id == split).collect();
+    let parts = event_responses(&effects, split);
     assert!(parts.len() > 1);
-    assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment) && !parts[parts.len() - 1].fragment);
-    assert_eq!(parts.iter().map(|p| p.events.len()).sum::<usize>(), 3);
+    assert!(parts[..parts.len() - 1].iter().all(|p| p.1) && !parts[parts.len() - 1].1);
+    assert_eq!(parts.iter().map(|p| p.0.len()).sum::<usize>(), 3);
 }
 
 #[test]
@@ -299,7 +339,7 @@ fn cancel_answers_once_and_unindexes() {
     let effects = sync.cancel(id, now(7));
     assert!(effects.iter().any(|e| matches!(e, Effect::Unindex { watch_id, .. } if *watch_id == id)));
     let answer = sent(&effects)[0];
-    assert!(answer.canceled && answer.watch_id == id && header_revision(answer) == 7);
+    assert_eq!(*answer, WatchOutput::Canceled { watch_id: id, revision: 7 });
     assert!(sync.cancel(id, now(7)).is_empty(), "an id that is not watching gets no answer");
     assert!(revisions(&apply(&mut sync, &[record(8, vec![put("a", "8")])], now(8)), id).is_empty());
 }
@@ -307,9 +347,9 @@ fn cancel_answers_once_and_unindexes() {
 #[test]
 fn route_sorts_a_groups_revisions_by_stream_and_skips_what_the_shard_applied() {
     let mut index = WatcherIndex::default();
-    index.insert(&KeySpan::from_etcd(b"a", b""), WatcherKey { stream: 1, watch_id: 0 });
-    index.insert(&KeySpan::from_etcd(b"a", b"c"), WatcherKey { stream: 2, watch_id: 4 });
-    index.insert(&KeySpan::from_etcd(b"b", b""), WatcherKey { stream: 2, watch_id: 3 });
+    index.insert(&KeySpan::from_etcd(b"a", b""), WatcherKey { stream: 1, watch_id: WatchId(0) });
+    index.insert(&KeySpan::from_etcd(b"a", b"c"), WatcherKey { stream: 2, watch_id: WatchId(4) });
+    index.insert(&KeySpan::from_etcd(b"b", b""), WatcherKey { stream: 2, watch_id: WatchId(3) });
     let records = vec![
         record(5, vec![put("a", "5")]),
         record(6, vec![put("b", "6"), put("a", "6")]),

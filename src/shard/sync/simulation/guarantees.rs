@@ -6,13 +6,14 @@
 
 use std::collections::BTreeMap;
 
-use crate::proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
+use crate::ids::WatchId;
 use crate::proto::mvccpb::Event;
-use crate::shard::watch_model::{mod_revision, seen_by};
+use crate::shard::stream_io::WatchOutput;
+use crate::shard::watch_model::{Watch, mod_revision, seen_by};
 
-/// A create request as the stream got it, and the world then.
+/// A create request as the stream got it (as the model reads it), and the world then.
 pub struct Create {
-    pub request: WatchCreateRequest,
+    pub request: Watch,
     pub current: i64,
     pub compact: i64,
     /// It names an id in use: etcd refuses it.
@@ -39,7 +40,7 @@ enum End {
 
 /// One watcher as its client saw it.
 struct Seen {
-    request: WatchCreateRequest,
+    request: Watch,
     /// Its first revision wanted.
     start: i64,
     /// The compact revision when it was created.
@@ -54,7 +55,7 @@ struct Seen {
 /// Reads one stream's responses in order, as a client would, checking each.
 pub struct Client<'a> {
     history: History<'a>,
-    watchers: BTreeMap<i64, Seen>,
+    watchers: BTreeMap<WatchId, Seen>,
 }
 
 impl<'a> Client<'a> {
@@ -74,21 +75,21 @@ impl<'a> Client<'a> {
         seen_by(&w.request, &events)
     }
 
-    /// Checks `taken`, the responses to `creates` and every other request of the stream.
-    pub fn check(mut self, creates: &[Create], taken: &[WatchResponse]) -> Result<(), String> {
+    /// Checks `taken`, the outputs answering `creates` and every other request of the stream.
+    pub fn check(mut self, creates: &[Create], taken: &[WatchOutput]) -> Result<(), String> {
         let mut creates = creates.iter();
-        let mut fragmenting: Option<i64> = None;
+        let mut fragmenting: Option<WatchId> = None;
         for (n, r) in taken.iter().enumerate() {
-            let revision = r.header.as_ref().expect("a header").revision;
+            let revision = reported_revision(r);
             if let Some(id) = fragmenting
-                && id != r.watch_id
+                && Some(id) != watch_id(r)
             {
-                return Err(format!("response {n} for {} came between fragments of {id}", r.watch_id));
+                return Err(format!("response {n} for {:?} came between fragments of {id}", watch_id(r)));
             }
-            if r.created {
+            if matches!(r, WatchOutput::Created { .. } | WatchOutput::Refused { .. }) {
                 let create = creates.next().ok_or(format!("response {n}: created, but no create was sent"))?;
                 self.created(n, r, create)?;
-            } else if r.watch_id == -1 {
+            } else if let WatchOutput::StreamProgress { .. } = r {
                 // A progress response for the stream: every live watcher has been sent all up to it.
                 for (id, w) in self.watchers.iter().filter(|(_, w)| w.end.is_none()) {
                     let missing = self.expected(w, w.last, revision);
@@ -97,7 +98,10 @@ impl<'a> Client<'a> {
                     }
                 }
             } else {
-                fragmenting = if r.fragment { Some(r.watch_id) } else { None };
+                fragmenting = match r {
+                    WatchOutput::Events { watch_id, fragment: true, .. } => Some(*watch_id),
+                    _ => None,
+                };
                 self.watcher_response(n, r, revision)?;
             }
         }
@@ -125,18 +129,17 @@ impl<'a> Client<'a> {
         Ok(())
     }
 
-    fn created(&mut self, n: usize, r: &WatchResponse, create: &Create) -> Result<(), String> {
-        if r.canceled != create.refused {
-            return Err(format!("response {n}: create {:?} answered {r:?}", create.request));
-        }
-        if r.canceled {
-            return Ok(());
-        }
-        if r.header.as_ref().map(|h| h.revision) != Some(create.current) {
+    fn created(&mut self, n: usize, r: &WatchOutput, create: &Create) -> Result<(), String> {
+        let watch_id = match *r {
+            WatchOutput::Created { watch_id, .. } if !create.refused => watch_id,
+            WatchOutput::Refused { .. } if create.refused => return Ok(()),
+            _ => return Err(format!("response {n}: create {:?} answered {r:?}", create.request)),
+        };
+        if reported_revision(r) != create.current {
             return Err(format!("response {n}: created at {} answered {r:?}", create.current));
         }
-        if self.watchers.get(&r.watch_id).is_some_and(|w| w.end != Some(End::Canceled)) {
-            return Err(format!("response {n}: id {} given twice", r.watch_id));
+        if self.watchers.get(&watch_id).is_some_and(|w| w.end != Some(End::Canceled)) {
+            return Err(format!("response {n}: id {watch_id} given twice"));
         }
         let start = match create.request.start_revision {
             0 => create.current + 1,
@@ -150,53 +153,55 @@ impl<'a> Client<'a> {
             fragments: Vec::new(),
             end: None,
         };
-        self.watchers.insert(r.watch_id, seen);
+        self.watchers.insert(watch_id, seen);
         Ok(())
     }
 
-    fn watcher_response(&mut self, n: usize, r: &WatchResponse, revision: i64) -> Result<(), String> {
-        let Some(w) = self.watchers.get(&r.watch_id) else {
-            return Err(format!("response {n} for unknown watcher {}", r.watch_id));
+    fn watcher_response(&mut self, n: usize, r: &WatchOutput, revision: i64) -> Result<(), String> {
+        let id = watch_id(r).expect("an output for a watcher");
+        let Some(w) = self.watchers.get(&id) else {
+            return Err(format!("response {n} for unknown watcher {id}"));
         };
-        match (w.end, r.canceled, r.compact_revision) {
-            (Some(End::Canceled), ..) => return Err(format!("response {n} after {} was canceled: {r:?}", r.watch_id)),
-            (Some(End::Compacted(_)), true, 0) => {}
-            (Some(End::Compacted(_)), ..) => {
-                return Err(format!("response {n} after {} was compacted: {r:?}", r.watch_id));
-            }
+        match (w.end, r) {
+            (Some(End::Canceled), _) => return Err(format!("response {n} after {id} was canceled: {r:?}")),
+            (Some(End::Compacted(_)), WatchOutput::Canceled { .. }) => {}
+            (Some(End::Compacted(_)), _) => return Err(format!("response {n} after {id} was compacted: {r:?}")),
             _ => {}
         }
-        if r.canceled && r.compact_revision != 0 {
-            let k = r.compact_revision;
-            if k <= w.start || k < w.last + 2 || k > self.history.compact || revision != 0 {
-                return Err(format!(
-                    "response {n}: {} (from {}, sent through {}) canceled with compact revision {k} (header {revision})",
-                    r.watch_id, w.start, w.last
-                ));
+        let events = match r {
+            WatchOutput::Compacted { compact_revision: k, .. } => {
+                let k = *k;
+                if k <= w.start || k < w.last + 2 || k > self.history.compact || revision != 0 {
+                    return Err(format!(
+                        "response {n}: {id} (from {}, sent through {}) canceled with compact revision {k} (header {revision})",
+                        w.start, w.last
+                    ));
+                }
+                self.watchers.get_mut(&id).expect("looked up").end = Some(End::Compacted(k));
+                return Ok(());
             }
-            self.watchers.get_mut(&r.watch_id).expect("looked up").end = Some(End::Compacted(k));
-            return Ok(());
-        }
-        if r.canceled {
-            self.watchers.get_mut(&r.watch_id).expect("looked up").end = Some(End::Canceled);
-            return Ok(());
-        }
-        if r.events.is_empty() {
-            // A progress notification: never ahead of the events sent.
-            let missing = self.expected(w, w.last, revision);
-            if !missing.is_empty() {
-                return Err(format!("response {n}: progress at {revision} for {} sent through {}", r.watch_id, w.last));
+            WatchOutput::Canceled { .. } => {
+                self.watchers.get_mut(&id).expect("looked up").end = Some(End::Canceled);
+                return Ok(());
             }
-            return Ok(());
-        }
-        let w = self.watchers.get_mut(&r.watch_id).expect("looked up");
-        w.fragments.extend(r.events.iter().cloned());
-        if r.fragment {
+            WatchOutput::Events { events, .. } if !events.is_empty() => events,
+            _ => {
+                // A progress notification: never ahead of the events sent.
+                let missing = self.expected(w, w.last, revision);
+                if !missing.is_empty() {
+                    return Err(format!("response {n}: progress at {revision} for {id} sent through {}", w.last));
+                }
+                return Ok(());
+            }
+        };
+        let w = self.watchers.get_mut(&id).expect("looked up");
+        w.fragments.extend(events.iter().cloned());
+        if matches!(r, WatchOutput::Events { fragment: true, .. }) {
             return Ok(());
         }
         let events = std::mem::take(&mut w.fragments);
         let (first, last) = (mod_revision(&events[0]), mod_revision(&events[events.len() - 1]));
-        let (id, after) = (r.watch_id, w.last);
+        let after = w.last;
         if first <= after || events.windows(2).any(|p| mod_revision(&p[0]) > mod_revision(&p[1])) || revision < last {
             return Err(format!(
                 "response {n}: {id} sent through {after} got revisions {first}..={last} (header {revision})"
@@ -211,5 +216,30 @@ impl<'a> Client<'a> {
         }
         self.watchers.get_mut(&id).expect("looked up").last = last;
         Ok(())
+    }
+}
+
+/// The watcher an output is for (`None`: the stream, or no watcher).
+fn watch_id(output: &WatchOutput) -> Option<WatchId> {
+    match *output {
+        WatchOutput::Created { watch_id, .. }
+        | WatchOutput::Events { watch_id, .. }
+        | WatchOutput::Progress { watch_id, .. }
+        | WatchOutput::Canceled { watch_id, .. }
+        | WatchOutput::Compacted { watch_id, .. } => Some(watch_id),
+        WatchOutput::Refused { .. } | WatchOutput::StreamProgress { .. } => None,
+    }
+}
+
+/// The revision an output reports (its response's header's).
+fn reported_revision(output: &WatchOutput) -> i64 {
+    match *output {
+        WatchOutput::Created { revision, .. }
+        | WatchOutput::Refused { revision, .. }
+        | WatchOutput::Events { revision, .. }
+        | WatchOutput::Progress { revision, .. }
+        | WatchOutput::StreamProgress { revision }
+        | WatchOutput::Canceled { revision, .. } => revision,
+        WatchOutput::Compacted { .. } => 0,
     }
 }

@@ -16,12 +16,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
+use crate::ids::Term;
 use crate::log::{LogEvent, LogRecord};
 use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::{Event, KeyValue};
 use crate::shard::index::WatcherIndex;
 use crate::shard::watch::WatcherKey;
-use crate::shard::watch_model::{Model, key_space, random_watch, random_write};
+use crate::shard::watch_model::{Model, Watch, key_space, random_watch, random_write};
 
 const SEEDS: u64 = 300;
 const STEPS: usize = 300;
@@ -73,10 +74,11 @@ impl Reached {
 /// One stream, its outbox and its client.
 struct SimStream {
     sync: StreamSync,
-    outbox: VecDeque<WatchResponse>,
+    /// Each output with its bytes.
+    outbox: VecDeque<(WatchOutput, usize)>,
     queued_bytes: usize,
     /// What the client took, in order.
-    taken: Vec<WatchResponse>,
+    taken: Vec<WatchOutput>,
     /// The read the catch-up asked for and has not got yet.
     read: Option<HistoryRequest>,
     waiting_for_client: bool,
@@ -151,7 +153,7 @@ impl Sim {
         if self.streams.len() < STREAMS_MAX {
             self.trace.push(format!("open stream {}", self.streams.len()));
             self.streams.push(SimStream {
-                sync: StreamSync::new(self.limits, Identity { member_id: 1, cluster_id: 2, term: crate::ids::Term(3) }),
+                sync: StreamSync::new(self.limits, IDENTITY),
                 outbox: VecDeque::new(),
                 queued_bytes: 0,
                 taken: Vec::new(),
@@ -207,9 +209,9 @@ impl Sim {
         let s = &mut self.streams[stream];
         let count = self.rng.random_range(0..=s.outbox.len());
         for _ in 0..count {
-            let response = s.outbox.pop_front().expect("counted");
-            s.queued_bytes -= response.encoded_len();
-            s.taken.push(response);
+            let (output, bytes) = s.outbox.pop_front().expect("counted");
+            s.queued_bytes -= bytes;
+            s.taken.push(output);
         }
         self.trace.push(format!("stream {stream}: client takes {count}"));
         if count > 0 && s.waiting_for_client {
@@ -274,32 +276,34 @@ impl Sim {
     fn create(&mut self) {
         let stream = self.random_stream();
         let current = self.current();
-        let mut request = random_watch(&mut self.rng, &self.keys, 1..=1);
-        request.start_revision = match self.rng.random_range(0..6) {
+        let mut watch = random_watch(&mut self.rng, &self.keys, 1..=1);
+        watch.start_revision = match self.rng.random_range(0..6) {
             0 | 1 => 0,
             2 => self.rng.random_range(1..=current),
             3 => current,
             4 => (current - 2).max(1),
             _ => self.rng.random_range(current + 1..=current + 3),
         };
+        let mut request = watch_create(&watch);
         request.fragment = self.rng.random_range(0..5) == 0;
         request.progress_notify = self.rng.random_range(0..3) == 0;
-        // Id 0 asks the stream to pick one: only others can be duplicates.
-        let in_use: Vec<i64> = self.streams[stream].sync.watchers().map(|(id, _)| id).filter(|&id| id != 0).collect();
+        // Id 0 asks the stream to pick one (as etcd's requests do): only others can be duplicates.
+        let in_use: Vec<WatchId> =
+            self.streams[stream].sync.watchers().map(|(id, _)| id).filter(|&id| id != WatchId(0)).collect();
         let mut refused = false;
         match self.rng.random_range(0..10) {
             0 => {
                 self.explicit_ids += 1;
-                request.watch_id = self.explicit_ids;
+                request.watch_id = Some(WatchId(self.explicit_ids));
             }
             1 if !in_use.is_empty() => {
-                request.watch_id = in_use[self.rng.random_range(0..in_use.len())];
+                request.watch_id = Some(in_use[self.rng.random_range(0..in_use.len())]);
                 refused = true;
             }
             _ => {}
         }
         self.trace.push(format!("stream {stream}: create {request:?} at {current}"));
-        self.streams[stream].creates.push(Create { request: request.clone(), current, compact: self.compact, refused });
+        self.streams[stream].creates.push(Create { request: watch, current, compact: self.compact, refused });
         let now = self.now(stream);
         let effects = self.streams[stream].sync.create(&request, now);
         self.carry_out(stream, effects);
@@ -307,9 +311,9 @@ impl Sim {
 
     fn cancel(&mut self) {
         let stream = self.random_stream();
-        let ids: Vec<i64> = self.streams[stream].sync.watchers().map(|(id, _)| id).collect();
+        let ids: Vec<WatchId> = self.streams[stream].sync.watchers().map(|(id, _)| id).collect();
         let watch_id = match ids.is_empty() || self.rng.random_range(0..10) == 0 {
-            true => 99, // not watching: no answer
+            true => WatchId(99), // not watching: no answer
             false => ids[self.rng.random_range(0..ids.len())],
         };
         self.trace.push(format!("stream {stream}: cancel {watch_id}"));
@@ -342,7 +346,7 @@ impl Sim {
             let mut busy = false;
             for stream in 0..self.streams.len() {
                 let s = &mut self.streams[stream];
-                s.taken.extend(s.outbox.drain(..));
+                s.taken.extend(s.outbox.drain(..).map(|(output, _)| output));
                 s.queued_bytes = 0;
                 if std::mem::take(&mut s.waiting_for_client) {
                     busy = true;
@@ -369,13 +373,15 @@ impl Sim {
         for effect in effects {
             let s = &mut self.streams[stream];
             match effect {
-                Effect::Send(response) => {
-                    self.reached.fragments += usize::from(response.fragment);
-                    self.reached.compacted += usize::from(response.compact_revision != 0);
-                    self.reached.progress +=
-                        usize::from(!response.created && !response.canceled && response.events.is_empty());
-                    s.queued_bytes += response.encoded_len();
-                    s.outbox.push_back(response);
+                Effect::Send { output, bytes } => {
+                    self.reached.fragments += usize::from(matches!(output, WatchOutput::Events { fragment: true, .. }));
+                    self.reached.compacted += usize::from(matches!(output, WatchOutput::Compacted { .. }));
+                    self.reached.progress += usize::from(matches!(
+                        output,
+                        WatchOutput::Progress { .. } | WatchOutput::StreamProgress { .. }
+                    ));
+                    s.queued_bytes += bytes;
+                    s.outbox.push_back((output, bytes));
                 }
                 Effect::Index { watch_id, span } => {
                     self.index.insert(&span, WatcherKey { stream: stream as u64, watch_id })
@@ -405,6 +411,23 @@ impl Sim {
             Client::new(history).check(&s.creates, &s.taken).map_err(|e| format!("stream {stream}: {e}"))?;
         }
         Ok(())
+    }
+}
+
+/// Who answers: sizes count the headers that name it.
+const IDENTITY: Identity = Identity { member_id: 1, cluster_id: 2, term: Term(3) };
+
+/// The create request the etcd layer makes of the model's watch (an empty key is `\0`, as etcd
+/// reads it); fragments, progress notifications and the id are the simulation's to choose.
+fn watch_create(w: &Watch) -> WatchCreate {
+    let key = if w.key.is_empty() { vec![0] } else { w.key.clone() };
+    WatchCreate {
+        span: KeySpan::from_etcd(&key, &w.range_end),
+        start_revision: w.start_revision,
+        filter: EventFilter { no_put: w.no_put, no_delete: w.no_delete, prev_kv: w.prev_kv },
+        progress_notify: false,
+        fragment: false,
+        watch_id: None,
     }
 }
 
