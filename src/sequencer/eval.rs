@@ -103,9 +103,7 @@ impl SequencerState {
         if events.iter().any(|e| e.key().is_some()) {
             self.current += 1;
             self.sub = 0;
-            for (key, version) in changes.iter() {
-                self.in_flight.push(key, version.clone());
-            }
+            self.in_flight.absorb(changes);
         } else {
             self.sub += 1;
         }
