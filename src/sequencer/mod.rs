@@ -30,7 +30,7 @@ use crate::log::LogRecord;
 use crate::proto::mvccpb::KeyValue;
 
 /// A write (or a compaction) for the sequencer to order.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Proposal {
     Put(Put),
     DeleteRange(DeleteRange),
@@ -41,7 +41,7 @@ pub enum Proposal {
 }
 
 /// The sequencer's answer to a [`Proposal`]. Compactions and revokes answer the revision after them.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Outcome {
     Put(PutResult),
     DeleteRange(DeleteResult),
