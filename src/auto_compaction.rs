@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::kv::Compaction;
 use crate::mvcc::Store;
-use crate::proto::etcdserverpb::CompactionRequest;
 use crate::sequencer::SequencerHandle;
 
 /// The longest gap between compactions in periodic mode (etcd's).
@@ -185,8 +185,8 @@ impl AutoCompactor {
                     };
                     let Some(target) = planner.tick(Instant::now(), revision) else { continue };
                     tracing::info!(revision = target, "starting auto-compaction");
-                    let request = CompactionRequest { revision: target, physical: false };
-                    let outcome = futures_lite::future::block_on(sequencer.compact(request)).map(|_| ());
+                    let compaction = Compaction { revision: target, physical: false };
+                    let outcome = futures_lite::future::block_on(sequencer.compact(compaction)).map(|_| ());
                     match &outcome {
                         Ok(()) => tracing::info!(revision = target, "finished auto-compaction"),
                         Err(Error::Compacted) => {}

@@ -59,3 +59,34 @@ impl std::fmt::Debug for WatchId {
         self.0.fmt(f)
     }
 }
+
+/// A lease's id, as etcd clients name it (positive when the node picks it; 0 names no lease). A
+/// lease's timer lives in the shard of `id % cores`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct LeaseId(pub i64);
+
+impl LeaseId {
+    /// No lease: a key put with it is attached to none, and a grant asking for it gets an id picked.
+    pub const NONE: LeaseId = LeaseId(0);
+
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    pub const fn is_none(self) -> bool {
+        self.0 == LeaseId::NONE.0
+    }
+}
+
+impl std::fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for LeaseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}

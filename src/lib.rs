@@ -21,6 +21,7 @@ mod error;
 mod etcd;
 mod ids;
 pub mod inspect;
+mod kv;
 mod log;
 mod metrics;
 mod mvcc;

@@ -159,26 +159,20 @@ impl Services {
         Ok(self.lease_grant(grant).await.map_err(through_etcd_client)?.id)
     }
 
-    /// A transaction as the recipes send it, its header filled.
+    /// A transaction as the recipes send it.
     pub(super) async fn client_txn(&self, txn: TxnRequest) -> Result<TxnResponse, Status> {
-        let mut resp = self.txn(txn).await.map_err(through_etcd_client)?;
-        resp.header = self.header(resp.header);
-        Ok(resp)
+        self.txn(txn).await.map_err(through_etcd_client)
     }
 
-    /// A read as the recipes send it, its header filled.
+    /// A read as the recipes send it.
     pub(super) async fn client_range(&self, range: RangeRequest) -> Result<RangeResponse, Status> {
-        let mut resp = self.range(range).await.map_err(through_etcd_client)?;
-        resp.header = self.header(resp.header);
-        Ok(resp)
+        self.range(range).await.map_err(through_etcd_client)
     }
 
-    /// A delete of one key as the recipes send it, its header filled.
+    /// A delete of one key as the recipes send it.
     pub(super) async fn client_delete(&self, key: &[u8]) -> Result<DeleteRangeResponse, Status> {
         let delete = DeleteRangeRequest { key: key.to_vec(), ..Default::default() };
-        let mut resp = self.delete_range(delete).await.map_err(through_etcd_client)?;
-        resp.header = self.header(resp.header);
-        Ok(resp)
+        self.delete_range(delete).await.map_err(through_etcd_client)
     }
 
     /// The responses of a watch on `key` (to `range_end`, if not empty) from `start_revision`, served

@@ -6,18 +6,17 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Services;
+use super::convert;
 use super::status::to_status;
+use crate::ids::LeaseId;
+use crate::kv::LeaseGrant;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
     LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
-    LeaseTimeToLiveResponse, ResponseHeader,
+    LeaseTimeToLiveResponse,
 };
 use crate::shard::{ShardHandle, lease_owner};
-
-fn revision_header(revision: i64) -> Option<ResponseHeader> {
-    Some(ResponseHeader { revision, ..Default::default() })
-}
 
 impl Services {
     fn lease_shard(&self, id: i64) -> &ShardHandle {
@@ -27,19 +26,21 @@ impl Services {
     /// Grants a lease (`id` 0: the node picks one).
     pub async fn lease_grant(&self, req: LeaseGrantRequest) -> crate::Result<LeaseGrantResponse> {
         super::validate::validate_size(&req, self.limits)?;
-        self.sequencer.lease_grant(req).await
+        let granted = self.sequencer.lease_grant(LeaseGrant::from(req)).await?;
+        Ok(convert::lease_grant_response(granted, self.header(granted.revision)))
     }
 
     /// Revokes a lease, deleting its keys in one revision.
     pub async fn lease_revoke(&self, req: LeaseRevokeRequest) -> crate::Result<LeaseRevokeResponse> {
         super::validate::validate_size(&req, self.limits)?;
-        self.sequencer.lease_revoke(req).await
+        let revision = self.sequencer.lease_revoke(LeaseId(req.id)).await?;
+        Ok(LeaseRevokeResponse { header: self.header(revision) })
     }
 
     /// Renews a lease for its full TTL. As etcd does, a lease that does not exist gets TTL 0.
     pub async fn lease_keep_alive_once(&self, id: i64) -> crate::Result<LeaseKeepAliveResponse> {
         let (ttl, revision) = self.lease_shard(id).keep_alive(id).await?;
-        Ok(LeaseKeepAliveResponse { header: revision_header(revision), id, ttl: ttl.unwrap_or(0) })
+        Ok(LeaseKeepAliveResponse { header: self.header(revision), id, ttl: ttl.unwrap_or(0) })
     }
 
     /// A lease's granted and remaining TTL, and its keys if asked. As etcd does, a lease that does
@@ -47,10 +48,10 @@ impl Services {
     pub async fn lease_time_to_live(&self, req: LeaseTimeToLiveRequest) -> crate::Result<LeaseTimeToLiveResponse> {
         let (ttl, revision) = self.lease_shard(req.id).time_to_live(req.id).await?;
         let not_found =
-            LeaseTimeToLiveResponse { header: revision_header(revision), id: req.id, ttl: -1, ..Default::default() };
+            LeaseTimeToLiveResponse { header: self.header(revision), id: req.id, ttl: -1, ..Default::default() };
         let Some(ttl) = ttl else { return Ok(not_found) };
         let keys = if req.keys {
-            match self.sequencer.lease_keys(req.id).await? {
+            match self.sequencer.lease_keys(LeaseId(req.id)).await? {
                 Some(keys) => keys,
                 None => return Ok(not_found), // revoked in between
             }
@@ -58,7 +59,7 @@ impl Services {
             Vec::new()
         };
         Ok(LeaseTimeToLiveResponse {
-            header: revision_header(revision),
+            header: self.header(revision),
             id: req.id,
             ttl: ttl.remaining,
             granted_ttl: ttl.granted,
@@ -71,8 +72,8 @@ impl Services {
         let leases = self.sequencer.leases().await?;
         let revision = self.store.current_revision()?;
         Ok(LeaseLeasesResponse {
-            header: revision_header(revision),
-            leases: leases.into_iter().map(|(id, _)| LeaseStatus { id }).collect(),
+            header: self.header(revision),
+            leases: leases.into_iter().map(|(id, _)| LeaseStatus { id: id.get() }).collect(),
         })
     }
 }
@@ -93,10 +94,7 @@ impl Services {
                 None
             };
             let response = match futures_lite::future::or(stopped, next).await? {
-                Ok(request) => services.lease_keep_alive_once(request.id).await.map_err(to_status).map(|mut resp| {
-                    resp.header = services.header(resp.header);
-                    resp
-                }),
+                Ok(request) => services.lease_keep_alive_once(request.id).await.map_err(to_status),
                 Err(status) => Err(status),
             };
             Some((response, (requests, shutdown, services)))
@@ -108,18 +106,14 @@ impl Services {
 #[tonic::async_trait]
 impl Lease for Services {
     async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
-        let mut resp = Services::lease_grant(self, request.into_inner()).await.map_err(to_status)?;
-        resp.header = self.header(resp.header);
-        Ok(Response::new(resp))
+        Services::lease_grant(self, request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 
     async fn lease_revoke(
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let mut resp = Services::lease_revoke(self, request.into_inner()).await.map_err(to_status)?;
-        resp.header = self.header(resp.header);
-        Ok(Response::new(resp))
+        Services::lease_revoke(self, request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 
     async fn lease_keep_alive(
@@ -133,17 +127,13 @@ impl Lease for Services {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let mut resp = Services::lease_time_to_live(self, request.into_inner()).await.map_err(to_status)?;
-        resp.header = self.header(resp.header);
-        Ok(Response::new(resp))
+        Services::lease_time_to_live(self, request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 
     async fn lease_leases(
         &self,
         _request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        let mut resp = Services::lease_leases(self).await.map_err(to_status)?;
-        resp.header = self.header(resp.header);
-        Ok(Response::new(resp))
+        Services::lease_leases(self).await.map(Response::new).map_err(to_status)
     }
 }

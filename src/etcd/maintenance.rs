@@ -13,8 +13,8 @@ use crate::proto::etcdserverpb::alarm_request::AlarmAction;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse,
-    HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, ResponseHeader, SnapshotRequest,
-    SnapshotResponse, StatusRequest, StatusResponse,
+    HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
 };
 use crate::runtime::blocking::on_own_thread;
 
@@ -94,7 +94,7 @@ impl Maintenance for Services {
         let db_size_in_use = i64::try_from(in_use.min(db_size)).unwrap_or(i64::MAX);
         let db_size = i64::try_from(db_size).unwrap_or(i64::MAX);
         Ok(Response::new(StatusResponse {
-            header: self.header(Some(ResponseHeader { revision, ..Default::default() })),
+            header: self.header(revision),
             version: ETCD_API_VERSION.to_string(),
             db_size,
             leader: identity.member_id,
@@ -111,10 +111,7 @@ impl Maintenance for Services {
         let store = self.store.clone();
         let hashed = on_own_thread("hash", move || store.hash_all()).await.and_then(|r| r);
         let (hash, revision) = self.corruption_checked(hashed)?;
-        Ok(Response::new(HashResponse {
-            header: self.header(Some(ResponseHeader { revision, ..Default::default() })),
-            hash,
-        }))
+        Ok(Response::new(HashResponse { header: self.header(revision), hash }))
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
@@ -123,7 +120,7 @@ impl Maintenance for Services {
         let hashed = on_own_thread("hash", move || store.hash_kv(rev)).await.and_then(|r| r);
         let (hash, current, compact) = self.corruption_checked(hashed)?;
         Ok(Response::new(HashKvResponse {
-            header: self.header(Some(ResponseHeader { revision: current, ..Default::default() })),
+            header: self.header(current),
             hash,
             compact_revision: compact,
             hash_revision: if rev == 0 { current } else { rev },
@@ -149,9 +146,7 @@ impl Maintenance for Services {
             "defragmented the store"
         );
         let revision = self.store.read_view().map_err(to_status)?.current_revision();
-        Ok(Response::new(DefragmentResponse {
-            header: self.header(Some(ResponseHeader { revision, ..Default::default() })),
-        }))
+        Ok(Response::new(DefragmentResponse { header: self.header(revision) }))
     }
 
     /// etcd's snapshot stream: the whole store at one point in time, in 32 KiB chunks counting down
@@ -182,9 +177,7 @@ impl Maintenance for Services {
             return Err(to_status(crate::Error::BadLeaderTransferee));
         }
         let revision = self.store.read_view().map_err(to_status)?.current_revision();
-        Ok(Response::new(MoveLeaderResponse {
-            header: self.header(Some(ResponseHeader { revision, ..Default::default() })),
-        }))
+        Ok(Response::new(MoveLeaderResponse { header: self.header(revision) }))
     }
 
     async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {

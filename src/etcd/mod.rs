@@ -6,8 +6,10 @@ mod auth;
 mod cluster;
 pub(crate) mod codec;
 mod concurrency;
+mod convert;
 mod election;
 mod gateway;
+mod header;
 mod health;
 pub mod http;
 mod kv;
@@ -24,8 +26,7 @@ use std::sync::Arc;
 use tonic::server::NamedService;
 
 use crate::config::GRPC_OVERHEAD_BYTES;
-use crate::mvcc::{Store, VersionReader};
-use crate::proto::etcdserverpb::ResponseHeader;
+use crate::mvcc::Store;
 use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
@@ -75,17 +76,6 @@ pub struct Services {
 }
 
 impl Services {
-    /// Fills the ids and term etcd puts in every top-level response header.
-    fn header(&self, header: Option<ResponseHeader>) -> Option<ResponseHeader> {
-        Some(self.store.identity().response_header(header.map_or(0, |h| h.revision)))
-    }
-
-    /// A full header at the current revision, for answers that read nothing else.
-    fn current_header(&self) -> Result<Option<ResponseHeader>, tonic::Status> {
-        let revision = self.store.read_view().map_err(status::to_status)?.current_revision();
-        Ok(self.header(Some(ResponseHeader { revision, ..Default::default() })))
-    }
-
     /// All services as one router.
     pub fn routes(self) -> status::FrameLimitCompat<tonic::service::Routes> {
         let max_message = self.max_request_bytes + GRPC_OVERHEAD_BYTES;

@@ -96,12 +96,22 @@ pub struct Layer {
 impl Layer {
     /// Records a new version (or tombstone) of `key`; revisions must not decrease.
     pub fn push(&mut self, key: &[u8], version: Version) {
-        let versions = self.versions.entry(key.to_vec()).or_default();
-        debug_assert!(versions.last().is_none_or(|v| v.mod_revision <= version.mod_revision));
-        if versions.last().is_some_and(|v| v.mod_revision == version.mod_revision) {
-            versions.pop(); // a later change in the same revision supersedes the earlier one
+        match self.versions.get_mut(key) {
+            Some(versions) => append(versions, version),
+            None => {
+                self.versions.insert(key.to_vec(), vec![version]);
+            }
         }
-        versions.push(version);
+    }
+
+    /// Moves every version of `newer` (a layer written above this one) into this layer.
+    pub fn absorb(&mut self, newer: Layer) {
+        for (key, versions) in newer.versions {
+            let into = self.versions.entry(key).or_default();
+            for version in versions {
+                append(into, version);
+            }
+        }
     }
 
     /// Forgets every version at or below `revision` (it is now visible below this layer).
@@ -118,13 +128,23 @@ impl Layer {
     }
 
     /// Every version in the layer, in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Version)> {
+    #[cfg(test)]
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &Version)> {
         self.versions.iter().flat_map(|(k, vs)| vs.iter().map(move |v| (k.as_slice(), v)))
     }
 
     fn newest_at(&self, key: &[u8], rev: i64) -> Option<&Version> {
         self.versions.get(key)?.iter().rev().find(|v| v.mod_revision <= rev)
     }
+}
+
+/// Adds `version` to one key's versions; revisions must not decrease.
+fn append(versions: &mut Vec<Version>, version: Version) {
+    debug_assert!(versions.last().is_none_or(|v| v.mod_revision <= version.mod_revision));
+    if versions.last().is_some_and(|v| v.mod_revision == version.mod_revision) {
+        versions.pop(); // a later change in the same revision supersedes the earlier one
+    }
+    versions.push(version);
 }
 
 /// A reader that sees `layer` on top of `lower`.
@@ -205,5 +225,19 @@ mod tests {
         assert_eq!(layer.iter().count(), 1);
         layer.forget_through(4);
         assert!(layer.is_empty());
+    }
+
+    #[test]
+    fn an_absorbed_layer_adds_its_versions_above_the_older_ones() {
+        let mut older = Layer::default();
+        older.push(b"a", Version::tombstone(3));
+        let mut newer = Layer::default();
+        newer.push(b"a", Version::tombstone(4));
+        newer.push(b"b", Version::tombstone(4));
+        older.absorb(newer);
+        assert_eq!(
+            older.iter().map(|(k, v)| (k, v.mod_revision)).collect::<Vec<_>>(),
+            [(&b"a"[..], 3), (&b"a"[..], 4), (&b"b"[..], 4)]
+        );
     }
 }

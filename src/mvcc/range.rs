@@ -3,8 +3,7 @@
 
 use super::{KeySpan, Version, VersionReader};
 use crate::error::{Error, Result};
-use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
-use crate::proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use crate::kv::{RangeQuery, RangeResult, SortOrder, SortTarget};
 use crate::proto::mvccpb::KeyValue;
 
 /// The wire form of one version of `key`.
@@ -49,23 +48,23 @@ pub fn collect(reader: &dyn VersionReader, span: &KeySpan, rev: i64, max: usize)
     Ok((kvs, count))
 }
 
-/// Answers a Range request as etcd does. The header carries only the revision.
-pub fn execute(reader: &dyn VersionReader, req: &RangeRequest) -> Result<RangeResponse> {
+/// Answers a range as etcd does, with the reader's current revision.
+pub fn execute(reader: &dyn VersionReader, req: &RangeQuery) -> Result<RangeResult> {
     let rev = check_revision(reader, req.revision)?;
-    let header = Some(ResponseHeader { revision: reader.current_revision(), ..Default::default() });
+    let revision = reader.current_revision();
     let span = KeySpan::from_etcd(&req.key, &req.range_end);
     if req.count_only {
         let count = reader.count(&span, rev)?;
-        return Ok(RangeResponse { header, kvs: vec![], more: false, count });
+        return Ok(RangeResult { kvs: vec![], more: false, count, revision });
     }
-    let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
+    let target = req.sort_target;
     let filtered = req.min_mod_revision != 0
         || req.max_mod_revision != 0
         || req.min_create_revision != 0
         || req.max_create_revision != 0;
     // Sorting and filtering need every key; otherwise fetch one extra to learn whether there is `more`.
     // etcd fetches every key for any order other than NONE, even one it does not know.
-    let fetch = if req.sort_order != SortOrder::None as i32 || filtered || req.limit <= 0 {
+    let fetch = if req.sort_order != SortOrder::None || filtered || req.limit <= 0 {
         0
     } else {
         usize::try_from(req.limit).unwrap_or(usize::MAX - 1).saturating_add(1)
@@ -85,12 +84,11 @@ pub fn execute(reader: &dyn VersionReader, req: &RangeRequest) -> Result<RangeRe
     }
     // A target other than KEY with no order sorts ascending; an order etcd does not know sorts nothing
     // (etcd promotes only NONE, then sorts only for ASCEND and DESCEND).
-    let order = match SortOrder::try_from(req.sort_order) {
-        Ok(SortOrder::None) if target != SortTarget::Key => SortOrder::Ascend,
-        Ok(order) => order,
-        Err(_) => SortOrder::None,
+    let order = match req.sort_order {
+        SortOrder::None if target != SortTarget::Key => SortOrder::Ascend,
+        order => order,
     };
-    if order != SortOrder::None {
+    if matches!(order, SortOrder::Ascend | SortOrder::Descend) {
         // Stable, so ties keep key order (what etcd's insertion sort gives for small results).
         let cmp = |a: &KeyValue, b: &KeyValue| match target {
             SortTarget::Key => a.key.cmp(&b.key),
@@ -114,7 +112,7 @@ pub fn execute(reader: &dyn VersionReader, req: &RangeRequest) -> Result<RangeRe
             kv.value.clear();
         }
     }
-    Ok(RangeResponse { header, kvs, more, count })
+    Ok(RangeResult { kvs, more, count, revision })
 }
 
 #[cfg(test)]
@@ -149,35 +147,34 @@ mod tests {
         Latest([(b"a", 3), (b"b", 1), (b"c", 2)].into_iter().map(|(k, v)| (k.to_vec(), version(v))).collect())
     }
 
-    fn keys(resp: &RangeResponse) -> Vec<&[u8]> {
+    fn keys(resp: &RangeResult) -> Vec<&[u8]> {
         resp.kvs.iter().map(|kv| kv.key.as_slice()).collect()
     }
 
     #[test]
     fn an_unknown_sort_order_sorts_nothing_but_still_fetches_every_key() {
-        for sort_order in [3, -1] {
-            let req = RangeRequest {
-                key: vec![0],
-                range_end: vec![0],
-                limit: 2,
-                sort_order,
-                sort_target: SortTarget::Version as i32,
-                ..Default::default()
-            };
-            let resp = execute(&reader(), &req).unwrap();
-            assert_eq!(keys(&resp), [b"a", b"b"], "key order, as etcd 3.4 answers");
-            assert!(resp.more);
-            assert_eq!(resp.count, 3);
-        }
+        // (the wire's 3 and -1 both arrive as `Unknown`: `src/etcd/convert.rs`)
+        let req = RangeQuery {
+            key: vec![0],
+            range_end: vec![0],
+            limit: 2,
+            sort_order: SortOrder::Unknown,
+            sort_target: SortTarget::Version,
+            ..Default::default()
+        };
+        let resp = execute(&reader(), &req).unwrap();
+        assert_eq!(keys(&resp), [b"a", b"b"], "key order, as etcd 3.4 answers");
+        assert!(resp.more);
+        assert_eq!(resp.count, 3);
     }
 
     #[test]
     fn no_sort_order_with_a_target_other_than_key_sorts_ascending_within_limit_plus_one() {
-        let req = RangeRequest {
+        let req = RangeQuery {
             key: vec![0],
             range_end: vec![0],
             limit: 1,
-            sort_target: SortTarget::Version as i32,
+            sort_target: SortTarget::Version,
             ..Default::default()
         };
         // etcd fetches limit + 1 keys in key order (a, b), sorts them by version, then truncates.

@@ -203,7 +203,7 @@ impl Sequencer {
         let mut compaction = None;
         for (proposal, answer) in proposals {
             let outcome =
-                self.state.evaluate(&view, &proposal).map(|Evaluation { outcome, record, prevs: p, compaction: c }| {
+                self.state.evaluate(&view, proposal).map(|Evaluation { outcome, record, prevs: p, compaction: c }| {
                     if let Some(record) = record {
                         write.records.push(record);
                         prevs.push(p);

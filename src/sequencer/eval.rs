@@ -7,22 +7,20 @@ use super::leases::LeaseTable;
 use super::{Outcome, Proposal};
 use crate::config::{LEASE_TTL_MAX_SECONDS, LEASE_TTL_MIN_SECONDS};
 use crate::error::{Error, Result};
+use crate::ids::LeaseId;
+use crate::kv::{
+    Compare, CompareResult, CompareTarget, DeleteRange, DeleteResult, GrantedLease, LeaseGrant, Put, PutResult, Txn,
+    TxnOp, TxnOpResult, TxnResult,
+};
 use crate::log::{LogEvent, LogRecord};
 use crate::mvcc::range::{self, collect, key_value};
 use crate::mvcc::{KeySpan, Layer, Layered, Version, VersionReader};
-use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-use crate::proto::etcdserverpb::request_op::Request;
-use crate::proto::etcdserverpb::response_op::Response;
-use crate::proto::etcdserverpb::{
-    CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse,
-    LeaseRevokeResponse, PutRequest, PutResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
-};
 use crate::proto::mvccpb::KeyValue;
 
 /// What evaluating one proposal decided.
 #[derive(Debug)]
 pub struct Evaluation {
-    /// The reply (header revision set; ids are filled in by the API layer).
+    /// The reply (the API layer makes the response and its header).
     pub outcome: Outcome,
     /// The record of the proposal's changes, if it changed anything.
     pub record: Option<LogRecord>,
@@ -48,17 +46,14 @@ pub struct SequencerState {
     pub leases: LeaseTable,
 }
 
-fn header(revision: i64) -> Option<ResponseHeader> {
-    Some(ResponseHeader { revision, ..Default::default() })
-}
-
 impl SequencerState {
     /// Evaluates `proposal` against `committed` (the store) plus the in-flight layer, and on success
-    /// advances the state by its effects.
-    pub fn evaluate(&mut self, committed: &dyn VersionReader, proposal: &Proposal) -> Result<Evaluation> {
+    /// advances the state by its effects. Takes the proposal by value: its keys and values move into
+    /// the record.
+    pub fn evaluate(&mut self, committed: &dyn VersionReader, proposal: Proposal) -> Result<Evaluation> {
         let view = Layered { lower: committed, layer: &self.in_flight, current: self.current, compact: self.compact };
         let leases = &self.leases;
-        let lease_exists = |id: i64| leases.contains(id);
+        let lease_exists = |id: LeaseId| leases.contains(id);
         let mut txn = TxnWriter::new(&view, &lease_exists);
         let mut outcome = match proposal {
             Proposal::Compact(c) => {
@@ -76,12 +71,12 @@ impl SequencerState {
                     sub: self.sub,
                     events: vec![LogEvent::Compact { revision: c.revision }],
                 };
-                let outcome = Outcome::Compact(CompactionResponse { header: header(self.current) });
+                let outcome = Outcome::Compact(self.current);
                 let compaction = Some((c.revision, c.physical));
                 return Ok(Evaluation { outcome, record: Some(record), prevs: vec![None], compaction });
             }
             Proposal::Put(p) => {
-                if p.lease != 0 && !self.leases.contains(p.lease) {
+                if !p.lease.is_none() && !self.leases.contains(p.lease) {
                     return Err(Error::LeaseNotFound);
                 }
                 Outcome::Put(txn.put(p)?)
@@ -89,14 +84,15 @@ impl SequencerState {
             Proposal::DeleteRange(d) => Outcome::DeleteRange(txn.delete_range(d)?),
             Proposal::Txn(t) => Outcome::Txn(txn.txn(t)?),
             Proposal::LeaseGrant(g) => Outcome::LeaseGrant(self.grant(g, &mut txn)?),
-            Proposal::LeaseRevoke(r) => {
-                let keys = self.leases.keys(r.id).ok_or(Error::LeaseNotFound)?;
+            Proposal::LeaseRevoke(id) => {
+                let keys = self.leases.keys(id).ok_or(Error::LeaseNotFound)?;
                 for key in keys {
-                    txn.delete_range(&DeleteRangeRequest { key, ..Default::default() })?;
+                    txn.delete_range(DeleteRange { key, ..Default::default() })?;
                 }
-                txn.events.push(LogEvent::LeaseRevoke { id: r.id });
+                txn.events.push(LogEvent::LeaseRevoke { id: id.get() });
                 txn.prevs.push(None);
-                Outcome::LeaseRevoke(LeaseRevokeResponse { header: None })
+                // The revision after the revoke, known below.
+                Outcome::LeaseRevoke(0)
             }
         };
         let TxnWriter { changes, events, prevs, .. } = txn;
@@ -107,14 +103,12 @@ impl SequencerState {
         if events.iter().any(|e| e.key().is_some()) {
             self.current += 1;
             self.sub = 0;
-            for (key, version) in changes.iter() {
-                self.in_flight.push(key, version.clone());
-            }
+            self.in_flight.absorb(changes);
         } else {
             self.sub += 1;
         }
-        if let Outcome::LeaseRevoke(resp) = &mut outcome {
-            resp.header = header(self.current);
+        if let Outcome::LeaseRevoke(revision) = &mut outcome {
+            *revision = self.current;
         }
         self.leases.apply(&events, &prevs);
         let record = LogRecord { revision: self.current, sub: self.sub, events };
@@ -123,8 +117,8 @@ impl SequencerState {
 
     /// etcd's lessor `Grant`: a given id must be free; TTLs above the maximum are refused and those
     /// below the minimum raised to it.
-    fn grant(&self, g: &LeaseGrantRequest, txn: &mut TxnWriter) -> Result<LeaseGrantResponse> {
-        let id = if g.id == 0 { self.leases.unused_id()? } else { g.id };
+    fn grant(&self, g: LeaseGrant, txn: &mut TxnWriter) -> Result<GrantedLease> {
+        let id = if g.id.is_none() { self.leases.unused_id()? } else { g.id };
         if g.ttl > LEASE_TTL_MAX_SECONDS {
             return Err(Error::LeaseTtlTooLarge);
         }
@@ -132,16 +126,16 @@ impl SequencerState {
             return Err(Error::LeaseExists);
         }
         let ttl = g.ttl.max(LEASE_TTL_MIN_SECONDS);
-        txn.events.push(LogEvent::LeaseGrant { id, ttl });
+        txn.events.push(LogEvent::LeaseGrant { id: id.get(), ttl });
         txn.prevs.push(None);
-        Ok(LeaseGrantResponse { header: header(self.current), id, ttl, error: String::new() })
+        Ok(GrantedLease { id, ttl, revision: self.current })
     }
 }
 
 /// Answers a transaction that writes nothing (no Put or DeleteRange in any branch) from a committed
 /// snapshot, without the sequencer: it sees every acknowledged write, like a Range does.
-pub fn read_only_txn(committed: &dyn VersionReader, t: &TxnRequest) -> Result<TxnResponse> {
-    assert!(is_read_only(t), "only read-only txns may bypass the sequencer");
+pub fn read_only_txn(committed: &dyn VersionReader, t: Txn) -> Result<TxnResult> {
+    assert!(t.is_read_only(), "only read-only txns may bypass the sequencer");
     let mut txn = TxnWriter::new(committed, &|_| false);
     let resp = txn.txn(t)?;
     debug_assert!(txn.events.is_empty(), "a read-only txn wrote");
@@ -152,7 +146,7 @@ pub fn read_only_txn(committed: &dyn VersionReader, t: &TxnRequest) -> Result<Tx
 struct TxnWriter<'a> {
     before: &'a dyn VersionReader,
     /// Whether a lease exists (puts may only attach existing leases).
-    lease_exists: &'a dyn Fn(i64) -> bool,
+    lease_exists: &'a dyn Fn(LeaseId) -> bool,
     /// The revision before this txn; its writes land at `begin + 1`.
     begin: i64,
     changes: Layer,
@@ -162,7 +156,7 @@ struct TxnWriter<'a> {
 }
 
 impl<'a> TxnWriter<'a> {
-    fn new(before: &'a dyn VersionReader, lease_exists: &'a dyn Fn(i64) -> bool) -> TxnWriter<'a> {
+    fn new(before: &'a dyn VersionReader, lease_exists: &'a dyn Fn(LeaseId) -> bool) -> TxnWriter<'a> {
         TxnWriter {
             before,
             lease_exists,
@@ -188,7 +182,7 @@ impl<'a> TxnWriter<'a> {
         f(&view)
     }
 
-    fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
+    fn put(&mut self, p: Put) -> Result<PutResult> {
         let prev = self.with_view(|v| v.get(&p.key))?;
         if (p.ignore_value || p.ignore_lease) && prev.is_none() {
             return Err(Error::KeyNotFound);
@@ -196,11 +190,11 @@ impl<'a> TxnWriter<'a> {
         let rev = self.begin + 1;
         let value = match (&prev, p.ignore_value) {
             (Some(prev), true) => prev.value.clone().unwrap_or_default(),
-            _ => p.value.clone(),
+            _ => p.value,
         };
         let lease = match (&prev, p.ignore_lease) {
             (Some(prev), true) => prev.lease,
-            _ => p.lease,
+            _ => p.lease.get(),
         };
         let (create_revision, version) = match &prev {
             Some(prev) => (prev.create_revision, prev.version + 1),
@@ -208,14 +202,14 @@ impl<'a> TxnWriter<'a> {
         };
         let new = Version { create_revision, mod_revision: rev, version, lease, value: Some(value.clone()) };
         self.changes.push(&p.key, new);
-        self.events.push(LogEvent::Put { key: p.key.clone(), value, create_revision, version, lease });
         let prev = prev.map(|v| key_value(&p.key, v));
+        self.events.push(LogEvent::Put { key: p.key, value, create_revision, version, lease });
         self.prevs.push(prev.clone());
         let prev_kv = prev.filter(|_| p.prev_kv);
-        Ok(PutResponse { header: header(rev), prev_kv })
+        Ok(PutResult { prev_kv, revision: rev })
     }
 
-    fn delete_range(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+    fn delete_range(&mut self, d: DeleteRange) -> Result<DeleteResult> {
         let span = KeySpan::from_etcd(&d.key, &d.range_end);
         let (doomed, _) = self.with_view(|v| collect(v, &span, v.current_revision(), 0))?;
         let rev = self.begin + 1;
@@ -226,60 +220,57 @@ impl<'a> TxnWriter<'a> {
         }
         let deleted = doomed.len() as i64;
         let prev_kvs = if d.prev_kv { doomed } else { Vec::new() };
-        Ok(DeleteRangeResponse { header: header(self.now()), deleted, prev_kvs })
+        Ok(DeleteResult { deleted, prev_kvs, revision: self.now() })
     }
 
-    fn txn(&mut self, t: &TxnRequest) -> Result<TxnResponse> {
+    fn txn(&mut self, t: Txn) -> Result<TxnResult> {
         let mut path = Vec::new();
-        compare_to_path(self.before, t, &mut path)?;
-        if !is_read_only(t) {
-            check_path(t, &path, &mut 0, &mut |op| self.check_put(op))?;
+        compare_to_path(self.before, &t, &mut path)?;
+        if !t.is_read_only() {
+            check_path(&t, &path, &mut 0, &mut |op| self.check_put(op))?;
         }
         let before = self.before;
-        check_path(t, &path, &mut 0, &mut |op| check_range_revision(before, op))?;
-        let mut resp = self.apply(t, &path, &mut 0)?;
-        resp.header = header(self.now());
-        Ok(resp)
+        check_path(&t, &path, &mut 0, &mut |op| check_range_revision(before, op))?;
+        let mut result = self.apply(t, &path, &mut 0)?;
+        result.revision = self.now();
+        Ok(result)
     }
 
     /// etcd's `checkPut`, against the state before the txn.
-    fn check_put(&self, op: &RequestOp) -> Result<()> {
-        let Some(Request::RequestPut(p)) = &op.request else { return Ok(()) };
+    fn check_put(&self, op: &TxnOp) -> Result<()> {
+        let TxnOp::Put(p) = op else { return Ok(()) };
         if (p.ignore_value || p.ignore_lease) && self.before.get(&p.key)?.is_none() {
             return Err(Error::KeyNotFound);
         }
-        if p.lease != 0 && !(self.lease_exists)(p.lease) {
+        if !p.lease.is_none() && !(self.lease_exists)(p.lease) {
             return Err(Error::LeaseNotFound);
         }
         Ok(())
     }
 
-    fn apply(&mut self, t: &TxnRequest, path: &[bool], pos: &mut usize) -> Result<TxnResponse> {
+    /// Runs the ops of the branches `path` chose; a nested txn's result has revision 0 (its response
+    /// an empty header, as etcd answers).
+    fn apply(&mut self, t: Txn, path: &[bool], pos: &mut usize) -> Result<TxnResult> {
         let succeeded = path[*pos];
         *pos += 1;
-        let ops = if succeeded { &t.success } else { &t.failure };
+        let ops = if succeeded { t.success } else { t.failure };
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
-            let response = match &op.request {
-                Some(Request::RequestRange(r)) => Response::ResponseRange(self.with_view(|v| range::execute(v, r))?),
-                Some(Request::RequestPut(p)) => Response::ResponsePut(self.put(p)?),
-                Some(Request::RequestDeleteRange(d)) => Response::ResponseDeleteRange(self.delete_range(d)?),
-                Some(Request::RequestTxn(nested)) => {
-                    let mut resp = self.apply(nested, path, pos)?;
-                    resp.header = Some(ResponseHeader::default());
-                    Response::ResponseTxn(resp)
-                }
-                None => return Err(Error::KeyNotFound),
+            let response = match op {
+                TxnOp::Range(r) => TxnOpResult::Range(self.with_view(|v| range::execute(v, &r))?),
+                TxnOp::Put(p) => TxnOpResult::Put(self.put(p)?),
+                TxnOp::DeleteRange(d) => TxnOpResult::DeleteRange(self.delete_range(d)?),
+                TxnOp::Txn(nested) => TxnOpResult::Txn(self.apply(nested, path, pos)?),
             };
-            responses.push(ResponseOp { response: Some(response) });
+            responses.push(response);
         }
-        Ok(TxnResponse { header: None, succeeded, responses })
+        Ok(TxnResult { succeeded, responses, revision: 0 })
     }
 }
 
 /// The branch each (nested) txn on the chosen path takes, in pre-order; all compares see the state
 /// before the txn.
-fn compare_to_path(view: &dyn VersionReader, t: &TxnRequest, path: &mut Vec<bool>) -> Result<()> {
+fn compare_to_path(view: &dyn VersionReader, t: &Txn, path: &mut Vec<bool>) -> Result<()> {
     let mut succeeded = true;
     for c in &t.compare {
         if !apply_compare(view, c)? {
@@ -289,7 +280,7 @@ fn compare_to_path(view: &dyn VersionReader, t: &TxnRequest, path: &mut Vec<bool
     }
     path.push(succeeded);
     for op in if succeeded { &t.success } else { &t.failure } {
-        if let Some(Request::RequestTxn(nested)) = &op.request {
+        if let TxnOp::Txn(nested) = op {
             compare_to_path(view, nested, path)?;
         }
     }
@@ -297,17 +288,12 @@ fn compare_to_path(view: &dyn VersionReader, t: &TxnRequest, path: &mut Vec<bool
 }
 
 /// Runs `check` on every non-txn op along the chosen path.
-fn check_path(
-    t: &TxnRequest,
-    path: &[bool],
-    pos: &mut usize,
-    check: &mut dyn FnMut(&RequestOp) -> Result<()>,
-) -> Result<()> {
+fn check_path(t: &Txn, path: &[bool], pos: &mut usize, check: &mut dyn FnMut(&TxnOp) -> Result<()>) -> Result<()> {
     let succeeded = path[*pos];
     *pos += 1;
     for op in if succeeded { &t.success } else { &t.failure } {
-        match &op.request {
-            Some(Request::RequestTxn(nested)) => check_path(nested, path, pos, check)?,
+        match op {
+            TxnOp::Txn(nested) => check_path(nested, path, pos, check)?,
             _ => check(op)?,
         }
     }
@@ -317,8 +303,8 @@ fn check_path(
 /// etcd's `checkRange`: a Range op's revision must be inside the window before the txn. It is taken
 /// literally, not resolved first as a plain Range's is, so a negative revision below the compact
 /// revision (-1 before any compaction) is compacted.
-fn check_range_revision(view: &dyn VersionReader, op: &RequestOp) -> Result<()> {
-    let Some(Request::RequestRange(r)) = &op.request else { return Ok(()) };
+fn check_range_revision(view: &dyn VersionReader, op: &TxnOp) -> Result<()> {
+    let TxnOp::Range(r) = op else { return Ok(()) };
     if r.revision == 0 {
         return Ok(());
     }
@@ -331,29 +317,13 @@ fn check_range_revision(view: &dyn VersionReader, op: &RequestOp) -> Result<()> 
     Ok(())
 }
 
-/// Whether no branch of `t` (nested ones included) can write. Runs before validation bounds the
-/// nesting, so it keeps its own stack of txns instead of recursing.
-pub fn is_read_only(t: &TxnRequest) -> bool {
-    let mut pending = vec![t];
-    while let Some(t) = pending.pop() {
-        for op in t.success.iter().chain(&t.failure) {
-            match &op.request {
-                Some(Request::RequestRange(_)) | None => {}
-                Some(Request::RequestTxn(nested)) => pending.push(nested),
-                Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => return false,
-            }
-        }
-    }
-    true
-}
-
 /// etcd's `applyCompare`: every key in the compare's span must satisfy it; a span with no keys
 /// compares a zero key-value, except that a VALUE compare on missing keys always fails.
 fn apply_compare(view: &dyn VersionReader, c: &Compare) -> Result<bool> {
     let span = KeySpan::from_etcd(&c.key, &c.range_end);
     let (kvs, _) = collect(view, &span, view.current_revision(), 0)?;
     if kvs.is_empty() {
-        if c.target == CompareTarget::Value as i32 {
+        if matches!(c.target, CompareTarget::Value(_)) {
             return Ok(false);
         }
         return Ok(compare_kv(c, &KeyValue::default()));
@@ -362,37 +332,19 @@ fn apply_compare(view: &dyn VersionReader, c: &Compare) -> Result<bool> {
 }
 
 fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
-    let ordering = match CompareTarget::try_from(c.target) {
-        Ok(CompareTarget::Value) => {
-            let want: &[u8] = match &c.target_union {
-                Some(TargetUnion::Value(v)) => v,
-                _ => &[],
-            };
-            kv.value.as_slice().cmp(want)
-        }
-        Ok(CompareTarget::Create) => kv.create_revision.cmp(&match c.target_union {
-            Some(TargetUnion::CreateRevision(n)) => n,
-            _ => 0,
-        }),
-        Ok(CompareTarget::Mod) => kv.mod_revision.cmp(&match c.target_union {
-            Some(TargetUnion::ModRevision(n)) => n,
-            _ => 0,
-        }),
-        Ok(CompareTarget::Version) => kv.version.cmp(&match c.target_union {
-            Some(TargetUnion::Version(n)) => n,
-            _ => 0,
-        }),
-        Ok(CompareTarget::Lease) => kv.lease.cmp(&match c.target_union {
-            Some(TargetUnion::Lease(n)) => n,
-            _ => 0,
-        }),
-        Err(_) => std::cmp::Ordering::Equal,
+    let ordering = match &c.target {
+        CompareTarget::Value(want) => kv.value.as_slice().cmp(want.as_slice()),
+        CompareTarget::Create(n) => kv.create_revision.cmp(n),
+        CompareTarget::Mod(n) => kv.mod_revision.cmp(n),
+        CompareTarget::Version(n) => kv.version.cmp(n),
+        CompareTarget::Lease(n) => kv.lease.cmp(n),
+        CompareTarget::Unknown => std::cmp::Ordering::Equal,
     };
-    match CompareResult::try_from(c.result) {
-        Ok(CompareResult::Equal) => ordering.is_eq(),
-        Ok(CompareResult::NotEqual) => ordering.is_ne(),
-        Ok(CompareResult::Greater) => ordering.is_gt(),
-        Ok(CompareResult::Less) => ordering.is_lt(),
-        Err(_) => true,
+    match c.result {
+        CompareResult::Equal => ordering.is_eq(),
+        CompareResult::NotEqual => ordering.is_ne(),
+        CompareResult::Greater => ordering.is_gt(),
+        CompareResult::Less => ordering.is_lt(),
+        CompareResult::Unknown => true,
     }
 }

@@ -7,15 +7,15 @@ use super::{Grouping, Sequencer, SequencerHandle, SpaceGuard};
 use crate::actor::Supervisor;
 use crate::alarms::{Alarm, Alarms};
 use crate::error::Error;
+use crate::kv::{DeleteRange, Put};
 use crate::mvcc::{Store, VersionReader};
-use crate::proto::etcdserverpb::PutRequest;
 
-fn put(key: &str) -> PutRequest {
-    PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() }
+fn put(key: &str) -> Put {
+    Put { key: key.into(), value: b"v".to_vec(), ..Default::default() }
 }
 
 async fn revision_of(handle: &SequencerHandle, key: &str) -> crate::Result<i64> {
-    Ok(handle.put(put(key)).await?.header.expect("header").revision)
+    Ok(handle.put(put(key)).await?.revision)
 }
 
 /// Runs a sequencer over `store` with `space` on a glommio executor and `body` against its handle,
@@ -62,8 +62,8 @@ fn a_failed_commit_is_never_acknowledged_and_fences_later_writes() {
     assert!(view.get(b"failed").unwrap().is_none() && view.get(b"after").unwrap().is_none());
 }
 
-fn delete(key: &str) -> crate::proto::etcdserverpb::DeleteRangeRequest {
-    crate::proto::etcdserverpb::DeleteRangeRequest { key: key.into(), ..Default::default() }
+fn delete(key: &str) -> DeleteRange {
+    DeleteRange { key: key.into(), ..Default::default() }
 }
 
 #[test]
@@ -79,7 +79,7 @@ fn writes_that_grow_the_store_are_refused_below_the_free_space_floor_and_raise_n
         assert!(alarms.is_raised(Alarm::NoSpace));
         // A delete does not grow the store: it goes on (and takes the next revision).
         let deleted = handle.delete_range(delete("k")).await.expect("delete under NOSPACE");
-        assert!(deleted.header.is_some() && deleted.deleted == 0, "nothing to delete, and no refusal: {deleted:?}");
+        assert!(deleted.revision == 1 && deleted.deleted == 0, "nothing to delete, and no refusal: {deleted:?}");
         handle
     });
     let view = store.read_view().unwrap();

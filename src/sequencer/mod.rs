@@ -24,33 +24,31 @@ pub use space::SpaceGuard;
 
 use crate::actor::{Mailbox, Reply, WhenFull};
 use crate::error::{Error, Result};
+use crate::ids::LeaseId;
+use crate::kv::{Compaction, DeleteRange, DeleteResult, GrantedLease, LeaseGrant, Put, PutResult, Txn, TxnResult};
 use crate::log::LogRecord;
-use crate::proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
-    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, TxnRequest, TxnResponse,
-};
 use crate::proto::mvccpb::KeyValue;
 
 /// A write (or a compaction) for the sequencer to order.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Proposal {
-    Put(PutRequest),
-    DeleteRange(DeleteRangeRequest),
-    Txn(TxnRequest),
-    Compact(CompactionRequest),
-    LeaseGrant(LeaseGrantRequest),
-    LeaseRevoke(LeaseRevokeRequest),
+    Put(Put),
+    DeleteRange(DeleteRange),
+    Txn(Txn),
+    Compact(Compaction),
+    LeaseGrant(LeaseGrant),
+    LeaseRevoke(LeaseId),
 }
 
-/// The sequencer's answer to a [`Proposal`], with the header revision set.
-#[derive(Debug, Clone)]
+/// The sequencer's answer to a [`Proposal`]. Compactions and revokes answer the revision after them.
+#[derive(Debug)]
 pub enum Outcome {
-    Put(PutResponse),
-    DeleteRange(DeleteRangeResponse),
-    Txn(TxnResponse),
-    Compact(CompactionResponse),
-    LeaseGrant(LeaseGrantResponse),
-    LeaseRevoke(LeaseRevokeResponse),
+    Put(PutResult),
+    DeleteRange(DeleteResult),
+    Txn(TxnResult),
+    Compact(i64),
+    LeaseGrant(GrantedLease),
+    LeaseRevoke(i64),
 }
 
 /// A group made durable, as every subscriber (the shard actors; later the uploader and replicator)
@@ -78,12 +76,12 @@ const COMPACTOR_MAILBOX: (usize, WhenFull) = (64, WhenFull::Wait);
 /// Where one proposal's answer goes, typed by the kind of proposal, so callers get their own
 /// response type and nobody matches on an [`Outcome`] again.
 pub enum Answer {
-    Put(Reply<Result<PutResponse>>),
-    DeleteRange(Reply<Result<DeleteRangeResponse>>),
-    Txn(Reply<Result<TxnResponse>>),
-    Compact(Reply<Result<CompactionResponse>>),
-    LeaseGrant(Reply<Result<LeaseGrantResponse>>),
-    LeaseRevoke(Reply<Result<LeaseRevokeResponse>>),
+    Put(Reply<Result<PutResult>>),
+    DeleteRange(Reply<Result<DeleteResult>>),
+    Txn(Reply<Result<TxnResult>>),
+    Compact(Reply<Result<i64>>),
+    LeaseGrant(Reply<Result<GrantedLease>>),
+    LeaseRevoke(Reply<Result<i64>>),
 }
 
 impl Answer {
@@ -121,9 +119,9 @@ impl Answer {
 pub enum SequencerMessage {
     Propose(Proposal, Answer),
     /// Every lease as (id, granted TTL).
-    Leases(Reply<Vec<(i64, i64)>>),
+    Leases(Reply<Vec<(LeaseId, i64)>>),
     /// The keys attached to a lease (`None`: no such lease).
-    LeaseKeys(i64, Reply<Option<Vec<Vec<u8>>>>),
+    LeaseKeys(LeaseId, Reply<Option<Vec<Vec<u8>>>>),
     /// Finish everything queued before this, sync, and stop.
     Stop(Reply<()>),
     /// Event: the committer's report on the oldest group in flight.
@@ -147,37 +145,39 @@ impl SequencerHandle {
         self.mailbox.ask(|reply| SequencerMessage::Propose(proposal, answer(reply))).await?
     }
 
-    pub async fn put(&self, request: PutRequest) -> Result<PutResponse> {
-        self.propose(Proposal::Put(request), Answer::Put).await
+    pub async fn put(&self, put: Put) -> Result<PutResult> {
+        self.propose(Proposal::Put(put), Answer::Put).await
     }
 
-    pub async fn delete_range(&self, request: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
-        self.propose(Proposal::DeleteRange(request), Answer::DeleteRange).await
+    pub async fn delete_range(&self, delete: DeleteRange) -> Result<DeleteResult> {
+        self.propose(Proposal::DeleteRange(delete), Answer::DeleteRange).await
     }
 
-    pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse> {
-        self.propose(Proposal::Txn(request), Answer::Txn).await
+    pub async fn txn(&self, txn: Txn) -> Result<TxnResult> {
+        self.propose(Proposal::Txn(txn), Answer::Txn).await
     }
 
-    pub async fn compact(&self, request: CompactionRequest) -> Result<CompactionResponse> {
-        self.propose(Proposal::Compact(request), Answer::Compact).await
+    /// Compacts the history; answers the current revision.
+    pub async fn compact(&self, compaction: Compaction) -> Result<i64> {
+        self.propose(Proposal::Compact(compaction), Answer::Compact).await
     }
 
-    pub async fn lease_grant(&self, request: LeaseGrantRequest) -> Result<LeaseGrantResponse> {
-        self.propose(Proposal::LeaseGrant(request), Answer::LeaseGrant).await
+    pub async fn lease_grant(&self, grant: LeaseGrant) -> Result<GrantedLease> {
+        self.propose(Proposal::LeaseGrant(grant), Answer::LeaseGrant).await
     }
 
-    pub async fn lease_revoke(&self, request: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
-        self.propose(Proposal::LeaseRevoke(request), Answer::LeaseRevoke).await
+    /// Revokes lease `id`, deleting its keys at one revision; answers the revision after it.
+    pub async fn lease_revoke(&self, id: LeaseId) -> Result<i64> {
+        self.propose(Proposal::LeaseRevoke(id), Answer::LeaseRevoke).await
     }
 
     /// Every lease as (id, granted TTL), as of every write assigned so far.
-    pub async fn leases(&self) -> Result<Vec<(i64, i64)>> {
+    pub async fn leases(&self) -> Result<Vec<(LeaseId, i64)>> {
         self.mailbox.ask(SequencerMessage::Leases).await
     }
 
     /// The keys attached to lease `id`, in key order; `None` if there is no such lease.
-    pub async fn lease_keys(&self, id: i64) -> Result<Option<Vec<Vec<u8>>>> {
+    pub async fn lease_keys(&self, id: LeaseId) -> Result<Option<Vec<Vec<u8>>>> {
         self.mailbox.ask(|reply| SequencerMessage::LeaseKeys(id, reply)).await
     }
 

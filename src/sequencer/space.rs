@@ -92,36 +92,21 @@ impl SpaceGuard {
 /// Whether a proposal adds data to the store (etcd refuses these while NOSPACE is raised): a put,
 /// a txn with a put in any branch at any depth, a lease grant.
 pub(super) fn grows_store(proposal: &Proposal) -> bool {
-    use crate::proto::etcdserverpb::request_op::Request;
     match proposal {
         Proposal::Put(_) | Proposal::LeaseGrant(_) => true,
         Proposal::DeleteRange(_) | Proposal::Compact(_) | Proposal::LeaseRevoke(_) => false,
-        Proposal::Txn(txn) => {
-            let mut pending = vec![txn];
-            while let Some(txn) = pending.pop() {
-                for op in txn.success.iter().chain(&txn.failure) {
-                    match &op.request {
-                        Some(Request::RequestPut(_)) => return true,
-                        Some(Request::RequestTxn(nested)) => pending.push(nested),
-                        _ => {}
-                    }
-                }
-            }
-            false
-        }
+        Proposal::Txn(txn) => txn.has_put(),
     }
 }
 
-/// Bytes a proposal adds at most (its encoded size: keys and values dominate).
+/// Bytes a proposal adds at most: the keys and values it carries (a lease: its id and TTL).
 pub(super) fn proposal_bytes(proposal: &Proposal) -> u64 {
-    use prost::Message as _;
     let len = match proposal {
-        Proposal::Put(r) => r.encoded_len(),
-        Proposal::DeleteRange(r) => r.encoded_len(),
-        Proposal::Txn(r) => r.encoded_len(),
-        Proposal::Compact(r) => r.encoded_len(),
-        Proposal::LeaseGrant(r) => r.encoded_len(),
-        Proposal::LeaseRevoke(r) => r.encoded_len(),
+        Proposal::Put(p) => p.key.len() + p.value.len(),
+        Proposal::DeleteRange(d) => d.key.len() + d.range_end.len(),
+        Proposal::Txn(t) => t.payload_bytes(),
+        Proposal::Compact(_) => 0,
+        Proposal::LeaseGrant(_) | Proposal::LeaseRevoke(_) => 2 * size_of::<i64>(),
     };
     len as u64
 }

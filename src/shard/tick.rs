@@ -10,7 +10,7 @@ use super::actor::ShardMessage;
 use super::watch::StreamId;
 use crate::config::LEASE_REVOKES_PER_TICK_MAX;
 use crate::error::Error;
-use crate::proto::etcdserverpb::LeaseRevokeRequest;
+use crate::ids::LeaseId;
 
 /// How long after a failed revoke an expired lease is tried again.
 const REVOKE_RETRY_MS: u64 = 1000;
@@ -29,7 +29,7 @@ impl Shard {
             let shard = self.helpers.clone();
             glommio::spawn_local(async move {
                 // A committed revoke reaches the shard in its group, which forgets the timer.
-                if let Err(error) = sequencer.lease_revoke(LeaseRevokeRequest { id }).await {
+                if let Err(error) = sequencer.lease_revoke(LeaseId(id)).await {
                     let _ = shard.send(ShardMessage::RevokeFailed { id, error });
                 }
             })

@@ -251,13 +251,15 @@ impl crate::mvcc::VersionReader for EmptyStore {
 /// half the 2 MiB stack of an executor or read-pool thread (debug builds use the most).
 #[test]
 fn the_deepest_txns_are_handled_in_half_an_executor_stack() {
-    use crate::sequencer::eval::{SequencerState, is_read_only, read_only_txn};
+    use crate::etcd::convert::{txn, txn_response};
+    use crate::sequencer::eval::{SequencerState, read_only_txn};
     use crate::sequencer::{Outcome, Proposal};
     let run = || {
         let limits = Limits { max_request_bytes: 1 << 30, max_txn_ops: 1 << 20 };
         let write = decode_txn(&nested(TXN_NESTED_LEVELS_MAX, &one_op(put_op("k")))).unwrap();
-        assert!(!is_read_only(&write));
         validate_txn(&write, limits).unwrap();
+        let write = txn(write).unwrap();
+        assert!(!write.is_read_only());
         let mut state = SequencerState {
             current: 1,
             compact: -1,
@@ -265,14 +267,16 @@ fn the_deepest_txns_are_handled_in_half_an_executor_stack() {
             sub: 0,
             leases: Default::default(),
         };
-        let evaluation = state.evaluate(&EmptyStore, &Proposal::Txn(write)).unwrap();
-        let Outcome::Txn(response) = evaluation.outcome else { panic!("a txn answers a txn") };
+        let evaluation = state.evaluate(&EmptyStore, Proposal::Txn(write)).unwrap();
+        let Outcome::Txn(result) = evaluation.outcome else { panic!("a txn answers a txn") };
+        let response = txn_response(result, None);
         assert!(response.succeeded && !response.encode_to_vec().is_empty());
 
         let read = decode_txn(&nested(TXN_NESTED_LEVELS_MAX, &one_op(range_op("k")))).unwrap();
-        assert!(is_read_only(&read));
         validate_txn(&read, limits).unwrap();
-        let response = read_only_txn(&EmptyStore, &read).unwrap();
+        let read = txn(read).unwrap();
+        assert!(read.is_read_only());
+        let response = txn_response(read_only_txn(&EmptyStore, read).unwrap(), None);
         assert!(!response.encode_to_vec().is_empty());
 
         let hostile = decode_txn(&nested(10_000, &one_op(put_op("k")))).unwrap();

@@ -48,18 +48,6 @@ pub struct Identity {
     pub term: crate::ids::Term,
 }
 
-impl Identity {
-    /// The header etcd puts on every response from this member, at `revision`.
-    pub fn response_header(&self, revision: i64) -> crate::proto::etcdserverpb::ResponseHeader {
-        crate::proto::etcdserverpb::ResponseHeader {
-            cluster_id: self.cluster_id,
-            member_id: self.member_id,
-            revision,
-            raft_term: self.term.get(),
-        }
-    }
-}
-
 pub use crate::log::LogPosition;
 
 /// The node's database.
