@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RuntimeError};
 use crate::mvcc::Store;
 use crate::proto::etcdserverpb::CompactionRequest;
 use crate::sequencer::SequencerHandle;
@@ -197,7 +197,7 @@ impl AutoCompactor {
                     planner.compacted(Instant::now(), target, &outcome);
                 }
             })
-            .map_err(|e| Error::Runtime(format!("auto-compaction thread: {e}")))?;
+            .map_err(RuntimeError::start("the auto-compaction thread"))?;
         Ok(AutoCompactor { stop: Some(stop), thread: Some(thread) })
     }
 }

@@ -10,6 +10,7 @@ use std::iter::Peekable;
 use fjall::Slice;
 
 use super::encoding::Version;
+use super::error::{Doing, StoreError};
 use crate::error::Result;
 
 /// One stored entry, in user-key order.
@@ -49,7 +50,7 @@ impl<I: Iterator<Item = fjall::Result<(Slice, Slice)>>> KeyOrder<I> {
     fn long_entry(key: Slice, value: Slice) -> Result<OrderedEntry> {
         let carried = Version::carried_key(&value)?
             .ok_or_else(|| {
-                crate::Error::Corrupt(format!("record of a long key ({} stored bytes) without it", key.len()))
+                StoreError::corrupt(format!("record of a long key ({} stored bytes) without it", key.len()))
             })?
             .to_vec();
         Ok(OrderedEntry { carried: Some(carried), key, value })
@@ -64,7 +65,7 @@ impl<I: Iterator<Item = fjall::Result<(Slice, Slice)>>> KeyOrder<I> {
             if !(self.is_long)(next) || (self.bucket)(next) != bucket.as_slice() {
                 break;
             }
-            let (key, value) = self.inner.next().expect("just peeked")?;
+            let (key, value) = self.inner.next().expect("just peeked").doing("reading a bucket of long keys")?;
             entries.push(Self::long_entry(key, value)?);
         }
         entries.sort_by(|a, b| a.carried.cmp(&b.carried));
@@ -82,7 +83,7 @@ impl<I: Iterator<Item = fjall::Result<(Slice, Slice)>>> Iterator for KeyOrder<I>
         }
         let (key, value) = match self.inner.next()? {
             Ok(kv) => kv,
-            Err(e) => return Some(Err(e.into())),
+            Err(e) => return Some(Err(StoreError::database("reading keys in order")(e).into())),
         };
         if !(self.is_long)(&key) {
             return Some(Ok(OrderedEntry { carried: None, key, value }));

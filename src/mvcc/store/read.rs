@@ -6,13 +6,14 @@
 use fjall::{Keyspace, Readable, Slice, Snapshot};
 
 use super::{INITIAL_REVISION, NEVER_COMPACTED, Store};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::log::LogRecord;
 use crate::mvcc::encoding::{
     LATEST_KEY_BYTES_MAX, Version, decode_history_key, decode_revision, escaped_key, history_bucket,
     history_lower_bound, history_upper_bound, is_long_history_key, is_long_latest_key, latest_bucket, latest_key,
     log_key, meta, needs_carried_key,
 };
+use crate::mvcc::error::{Doing, StoreError};
 use crate::mvcc::key_order::{KeyOrder, OrderedEntry};
 use crate::mvcc::{KeySpan, RangeEnd, VersionReader};
 
@@ -21,9 +22,9 @@ impl Store {
     pub fn read_view(&self) -> Result<ReadView> {
         let snapshot = self.db.snapshot();
         let get = |name: &[u8]| -> Result<Option<i64>> {
-            match snapshot.get(&self.meta, name)? {
+            match snapshot.get(&self.meta, name).doing("reading meta")? {
                 Some(v) => Ok(Some(i64::from_be_bytes(
-                    v.as_ref().try_into().map_err(|_| Error::Corrupt("meta revision".into()))?,
+                    v.as_ref().try_into().map_err(|_| StoreError::corrupt("meta revision"))?,
                 ))),
                 None => Ok(None),
             }
@@ -98,7 +99,7 @@ impl ReadView {
         }
         let range = log_key(from.max(0), 0).to_vec()..=log_key(to, u32::MAX).to_vec();
         for item in self.snapshot.range(&self.log, range) {
-            let (_, value) = item.into_inner()?;
+            let (_, value) = item.into_inner().doing("reading the log")?;
             bytes += value.len();
             records.push(LogRecord::decode(&value)?);
             if bytes >= bytes_max {
@@ -114,7 +115,7 @@ impl ReadView {
     pub fn versions(&self, key: &[u8], versions_max: usize) -> Result<Vec<Version>> {
         let mut versions = Vec::new();
         for item in self.snapshot.prefix(&self.kv, escaped_key(key)).take(versions_max) {
-            let (_, value) = item.into_inner()?;
+            let (_, value) = item.into_inner().doing("reading a key's history")?;
             versions.push(Version::decode(&value)?);
         }
         Ok(versions)
@@ -123,7 +124,9 @@ impl ReadView {
     /// The `latest` record of `key`, if it is live.
     fn latest_get(&self, key: &[u8]) -> Result<Option<fjall::Slice>> {
         let stored = latest_key(key);
-        let Some(value) = self.snapshot.get(&self.latest, stored.as_ref())? else { return Ok(None) };
+        let Some(value) = self.snapshot.get(&self.latest, stored.as_ref()).doing("reading a key")? else {
+            return Ok(None);
+        };
         // A long key's bucket and hash name one key unless SHA-256 collides; the carried key settles it.
         if is_long_latest_key(&stored) && Version::carried_key(&value)? != Some(key) {
             return Ok(None);
@@ -179,8 +182,7 @@ impl ReadView {
         let mut candidate: Option<OrderedEntry> = None;
         for entry in self.history_entries(span) {
             let entry = entry?;
-            let split =
-                entry.key.len().checked_sub(8).ok_or_else(|| Error::Corrupt("history key too short".to_string()))?;
+            let split = entry.key.len().checked_sub(8).ok_or_else(|| StoreError::corrupt("history key too short"))?;
             let (prefix, version_rev) = entry.key.split_at(split);
             let (same, in_span) = match &entry.carried {
                 Some(user_key) => (group_is_long && group.as_deref() == Some(user_key), span.contains(user_key)),
