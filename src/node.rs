@@ -197,7 +197,7 @@ impl Node {
         metrics.attach_queue(handle.queue_depth());
         let retention = config
             .auto_compaction()
-            .map_err(|reason| Error::Setting { setting: "--auto-compaction-retention", reason })?;
+            .map_err(|e| Error::Setting { setting: "--auto-compaction-retention", reason: e.to_string() })?;
         let auto_compactor =
             retention.map(|retention| AutoCompactor::start(retention, store.clone(), handle.clone())).transpose()?;
         let (reads, _threads) = BlockingPool::start("read", READ_THREADS)?;
