@@ -21,9 +21,6 @@ pub enum DurabilityError {
         #[source]
         source: ObjectError,
     },
-    /// An object-store call failed (without more to say than the store's error).
-    #[error("storage failure: {0}")]
-    Store(#[from] ObjectError),
     /// An object a manifest names is not in the store.
     #[error("storage failure: {key} is missing")]
     Missing { key: String },

@@ -31,9 +31,6 @@ pub enum StoreError {
     /// bytes and where.
     #[error("corrupt data: {what}")]
     Corrupt { what: String },
-    /// A stored log record that does not decode.
-    #[error("corrupt data: {0}")]
-    Log(#[from] crate::log::LogError),
     /// A fault injected by a fail point (tests).
     #[error("storage failure: {0}")]
     Injected(&'static str),
