@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RuntimeError};
 use crate::kv::Compaction;
 use crate::mvcc::Store;
 use crate::sequencer::SequencerHandle;
@@ -28,6 +28,23 @@ pub enum Retention {
     Revisions { keep: i64, check: Duration },
 }
 
+/// Why an `--auto-compaction-retention` (with its mode) cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RetentionError {
+    /// Revision mode with something other than a number.
+    #[error("{0:?}: revision mode keeps a number of revisions (e.g. 1000)")]
+    NotRevisions(String),
+    /// Revision mode with a negative number.
+    #[error("{0}: a number of revisions is not negative")]
+    NegativeRevisions(i64),
+    /// Periodic mode with something that is not a duration.
+    #[error("{0:?}: expected a duration such as 1h, 30m, 90s or 1h30m (or a number of hours)")]
+    NotDuration(String),
+    /// A mode other than `periodic` and `revision`.
+    #[error("{0:?}: the mode is periodic or revision")]
+    UnknownMode(String),
+}
+
 impl Retention {
     /// Parses etcd's `--auto-compaction-retention` for `mode` (`periodic` or `revision`): `None`
     /// for 0 (off). Periodic takes a Go duration (`1h`, `30m`, `1h30m`, `1.5h`) or a bare number
@@ -36,16 +53,14 @@ impl Retention {
         mode: &str,
         retention: &str,
         revision_check: Duration,
-    ) -> std::result::Result<Option<Retention>, String> {
+    ) -> std::result::Result<Option<Retention>, RetentionError> {
         let retention = retention.trim();
         match mode {
             "revision" => {
-                let keep: i64 = retention
-                    .parse()
-                    .map_err(|_| format!("{retention:?}: revision mode keeps a number of revisions (e.g. 1000)"))?;
+                let keep: i64 = retention.parse().map_err(|_| RetentionError::NotRevisions(retention.to_string()))?;
                 match keep {
                     0 => Ok(None),
-                    keep if keep < 0 => Err(format!("{keep}: a number of revisions is not negative")),
+                    keep if keep < 0 => Err(RetentionError::NegativeRevisions(keep)),
                     keep => Ok(Some(Retention::Revisions { keep, check: revision_check })),
                 }
             }
@@ -56,7 +71,7 @@ impl Retention {
                 };
                 Ok((!period.is_zero()).then_some(Retention::Period(period)))
             }
-            other => Err(format!("{other:?}: the mode is periodic or revision")),
+            other => Err(RetentionError::UnknownMode(other.to_string())),
         }
     }
 
@@ -73,8 +88,8 @@ impl Retention {
 
 /// Go's `time.ParseDuration` for non-negative durations: numbers (with an optional fraction) each
 /// followed by a unit of ns, us (µs), ms, s, m, h.
-fn parse_go_duration(text: &str) -> std::result::Result<Duration, String> {
-    let bad = || format!("{text:?}: expected a duration such as 1h, 30m, 90s or 1h30m (or a number of hours)");
+fn parse_go_duration(text: &str) -> std::result::Result<Duration, RetentionError> {
+    let bad = || RetentionError::NotDuration(text.to_string());
     if text.is_empty() {
         return Err(bad());
     }
@@ -197,7 +212,7 @@ impl AutoCompactor {
                     planner.compacted(Instant::now(), target, &outcome);
                 }
             })
-            .map_err(|e| Error::Runtime(format!("auto-compaction thread: {e}")))?;
+            .map_err(RuntimeError::start("the auto-compaction thread"))?;
         Ok(AutoCompactor { stop: Some(stop), thread: Some(thread) })
     }
 }

@@ -1,9 +1,15 @@
 //! The crate's error type. Variants name what went wrong in etcd's terms; `src/etcd/status.rs` is the
-//! one place that turns them into gRPC statuses with etcd's exact codes and messages.
+//! one place that turns them into gRPC statuses with etcd's exact codes and messages. What fails
+//! inside the node is [`Error::Internal`]: each layer's own error ([`Internal`]), its source kept.
 
 use std::path::PathBuf;
 
+pub use crate::durability::error::DurabilityError;
 pub use crate::durability::upload::UploadError;
+pub use crate::log::LogError;
+pub use crate::mvcc::error::StoreError;
+pub use crate::runtime::error::RuntimeError;
+pub use crate::sequencer::error::SequencerError;
 
 /// Everything a T4 operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -88,21 +94,10 @@ pub enum Error {
     /// A write was not acknowledged in time (its outcome is unknown: it may still be applied).
     #[error("request timed out")]
     Timeout,
-    /// Object storage cannot hold the WAL, or the uploader failed (see [`UploadError`]).
-    #[error("WAL upload: {0}")]
-    Upload(#[from] UploadError),
-    /// The local database failed; the node stops taking writes.
-    #[error("storage failure: {0}")]
-    Storage(String),
-    /// Stored bytes that do not decode: corruption or a format from the future.
-    #[error("corrupt data: {0}")]
-    Corrupt(String),
-    /// A stored log record that does not decode (the `log` keyspace, a WAL object, a checkpoint).
-    #[error("corrupt data: {0}")]
-    Log(#[from] crate::log::LogError),
-    /// An executor or actor could not be started.
-    #[error("runtime: {0}")]
-    Runtime(String),
+    /// A failure inside the node (the database, object storage, a thread): which layer, with its
+    /// source.
+    #[error(transparent)]
+    Internal(#[from] Internal),
     /// An actor's input ended while the node was running: a consequence of a failure upstream, which
     /// the supervisor prefers as the cause when it is recorded too.
     #[error("{0}")]
@@ -157,16 +152,41 @@ pub enum Error {
     LostWatcher,
 }
 
-impl From<fjall::Error> for Error {
-    fn from(e: fjall::Error) -> Error {
-        Error::Storage(e.to_string())
-    }
+/// What failed inside the node, by layer. Each layer's error says its category first ("storage
+/// failure", "corrupt data", "runtime", "WAL upload"), as the node's messages always have; the log
+/// and upload errors are shared by several layers, so the category is written here.
+#[derive(Debug, thiserror::Error)]
+pub enum Internal {
+    /// The local database (`mvcc`).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Object storage: checkpoints, restore, replay, snapshots (`durability`).
+    #[error(transparent)]
+    Durability(#[from] DurabilityError),
+    /// The write path (`sequencer`).
+    #[error(transparent)]
+    Sequencer(#[from] SequencerError),
+    /// A stored log record that does not decode (the `log` keyspace, a WAL object, a checkpoint).
+    #[error("corrupt data: {0}")]
+    Log(#[from] LogError),
+    /// Object storage cannot hold the WAL, or the uploader failed (see [`UploadError`]).
+    #[error("WAL upload: {0}")]
+    Upload(#[from] UploadError),
+    /// An executor, thread or task could not be started or ended without its result.
+    #[error("runtime: {0}")]
+    Runtime(#[from] RuntimeError),
 }
 
-/// Whether a fjall failure means the disk is full (fjall wraps the I/O error).
-pub fn is_disk_full(e: &fjall::Error) -> bool {
-    matches!(e, fjall::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28))
+macro_rules! internal_from {
+    ($($layer:ty),*) => {$(
+        impl From<$layer> for Error {
+            fn from(e: $layer) -> Error {
+                Error::Internal(e.into())
+            }
+        }
+    )*};
 }
+internal_from!(StoreError, DurabilityError, SequencerError, LogError, UploadError, RuntimeError);
 
 /// Results of T4 operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -14,7 +14,7 @@ use crate::config::ObjectStoreArgs;
 use crate::durability::checkpoint::read_latest;
 use crate::durability::layout::parse_checkpoint;
 use crate::durability::open_object_store;
-use crate::error::{Error, Result};
+use crate::error::{DurabilityError, Error, Result};
 pub use crate::ids::Term;
 pub use crate::log::LogPosition;
 use crate::mvcc::store::{NEVER_COMPACTED, ReadView};
@@ -309,7 +309,7 @@ pub fn latest_checkpoint(args: &ObjectStoreArgs) -> Result<Option<CheckpointInfo
     if let Some(dir) = &args.object_store_dir
         && !dir.is_dir()
     {
-        return Err(Error::Storage(format!("object store directory {} does not exist", dir.display())));
+        return Err(DurabilityError::NoStoreDir { path: dir.clone() }.into());
     }
     let Some(store) = open_object_store(args)? else { return Ok(None) };
     // Every object store may be awaited from any executor (S3's runs on its own thread).
@@ -318,10 +318,10 @@ pub fn latest_checkpoint(args: &ObjectStoreArgs) -> Result<Option<CheckpointInfo
 
 async fn read_checkpoint_info(store: &Arc<dyn ObjectStore>) -> Result<Option<CheckpointInfo>> {
     let Some(latest) = read_latest(store).await? else { return Ok(None) };
-    let what = |e: String| Error::Storage(format!("reading {}: {e}", latest.checkpoint_key));
-    let object = store.get(&latest.checkpoint_key).await.map_err(|e| what(e.to_string()))?;
-    let object = object.ok_or_else(|| what("manifest/latest names it, but it is missing".into()))?;
-    let manifest = parse_checkpoint(&object.bytes).map_err(|e| Error::Corrupt(e.to_string()))?;
+    let key = &latest.checkpoint_key;
+    let object = store.get(key).await.map_err(DurabilityError::object(format!("reading {key}")))?;
+    let object = object.ok_or_else(|| DurabilityError::LatestDangling { key: key.clone() })?;
+    let manifest = parse_checkpoint(&object.bytes).map_err(DurabilityError::Layout)?;
     Ok(Some(CheckpointInfo {
         key: latest.checkpoint_key,
         revision: manifest.revision,

@@ -33,7 +33,9 @@ mod shard;
 mod types;
 
 pub use config::{Config, ObjectStoreArgs};
-pub use error::{Error, Result, UploadError};
+pub use error::{
+    DurabilityError, Error, Internal, LogError, Result, RuntimeError, SequencerError, StoreError, UploadError,
+};
 pub use node::{Node, Watch};
 pub use types::{
     Compare, CompareOp, Event, EventKind, KeyValue, Lease, LeaseStatus, Txn, TxnOp, TxnOpResponse, TxnResponse,

@@ -17,7 +17,7 @@ use crate::actor::Supervisor;
 use crate::auto_compaction::AutoCompactor;
 use crate::config::{Config, GRPC_OVERHEAD_BYTES};
 use crate::durability::{Durability, Settings, open_object_store};
-use crate::error::{Error, Result};
+use crate::error::{DurabilityError, Error, Result, RuntimeError};
 use crate::etcd::Services;
 use crate::etcd::validate::Limits;
 use crate::metrics::Metrics;
@@ -197,7 +197,7 @@ impl Node {
         metrics.attach_queue(handle.queue_depth());
         let retention = config
             .auto_compaction()
-            .map_err(|reason| Error::Setting { setting: "--auto-compaction-retention", reason })?;
+            .map_err(|e| Error::Setting { setting: "--auto-compaction-retention", reason: e.to_string() })?;
         let auto_compactor =
             retention.map(|retention| AutoCompactor::start(retention, store.clone(), handle.clone())).transpose()?;
         let (reads, _threads) = BlockingPool::start("read", READ_THREADS)?;
@@ -262,7 +262,7 @@ impl Node {
         std::thread::Builder::new()
             .name("t4-supervisor".into())
             .spawn(move || supervise(watcher, watched, closed, supervising))
-            .map_err(|e| Error::Runtime(format!("cannot start the supervising thread: {e}")))?;
+            .map_err(RuntimeError::start("the supervising thread"))?;
         Ok(Node { running, supervisor, supervised, closing: Mutex::new(Some(closing)), local_addr, metrics_addr })
     }
 
@@ -479,10 +479,7 @@ impl Node {
         let pending = {
             let running = self.running.lock().map_err(|_| Error::Closed)?;
             let running = running.as_ref().ok_or(Error::Closed)?;
-            let durability = running
-                .durability
-                .as_ref()
-                .ok_or_else(|| Error::Runtime("the node has no object store to checkpoint to".into()))?;
+            let durability = running.durability.as_ref().ok_or(DurabilityError::NoObjectStore)?;
             durability.checkpoint()
         };
         Ok(pending.await?.map(|written| written.key))
@@ -506,7 +503,7 @@ async fn stop(running: Running) -> Result<()> {
             durability.close();
             let _ = done.send(());
         });
-        closer.map_err(|e| Error::Runtime(format!("cannot start the closing thread: {e}")))?;
+        closer.map_err(RuntimeError::start("the closing thread"))?;
         let _ = closed.recv_async().await;
     }
     drop(metrics_port);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 pub use supervisor::Supervisor;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RuntimeError};
 
 /// What a sender meets when a mailbox is full. Chosen per mailbox, next to its capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -385,7 +385,7 @@ where
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || run_blocking(&actor_name, actor, inbox, &supervisor))
-        .map_err(|e| Error::Runtime(format!("cannot start thread {name}: {e}")))
+        .map_err(|e| RuntimeError::start(format!("thread {name}"))(e).into())
 }
 
 #[cfg(test)]

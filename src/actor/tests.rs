@@ -24,7 +24,7 @@ impl Actor for Counter {
 
     fn handle(&mut self, message: Count) -> Result<Flow> {
         match message {
-            Count::Add(n) if n < 0 => return Err(Error::Runtime(format!("negative count {n}"))),
+            Count::Add(n) if n < 0 => return Err(RuntimeError::Broken(format!("negative count {n}")).into()),
             Count::Add(n) => {
                 self.total += n;
                 self.seen.push(n);

@@ -26,7 +26,7 @@ impl Config {
             return invalid("--max-txn-ops", format!("must be at least 1 (etcd's default is {DEFAULT_MAX_TXN_OPS})"));
         }
         if let Err(reason) = self.auto_compaction() {
-            return invalid("--auto-compaction-retention", reason);
+            return invalid("--auto-compaction-retention", reason.to_string());
         }
         match self.cores {
             Some(0) => return invalid("--cores", "must be at least 1".into()),
@@ -49,7 +49,9 @@ impl Config {
     }
 
     /// What auto-compaction keeps (`None`: it is off), or why the flags do not say.
-    pub fn auto_compaction(&self) -> Result<Option<crate::auto_compaction::Retention>, String> {
+    pub fn auto_compaction(
+        &self,
+    ) -> Result<Option<crate::auto_compaction::Retention>, crate::auto_compaction::RetentionError> {
         let check = Duration::from_millis(self.auto_compaction_revision_check_ms.max(1));
         crate::auto_compaction::Retention::parse(&self.auto_compaction_mode, &self.auto_compaction_retention, check)
     }

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use super::error::DurabilityError;
 use super::layout::{
     self, BRANCHES_PREFIX, CHECKPOINT_PREFIX, CheckpointManifest, FORMAT_VERSION, LATEST_KEY, LatestManifest,
     TABLE_PREFIX, WAL_PREFIX, checkpoint_key, parse_checkpoint, parse_checkpoint_key, parse_latest, parse_wal_key,
 };
 use super::table::{TableBuilder, decode_table};
-use crate::error::{Error, Result};
+use crate::error::{Error, Internal, Result, RuntimeError};
 use crate::log::LogPosition;
 use crate::metrics::CheckpointStats;
 use crate::mvcc::Store;
@@ -24,10 +25,6 @@ use crate::object::{ObjectError, ObjectStore};
 const TRANSFERS_IN_FLIGHT: usize = 8;
 /// Checkpoints GC keeps (the newest ones).
 pub const CHECKPOINTS_KEPT: usize = 2;
-
-fn storage(what: &str, e: ObjectError) -> Error {
-    Error::Storage(format!("{what}: {e}"))
-}
 
 /// A checkpoint written: its manifest's key, the revision it covers and when it was taken.
 #[derive(Debug, Clone)]
@@ -83,11 +80,11 @@ pub async fn create(
             match store.put_if_absent(&table.key, table.bytes).await {
                 Ok(_) => Ok(Some(size)),
                 Err(ObjectError::PreconditionFailed(_)) => Ok(None), // shared with an earlier checkpoint
-                Err(e) => Err(storage(&format!("uploading {}", table.key), e)),
+                Err(e) => Err(DurabilityError::object(format!("uploading {}", table.key))(e)),
             }
         }));
         if uploads.len() >= TRANSFERS_IN_FLIGHT {
-            let done = uploads.remove(0).await.map_err(|e| Error::Runtime(format!("upload task: {e}")))??;
+            let done = uploads.remove(0).await.map_err(RuntimeError::task("upload task"))??;
             if let Some(size) = done {
                 uploaded += 1;
                 bytes_uploaded += size;
@@ -95,15 +92,16 @@ pub async fn create(
         }
     }
     for upload in uploads {
-        if let Some(size) = upload.await.map_err(|e| Error::Runtime(format!("upload task: {e}")))?? {
+        if let Some(size) = upload.await.map_err(RuntimeError::task("upload task"))?? {
             uploaded += 1;
             bytes_uploaded += size;
         }
     }
-    let (position, compact, entries) = scan.await.map_err(|e| Error::Runtime(format!("checkpoint scan: {e}")))??;
-    fail::fail_point!("checkpoint-after-tables", |_| Err(Error::Storage(
-        "fault injected at checkpoint-after-tables".into()
-    )));
+    let (position, compact, entries) = scan.await.map_err(RuntimeError::task("checkpoint scan"))??;
+    fail::fail_point!("checkpoint-after-tables", |_| Err(DurabilityError::Injected(
+        "fault injected at checkpoint-after-tables"
+    )
+    .into()));
     if let Some(latest) = &latest
         && latest.revision >= position.revision
     {
@@ -127,22 +125,24 @@ pub async fn create(
             // Only this node writes under its term, so the manifest there is an earlier attempt of
             // this very checkpoint that failed before `manifest/latest` moved (`latest` is behind
             // it, or this would have returned above): it is complete, so finish its last step.
-            let existing = store.get(&key).await.map_err(|e| storage(&format!("reading {key}"), e))?;
+            let existing = store.get(&key).await.map_err(DurabilityError::object(format!("reading {key}")))?;
             let complete = existing.is_some_and(|object| {
                 parse_checkpoint(&object.bytes).is_ok_and(|m| m.term == term && m.revision == position.revision)
             });
             if !complete {
-                return Err(Error::Corrupt(format!("{key} exists but is not this node's checkpoint at its revision")));
+                let what = format!("{key} exists but is not this node's checkpoint at its revision");
+                return Err(DurabilityError::Checkpoint { what }.into());
             }
             tracing::info!(key, "finishing an earlier attempt of this checkpoint: moving manifest/latest to it");
         }
-        Err(e) => return Err(storage(&format!("writing {key}"), e)),
+        Err(e) => return Err(DurabilityError::object(format!("writing {key}"))(e).into()),
     }
-    fail::fail_point!("checkpoint-before-latest", |_| Err(Error::Storage(
-        "fault injected at checkpoint-before-latest".into()
-    )));
+    fail::fail_point!("checkpoint-before-latest", |_| Err(DurabilityError::Injected(
+        "fault injected at checkpoint-before-latest"
+    )
+    .into()));
     let pointer = LatestManifest::new(term, position.revision);
-    store.put(LATEST_KEY, pointer.to_json()).await.map_err(|e| storage("writing manifest/latest", e))?;
+    store.put(LATEST_KEY, pointer.to_json()).await.map_err(DurabilityError::object("writing manifest/latest"))?;
     tracing::info!(
         checkpoint = key,
         revision = position.revision,
@@ -158,8 +158,8 @@ pub async fn create(
 
 /// `manifest/latest`, if there is one (a bad one is an error: never guessed at).
 pub async fn read_latest(store: &Arc<dyn ObjectStore>) -> Result<Option<LatestManifest>> {
-    match store.get(LATEST_KEY).await.map_err(|e| storage("reading manifest/latest", e))? {
-        Some(object) => Ok(Some(parse_latest(&object.bytes).map_err(|e| Error::Corrupt(e.to_string()))?)),
+    match store.get(LATEST_KEY).await.map_err(DurabilityError::object("reading manifest/latest"))? {
+        Some(object) => Ok(Some(parse_latest(&object.bytes).map_err(DurabilityError::Layout)?)),
         None => Ok(None),
     }
 }
@@ -175,9 +175,9 @@ async fn read_manifest(store: &Arc<dyn ObjectStore>, key: &str) -> Result<Checkp
     let object = store
         .get(key)
         .await
-        .map_err(|e| storage(&format!("reading {key}"), e))?
-        .ok_or_else(|| Error::Storage(format!("{key} is missing")))?;
-    parse_checkpoint(&object.bytes).map_err(|e| Error::Corrupt(format!("{key}: {e}")))
+        .map_err(DurabilityError::object(format!("reading {key}")))?
+        .ok_or_else(|| DurabilityError::Missing { key: key.to_string() })?;
+    Ok(parse_checkpoint(&object.bytes).map_err(|source| DurabilityError::Document { key: key.to_string(), source })?)
 }
 
 /// Every checkpoint manifest key, newest first.
@@ -185,7 +185,7 @@ async fn checkpoint_keys(store: &Arc<dyn ObjectStore>) -> Result<Vec<String>> {
     let mut keys: Vec<String> = store
         .list(CHECKPOINT_PREFIX, None)
         .await
-        .map_err(|e| storage("listing checkpoints", e))?
+        .map_err(DurabilityError::object("listing checkpoints"))?
         .into_iter()
         .filter(|k| parse_checkpoint_key(k).is_some())
         .collect();
@@ -225,23 +225,26 @@ pub async fn restore_newest(
         match restore_one(store, local, &key, stats).await {
             Ok(restored) => {
                 if !failures.is_empty() {
-                    tracing::warn!(checkpoint = key, skipped = %failures.join("; "), "restored from an older checkpoint");
+                    let skipped = failures.iter().map(|(key, e)| format!("{key}: {e}")).collect::<Vec<_>>().join("; ");
+                    tracing::warn!(checkpoint = key, %skipped, "restored from an older checkpoint");
                 }
                 return Ok(Some(restored));
             }
-            Err(e @ (Error::Corrupt(_) | Error::Storage(_))) => {
+            Err(e) if is_unusable_checkpoint(&e) => {
                 tracing::error!(checkpoint = key, error = %e, "checkpoint unusable; falling back to the previous one");
-                failures.push(format!("{key}: {e}"));
+                failures.push((key, e));
                 reset(local)?;
             }
             Err(e) => return Err(e),
         }
     }
-    if failures.is_empty() {
-        Ok(None)
-    } else {
-        Err(Error::Corrupt(format!("no usable checkpoint: {}", failures.join("; "))))
-    }
+    if failures.is_empty() { Ok(None) } else { Err(DurabilityError::NoUsableCheckpoint { failures }.into()) }
+}
+
+/// Whether restoring a checkpoint failed in storage (the object store or the local one) or on
+/// damaged data, so an older checkpoint is tried; a task or the runtime failing ends the restore.
+fn is_unusable_checkpoint(e: &Error) -> bool {
+    matches!(e, Error::Internal(Internal::Durability(_) | Internal::Store(_)))
 }
 
 async fn restore_one(
@@ -267,30 +270,30 @@ async fn restore_one(
                 let object = store
                     .get(&table.key)
                     .await
-                    .map_err(|e| storage(&format!("reading {}", table.key), e))?
-                    .ok_or_else(|| Error::Corrupt(format!("table {} is missing", table.key)))?;
-                let entries = decode_table(&table.key, &object.bytes).map_err(|e| Error::Corrupt(e.to_string()))?;
+                    .map_err(DurabilityError::object(format!("reading {}", table.key)))?
+                    .ok_or_else(|| DurabilityError::Checkpoint { what: format!("table {} is missing", table.key) })?;
+                let entries = decode_table(&table.key, &object.bytes).map_err(DurabilityError::Table)?;
                 if entries.len() as u64 != table.entries {
-                    return Err(Error::Corrupt(format!(
+                    let what = format!(
                         "table {} holds {} entries, its manifest says {}",
                         table.key,
                         entries.len(),
                         table.entries
-                    )));
+                    );
+                    return Err(DurabilityError::Checkpoint { what });
                 }
-                Ok((entries, object.bytes.len() as u64))
+                Ok::<_, DurabilityError>((entries, object.bytes.len() as u64))
             }));
             next += 1;
         }
         // Tables load in manifest order (the store does not need it, but a failure then names the
         // first bad table).
-        let (entries, size) =
-            downloads.remove(0).await.map_err(|e| Error::Runtime(format!("download task: {e}")))??;
+        let (entries, size) = downloads.remove(0).await.map_err(RuntimeError::task("download task"))??;
         let rows: Vec<(u8, Vec<u8>, Vec<u8>)> = entries.into_iter().map(|e| (e.space, e.key, e.value)).collect();
         let target = local.clone();
         tokio::task::spawn_blocking(move || target.load_checkpoint_entries(&rows))
             .await
-            .map_err(|e| Error::Runtime(format!("load task: {e}")))??;
+            .map_err(RuntimeError::task("load task"))??;
         loaded_bytes += size;
         progress.set(loaded_bytes);
         stats.restored_bytes.store(loaded_bytes, Ordering::Relaxed);
@@ -303,7 +306,7 @@ async fn restore_one(
         target.sync()
     })
     .await
-    .map_err(|e| Error::Runtime(format!("sync task: {e}")))??;
+    .map_err(RuntimeError::task("sync task"))??;
     progress.finish();
     tracing::info!(
         checkpoint = key,
@@ -329,12 +332,15 @@ pub struct Collected {
 /// `manifest/latest`'s or a branch-pinned one), tables no kept checkpoint lists, and WAL objects
 /// whose records all precede the oldest of the newest checkpoints.
 pub async fn collect(store: &Arc<dyn ObjectStore>) -> Result<Collected> {
-    fail::fail_point!("checkpoint-before-gc", |_| Err(Error::Storage("fault injected at checkpoint-before-gc".into())));
+    fail::fail_point!("checkpoint-before-gc", |_| Err(DurabilityError::Injected(
+        "fault injected at checkpoint-before-gc"
+    )
+    .into()));
     let Some(latest) = read_latest(store).await? else { return Ok(Collected::default()) };
     let mut pinned: BTreeSet<String> = BTreeSet::new();
     pinned.insert(latest.checkpoint_key.clone());
-    for key in store.list(BRANCHES_PREFIX, None).await.map_err(|e| storage("listing branches", e))? {
-        let Some(object) = store.get(&key).await.map_err(|e| storage(&format!("reading {key}"), e))? else {
+    for key in store.list(BRANCHES_PREFIX, None).await.map_err(DurabilityError::object("listing branches"))? {
+        let Some(object) = store.get(&key).await.map_err(DurabilityError::object(format!("reading {key}")))? else {
             continue;
         };
         match layout::parse_branch_pin(&object.bytes) {
@@ -342,7 +348,7 @@ pub async fn collect(store: &Arc<dyn ObjectStore>) -> Result<Collected> {
                 pinned.insert(pin.checkpoint_key);
             }
             // An unreadable pin might protect anything: collect nothing rather than guess.
-            Err(e) => return Err(Error::Corrupt(format!("{key}: {e}; GC skipped"))),
+            Err(source) => return Err(DurabilityError::GcSkipped { key, source }.into()),
         }
     }
     let checkpoints = checkpoint_keys(store).await?;
@@ -365,21 +371,21 @@ pub async fn collect(store: &Arc<dyn ObjectStore>) -> Result<Collected> {
     }
     let mut referenced: BTreeSet<String> = BTreeSet::new();
     for key in &kept {
-        let object = store.get(key).await.map_err(|e| storage(&format!("reading {key}"), e))?;
+        let object = store.get(key).await.map_err(DurabilityError::object(format!("reading {key}")))?;
         let Some(object) = object else { continue };
         // A kept checkpoint that does not parse protects nothing we can name: collect no table.
-        let manifest =
-            parse_checkpoint(&object.bytes).map_err(|e| Error::Corrupt(format!("{key}: {e}; GC skipped")))?;
+        let manifest = parse_checkpoint(&object.bytes)
+            .map_err(|source| DurabilityError::GcSkipped { key: key.clone(), source })?;
         referenced.extend(manifest.tables.into_iter().map(|t| t.key));
     }
     let mut collected = Collected::default();
     // Checkpoint manifests first: a table is only deleted once nothing lists it.
-    store.delete_many(&doomed).await.map_err(|e| storage("deleting old checkpoints", e))?;
+    store.delete_many(&doomed).await.map_err(DurabilityError::object("deleting old checkpoints"))?;
     collected.checkpoints = doomed.len();
     let tables: Vec<String> = store
         .list(TABLE_PREFIX, None)
         .await
-        .map_err(|e| storage("listing tables", e))?
+        .map_err(DurabilityError::object("listing tables"))?
         .into_iter()
         .filter(|k| !referenced.contains(k))
         .collect();
@@ -387,14 +393,15 @@ pub async fn collect(store: &Arc<dyn ObjectStore>) -> Result<Collected> {
     // older than the newest manifest could be unreferenced for good, but object stores give no
     // reliable creation time here, so checkpoints are written by this node only (one writer), and GC
     // runs right after a checkpoint, never during one.
-    store.delete_many(&tables).await.map_err(|e| storage("deleting unreferenced tables", e))?;
+    store.delete_many(&tables).await.map_err(DurabilityError::object("deleting unreferenced tables"))?;
     collected.tables = tables.len();
     // WAL objects whose every record precedes that boundary: the next object in replay order starts
     // at or before the boundary revision's first record. The last stays. Replay order, not position
     // order: an older term's object that a newer term superseded holds records never acknowledged,
     // and must neither end a live object's range (that object would go, and the stale one would be
     // replayed in its place) nor outlive the objects superseding it; it is never replayed, so it goes.
-    let wal: Vec<String> = store.list(WAL_PREFIX, None).await.map_err(|e| storage("listing WAL objects", e))?;
+    let wal: Vec<String> =
+        store.list(WAL_PREFIX, None).await.map_err(DurabilityError::object("listing WAL objects"))?;
     let planned = super::replay::plan(&wal);
     let replayed: BTreeSet<&str> = planned.iter().map(|p| p.key.as_str()).collect();
     let mut doomed_wal: Vec<String> = planned
@@ -403,7 +410,7 @@ pub async fn collect(store: &Arc<dyn ObjectStore>) -> Result<Collected> {
         .map(|pair| pair[0].key.clone())
         .collect();
     doomed_wal.extend(wal.iter().filter(|k| parse_wal_key(k).is_some() && !replayed.contains(k.as_str())).cloned());
-    store.delete_many(&doomed_wal).await.map_err(|e| storage("deleting covered WAL objects", e))?;
+    store.delete_many(&doomed_wal).await.map_err(DurabilityError::object("deleting covered WAL objects"))?;
     collected.wal_objects = doomed_wal.len();
     if collected.checkpoints + collected.tables + collected.wal_objects > 0 {
         tracing::info!(

@@ -16,6 +16,7 @@
 
 pub mod checkpoint;
 mod checkpointer;
+pub mod error;
 mod health;
 pub mod layout;
 mod open;

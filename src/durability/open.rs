@@ -11,7 +11,7 @@ use super::health::{self, Health};
 use super::layout::{CHECKPOINT_PREFIX, WAL_PREFIX, parse_checkpoint_key, parse_wal_key};
 use super::{Durability, Settings, checkpoint, replay};
 use crate::alarms::Alarms;
-use crate::error::{Error, Result};
+use crate::error::{DurabilityError, Error, Result, RuntimeError};
 use crate::ids::Term;
 use crate::metrics::{CheckpointStats, Metrics};
 use crate::mvcc::Store;
@@ -53,7 +53,7 @@ impl Durability {
             .thread_name("t4-durability")
             .enable_all()
             .build()
-            .map_err(|e| Error::Runtime(format!("durability runtime: {e}")))?;
+            .map_err(RuntimeError::start("the durability runtime"))?;
         let mut local = Store::open(data_dir)?;
         let (term, wal_keys) =
             runtime.block_on(Self::bring_up_to_date(&store, &mut local, data_dir, metrics.checkpoints()))?;
@@ -145,15 +145,11 @@ impl Durability {
         }
         // A new term: higher than any this node or the store has seen.
         let mut highest = local.identity().term;
-        let wal_keys = store.list(WAL_PREFIX, None).await.map_err(|e| Error::Storage(format!("listing WAL: {e}")))?;
+        let wal_keys = store.list(WAL_PREFIX, None).await.map_err(DurabilityError::object("listing WAL"))?;
         for key in &wal_keys {
             highest = highest.max(parse_wal_key(key).map_or(Term(0), |k| k.term));
         }
-        for key in store
-            .list(CHECKPOINT_PREFIX, None)
-            .await
-            .map_err(|e| Error::Storage(format!("listing checkpoints: {e}")))?
-        {
+        for key in store.list(CHECKPOINT_PREFIX, None).await.map_err(DurabilityError::object("listing checkpoints"))? {
             highest = highest.max(parse_checkpoint_key(&key).map_or(Term(0), |k| k.term));
         }
         let term = highest.next();

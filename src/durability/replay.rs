@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::layout::{WAL_PREFIX, WalKey, parse_wal_key};
-use crate::error::{Error, Result};
+use crate::error::{DurabilityError, Result, RuntimeError};
 use crate::log::{LogEvent, LogRecord};
 use crate::metrics::CheckpointStats;
 use crate::mvcc::Store;
@@ -93,7 +93,7 @@ pub async fn replay(
     from: LogPosition,
     stats: &CheckpointStats,
 ) -> Result<Replayed> {
-    let keys = store.list(WAL_PREFIX, None).await.map_err(|e| Error::Storage(format!("listing WAL objects: {e}")))?;
+    let keys = store.list(WAL_PREFIX, None).await.map_err(DurabilityError::object("listing WAL objects"))?;
     let planned = plan(&keys);
     let needed = needed(&planned, from).to_vec();
     let mut replayed = Replayed { position: Some(from), ..Default::default() };
@@ -113,8 +113,8 @@ pub async fn replay(
             next_download += 1;
         }
         let download = downloads.pop_front().expect("a download per object");
-        let (object, key) = download.await.map_err(|e| Error::Runtime(format!("WAL download task: {e}")))?;
-        let object = object.map_err(|e| Error::Storage(format!("reading {key}: {e}")))?;
+        let (object, key) = download.await.map_err(RuntimeError::task("WAL download task"))?;
+        let object = object.map_err(DurabilityError::object(format!("reading {key}")))?;
         let Some(object) = object else {
             tracing::warn!(key, "WAL object vanished while restoring (collected?); stopping the replay there");
             break 'objects;
@@ -176,7 +176,7 @@ fn apply(local: &Store, write: &GroupWrite, first: Option<String>, last: &str) -
             Some(first) if first != last => format!("{first} through {last}"),
             _ => last.to_string(),
         };
-        Error::Storage(format!("applying WAL objects {objects}: {e}"))
+        DurabilityError::Apply { objects, source: Box::new(e) }.into()
     })
 }
 
@@ -184,11 +184,16 @@ fn apply(local: &Store, write: &GroupWrite, first: Option<String>, last: &str) -
 pub fn decode_wal_object(key: &str, mut bytes: &[u8]) -> Result<Vec<LogRecord>> {
     let mut records = Vec::new();
     while !bytes.is_empty() {
-        let corrupt = |what: &str| Error::Corrupt(format!("WAL object {key}: {what} at record {}", records.len()));
-        let len = bytes.get(..4).ok_or_else(|| corrupt("truncated frame"))?;
+        let record = records.len();
+        let truncated = || DurabilityError::WalFrame { key: key.to_string(), what: "truncated frame", record };
+        let len = bytes.get(..4).ok_or_else(truncated)?;
         let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
-        let frame = bytes.get(..8 + len).ok_or_else(|| corrupt("truncated frame"))?;
-        let record = LogRecord::decode(frame).map_err(|e| corrupt(&e.to_string()))?;
+        let frame = bytes.get(..8 + len).ok_or_else(truncated)?;
+        let record = LogRecord::decode(frame).map_err(|source| DurabilityError::WalRecord {
+            key: key.to_string(),
+            record,
+            source,
+        })?;
         records.push(record);
         bytes = &bytes[8 + len..];
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::ObjectStoreArgs;
-use crate::error::{Error, Result};
+use crate::error::{DurabilityError, Result};
 use crate::object::{DirStore, ObjectStore, S3Config, S3Credentials, S3Store};
 
 /// How the node uses its object store.
@@ -47,7 +47,7 @@ impl Settings {
 /// environment or a profile, never a default chain).
 pub fn open_object_store(args: &ObjectStoreArgs) -> Result<Option<Arc<dyn ObjectStore>>> {
     if let Some(dir) = &args.object_store_dir {
-        let store = DirStore::open(dir).map_err(|e| Error::Storage(format!("object store dir: {e}")))?;
+        let store = DirStore::open(dir).map_err(DurabilityError::object("object store dir"))?;
         return Ok(Some(Arc::new(store)));
     }
     // An empty value (`T4_S3_BUCKET=` in an environment file) is unset.
@@ -58,32 +58,33 @@ pub fn open_object_store(args: &ObjectStoreArgs) -> Result<Option<Arc<dyn Object
     let profile = args.s3_profile.as_ref().filter(|p| !p.is_empty());
     let credentials = match (profile, keys) {
         (Some(_), (Some(_), _) | (_, Some(_))) => {
-            return Err(Error::Runtime(
-                "S3 credentials: both --s3-profile and T4_S3_ACCESS_KEY_ID/T4_S3_SECRET_ACCESS_KEY are set; choose one"
-                    .into(),
-            ));
+            return Err(DurabilityError::Credentials(
+                "S3 credentials: both --s3-profile and T4_S3_ACCESS_KEY_ID/T4_S3_SECRET_ACCESS_KEY are set; choose one",
+            )
+            .into());
         }
         (Some(profile), _) => S3Credentials::Profile(profile.clone()),
         (None, (Some(access_key_id), Some(secret_access_key))) => {
             S3Credentials::Static { access_key_id, secret_access_key }
         }
         (None, (Some(_), None) | (None, Some(_))) => {
-            return Err(Error::Runtime(
-                "S3 credentials: set both T4_S3_ACCESS_KEY_ID and T4_S3_SECRET_ACCESS_KEY".into(),
-            ));
+            return Err(DurabilityError::Credentials(
+                "S3 credentials: set both T4_S3_ACCESS_KEY_ID and T4_S3_SECRET_ACCESS_KEY",
+            )
+            .into());
         }
         (None, (None, None)) => {
-            return Err(Error::Runtime(
+            return Err(DurabilityError::Credentials(
                 "S3 credentials missing: set T4_S3_ACCESS_KEY_ID and T4_S3_SECRET_ACCESS_KEY, or --s3-profile \
-                 (T4 never falls back to anonymous or default-chain credentials)"
-                    .into(),
-            ));
+                 (T4 never falls back to anonymous or default-chain credentials)",
+            )
+            .into());
         }
     };
     let mut config = S3Config::new(bucket.clone(), credentials);
     config.prefix = args.s3_prefix.clone();
     config.endpoint = args.s3_endpoint.clone().filter(|e| !e.is_empty());
     config.region = args.s3_region.clone();
-    let store = S3Store::open(config).map_err(|e| Error::Storage(format!("S3 store: {e}")))?;
+    let store = S3Store::open(config).map_err(DurabilityError::object("S3 store"))?;
     Ok(Some(Arc::new(store)))
 }

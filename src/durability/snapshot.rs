@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use super::table::{TableBuilder, decode_table};
-use crate::error::{Error, Result};
+use crate::error::{DurabilityError, Error, Result};
 use crate::mvcc::Store;
 use crate::mvcc::store::LogPosition;
 
@@ -63,7 +63,7 @@ pub struct SnapshotInfo {
 /// Writes a snapshot of `store` (one consistent point in time) to `out`, without the trailing
 /// digest; returns what its end record says. Blocking: reads the whole store.
 pub fn write(store: &Store, out: &mut impl Write) -> Result<SnapshotInfo> {
-    let io = |e: std::io::Error| Error::Storage(format!("writing a snapshot: {e}"));
+    let io = |source: std::io::Error| DurabilityError::SnapshotWrite { doing: "writing a snapshot".into(), source };
     let mut counted = Counted { out, written: 0 };
     let out = &mut counted;
     out.write_all(SNAPSHOT_MAGIC).map_err(io)?;
@@ -78,7 +78,7 @@ pub fn write(store: &Store, out: &mut impl Write) -> Result<SnapshotInfo> {
         let compressed = lz4_flex::block::compress(&table.bytes);
         out.write_all(&(table.bytes.len() as u64).to_be_bytes()).map_err(io)?;
         out.write_all(&(compressed.len() as u64).to_be_bytes()).map_err(io)?;
-        out.write_all(&compressed).map_err(io)
+        Ok(out.write_all(&compressed).map_err(io)?)
     };
     let (LogPosition { revision, sub }, compact) =
         store.scan_checkpoint(&mut |space, key, value| match builder.push(space, key, value) {
@@ -97,7 +97,7 @@ pub fn write(store: &Store, out: &mut impl Write) -> Result<SnapshotInfo> {
         entries,
         t4: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let end = serde_json::to_vec(&info).map_err(|e| Error::Runtime(format!("snapshot end record: {e}")))?;
+    let end = serde_json::to_vec(&info).map_err(DurabilityError::SnapshotEnd)?;
     out.write_all(&[END_TAG]).map_err(io)?;
     out.write_all(&(end.len() as u32).to_be_bytes()).map_err(io)?;
     out.write_all(&end).map_err(io)?;
@@ -126,23 +126,28 @@ impl<W: Write> Write for Counted<'_, W> {
 }
 
 /// Why a file is not a snapshot `restore` can load.
-fn bad(file: &Path, why: impl std::fmt::Display) -> Error {
-    Error::Corrupt(format!("{}: not a usable T4 snapshot: {why}", file.display()))
+fn bad(file: &Path, why: impl Into<String>) -> Error {
+    DurabilityError::NotASnapshot { path: file.to_path_buf(), why: why.into() }.into()
+}
+
+/// A snapshot file that cannot be read.
+fn unreadable(file: &Path) -> impl FnOnce(std::io::Error) -> DurabilityError + '_ {
+    |source| DurabilityError::SnapshotUnreadable { path: file.to_path_buf(), source }
 }
 
 /// Checks `file`'s trailing SHA-256 against the rest of it (a file cut short or damaged fails here,
 /// before anything is loaded). Returns the length of the content before the digest.
 pub fn verify_digest(file: &Path) -> Result<u64> {
-    let mut reader = std::fs::File::open(file).map_err(|e| bad(file, e))?;
-    let len = reader.metadata().map_err(|e| bad(file, e))?.len();
+    let mut reader = std::fs::File::open(file).map_err(unreadable(file))?;
+    let len = reader.metadata().map_err(unreadable(file))?.len();
     let content = len
         .checked_sub(DIGEST_BYTES as u64)
         .filter(|content| *content >= SNAPSHOT_MAGIC.len() as u64)
         .ok_or_else(|| bad(file, format!("{len} bytes is too short")))?;
     let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut (&mut reader).take(content), &mut hasher).map_err(|e| bad(file, e))?;
+    std::io::copy(&mut (&mut reader).take(content), &mut hasher).map_err(unreadable(file))?;
     let mut digest = [0u8; DIGEST_BYTES];
-    reader.read_exact(&mut digest).map_err(|e| bad(file, e))?;
+    reader.read_exact(&mut digest).map_err(unreadable(file))?;
     if hasher.finalize().as_slice() != digest {
         return Err(bad(file, "its SHA-256 does not match (damaged, or cut short)"));
     }
@@ -161,10 +166,10 @@ pub fn restore(file: &Path, store: &Store) -> Result<SnapshotInfo> {
 /// bytes, into `store`, which must be empty, and syncs it; returns what its end record says. Checks
 /// every table's hash, checksums and order, and that the counts match the end record.
 fn load(file: &Path, content: u64, store: &Store) -> Result<SnapshotInfo> {
-    let opened = std::fs::File::open(file).map_err(|e| bad(file, e))?;
+    let opened = std::fs::File::open(file).map_err(unreadable(file))?;
     let mut reader = BufReader::new(opened.take(content));
     let mut magic = [0u8; SNAPSHOT_MAGIC.len()];
-    reader.read_exact(&mut magic).map_err(|e| bad(file, e))?;
+    reader.read_exact(&mut magic).map_err(unreadable(file))?;
     if &magic != SNAPSHOT_MAGIC {
         return Err(bad(
             file,
@@ -175,34 +180,37 @@ fn load(file: &Path, content: u64, store: &Store) -> Result<SnapshotInfo> {
     let mut last: Option<(u8, Vec<u8>)> = None;
     loop {
         let mut tag = [0u8; 1];
-        reader.read_exact(&mut tag).map_err(|e| bad(file, format!("no end record: {e}")))?;
+        reader
+            .read_exact(&mut tag)
+            .map_err(|source| DurabilityError::SnapshotEndMissing { path: file.to_path_buf(), source })?;
         let mut len = [0u8; 4];
-        reader.read_exact(&mut len).map_err(|e| bad(file, e))?;
+        reader.read_exact(&mut len).map_err(unreadable(file))?;
         let len = u32::from_be_bytes(len);
         if len > RECORD_NAME_BYTES_MAX {
             return Err(bad(file, format!("a record of {len} bytes")));
         }
         let mut name = vec![0u8; len as usize];
-        reader.read_exact(&mut name).map_err(|e| bad(file, e))?;
+        reader.read_exact(&mut name).map_err(unreadable(file))?;
         match tag[0] {
             TABLE_TAG => {
                 let name = String::from_utf8(name).map_err(|_| bad(file, "a table name is not UTF-8"))?;
                 let mut sizes = [0u8; 16];
-                reader.read_exact(&mut sizes).map_err(|e| bad(file, e))?;
+                reader.read_exact(&mut sizes).map_err(unreadable(file))?;
                 let size = u64::from_be_bytes(sizes[..8].try_into().expect("8 bytes"));
                 let compressed_size = u64::from_be_bytes(sizes[8..].try_into().expect("8 bytes"));
                 if size > TABLE_BYTES_MAX || compressed_size > content {
                     return Err(bad(file, format!("table {name} of {size} bytes ({compressed_size} compressed)")));
                 }
                 let mut compressed = vec![0u8; compressed_size as usize];
-                reader.read_exact(&mut compressed).map_err(|e| bad(file, e))?;
+                reader.read_exact(&mut compressed).map_err(unreadable(file))?;
                 let mut bytes = vec![0u8; size as usize];
                 match lz4_flex::block::decompress_into(&compressed, &mut bytes) {
                     Ok(n) if n == bytes.len() => {}
                     Ok(n) => return Err(bad(file, format!("table {name} decompresses to {n} bytes, not {size}"))),
                     Err(e) => return Err(bad(file, format!("table {name} does not decompress: {e}"))),
                 }
-                let decoded = decode_table(&name, &bytes).map_err(|e| bad(file, e))?;
+                let decoded = decode_table(&name, &bytes)
+                    .map_err(|source| DurabilityError::SnapshotTable { path: file.to_path_buf(), source })?;
                 let first = decoded.first().map(|e| (e.space, e.key.as_slice()));
                 if let (Some(last), Some(first)) = (&last, first)
                     && (last.0, last.1.as_slice()) >= first
@@ -217,8 +225,8 @@ fn load(file: &Path, content: u64, store: &Store) -> Result<SnapshotInfo> {
                 store.load_checkpoint_entries(&rows)?;
             }
             END_TAG => {
-                let info: SnapshotInfo =
-                    serde_json::from_slice(&name).map_err(|e| bad(file, format!("end record: {e}")))?;
+                let info: SnapshotInfo = serde_json::from_slice(&name)
+                    .map_err(|source| DurabilityError::SnapshotEndRecord { path: file.to_path_buf(), source })?;
                 if info.format != FORMAT {
                     return Err(bad(file, format!("format {} (this T4 reads format {FORMAT})", info.format)));
                 }
@@ -232,7 +240,7 @@ fn load(file: &Path, content: u64, store: &Store) -> Result<SnapshotInfo> {
                     ));
                 }
                 let mut rest = Vec::new();
-                reader.read_to_end(&mut rest).map_err(|e| bad(file, e))?;
+                reader.read_to_end(&mut rest).map_err(unreadable(file))?;
                 if rest.len() as u64 >= PAD_TO || rest.iter().any(|b| *b != 0) {
                     return Err(bad(file, format!("{} bytes after the end record that are not padding", rest.len())));
                 }

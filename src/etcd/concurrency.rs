@@ -10,7 +10,7 @@ use tonic::codegen::BoxStream;
 
 use super::Services;
 use super::status::{through_etcd_client, to_status};
-use crate::error::Error;
+use crate::error::{Error, RuntimeError};
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::proto::etcdserverpb::request_op::Request as Op;
@@ -142,7 +142,7 @@ impl Services {
         });
         let earlier = if succeeded { None } else { ranges.next().flatten() };
         if !succeeded && earlier.is_none() {
-            return Err(to_status(Error::Runtime("an owner key vanished inside its own txn".into())));
+            return Err(to_status(RuntimeError::Broken("an owner key vanished inside its own txn".into()).into()));
         }
         let owner = ranges.next().flatten();
         Ok(Entry { lease, prefix, key, header, earlier, owner })

@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use super::Services;
 use super::status::to_status;
 use crate::alarms::Alarm;
+use crate::error::{DurabilityError, Internal, RuntimeError, StoreError};
 use crate::mvcc::VersionReader;
 use crate::proto::etcdserverpb::alarm_request::AlarmAction;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
@@ -35,7 +36,10 @@ fn send_snapshot(
     use std::io::Read;
     let started = std::time::Instant::now();
     let path = store.scratch_file("snapshot")?;
-    let io = |e: std::io::Error| crate::Error::Storage(format!("snapshot file {}: {e}", path.display()));
+    let io = |source: std::io::Error| DurabilityError::SnapshotWrite {
+        doing: format!("snapshot file {}", path.display()),
+        source,
+    };
     let sent = (|| {
         let file = std::fs::File::create(&path).map_err(io)?;
         let mut out = std::io::BufWriter::new(file);
@@ -165,7 +169,7 @@ impl Maintenance for Services {
                 let _ = chunks.send(Err(to_status(e)));
             }
         });
-        sending.map_err(|e| to_status(crate::Error::Runtime(format!("snapshot thread: {e}"))))?;
+        sending.map_err(|e| to_status(RuntimeError::start("the snapshot thread")(e).into()))?;
         Ok(Response::new(Box::pin(stream.into_stream())))
     }
 
@@ -211,7 +215,7 @@ impl Services {
     /// A hash's outcome; a hash that found the store damaged (a record that does not decode) raises
     /// the CORRUPT alarm, which refuses every write until an operator disarms it, as etcd's does.
     fn corruption_checked<T>(&self, hashed: crate::Result<T>) -> Result<T, Status> {
-        if let Err(crate::Error::Corrupt(reason)) = &hashed
+        if let Err(crate::Error::Internal(Internal::Store(StoreError::Corrupt { what: reason }))) = &hashed
             && self.alarms.raise(Alarm::Corrupt)
         {
             tracing::error!(%reason, "CORRUPT alarm raised: a hash of the store found it damaged; writes are refused");

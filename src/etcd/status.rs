@@ -56,12 +56,8 @@ pub fn to_status(error: Error) -> Status {
         }
         // `open_watch` answers with the requests' own status; this only if it was lost.
         Error::WatchRequestsBroken => (Code::Internal, "t4: the watch stream's requests broke"),
-        Error::Storage(_)
-        | Error::Upload(_)
-        | Error::Corrupt(_)
-        | Error::Log(_)
+        Error::Internal(_)
         | Error::InputEnded(_)
-        | Error::Runtime(_)
         | Error::DataDir { .. }
         | Error::DataDirLocked { .. }
         | Error::Setting { .. }

@@ -11,7 +11,9 @@
 //! exactly where its keys belong among the keys stored as themselves; only the keys inside one bucket
 //! are out of order (by hash), and readers sort them by their carried keys (see `store/read.rs`). Which
 //! form a stored key has follows from its length alone.
-use crate::error::{Error, Result};
+use super::error::StoreError;
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Escape byte for 0x00 inside a user key.
 const ESCAPED_ZERO: [u8; 2] = [0x00, 0xFF];
@@ -119,7 +121,7 @@ pub fn history_key(key: &[u8], revision: i64) -> Vec<u8> {
 /// Splits a short `kv` key into the user key and the revision (a long one's user key is in its
 /// record: [`Version::carried_key`]).
 pub fn decode_history_key(encoded: &[u8]) -> Result<(Vec<u8>, i64)> {
-    let corrupt = || Error::Corrupt(format!("history key {:02x?}", &encoded[..encoded.len().min(64)]));
+    let corrupt = || StoreError::corrupt(format!("history key {:02x?}", &encoded[..encoded.len().min(64)]));
     if encoded.len() < TERMINATOR.len() + REVISION_BYTES || is_long_history_key(encoded) {
         return Err(corrupt());
     }
@@ -151,7 +153,7 @@ pub fn revision_bytes(revision: i64) -> [u8; REVISION_BYTES] {
 /// Inverse of [`revision_bytes`].
 pub fn decode_revision(bytes: &[u8]) -> Result<i64> {
     let array: [u8; REVISION_BYTES] =
-        bytes.try_into().map_err(|_| Error::Corrupt(format!("revision of {} bytes", bytes.len())))?;
+        bytes.try_into().map_err(|_| StoreError::corrupt(format!("revision of {} bytes", bytes.len())))?;
     Ok(u64::from_be_bytes(array) as i64)
 }
 
@@ -169,7 +171,7 @@ pub const LOG_KEY_BYTES: usize = REVISION_BYTES + 4;
 /// Inverse of [`log_key`].
 pub fn decode_log_key(bytes: &[u8]) -> Result<crate::log::LogPosition> {
     if bytes.len() != LOG_KEY_BYTES {
-        return Err(Error::Corrupt(format!("log key of {} bytes", bytes.len())));
+        return Err(StoreError::corrupt(format!("log key of {} bytes", bytes.len())));
     }
     let (rev, sub) = bytes.split_at(REVISION_BYTES);
     Ok(crate::log::LogPosition::new(decode_revision(rev)?, u32::from_be_bytes(sub.try_into().expect("4 bytes"))))
@@ -182,7 +184,8 @@ pub fn lease_key(id: i64) -> [u8; 8] {
 
 /// Inverse of [`lease_key`].
 pub fn decode_lease_key(bytes: &[u8]) -> Result<i64> {
-    let array: [u8; 8] = bytes.try_into().map_err(|_| Error::Corrupt(format!("lease key of {} bytes", bytes.len())))?;
+    let array: [u8; 8] =
+        bytes.try_into().map_err(|_| StoreError::corrupt(format!("lease key of {} bytes", bytes.len())))?;
     Ok((u64::from_be_bytes(array) ^ (1 << 63)) as i64)
 }
 
@@ -231,7 +234,7 @@ impl Version {
         match bytes.first() {
             Some(&(TAG_LIVE | TAG_LIVE_KEYED)) => Ok(false),
             Some(&(TAG_TOMBSTONE | TAG_TOMBSTONE_KEYED)) => Ok(true),
-            other => Err(Error::Corrupt(format!("version record tag {other:?}"))),
+            other => Err(StoreError::corrupt(format!("version record tag {other:?}"))),
         }
     }
 
@@ -266,7 +269,7 @@ impl Version {
 
     /// The user key a record carries (records of long keys), and where its value starts.
     fn carried(bytes: &[u8]) -> Result<(Option<&[u8]>, usize)> {
-        let corrupt = || Error::Corrupt(format!("version record of {} bytes", bytes.len()));
+        let corrupt = || StoreError::corrupt(format!("version record of {} bytes", bytes.len()));
         if bytes.len() < VERSION_HEADER_BYTES {
             return Err(corrupt());
         }
@@ -295,7 +298,7 @@ impl Version {
         let value = match bytes[0] {
             TAG_LIVE | TAG_LIVE_KEYED => Some(bytes[value_start..].to_vec()),
             TAG_TOMBSTONE | TAG_TOMBSTONE_KEYED => None,
-            tag => return Err(Error::Corrupt(format!("version record tag {tag}"))),
+            tag => return Err(StoreError::corrupt(format!("version record tag {tag}"))),
         };
         Ok(Version { create_revision: int(0), mod_revision: int(1), version: int(2), lease: int(3), value })
     }

@@ -3,6 +3,7 @@
 //! transaction and a Range from a client run the same code.
 
 pub mod encoding;
+pub mod error;
 pub mod hash;
 pub mod index;
 pub mod lock;

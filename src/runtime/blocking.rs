@@ -1,7 +1,7 @@
 //! A small pool of plain threads for blocking work (large scans) that must not stall an executor.
 //! Futures awaiting it are `Send` and runtime-agnostic, so handlers and embedded callers share it.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RuntimeError};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -28,7 +28,7 @@ impl BlockingPool {
                         job();
                     }
                 })
-                .map_err(|e| Error::Runtime(format!("{name} thread: {e}")))?;
+                .map_err(RuntimeError::start(format!("the {name} thread")))?;
             handles.push(handle);
         }
         Ok((BlockingPool { jobs }, handles))
@@ -56,6 +56,6 @@ pub async fn on_own_thread<R: Send + 'static>(name: &str, f: impl FnOnce() -> R 
         .spawn(move || {
             let _ = tx.send(f());
         })
-        .map_err(|e| Error::Runtime(format!("{name} thread: {e}")))?;
+        .map_err(RuntimeError::start(format!("the {name} thread")))?;
     rx.recv_async().await.map_err(|_| Error::Closed)
 }

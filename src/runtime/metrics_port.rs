@@ -12,7 +12,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RuntimeError};
 use crate::etcd::http::{HttpBody, HttpFace, observe_starting};
 use crate::metrics::Metrics;
 
@@ -42,14 +42,14 @@ impl MetricsPort {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::Runtime(format!("metrics port runtime: {e}")))?;
+            .map_err(RuntimeError::start("the metrics port's runtime"))?;
         let face = Arc::new(OnceLock::new());
         let (stop, stopped) = oneshot::channel();
         let serving = Serving { metrics, face: face.clone() };
         let thread = std::thread::Builder::new()
             .name("t4-metrics".into())
             .spawn(move || runtime.block_on(serving.run(listener, stopped)))
-            .map_err(|e| Error::Runtime(format!("metrics port thread: {e}")))?;
+            .map_err(RuntimeError::start("the metrics port's thread"))?;
         Ok(MetricsPort { addr: bound, face, stop: Some(stop), thread: Some(thread) })
     }
 

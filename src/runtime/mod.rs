@@ -5,6 +5,7 @@
 
 pub mod blocking;
 pub mod connection;
+pub mod error;
 pub mod hyper_io;
 pub mod metrics_port;
 pub mod panic_policy;
@@ -19,7 +20,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use tokio::sync::watch;
 
 use crate::config::CONNECTION_WINDOW_BYTES;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RuntimeError};
 use crate::etcd::http::HttpFace;
 use crate::etcd::status::FrameLimitCompat;
 use crate::shard::ShardActor;
@@ -176,8 +177,10 @@ impl Executors {
             if !spin_before_park.is_zero() {
                 builder = builder.spin_before_park(spin_before_park);
             }
-            let thread =
-                builder.spawn(main).map_err(|e| Error::Runtime(format!("cannot start executor {core}: {e}")))?;
+            // glommio's error is not `Sync` (it may hold a panic's payload); its I/O form is.
+            let thread = builder
+                .spawn(main)
+                .map_err(|e| RuntimeError::start(format!("executor {core}"))(std::io::Error::from(e)))?;
             threads.push(thread);
         }
         Ok(Executors { threads, shutdown, drained })

@@ -15,7 +15,7 @@ use super::{Answer, CommittedGroup, Grouping, Proposal, SequencerHandle, Sequenc
 use super::{COMPACTOR_MAILBOX, MAILBOX, UploadStage};
 use crate::actor::{self, Actor, Flow, Inbox, Reply, Supervisor};
 use crate::alarms::Alarm;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SequencerError};
 use crate::metrics::CommitStats;
 use crate::mvcc::store::GroupWrite;
 use crate::mvcc::{Layer, Store, VersionReader};
@@ -182,7 +182,7 @@ impl Sequencer {
             }
         }
         if let Some(reason) = &self.failed {
-            refuse_all(proposals, || Error::Storage(reason.to_string()));
+            refuse_all(proposals, || SequencerError::Fenced(reason.clone()).into());
             return Ok(());
         }
         if let Some(reason) = self.outage() {
@@ -193,8 +193,9 @@ impl Sequencer {
         let view = match read_view(&self.store) {
             Ok(view) => view,
             Err(e) => {
-                refuse_all(proposals, || Error::Storage(e.to_string()));
-                return Err(e);
+                let e = Arc::new(e);
+                refuse_all(proposals, || SequencerError::Fenced(e.clone()).into());
+                return Err(SequencerError::Shared(e).into());
             }
         };
         let mut write = GroupWrite::default();
@@ -220,7 +221,7 @@ impl Sequencer {
         if let Err(flume::SendError(group)) = self.groups.send(PendingGroup { write, prevs, replies, compaction }) {
             let mut group = group;
             group.fail_replies(|| Error::Closed);
-            self.finish_group(Committed::Failed(Arc::new(Error::Runtime(GROUPS_GONE.into()))));
+            self.finish_group(Committed::Failed(Arc::new(SequencerError::CommitterStopped.into())));
         }
         Ok(())
     }
@@ -265,12 +266,11 @@ impl Sequencer {
     }
 }
 
-/// Where a group goes once its uploader or committer is gone (the node is stopping).
-const GROUPS_GONE: &str = "the committer stopped";
-
 /// The committed state the group is evaluated against.
 fn read_view(store: &Store) -> Result<crate::mvcc::store::ReadView> {
-    fail::fail_point!("sequencer-read-view", |_| Err(Error::Storage("injected read view failure".into())));
+    fail::fail_point!("sequencer-read-view", |_| Err(
+        crate::error::StoreError::Injected("injected read view failure").into()
+    ));
     store.read_view()
 }
 
@@ -296,7 +296,7 @@ impl Actor for Sequencer {
             // will never be reported, and were never acknowledged.
             SequencerMessage::CommitterStopped => {
                 if self.pipeline.abandon_all() > 0 && self.failed.is_none() {
-                    self.failed = Some(Arc::new(Error::Runtime(GROUPS_GONE.into())));
+                    self.failed = Some(Arc::new(SequencerError::CommitterStopped.into()));
                 }
             }
         }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::{Answer, CommittedGroup, Outcome, SequencerMessage};
 use crate::actor::{Actor, Flow, Mailbox, Supervisor};
 use crate::alarms::{Alarm, Alarms};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SequencerError};
 use crate::log::LogRecord;
 use crate::metrics::CommitStats;
 use crate::mvcc::Store;
@@ -94,7 +94,7 @@ impl Actor for Committer {
                 && self.failed.is_none()
             {
                 self.failed = Some(reason.clone());
-                self.supervisor.fail("committer", Error::Storage(reason.to_string()));
+                self.supervisor.fail("committer", SequencerError::Fenced(reason.clone()).into());
             }
             // A sequencer that is gone needs no report (it stopped; what it sent is committed).
             let _ = self.reports.send(SequencerMessage::Committed(report));
@@ -112,7 +112,7 @@ fn refuse(jobs: Vec<PendingGroup>, reason: &Arc<Error>, uploaded: bool) -> Vec<C
     jobs.into_iter()
         .map(|job| {
             for (answer, _) in job.replies {
-                answer.fail(if uploaded { Error::Timeout } else { Error::Storage(reason.to_string()) });
+                answer.fail(if uploaded { Error::Timeout } else { SequencerError::Fenced(reason.clone()).into() });
             }
             Committed::Failed(reason.clone())
         })
@@ -149,9 +149,7 @@ impl Committer {
             if matches!(e, Error::NoSpace) && self.alarms.raise(Alarm::NoSpace) {
                 tracing::error!("NOSPACE alarm raised: the disk filled up during a commit");
             }
-            let reason = Arc::new(Error::Storage(format!(
-                "the database failed a write and takes no more until the node restarts ({e})"
-            )));
+            let reason: Arc<Error> = Arc::new(SequencerError::CommitFailed(Box::new(e)).into());
             // The batch may be in the journal all the same (a failed sync, or a sync upload that
             // stored it): its outcome is unknown, as etcd's "request timed out" says.
             return parts
@@ -210,8 +208,15 @@ impl Actor for Compactor {
 
     fn handle(&mut self, job: CompactJob) -> Result<Flow> {
         let done = self.store.compact_physically(job.revision);
-        let failure =
-            done.as_ref().err().map(|e| Error::Storage(format!("physical compaction to {}: {e}", job.revision)));
+        let (done, failure) = match done {
+            Ok(()) => (Ok(()), None),
+            // The reply and the fatal error both carry the failure.
+            Err(e) => {
+                let e = Arc::new(e);
+                let compaction = SequencerError::Compaction { revision: job.revision, source: e.clone() };
+                (Err(SequencerError::Shared(e).into()), Some(compaction.into()))
+            }
+        };
         if let Some((answer, outcome)) = job.reply {
             answer.send(done.and(outcome));
         }

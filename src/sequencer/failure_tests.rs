@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{Grouping, Sequencer, SequencerHandle, SpaceGuard};
 use crate::actor::Supervisor;
 use crate::alarms::{Alarm, Alarms};
-use crate::error::Error;
+use crate::error::{Error, Internal, SequencerError};
 use crate::kv::{DeleteRange, Put};
 use crate::mvcc::{Store, VersionReader};
 
@@ -50,7 +50,8 @@ fn a_failed_commit_is_never_acknowledged_and_fences_later_writes() {
         assert!(matches!(failed, Err(Error::Timeout)), "a failed commit's outcome is unknown: {failed:?}");
         fail::remove("store-commit");
         let later = revision_of(&handle, "after").await;
-        assert!(matches!(later, Err(Error::Storage(_))), "a failed store refuses later writes: {later:?}");
+        let fenced = matches!(later, Err(Error::Internal(Internal::Sequencer(SequencerError::Fenced(_)))));
+        assert!(fenced, "a failed store refuses later writes: {later:?}");
         handle
     });
     let fatal = supervisor.fatal().expect("the failed commit is the node's fatal error");

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::error::{Error, Result};
+use crate::error::{Result, RuntimeError};
 use crate::ids::LeaseId;
 use crate::log::LogEvent;
 use crate::proto::mvccpb::KeyValue;
@@ -71,7 +71,7 @@ impl LeaseTable {
     pub fn unused_id(&self) -> Result<LeaseId> {
         loop {
             let mut bytes = [0u8; 8];
-            getrandom::fill(&mut bytes).map_err(|e| Error::Runtime(format!("random source: {e}")))?;
+            getrandom::fill(&mut bytes).map_err(RuntimeError::Random)?;
             let id = LeaseId((u64::from_be_bytes(bytes) >> 1) as i64);
             if !id.is_none() && !self.contains(id) {
                 return Ok(id);

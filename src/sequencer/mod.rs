@@ -9,6 +9,7 @@
 
 mod actor;
 mod committer;
+pub mod error;
 pub mod eval;
 #[cfg(test)]
 mod eval_tests;

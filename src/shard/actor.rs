@@ -138,7 +138,9 @@ impl Shard {
         mailbox: Mailbox<ShardMessage>,
         helpers: flume::Sender<ShardMessage>,
     ) -> Result<Shard> {
-        fail::fail_point!("shard-start", |_| Err(Error::Runtime("injected shard start failure".into())));
+        fail::fail_point!("shard-start", |_| Err(
+            crate::error::RuntimeError::Injected("injected shard start failure").into()
+        ));
         let current = context.store.read_view()?.current_revision();
         let mut leases = LeaseTimers::default();
         let now = Instant::now();

@@ -284,7 +284,9 @@ impl Model {
                     assert!(self.watermark.is_none_or(|w| w < at), "{context}: the watermark went back");
                     self.watermark_failed = self.fail_watermark;
                     if self.fail_watermark {
-                        answers.push(AsyncInput::WatermarkFailed(crate::Error::Storage("meta write failed".into())));
+                        answers.push(AsyncInput::WatermarkFailed(
+                            crate::error::StoreError::Injected("meta write failed").into(),
+                        ));
                     } else {
                         self.watermark = Some(at);
                         answers.push(AsyncInput::WatermarkMoved(at));
@@ -443,7 +445,7 @@ fn random_run(seed: u64) {
             79..90 if model.read.is_some() => {
                 if rng.random_bool(0.1) {
                     model.read = None;
-                    let error = crate::Error::Storage("read failed".into());
+                    let error = crate::error::StoreError::Injected("read failed").into();
                     model.step(&mut plan, AsyncInput::LogReadFailed(error));
                 } else {
                     model.answer_read(&mut plan);

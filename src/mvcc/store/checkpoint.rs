@@ -6,8 +6,9 @@
 use fjall::Readable;
 
 use super::{LogPosition, Store, check_long_key_layout};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::mvcc::encoding::{decode_log_key, meta};
+use crate::mvcc::error::{Doing, StoreError};
 
 /// The spaces of checkpoint entries: one per keyspace, and the `meta` values that describe the state
 /// (not the node: identity, term and format stay the restoring node's own).
@@ -35,7 +36,7 @@ impl Store {
         let (current, compact) = self.snapshot_revisions(&snapshot)?;
         let sub = match snapshot.iter(&self.log).next_back() {
             Some(guard) => {
-                let LogPosition { revision, sub } = decode_log_key(&guard.key()?)?;
+                let LogPosition { revision, sub } = decode_log_key(&guard.key().doing("reading the newest log key")?)?;
                 if revision == current { sub } else { 0 }
             }
             None => 0,
@@ -43,7 +44,7 @@ impl Store {
         let mut metas: Vec<&[u8]> = checkpoint_space::META_NAMES.to_vec();
         metas.sort_unstable();
         for name in metas {
-            if let Some(value) = snapshot.get(&self.meta, name)? {
+            if let Some(value) = snapshot.get(&self.meta, name).doing("reading meta")? {
                 visit(checkpoint_space::META, name, &value)?;
             }
         }
@@ -54,7 +55,7 @@ impl Store {
             (checkpoint_space::LEASES, &self.leases),
         ] {
             for item in snapshot.iter(keyspace) {
-                let (key, value) = item.into_inner()?;
+                let (key, value) = item.into_inner().doing("scanning a snapshot")?;
                 visit(space, &key, &value)?;
             }
         }
@@ -74,7 +75,10 @@ impl Store {
                 checkpoint_space::LATEST => &self.latest,
                 checkpoint_space::LEASES => &self.leases,
                 other => {
-                    return Err(Error::Corrupt(format!("checkpoint entry in unknown space {other} (key {key:?})")));
+                    return Err(StoreError::corrupt(format!(
+                        "checkpoint entry in unknown space {other} (key {key:?})"
+                    ))
+                    .into());
                 }
             };
             match *space {
@@ -84,7 +88,7 @@ impl Store {
             }
             batch.insert(keyspace, key.clone(), value.clone());
         }
-        batch.commit()?;
+        batch.commit().doing("loading checkpoint entries")?;
         Ok(())
     }
 
@@ -95,16 +99,16 @@ impl Store {
         let mut batch = self.db.batch();
         for keyspace in [&self.log, &self.kv, &self.latest, &self.leases] {
             for item in keyspace.iter() {
-                batch.remove(keyspace, item.key()?);
+                batch.remove(keyspace, item.key().doing("reading keys to clear")?);
                 if batch.len() >= REMOVALS_PER_BATCH {
-                    std::mem::replace(&mut batch, self.db.batch()).commit()?;
+                    std::mem::replace(&mut batch, self.db.batch()).commit().doing("clearing the state")?;
                 }
             }
         }
         for name in checkpoint_space::META_NAMES.into_iter().chain([meta::UPLOADED_THROUGH]) {
             batch.remove(&self.meta, name);
         }
-        batch.commit()?;
+        batch.commit().doing("clearing the state")?;
         self.rebuild_index()?;
         self.sync()
     }

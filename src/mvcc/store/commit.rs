@@ -9,6 +9,7 @@ use super::{LogPosition, Store};
 use crate::error::{Error, Result};
 use crate::log::{LogEvent, LogRecord};
 use crate::mvcc::encoding::{Version, history_key, latest_key, lease_key, log_key, meta};
+use crate::mvcc::error::{Doing, StoreError, is_disk_full};
 
 /// One group commit: the records of consecutive log positions (a compaction is a record too).
 #[derive(Debug, Default)]
@@ -27,8 +28,8 @@ fn encode_position(LogPosition { revision, sub }: LogPosition) -> Vec<u8> {
     bytes
 }
 
-fn decode_position(bytes: &[u8]) -> Result<LogPosition> {
-    let corrupt = || Error::Corrupt("meta log position".into());
+fn decode_position(bytes: &[u8]) -> Result<LogPosition, StoreError> {
+    let corrupt = || StoreError::corrupt("meta log position");
     let revision = i64::from_be_bytes(bytes.get(..8).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?);
     let sub = u32::from_be_bytes(bytes.get(8..12).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?);
     if bytes.len() != 12 {
@@ -52,7 +53,7 @@ impl Store {
     /// Panics if the group's records are not at consecutive log positions, or if its current
     /// revision is not its last record's: writing such a group would corrupt the store.
     pub fn commit(&self, group: &GroupWrite) -> Result<()> {
-        fail::fail_point!("store-commit", |_| Err(Error::Storage("injected commit failure".into())));
+        fail::fail_point!("store-commit", |_| Err(StoreError::Injected("injected commit failure").into()));
         assert_consecutive(&group.records);
         if let Some(last) = group.records.last() {
             assert_eq!(group.current_revision, last.revision, "a group's current revision is its last record's");
@@ -99,18 +100,25 @@ impl Store {
                 batch.insert(&self.meta, meta::UPLOADED_THROUGH, encode_position(last.position()));
             }
         }
-        batch.commit().map_err(|e| if crate::error::is_disk_full(&e) { Error::NoSpace } else { e.into() })
+        batch.commit().map_err(|e| {
+            if is_disk_full(&e) { Error::NoSpace } else { StoreError::database("committing a group")(e).into() }
+        })
     }
 
     /// The log position through which records are stored in object storage, if any are.
     pub fn uploaded_through(&self) -> Result<Option<LogPosition>> {
-        self.meta.get(meta::UPLOADED_THROUGH)?.map(|v| decode_position(&v)).transpose()
+        Ok(self
+            .meta
+            .get(meta::UPLOADED_THROUGH)
+            .doing("reading the upload watermark")?
+            .map(|v| decode_position(&v))
+            .transpose()?)
     }
 
     /// Records that object storage holds every record through `position` (async upload). Not synced:
     /// a crash that loses it makes the node upload those records again, which is harmless.
     pub fn set_uploaded_through(&self, position: LogPosition) -> Result<()> {
-        self.meta.insert(meta::UPLOADED_THROUGH, encode_position(position))?;
+        self.meta.insert(meta::UPLOADED_THROUGH, encode_position(position)).doing("writing the upload watermark")?;
         Ok(())
     }
 

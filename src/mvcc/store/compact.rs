@@ -11,6 +11,7 @@ use super::{LogPosition, Store};
 use crate::error::Result;
 use crate::log::{LogEvent, LogRecord};
 use crate::mvcc::encoding::{Version, escaped_key, history_key, log_key, meta};
+use crate::mvcc::error::Doing;
 
 impl Store {
     /// Removes versions and log records no read at or above `compact` can reach: for each key, every
@@ -24,7 +25,9 @@ impl Store {
     /// run redoes from the log that is still there. Blocking: call from the compactor thread.
     pub fn compact_physically(&self, compact: i64) -> Result<()> {
         const REMOVALS_PER_BATCH: usize = 4096;
-        fail::fail_point!("store-compact", |_| Err(crate::error::Error::Storage("injected compaction failure".into())));
+        fail::fail_point!("store-compact", |_| Err(
+            crate::error::StoreError::Injected("injected compaction failure").into()
+        ));
         let done_through = self.compacted_through()?;
         if compact <= done_through {
             return Ok(());
@@ -33,7 +36,7 @@ impl Store {
         let first = log_key((done_through + 1).max(0), 0).to_vec();
         let mut changed: BTreeSet<Vec<u8>> = BTreeSet::new();
         for item in snapshot.range(&self.log, first..=log_key(compact, u32::MAX).to_vec()) {
-            let (_, bytes) = item.into_inner()?;
+            let (_, bytes) = item.into_inner().doing("reading the log to compact")?;
             changed.extend(LogRecord::decode(&bytes)?.events.into_iter().filter_map(|e| match e {
                 LogEvent::Put { key, .. } | LogEvent::Delete { key } => Some(key),
                 LogEvent::LeaseGrant { .. } | LogEvent::LeaseRevoke { .. } | LogEvent::Compact { .. } => None,
@@ -47,7 +50,7 @@ impl Store {
             let mut doomed: Vec<fjall::Slice> = Vec::new();
             let mut newest_is_tombstone = false;
             for item in snapshot.range(&self.kv, escaped_key(&key)..=history_key(&key, compact)) {
-                let (k, v) = item.into_inner()?;
+                let (k, v) = item.into_inner().doing("reading versions to compact")?;
                 newest_is_tombstone = Version::is_tombstone_record(&v)?;
                 doomed.push(k);
             }
@@ -57,11 +60,11 @@ impl Store {
             for k in doomed {
                 batch.remove(&self.kv, k);
                 if batch.len() >= REMOVALS_PER_BATCH {
-                    std::mem::replace(&mut batch, self.db.batch()).commit()?;
+                    std::mem::replace(&mut batch, self.db.batch()).commit().doing("compacting")?;
                 }
             }
         }
-        std::mem::replace(&mut batch, self.db.batch()).commit()?;
+        std::mem::replace(&mut batch, self.db.batch()).commit().doing("compacting")?;
         // With object storage, records not uploaded yet stay: the uploader still needs them.
         let mut log_end = log_key(compact.max(0), 0).to_vec();
         if self.keep_unuploaded_log.load(std::sync::atomic::Ordering::Acquire) {
@@ -72,13 +75,13 @@ impl Store {
             log_end = log_end.min(uploaded_end);
         }
         for item in snapshot.range(&self.log, ..log_end) {
-            batch.remove(&self.log, item.key()?);
+            batch.remove(&self.log, item.key().doing("reading the log to compact")?);
             if batch.len() >= REMOVALS_PER_BATCH {
-                std::mem::replace(&mut batch, self.db.batch()).commit()?;
+                std::mem::replace(&mut batch, self.db.batch()).commit().doing("compacting")?;
             }
         }
         batch.insert(&self.meta, meta::COMPACTED_THROUGH, compact.to_be_bytes().to_vec());
-        batch.commit()?;
+        batch.commit().doing("compacting")?;
         Ok(())
     }
 }

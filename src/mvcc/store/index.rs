@@ -11,6 +11,7 @@ use super::Store;
 use crate::error::Result;
 use crate::log::LogEvent;
 use crate::mvcc::encoding::{Version, decode_history_key, decode_revision, is_long_history_key};
+use crate::mvcc::error::Doing;
 use crate::mvcc::index::{KeyIndex, Rev};
 
 /// The index, shared by the store and its read views.
@@ -32,7 +33,7 @@ fn write(index: &SharedIndex) -> RwLockWriteGuard<'_, KeyIndex> {
 pub(super) fn build(kv: &Keyspace) -> Result<KeyIndex> {
     let mut index = KeyIndex::default();
     for item in kv.iter() {
-        let (stored, value) = item.into_inner()?;
+        let (stored, value) = item.into_inner().doing("building the key index")?;
         let tombstone = Version::is_tombstone_record(&value)?;
         let (key, revision) = if is_long_history_key(&stored) {
             super::check_long_key_layout("kv", &stored, &value)?;

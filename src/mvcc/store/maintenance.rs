@@ -9,6 +9,7 @@ use fjall::Readable;
 use super::{LogPosition, SCRATCH_DIR, Store, create_private_dir};
 use crate::error::{Error, Result};
 use crate::mvcc::encoding::{Version, decode_history_key, meta};
+use crate::mvcc::error::{Doing, StoreError};
 
 impl Store {
     /// Bytes of data the store holds: its tables plus its memtables (data written but not in a table
@@ -45,28 +46,30 @@ impl Store {
     pub fn free_bytes(&self) -> Result<u64> {
         use std::os::unix::ffi::OsStrExt;
         let path = std::ffi::CString::new(self.db_dir.as_os_str().as_bytes())
-            .map_err(|_| Error::Storage("data directory path holds a zero byte".into()))?;
+            .map_err(|_| StoreError::PathWithZero { path: self.db_dir.clone() })?;
         // SAFETY: statvfs(3) reads a NUL-terminated path and fills the struct it is given.
         let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
         if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-            return Err(Error::Storage(format!(
-                "statvfs {}: {}",
-                self.db_dir.display(),
-                std::io::Error::last_os_error()
-            )));
+            let source = std::io::Error::last_os_error();
+            return Err(StoreError::Io { doing: "statvfs", path: self.db_dir.clone(), source }.into());
         }
         Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
     }
 
     /// The alarms a node raised and did not disarm, as wire values (see [`Store::keep_alarms`]).
     pub fn kept_alarms(&self) -> Result<Vec<i32>> {
-        Ok(self.meta.get(meta::ALARMS)?.map(|v| v.iter().map(|b| i32::from(*b)).collect()).unwrap_or_default())
+        Ok(self
+            .meta
+            .get(meta::ALARMS)
+            .doing("reading the alarms")?
+            .map(|v| v.iter().map(|b| i32::from(*b)).collect())
+            .unwrap_or_default())
     }
 
     /// Keeps `alarms` (wire values) across restarts, synced: they change a few times in a node's life.
     pub fn keep_alarms(&self, alarms: &[i32]) -> Result<()> {
         let bytes: Vec<u8> = alarms.iter().filter_map(|a| u8::try_from(*a).ok()).collect();
-        self.meta.insert(meta::ALARMS, bytes)?;
+        self.meta.insert(meta::ALARMS, bytes).doing("writing the alarms")?;
         self.sync()
     }
 
@@ -75,7 +78,11 @@ impl Store {
     pub fn scratch_file(&self, what: &str) -> Result<PathBuf> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let dir = self.db_dir.with_file_name(SCRATCH_DIR);
-        create_private_dir(&dir).map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        create_private_dir(&dir).map_err(|source| StoreError::Io {
+            doing: "cannot create",
+            path: dir.clone(),
+            source,
+        })?;
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(dir.join(format!("{what}-{n}")))
     }
@@ -98,8 +105,8 @@ impl Store {
             ("leases", &self.leases),
         ] {
             let before = keyspace.disk_space();
-            keyspace.rotate_memtable_and_wait()?;
-            keyspace.major_compact()?;
+            keyspace.rotate_memtable_and_wait().doing("defragmenting")?;
+            keyspace.major_compact().doing("defragmenting")?;
             tracing::debug!(
                 keyspace = name,
                 before_bytes = before,
@@ -116,8 +123,8 @@ impl Store {
     /// runs its maintenance (deleting tables and journals no reader needs any more).
     fn move_gc_watermark(&self) -> Result<()> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        self.meta.insert(meta::DEFRAGMENTED_AT, (now as i64).to_be_bytes())?;
-        self.meta.rotate_memtable_and_wait()?;
+        self.meta.insert(meta::DEFRAGMENTED_AT, (now as i64).to_be_bytes()).doing("writing the defragment mark")?;
+        self.meta.rotate_memtable_and_wait().doing("rotating meta's memtable")?;
         Ok(())
     }
 
@@ -136,7 +143,7 @@ impl Store {
         }
         let mut hasher = crate::mvcc::hash::KvHasher::new(if rev == 0 { current } else { rev }, compact);
         for item in snapshot.iter(&self.kv) {
-            let (stored, record) = item.into_inner()?;
+            let (stored, record) = item.into_inner().doing("reading the history to hash")?;
             let key = match Version::carried_key(&record)? {
                 Some(key) => key.to_vec(),
                 None => decode_history_key(&stored)?.0,

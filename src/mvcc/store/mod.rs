@@ -22,8 +22,9 @@ use fjall::{Database, Keyspace, PersistMode, Readable, Snapshot};
 pub use self::commit::GroupWrite;
 pub use self::read::ReadView;
 use super::encoding::{Version, decode_lease_key, decode_log_key, is_long_history_key, is_long_latest_key, meta};
+use super::error::{Doing, StoreError};
 use super::lock::DataDirLock;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::Term;
 
 /// Revision of an empty store: etcd starts at 1, so the first write is revision 2.
@@ -78,11 +79,11 @@ pub struct Store {
     defragmenting: std::sync::Mutex<()>,
 }
 
-fn read_i64(ks: &Keyspace, name: &[u8]) -> Result<Option<i64>> {
-    match ks.get(name)? {
-        Some(v) => {
-            Ok(Some(i64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt(format!("meta {name:?}")))?)))
-        }
+fn read_i64(ks: &Keyspace, name: &[u8]) -> Result<Option<i64>, StoreError> {
+    match ks.get(name).doing("reading meta")? {
+        Some(v) => Ok(Some(i64::from_be_bytes(
+            v.as_ref().try_into().map_err(|_| StoreError::corrupt(format!("meta {name:?}")))?,
+        ))),
         None => Ok(None),
     }
 }
@@ -110,10 +111,10 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Refuses a `kv` or `latest` entry whose stored key is too long to be a key stored as itself but
 /// whose record carries no key: what a format 3 build wrote for keys of 65,504 to 65,535 bytes.
-fn check_long_key_layout(keyspace: &str, key: &[u8], value: &[u8]) -> Result<()> {
+fn check_long_key_layout(keyspace: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
     let long = if keyspace == "kv" { is_long_history_key(key) } else { is_long_latest_key(key) };
     if long && Version::carried_key(value)?.is_none() {
-        return Err(Error::Corrupt(format!(
+        return Err(StoreError::corrupt(format!(
             "`{keyspace}` holds a key of {} stored bytes in the layout of format 3 (keys over 65,503 bytes); \
              run the T4 build that wrote it, delete those keys and compact past them, then upgrade",
             key.len()
@@ -133,7 +134,7 @@ impl Store {
     pub fn set_term(&self, term: crate::ids::Term) -> Result<()> {
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
         batch.insert(&self.meta, meta::TERM, (term.get() as i64).to_be_bytes().to_vec());
-        batch.commit()?;
+        batch.commit().doing("writing the term")?;
         self.term.store(term.get(), std::sync::atomic::Ordering::Release);
         Ok(())
     }
@@ -151,7 +152,7 @@ impl Store {
     /// The position of the newest log record, if the log holds any.
     pub fn last_log_position(&self) -> Result<Option<LogPosition>> {
         match self.log.last_key_value() {
-            Some(guard) => Ok(Some(decode_log_key(&guard.key()?)?)),
+            Some(guard) => Ok(Some(decode_log_key(&guard.key().doing("reading the newest log key")?)?)),
             None => Ok(None),
         }
     }
@@ -160,8 +161,8 @@ impl Store {
     pub fn leases(&self) -> Result<Vec<(i64, i64)>> {
         let mut leases = Vec::new();
         for item in self.leases.iter() {
-            let (k, v) = item.into_inner()?;
-            let ttl = i64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt("lease TTL".into()))?);
+            let (k, v) = item.into_inner().doing("reading leases")?;
+            let ttl = i64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::corrupt("lease TTL"))?);
             leases.push((decode_lease_key(&k)?, ttl));
         }
         Ok(leases)
@@ -171,7 +172,7 @@ impl Store {
     pub fn leased_keys(&self) -> Result<Vec<(Vec<u8>, i64)>> {
         let mut keys = Vec::new();
         for item in self.latest.iter() {
-            let (k, v) = item.into_inner()?;
+            let (k, v) = item.into_inner().doing("reading live keys")?;
             let lease = Version::decode(&v)?.lease;
             if lease != 0 {
                 let key = Version::carried_key(&v)?.filter(|_| is_long_latest_key(&k)).unwrap_or(&k);
@@ -191,9 +192,9 @@ impl Store {
     /// The current and compact revisions `snapshot` holds.
     fn snapshot_revisions(&self, snapshot: &Snapshot) -> Result<(i64, i64)> {
         let meta_i64 = |name: &[u8]| -> Result<Option<i64>> {
-            match snapshot.get(&self.meta, name)? {
+            match snapshot.get(&self.meta, name).doing("reading meta")? {
                 Some(v) => {
-                    Ok(Some(i64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt("meta".into()))?)))
+                    Ok(Some(i64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::corrupt("meta"))?)))
                 }
                 None => Ok(None),
             }
@@ -205,7 +206,7 @@ impl Store {
 
     /// Syncs everything written so far (used at shutdown).
     pub fn sync(&self) -> Result<()> {
-        self.db.persist(PersistMode::SyncAll)?;
+        self.db.persist(PersistMode::SyncAll).doing("syncing the database")?;
         Ok(())
     }
 }

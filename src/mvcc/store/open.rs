@@ -18,7 +18,9 @@ use crate::error::{Error, Result};
 use crate::ids::Term;
 use crate::log::LogRecord;
 use crate::mvcc::encoding::meta;
+use crate::mvcc::error::{Doing, StoreError};
 use crate::mvcc::lock::{DataDirLock, LockRole};
+use crate::runtime::error::RuntimeError;
 
 /// The on-disk format this build writes. 2: log keys carry a sub-index and records carry lease
 /// grants and revokes. 3: compactions are log records too (format 2 directories are upgraded in place:
@@ -34,7 +36,7 @@ const FJALL_VERSION_FILE: &str = "version";
 fn random_nonzero_u64() -> Result<u64> {
     loop {
         let mut bytes = [0u8; 8];
-        getrandom::fill(&mut bytes).map_err(|e| Error::Runtime(format!("random source: {e}")))?;
+        getrandom::fill(&mut bytes).map_err(RuntimeError::Random)?;
         let n = u64::from_be_bytes(bytes) >> 1; // etcd ids are printed as positive hex; keep them < 2^63
         if n != 0 {
             return Ok(n);
@@ -59,10 +61,10 @@ impl Store {
             .max_journaling_size(JOURNAL_BYTES_MAX)
             .open()
             .map_err(|e| dir_error(format!("cannot open database: {e}")))?;
-        let meta_ks = db.keyspace("meta", keyspace_options)?;
+        let meta_ks = db.keyspace("meta", keyspace_options).doing("opening meta")?;
         Self::check_format(&db, &meta_ks).map_err(|e| match e {
-            Error::Corrupt(reason) => dir_error(reason),
-            other => other,
+            StoreError::Corrupt { what } => dir_error(what),
+            other => other.into(),
         })?;
         let identity = Self::load_or_create_identity(&db, &meta_ks)?;
         let store = Self::assemble(data_dir, lock, db, identity)?;
@@ -94,7 +96,7 @@ impl Store {
         if let Some(missing) = KEYSPACES.iter().find(|name| !db.keyspace_exists(name)) {
             return Err(not_t4(&format!("its database has no `{missing}` keyspace")));
         }
-        let meta_ks = db.keyspace("meta", keyspace_options)?;
+        let meta_ks = db.keyspace("meta", keyspace_options).doing("opening meta")?;
         match read_i64(&meta_ks, meta::FORMAT)? {
             // Upgrades change no record a reader decodes.
             Some(format) if format == FORMAT || FORMATS_UPGRADED.contains(&format) => {}
@@ -116,7 +118,7 @@ impl Store {
 
     /// The store over an opened database whose format and identity are settled.
     fn assemble(data_dir: &Path, lock: DataDirLock, db: Database, identity: Identity) -> Result<Store> {
-        let open = |name: &str| db.keyspace(name, keyspace_options);
+        let open = |name: &str| db.keyspace(name, keyspace_options).doing("opening a keyspace");
         let [log, kv, latest, leases, meta_ks] = KEYSPACES.map(open);
         let kv = kv?;
         let index = super::index::build(&kv)?;
@@ -146,31 +148,34 @@ impl Store {
     }
 
     /// Refuses a data directory written in another format; marks a new one with this build's.
-    fn check_format(db: &Database, meta_ks: &Keyspace) -> Result<()> {
+    fn check_format(db: &Database, meta_ks: &Keyspace) -> Result<(), StoreError> {
         match read_i64(meta_ks, meta::FORMAT)? {
             Some(FORMAT) => Ok(()),
             Some(old) if FORMATS_UPGRADED.contains(&old) => {
                 for name in ["kv", "latest"] {
-                    let keyspace = db.keyspace(name, keyspace_options)?;
+                    let keyspace = db.keyspace(name, keyspace_options).doing("opening a keyspace")?;
                     for item in keyspace.iter() {
-                        let (key, value) = item.into_inner()?;
-                        check_long_key_layout(name, &key, &value)
-                            .map_err(|e| Error::Corrupt(format!("cannot upgrade format {old} to {FORMAT}: {e}")))?;
+                        let (key, value) = item.into_inner().doing("checking keys before an upgrade")?;
+                        check_long_key_layout(name, &key, &value).map_err(|e| {
+                            StoreError::corrupt(format!("cannot upgrade format {old} to {FORMAT}: {e}"))
+                        })?;
                     }
                 }
                 let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
                 batch.insert(meta_ks, meta::FORMAT, FORMAT.to_be_bytes().to_vec());
-                batch.commit()?;
+                batch.commit().doing("marking the format")?;
                 Ok(())
             }
-            Some(other) => Err(Error::Corrupt(format!("written in format {other}; this build reads format {FORMAT}"))),
-            None if read_i64(meta_ks, meta::CURRENT_REVISION)?.is_some() => Err(Error::Corrupt(format!(
+            Some(other) => {
+                Err(StoreError::corrupt(format!("written in format {other}; this build reads format {FORMAT}")))
+            }
+            None if read_i64(meta_ks, meta::CURRENT_REVISION)?.is_some() => Err(StoreError::corrupt(format!(
                 "written by an older T4 (format 1); this build reads format {FORMAT}: start from an empty directory"
             ))),
             None => {
                 let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
                 batch.insert(meta_ks, meta::FORMAT, FORMAT.to_be_bytes().to_vec());
-                batch.commit()?;
+                batch.commit().doing("marking the format")?;
                 Ok(())
             }
         }
@@ -182,14 +187,15 @@ impl Store {
         let current = read_i64(&self.meta, meta::CURRENT_REVISION)?.unwrap_or(INITIAL_REVISION);
         let newest = match self.log.last_key_value() {
             Some(guard) => {
-                let (_, bytes) = guard.into_inner()?;
+                let (_, bytes) = guard.into_inner().doing("reading the newest log record")?;
                 Some(LogRecord::decode(&bytes)?.revision)
             }
             None => None,
         };
         match newest {
             Some(rev) if rev != current => {
-                Err(Error::Corrupt(format!("newest log record is revision {rev} but the store is at {current}")))
+                Err(StoreError::corrupt(format!("newest log record is revision {rev} but the store is at {current}"))
+                    .into())
             }
             // An empty log is fine once compaction removed it (or before the first write).
             _ => Ok(()),
@@ -207,7 +213,7 @@ impl Store {
         batch.insert(meta_ks, meta::MEMBER_ID, (identity.member_id as i64).to_be_bytes().to_vec());
         batch.insert(meta_ks, meta::CLUSTER_ID, (identity.cluster_id as i64).to_be_bytes().to_vec());
         batch.insert(meta_ks, meta::TERM, (identity.term.get() as i64).to_be_bytes().to_vec());
-        batch.commit()?;
+        batch.commit().doing("writing the node's identity")?;
         Ok(identity)
     }
 }

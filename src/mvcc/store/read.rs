@@ -11,6 +11,7 @@ use super::{INITIAL_REVISION, NEVER_COMPACTED, Store};
 use crate::error::{Error, Result};
 use crate::log::LogRecord;
 use crate::mvcc::encoding::{Version, escaped_key, history_key, is_long_latest_key, latest_key, log_key, meta};
+use crate::mvcc::error::{Doing, StoreError};
 use crate::mvcc::{KeySpan, RangeEnd, VersionReader};
 
 impl Store {
@@ -18,9 +19,9 @@ impl Store {
     pub fn read_view(&self) -> Result<ReadView> {
         let snapshot = self.db.snapshot();
         let get = |name: &[u8]| -> Result<Option<i64>> {
-            match snapshot.get(&self.meta, name)? {
+            match snapshot.get(&self.meta, name).doing("reading meta")? {
                 Some(v) => Ok(Some(i64::from_be_bytes(
-                    v.as_ref().try_into().map_err(|_| Error::Corrupt("meta revision".into()))?,
+                    v.as_ref().try_into().map_err(|_| StoreError::corrupt("meta revision"))?,
                 ))),
                 None => Ok(None),
             }
@@ -103,7 +104,7 @@ impl ReadView {
         }
         let range = log_key(from.max(0), 0).to_vec()..=log_key(to, u32::MAX).to_vec();
         for item in self.snapshot.range(&self.log, range) {
-            let (_, value) = item.into_inner()?;
+            let (_, value) = item.into_inner().doing("reading the log")?;
             bytes += value.len();
             records.push(LogRecord::decode(&value)?);
             if bytes >= bytes_max {
@@ -119,7 +120,7 @@ impl ReadView {
     pub fn versions(&self, key: &[u8], versions_max: usize) -> Result<Vec<Version>> {
         let mut versions = Vec::new();
         for item in self.snapshot.prefix(&self.kv, escaped_key(key)).take(versions_max) {
-            let (_, value) = item.into_inner()?;
+            let (_, value) = item.into_inner().doing("reading a key's history")?;
             versions.push(Version::decode(&value)?);
         }
         Ok(versions)
@@ -128,7 +129,9 @@ impl ReadView {
     /// The `latest` record of `key`, if it is live.
     fn latest_get(&self, key: &[u8]) -> Result<Option<fjall::Slice>> {
         let stored = latest_key(key);
-        let Some(value) = self.snapshot.get(&self.latest, stored.as_ref())? else { return Ok(None) };
+        let Some(value) = self.snapshot.get(&self.latest, stored.as_ref()).doing("reading a key")? else {
+            return Ok(None);
+        };
         // A long key's bucket and hash name one key unless SHA-256 collides; the carried key settles it.
         if is_long_latest_key(&stored) && Version::carried_key(&value)? != Some(key) {
             return Ok(None);
@@ -154,11 +157,14 @@ impl ReadView {
             }
             let complete = batch.len() < KEYS_PER_INDEX_LOCK;
             for (key, revision) in &batch {
-                let Some(stored) = self.snapshot.get(&self.kv, history_key(key, *revision))? else {
-                    return Err(Error::Corrupt(format!(
+                let Some(stored) =
+                    self.snapshot.get(&self.kv, history_key(key, *revision)).doing("reading a version")?
+                else {
+                    return Err(StoreError::corrupt(format!(
                         "the key index names revision {revision} of a key of {} bytes, which `kv` lacks",
                         key.len()
-                    )));
+                    ))
+                    .into());
                 };
                 if !visit(key, Version::decode(&stored)?) {
                     return Ok(());

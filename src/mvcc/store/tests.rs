@@ -3,6 +3,7 @@
 use fjall::KeyspaceCreateOptions;
 
 use super::*;
+use crate::error::Error;
 use crate::log::{LogEvent, LogRecord};
 use crate::mvcc::range::collect;
 use crate::mvcc::{KeySpan, VersionReader};
