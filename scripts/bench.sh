@@ -364,7 +364,9 @@ if [ "$RSS" -eq 1 ]; then
     for server in t4 etcd; do
         if [ "$server" = t4 ]; then pid="$T4_PID" ep="$T4_EP"; else pid="$ETCD_PID" ep="$ETCD_EP"; fi
         # The pid must be the server itself, not a shell around it, or VmRSS measures the shell.
-        [ "$(cat "/proc/$pid/comm")" = "$server" ] || die "pid $pid is $(cat "/proc/$pid/comm"), not $server"
+        # (comm is the executable's name cut to 15 bytes; BENCH_T4_BIN may name t4 otherwise.)
+        if [ "$server" = t4 ]; then want="$(basename "$T4_BIN" | cut -c1-15)"; else want=etcd; fi
+        [ "$(cat "/proc/$pid/comm")" = "$want" ] || die "pid $pid is $(cat "/proc/$pid/comm"), not $want"
         before="$(vm_rss "$pid")"
         step "writing $RSS_KEYS keys to $server ($ep) for its resident memory"
         "$LOADTEST" --endpoints "$ep" --workload par-put --clients 64 --conns 16 --total "$RSS_KEYS" \
