@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result, RuntimeError};
+use crate::ids::Revision;
 use crate::kv::Compaction;
 use crate::mvcc::Store;
 use crate::sequencer::SequencerHandle;
@@ -120,12 +121,12 @@ fn parse_go_duration(text: &str) -> std::result::Result<Duration, RetentionError
 pub struct Planner {
     retention: Retention,
     /// Periodic: revisions sampled, the oldest a retention ago (or the first since start).
-    samples: VecDeque<i64>,
+    samples: VecDeque<Revision>,
     /// Periodic: the last compaction (the start, at first), and how long to wait after it.
     last_success: Instant,
     wait: Duration,
     /// Revision: the last revision compacted to.
-    last_target: i64,
+    last_target: Revision,
 }
 
 impl Planner {
@@ -134,12 +135,12 @@ impl Planner {
             Retention::Period(period) => period,
             Retention::Revisions { .. } => Duration::ZERO,
         };
-        Planner { retention, samples: VecDeque::new(), last_success: now, wait, last_target: 0 }
+        Planner { retention, samples: VecDeque::new(), last_success: now, wait, last_target: Revision(0) }
     }
 
     /// Called every [`Retention::tick`] with the current revision: the revision to compact to now,
     /// if any.
-    pub fn tick(&mut self, now: Instant, revision: i64) -> Option<i64> {
+    pub fn tick(&mut self, now: Instant, revision: Revision) -> Option<Revision> {
         match self.retention {
             Retention::Period(period) => {
                 self.samples.push_back(revision);
@@ -151,18 +152,18 @@ impl Planner {
                     return None;
                 }
                 self.wait = period.min(PERIODIC_INTERVAL_MAX);
-                self.samples.front().copied().filter(|target| *target > 1)
+                self.samples.front().copied().filter(|target| target.get() > 1)
             }
             Retention::Revisions { keep, .. } => {
-                let target = revision - keep;
-                (target > 0 && target != self.last_target).then_some(target)
+                let target = Revision(revision.get() - keep);
+                (target.get() > 0 && target != self.last_target).then_some(target)
             }
         }
     }
 
     /// Notes how compacting to `target` went: done (or compacted already, as etcd counts it), or
     /// failed (tried again at the next tick).
-    pub fn compacted(&mut self, now: Instant, target: i64, outcome: &Result<()>) {
+    pub fn compacted(&mut self, now: Instant, target: Revision, outcome: &Result<()>) {
         if matches!(outcome, Ok(()) | Err(Error::Compacted)) {
             self.last_success = now;
             self.last_target = target;
@@ -199,14 +200,14 @@ impl AutoCompactor {
                         }
                     };
                     let Some(target) = planner.tick(Instant::now(), revision) else { continue };
-                    tracing::info!(revision = target, "starting auto-compaction");
+                    tracing::info!(revision = %target, "starting auto-compaction");
                     let compaction = Compaction { revision: target, physical: false };
                     let outcome = futures_lite::future::block_on(sequencer.compact(compaction)).map(|_| ());
                     match &outcome {
-                        Ok(()) => tracing::info!(revision = target, "finished auto-compaction"),
+                        Ok(()) => tracing::info!(revision = %target, "finished auto-compaction"),
                         Err(Error::Compacted) => {}
                         Err(e) => {
-                            tracing::warn!(revision = target, error = %e, "auto-compaction failed; it is tried again")
+                            tracing::warn!(revision = %target, error = %e, "auto-compaction failed; it is tried again")
                         }
                     }
                     planner.compacted(Instant::now(), target, &outcome);
@@ -268,7 +269,7 @@ mod tests {
         let mut decisions = Vec::new();
         for n in 1..=25i64 {
             let now = start + tick * n as u32;
-            let decision = planner.tick(now, 100 + 10 * n);
+            let decision = planner.tick(now, Revision(100 + 10 * n));
             if let Some(target) = decision {
                 planner.compacted(now, target, &Ok(()));
             }
@@ -276,10 +277,10 @@ mod tests {
         }
         assert!(decisions[..9].iter().all(Option::is_none), "{decisions:?}");
         // At 100 s: the oldest sample (110, at 10 s) is the one of a period ago, give or take a tick.
-        assert_eq!(decisions[9], Some(110));
+        assert_eq!(decisions[9], Some(Revision(110)));
         // Then every period, to the revision of a period before.
         assert!(decisions[10..19].iter().all(Option::is_none), "{decisions:?}");
-        assert_eq!(decisions[19], Some(200));
+        assert_eq!(decisions[19], Some(Revision(200)));
     }
 
     #[test]
@@ -289,23 +290,23 @@ mod tests {
         let mut planner = Planner::new(Retention::Period(period), start);
         let at = |n: u32| start + Duration::from_secs(n as u64);
         for n in 1..10 {
-            assert_eq!(planner.tick(at(n), 50), None);
+            assert_eq!(planner.tick(at(n), Revision(50)), None);
         }
-        let target = planner.tick(at(10), 50).expect("due");
+        let target = planner.tick(at(10), Revision(50)).expect("due");
         planner.compacted(at(10), target, &Err(Error::Timeout));
-        let again = planner.tick(at(11), 60).expect("tried again");
+        let again = planner.tick(at(11), Revision(60)).expect("tried again");
         planner.compacted(at(11), again, &Err(Error::Compacted));
-        assert_eq!(planner.tick(at(12), 70), None, "compacted already counts as done");
+        assert_eq!(planner.tick(at(12), Revision(70)), None, "compacted already counts as done");
     }
 
     #[test]
     fn revision_mode_keeps_the_retention_and_compacts_only_when_it_moved() {
         let now = Instant::now();
         let mut planner = Planner::new(Retention::Revisions { keep: 100, check: CHECK }, now);
-        assert_eq!(planner.tick(now, 50), None, "fewer revisions than kept");
-        assert_eq!(planner.tick(now, 150), Some(50));
-        planner.compacted(now, 50, &Ok(()));
-        assert_eq!(planner.tick(now, 150), None, "nothing new");
-        assert_eq!(planner.tick(now, 170), Some(70));
+        assert_eq!(planner.tick(now, Revision(50)), None, "fewer revisions than kept");
+        assert_eq!(planner.tick(now, Revision(150)), Some(Revision(50)));
+        planner.compacted(now, Revision(50), &Ok(()));
+        assert_eq!(planner.tick(now, Revision(150)), None, "nothing new");
+        assert_eq!(planner.tick(now, Revision(170)), Some(Revision(70)));
     }
 }

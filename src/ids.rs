@@ -1,6 +1,41 @@
 //! Identifiers that must not be confused with other integers. Each prints as its bare number, as
 //! logs, errors and JSON documents have always shown it.
 
+/// A revision of the key space: every write opens the next one (etcd's main revision). Versions,
+/// log records, WAL objects and checkpoints are named by the revision they were committed at. It
+/// becomes a plain `i64` only at the wire edge (`src/etcd/`, the embedded API's value types).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Revision(pub i64);
+
+impl Revision {
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    /// The revision after this one.
+    pub const fn next(self) -> Revision {
+        Revision(self.0 + 1)
+    }
+
+    /// The revision before this one.
+    pub const fn prev(self) -> Revision {
+        Revision(self.0 - 1)
+    }
+}
+
+impl std::fmt::Display for Revision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for Revision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A leader's term: every WAL object and checkpoint carries the term of the node that wrote it, and
 /// a newer term supersedes an older one from its first position on. A node takes a term above every
 /// term in its store before it writes.

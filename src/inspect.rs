@@ -15,7 +15,7 @@ use crate::durability::checkpoint::read_latest;
 use crate::durability::layout::parse_checkpoint;
 use crate::durability::open_object_store;
 use crate::error::{DurabilityError, Error, Result};
-pub use crate::ids::Term;
+pub use crate::ids::{Revision, Term};
 pub use crate::log::LogPosition;
 use crate::mvcc::store::{NEVER_COMPACTED, ReadView};
 use crate::mvcc::{KeySpan, Store, Version, VersionReader};
@@ -158,8 +158,8 @@ fn key_value(key: &[u8], version: Version) -> KeyValue {
     KeyValue {
         key: key.to_vec(),
         value: version.value.unwrap_or_default(),
-        create_revision: version.create_revision,
-        mod_revision: version.mod_revision,
+        create_revision: version.create_revision.get(),
+        mod_revision: version.mod_revision.get(),
         version: version.version,
         lease: version.lease,
     }
@@ -171,17 +171,22 @@ fn prefix_span(prefix: &[u8]) -> KeySpan {
 }
 
 /// The revision a read at `revision` sees (`None` or 0: the current one), refused as etcd refuses it.
-fn resolve(view: &ReadView, revision: Option<i64>) -> Result<i64> {
-    match revision {
-        None | Some(0) => Ok(view.current_revision()),
+fn resolve(view: &ReadView, revision: Option<i64>) -> Result<Revision> {
+    match revision.map(Revision) {
+        None | Some(Revision(0)) => Ok(view.current_revision()),
         Some(rev) if rev > view.current_revision() => Err(Error::FutureRevision),
         Some(rev) if rev < view.compact_revision() => Err(Error::Compacted),
         Some(rev) => Ok(rev),
     }
 }
 
+/// A compact revision as reports show it: `None` if the store was never compacted.
+fn compacted(compact: Revision) -> Option<i64> {
+    (compact != NEVER_COMPACTED).then_some(compact.get())
+}
+
 /// The one version of `key` a read at `rev` sees.
-fn get_at(view: &ReadView, key: &[u8], rev: i64) -> Result<Option<KeyValue>> {
+fn get_at(view: &ReadView, key: &[u8], rev: Revision) -> Result<Option<KeyValue>> {
     let mut found = None;
     view.visit(&KeySpan::from_etcd(key, b""), rev, &mut |k, v| {
         found = Some(key_value(k, v));
@@ -199,8 +204,7 @@ impl Inspector {
     /// The current and compact revisions (`None`: never compacted).
     pub fn revisions(&self) -> Result<(i64, Option<i64>)> {
         let view = self.store.read_view()?;
-        let compact = view.compact_revision();
-        Ok((view.current_revision(), (compact != NEVER_COMPACTED).then_some(compact)))
+        Ok((view.current_revision().get(), compacted(view.compact_revision())))
     }
 
     /// The directory's bookkeeping. Counts every live key and walks the database folder.
@@ -212,9 +216,9 @@ impl Inspector {
             member_id: identity.member_id,
             cluster_id: identity.cluster_id,
             term: identity.term,
-            current_revision: view.current_revision(),
-            compact_revision: (view.compact_revision() != NEVER_COMPACTED).then_some(view.compact_revision()),
-            compacted_through: (compacted_through != NEVER_COMPACTED).then_some(compacted_through),
+            current_revision: view.current_revision().get(),
+            compact_revision: compacted(view.compact_revision()),
+            compacted_through: compacted(compacted_through),
             key_count: view.count(&prefix_span(b""), view.current_revision())?,
             lease_count: self.store.leases()?.len(),
             db_size_bytes: self.store.disk_bytes(),
@@ -238,14 +242,14 @@ impl Inspector {
             keys.push(key_value(k, v));
             true
         })?;
-        Ok(Listing { revision: rev, count: view.count(&span, rev)?, keys, more })
+        Ok(Listing { revision: rev.get(), count: view.count(&span, rev)?, keys, more })
     }
 
     /// `key` at `revision` (`None`: the current one), with the revision read.
     pub fn get(&self, key: &[u8], revision: Option<i64>) -> Result<(i64, Option<KeyValue>)> {
         let view = self.store.read_view()?;
         let rev = resolve(&view, revision)?;
-        Ok((rev, get_at(&view, key, rev)?))
+        Ok((rev.get(), get_at(&view, key, rev)?))
     }
 
     /// The oldest `versions_max` versions of `key` still in history.
@@ -256,12 +260,14 @@ impl Inspector {
         stored.truncate(versions_max);
         let versions = stored
             .into_iter()
-            .map(|v| HistoryEntry { revision: v.mod_revision, kv: (!v.is_tombstone()).then(|| key_value(key, v)) })
+            .map(|v| HistoryEntry {
+                revision: v.mod_revision.get(),
+                kv: (!v.is_tombstone()).then(|| key_value(key, v)),
+            })
             .collect();
-        let compact = view.compact_revision();
         Ok(History {
-            current_revision: view.current_revision(),
-            compact_revision: (compact != NEVER_COMPACTED).then_some(compact),
+            current_revision: view.current_revision().get(),
+            compact_revision: compacted(view.compact_revision()),
             versions,
             more,
         })
@@ -276,12 +282,12 @@ impl Inspector {
         let (from, to) = (resolve(&view, Some(from.max(1)))?, resolve(&view, Some(to.max(1)))?);
         let span = prefix_span(prefix);
         let mut written: BTreeSet<Vec<u8>> = BTreeSet::new();
-        let mut next = from + 1;
+        let mut next = from.next();
         while next <= to {
             let (records, read_through) = view.log_records(next, to, DIFF_LOG_BYTES_PER_READ)?;
             let events = records.iter().flat_map(|r| &r.events);
             written.extend(events.filter_map(|e| e.key()).filter(|k| span.contains(k)).map(<[u8]>::to_vec));
-            next = read_through + 1;
+            next = read_through.next();
         }
         let mut changes = Vec::new();
         let mut more = false;
@@ -299,7 +305,7 @@ impl Inspector {
             }
             changes.push(KeyChange { key, change, before, after });
         }
-        Ok(Diff { from_revision: from, to_revision: to, changes, more })
+        Ok(Diff { from_revision: from.get(), to_revision: to.get(), changes, more })
     }
 }
 
@@ -324,10 +330,10 @@ async fn read_checkpoint_info(store: &Arc<dyn ObjectStore>) -> Result<Option<Che
     let manifest = parse_checkpoint(&object.bytes).map_err(DurabilityError::Layout)?;
     Ok(Some(CheckpointInfo {
         key: latest.checkpoint_key,
-        revision: manifest.revision,
+        revision: manifest.revision.get(),
         sub: manifest.sub,
         term: manifest.term,
-        compact_revision: manifest.compact_revision,
+        compact_revision: manifest.compact_revision.get(),
         entries: manifest.entries,
         tables: manifest.tables.len(),
         created_unix_ms: manifest.created_unix_ms,

@@ -5,7 +5,13 @@ use crate::log::{LogEvent, LogPosition, LogRecord};
 use crate::mvcc::store::GroupWrite;
 
 fn put(key: &str, value: &str, create_revision: i64, version: i64) -> LogEvent {
-    LogEvent::Put { key: key.into(), value: value.into(), create_revision, version, lease: 0 }
+    LogEvent::Put {
+        key: key.into(),
+        value: value.into(),
+        create_revision: Revision(create_revision),
+        version,
+        lease: 0,
+    }
 }
 
 fn del(key: &str) -> LogEvent {
@@ -27,12 +33,15 @@ fn data_dir() -> tempfile::TempDir {
     ];
     for (i, events) in revisions.into_iter().enumerate() {
         let revision = i as i64 + 2;
-        let record = LogRecord { revision, sub: 0, events };
-        store.commit(&GroupWrite { records: vec![record], current_revision: revision, uploaded: false }).unwrap();
+        let record = LogRecord { revision: Revision(revision), sub: 0, events };
+        store
+            .commit(&GroupWrite { records: vec![record], current_revision: Revision(revision), uploaded: false })
+            .unwrap();
     }
-    let compaction = LogRecord { revision: 7, sub: 1, events: vec![LogEvent::Compact { revision: 3 }] };
-    store.commit(&GroupWrite { records: vec![compaction], current_revision: 7, uploaded: false }).unwrap();
-    store.compact_physically(3).unwrap();
+    let compaction =
+        LogRecord { revision: Revision(7), sub: 1, events: vec![LogEvent::Compact { revision: Revision(3) }] };
+    store.commit(&GroupWrite { records: vec![compaction], current_revision: Revision(7), uploaded: false }).unwrap();
+    store.compact_physically(Revision(3)).unwrap();
     dir
 }
 
@@ -58,7 +67,10 @@ fn lists_and_gets_at_any_revision_in_history() {
 
     let summary = inspector.summary().unwrap();
     assert_eq!((summary.current_revision, summary.compact_revision, summary.key_count), (7, Some(3), 3));
-    assert_eq!((summary.compacted_through, summary.last_log_position), (Some(3), Some(LogPosition::new(7, 1))));
+    assert_eq!(
+        (summary.compacted_through, summary.last_log_position),
+        (Some(3), Some(LogPosition::new(Revision(7), 1)))
+    );
 }
 
 #[test]

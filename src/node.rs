@@ -350,7 +350,7 @@ impl Node {
     pub async fn revision(&self) -> Result<i64> {
         let services = self.services()?;
         let store = services.store.clone();
-        services.reads.run(move || Ok(store.read_view()?.current_revision())).await?
+        services.reads.run(move || Ok(store.read_view()?.current_revision().get())).await?
     }
 
     /// Watches the keys of `key`/`range_end` in etcd's terms (an empty `range_end`: the key alone;

@@ -16,6 +16,7 @@ use super::layout::{
 };
 use super::table::{TableBuilder, decode_table};
 use crate::error::{Error, Internal, Result, RuntimeError};
+use crate::ids::Revision;
 use crate::log::LogPosition;
 use crate::metrics::CheckpointStats;
 use crate::mvcc::Store;
@@ -30,7 +31,7 @@ pub const CHECKPOINTS_KEPT: usize = 2;
 #[derive(Debug, Clone)]
 pub struct Written {
     pub key: String,
-    pub revision: i64,
+    pub revision: Revision,
     pub created: SystemTime,
 }
 
@@ -145,7 +146,7 @@ pub async fn create(
     store.put(LATEST_KEY, pointer.to_json()).await.map_err(DurabilityError::object("writing manifest/latest"))?;
     tracing::info!(
         checkpoint = key,
-        revision = position.revision,
+        revision = %position.revision,
         entries,
         tables = manifest.tables.len(),
         tables_uploaded = uploaded,
@@ -310,7 +311,7 @@ async fn restore_one(
     progress.finish();
     tracing::info!(
         checkpoint = key,
-        revision = manifest.revision,
+        revision = %manifest.revision,
         entries = manifest.entries,
         tables = total,
         bytes = total_bytes,
@@ -436,12 +437,12 @@ mod tests {
     fn records(revisions: std::ops::RangeInclusive<i64>, tag: &str) -> Vec<LogRecord> {
         revisions
             .map(|revision| LogRecord {
-                revision,
+                revision: Revision(revision),
                 sub: 0,
                 events: vec![LogEvent::Put {
                     key: format!("k{revision}").into_bytes(),
                     value: format!("{tag}{revision}").into_bytes(),
-                    create_revision: revision,
+                    create_revision: Revision(revision),
                     version: 1,
                     lease: 0,
                 }],
@@ -456,12 +457,13 @@ mod tests {
 
     /// A checkpoint manifest (its tables do not matter to GC's WAL decisions).
     async fn put_checkpoint(store: &Arc<dyn ObjectStore>, term: crate::ids::Term, revision: i64) {
+        let revision = Revision(revision);
         let manifest = CheckpointManifest {
             format_version: FORMAT_VERSION,
             term,
             revision,
             sub: 0,
-            compact_revision: 0,
+            compact_revision: Revision(0),
             tables: Vec::new(),
             entries: 0,
             created_unix_ms: 0,
@@ -485,19 +487,25 @@ mod tests {
         collect(&store).await.unwrap();
         let left = store.list(WAL_PREFIX, None).await.unwrap();
         assert!(
-            left.contains(&wal_key(crate::ids::Term(2), 15, 0)),
+            left.contains(&wal_key(crate::ids::Term(2), Revision(15), 0)),
             "it holds 22, which the checkpoint at 21 lacks: {left:?}"
         );
-        assert!(!left.contains(&wal_key(crate::ids::Term(1), 2, 0)), "wholly before the older checkpoint: {left:?}");
-        assert!(!left.contains(&wal_key(crate::ids::Term(1), 20, 0)), "superseded, so never replayed: {left:?}");
+        assert!(
+            !left.contains(&wal_key(crate::ids::Term(1), Revision(2), 0)),
+            "wholly before the older checkpoint: {left:?}"
+        );
+        assert!(
+            !left.contains(&wal_key(crate::ids::Term(1), Revision(20), 0)),
+            "superseded, so never replayed: {left:?}"
+        );
         // A restore falling back to the older checkpoint replays term 2's records after it.
         let dir = tempfile::tempdir().unwrap();
         let local = Store::open(dir.path()).unwrap();
         let mut restored = records(2..=14, "t1-");
         restored.extend(records(15..=21, "t2-"));
-        local.commit(&GroupWrite { records: restored, current_revision: 21, uploaded: true }).unwrap();
-        replay::replay(&store, &local, LogPosition::new(21, 0), &CheckpointStats::default()).await.unwrap();
-        let (replayed, _) = local.read_view().unwrap().log_records(22, 25, usize::MAX).unwrap();
+        local.commit(&GroupWrite { records: restored, current_revision: Revision(21), uploaded: true }).unwrap();
+        replay::replay(&store, &local, LogPosition::new(Revision(21), 0), &CheckpointStats::default()).await.unwrap();
+        let (replayed, _) = local.read_view().unwrap().log_records(Revision(22), Revision(25), usize::MAX).unwrap();
         assert_eq!(replayed, records(22..=25, "t2-"), "the acknowledged records, never the stale ones");
     }
 }

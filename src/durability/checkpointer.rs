@@ -70,7 +70,12 @@ pub(super) async fn schedule_from_store(
     let after = newest.as_ref().map_or(LogPosition::new(INITIAL_REVISION, 0), |m| LogPosition::new(m.revision, m.sub));
     let wal_objects_after = replay::needed(&replay::plan(wal_keys), after).len() as u64;
     let revision = local.current_revision()?;
-    tracing::info!(checkpoint = after.revision, revision, wal_objects_after, "checkpoints counted from the store");
+    tracing::info!(
+        checkpoint = %after.revision,
+        revision = %revision,
+        wal_objects_after,
+        "checkpoints counted from the store"
+    );
     let newest = newest.map(|m| NewestCheckpoint {
         revision: m.revision,
         created: SystemTime::UNIX_EPOCH + Duration::from_millis(m.created_unix_ms),
@@ -105,7 +110,7 @@ impl Checkpointer {
         };
         if let Some(written) = &written {
             self.checkpoints.written.fetch_add(1, Ordering::Relaxed);
-            self.checkpoints.revision.store(written.revision, Ordering::Relaxed);
+            self.checkpoints.revision.store(written.revision.get(), Ordering::Relaxed);
         }
         let current = self.local.current_revision()?;
         match &written {

@@ -17,6 +17,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::Revision;
+
 /// The version of the JSON documents this build writes and the only one it reads.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -77,7 +79,7 @@ pub struct WalKey {
     /// The leader term that wrote the object.
     pub term: crate::ids::Term,
     /// The revision of the object's first record.
-    pub revision: i64,
+    pub revision: Revision,
     /// The sub-position of the object's first record (0 unless it is a lease-only record).
     pub sub: u32,
 }
@@ -88,18 +90,18 @@ pub struct CheckpointKey {
     /// The leader term that wrote the checkpoint.
     pub term: crate::ids::Term,
     /// The revision the checkpoint is a snapshot at.
-    pub revision: i64,
+    pub revision: Revision,
 }
 
-fn check_position(term: crate::ids::Term, revision: i64) {
+fn check_position(term: crate::ids::Term, revision: Revision) {
     assert!(term.get() <= TERM_MAX, "term {term} does not fit the {TERM_DIGITS} digits of object keys");
-    assert!(revision >= 0, "revision {revision} is negative");
+    assert!(revision.get() >= 0, "revision {revision} is negative");
 }
 
 /// The key of the WAL object whose first record is `(revision, sub)`, written in `term`.
 ///
 /// Panics if `term` exceeds [`TERM_MAX`] or `revision` is negative: such a key would not sort.
-pub fn wal_key(term: crate::ids::Term, revision: i64, sub: u32) -> String {
+pub fn wal_key(term: crate::ids::Term, revision: Revision, sub: u32) -> String {
     check_position(term, revision);
     if sub == 0 {
         format!("{WAL_PREFIX}{term:010}/{revision:020}")
@@ -117,7 +119,7 @@ pub fn parse_wal_key(key: &str) -> Option<WalKey> {
         None => (rest, None),
     };
     let term = crate::ids::Term(parse_digits(term, TERM_DIGITS)?);
-    let revision = i64::try_from(parse_digits(revision, REVISION_DIGITS)?).ok()?;
+    let revision = Revision(i64::try_from(parse_digits(revision, REVISION_DIGITS)?).ok()?);
     let sub = match sub {
         // Sub 0 is written without a suffix; a second spelling of the same position would not be canonical.
         Some(sub) => u32::try_from(parse_digits(sub, SUB_DIGITS)?).ok().filter(|&sub| sub > 0)?,
@@ -129,7 +131,7 @@ pub fn parse_wal_key(key: &str) -> Option<WalKey> {
 /// The key of the manifest of the checkpoint at `revision`, written in `term`.
 ///
 /// Panics if `term` exceeds [`TERM_MAX`] or `revision` is negative: such a key would not sort.
-pub fn checkpoint_key(term: crate::ids::Term, revision: i64) -> String {
+pub fn checkpoint_key(term: crate::ids::Term, revision: Revision) -> String {
     check_position(term, revision);
     format!("{CHECKPOINT_PREFIX}{term:010}/{revision:020}{CHECKPOINT_SUFFIX}")
 }
@@ -139,7 +141,7 @@ pub fn parse_checkpoint_key(key: &str) -> Option<CheckpointKey> {
     let rest = key.strip_prefix(CHECKPOINT_PREFIX)?.strip_suffix(CHECKPOINT_SUFFIX)?;
     let (term, revision) = rest.split_once('/')?;
     let term = crate::ids::Term(parse_digits(term, TERM_DIGITS)?);
-    let revision = i64::try_from(parse_digits(revision, REVISION_DIGITS)?).ok()?;
+    let revision = Revision(i64::try_from(parse_digits(revision, REVISION_DIGITS)?).ok()?);
     Some(CheckpointKey { term, revision })
 }
 
@@ -184,14 +186,14 @@ pub struct LatestManifest {
     /// The key of the checkpoint's manifest; always `checkpoint_key(term, revision)`.
     pub checkpoint_key: String,
     /// The revision of the checkpoint.
-    pub revision: i64,
+    pub revision: Revision,
     /// The term that wrote the checkpoint.
     pub term: crate::ids::Term,
 }
 
 impl LatestManifest {
     /// The pointer to the checkpoint at `revision` written in `term`.
-    pub fn new(term: crate::ids::Term, revision: i64) -> Self {
+    pub fn new(term: crate::ids::Term, revision: Revision) -> Self {
         LatestManifest {
             format_version: FORMAT_VERSION,
             checkpoint_key: checkpoint_key(term, revision),
@@ -228,11 +230,11 @@ pub struct CheckpointManifest {
     /// The term that wrote the checkpoint.
     pub term: crate::ids::Term,
     /// The revision of the last record the snapshot includes.
-    pub revision: i64,
+    pub revision: Revision,
     /// The sub-position of that record: WAL replay resumes after `(revision, sub)`.
     pub sub: u32,
     /// The compaction revision at the snapshot; history before it is gone.
-    pub compact_revision: i64,
+    pub compact_revision: Revision,
     /// The tables, in key order.
     pub tables: Vec<TableRef>,
     /// Entries over all tables; must equal their sum.

@@ -6,11 +6,14 @@ use crate::ids::Term;
 
 #[test]
 fn wal_keys_round_trip_and_show_sub_only_when_nonzero() {
-    assert_eq!(wal_key(Term(3), 42, 0), "wal/0000000003/00000000000000000042");
-    assert_eq!(wal_key(Term(3), 42, 7), "wal/0000000003/00000000000000000042-0000000007");
+    assert_eq!(wal_key(Term(3), Revision(42), 0), "wal/0000000003/00000000000000000042");
+    assert_eq!(wal_key(Term(3), Revision(42), 7), "wal/0000000003/00000000000000000042-0000000007");
     for (term, revision, sub) in [(0, 0, 0), (1, 1, 1), (TERM_MAX, i64::MAX, u32::MAX), (5, 1_000_000, 0)] {
         let term = Term(term);
-        assert_eq!(parse_wal_key(&wal_key(term, revision, sub)), Some(WalKey { term, revision, sub }));
+        assert_eq!(
+            parse_wal_key(&wal_key(term, Revision(revision), sub)),
+            Some(WalKey { term, revision: Revision(revision), sub })
+        );
     }
 }
 
@@ -20,7 +23,7 @@ fn wal_key_order_is_term_revision_sub_order() {
     for term in [1, 2, 10, TERM_MAX] {
         for revision in [0, 1, 9, 10, 99, 100, i64::MAX] {
             for sub in [0, 1, 2, 10, u32::MAX] {
-                positions.push(WalKey { term: Term(term), revision, sub });
+                positions.push(WalKey { term: Term(term), revision: Revision(revision), sub });
             }
         }
     }
@@ -59,23 +62,24 @@ fn wal_key_parsing_refuses_anything_but_the_canonical_form() {
 #[test]
 #[should_panic(expected = "does not fit")]
 fn wal_key_refuses_a_term_too_wide_to_sort() {
-    wal_key(Term(TERM_MAX + 1), 1, 0);
+    wal_key(Term(TERM_MAX + 1), Revision(1), 0);
 }
 
 #[test]
 #[should_panic(expected = "negative")]
 fn checkpoint_key_refuses_a_negative_revision() {
-    checkpoint_key(Term(1), -1);
+    checkpoint_key(Term(1), Revision(-1));
 }
 
 #[test]
 fn checkpoint_keys_round_trip_sort_and_parse_strictly() {
-    assert_eq!(checkpoint_key(Term(2), 17), "checkpoint/0000000002/00000000000000000017/manifest.json");
+    assert_eq!(checkpoint_key(Term(2), Revision(17)), "checkpoint/0000000002/00000000000000000017/manifest.json");
     let positions = [(1, 5), (1, 40), (2, 3), (10, 0)];
-    let keys: Vec<String> = positions.iter().map(|&(term, revision)| checkpoint_key(Term(term), revision)).collect();
+    let keys: Vec<String> =
+        positions.iter().map(|&(term, revision)| checkpoint_key(Term(term), Revision(revision))).collect();
     assert!(keys.is_sorted());
     for (key, &(term, revision)) in keys.iter().zip(&positions) {
-        assert_eq!(parse_checkpoint_key(key), Some(CheckpointKey { term: Term(term), revision }));
+        assert_eq!(parse_checkpoint_key(key), Some(CheckpointKey { term: Term(term), revision: Revision(revision) }));
     }
     for key in [
         "checkpoint/0000000002/00000000000000000017",
@@ -118,9 +122,9 @@ fn sample_checkpoint() -> CheckpointManifest {
     CheckpointManifest {
         format_version: FORMAT_VERSION,
         term: Term(4),
-        revision: 1234,
+        revision: Revision(1234),
         sub: 2,
-        compact_revision: 1000,
+        compact_revision: Revision(1000),
         tables: vec![
             TableRef { key: table_key("00000000000000aa"), bytes: 70_000, entries: 230 },
             TableRef { key: table_key("ffffffffffffff01"), bytes: 12, entries: 1 },
@@ -139,13 +143,13 @@ fn edited<T: Serialize>(document: &T, edit: impl FnOnce(&mut serde_json::Value))
 
 #[test]
 fn documents_round_trip() {
-    let latest = LatestManifest::new(Term(4), 1234);
+    let latest = LatestManifest::new(Term(4), Revision(1234));
     assert_eq!(parse_latest(&latest.to_json()).unwrap(), latest);
     let checkpoint = sample_checkpoint();
     assert_eq!(parse_checkpoint(&checkpoint.to_json()).unwrap(), checkpoint);
     let empty = CheckpointManifest { tables: vec![], entries: 0, ..sample_checkpoint() };
     assert_eq!(parse_checkpoint(&empty.to_json()).unwrap(), empty);
-    let pin = BranchPin::new(checkpoint_key(Term(4), 1234));
+    let pin = BranchPin::new(checkpoint_key(Term(4), Revision(1234)));
     assert_eq!(parse_branch_pin(&pin.to_json()).unwrap(), pin);
 }
 
@@ -169,7 +173,7 @@ fn assert_missing_field(result: Result<impl std::fmt::Debug, LayoutError>, field
 
 #[test]
 fn documents_refuse_missing_fields() {
-    let latest = LatestManifest::new(Term(4), 1234);
+    let latest = LatestManifest::new(Term(4), Revision(1234));
     for field in ["format_version", "checkpoint_key", "revision", "term"] {
         let bytes = edited(&latest, |v| drop(v.as_object_mut().unwrap().remove(field)));
         assert_missing_field(parse_latest(&bytes), field);
@@ -185,7 +189,7 @@ fn documents_refuse_missing_fields() {
         let bytes = edited(&checkpoint, |v| drop(v["tables"][1].as_object_mut().unwrap().remove(field)));
         assert_missing_field(parse_checkpoint(&bytes), field);
     }
-    let pin = BranchPin::new(checkpoint_key(Term(4), 1234));
+    let pin = BranchPin::new(checkpoint_key(Term(4), Revision(1234)));
     for field in ["format_version", "checkpoint_key"] {
         let bytes = edited(&pin, |v| drop(v.as_object_mut().unwrap().remove(field)));
         assert_missing_field(parse_branch_pin(&bytes), field);
@@ -194,7 +198,7 @@ fn documents_refuse_missing_fields() {
 
 #[test]
 fn documents_refuse_unknown_and_mistyped_fields() {
-    let bytes = edited(&LatestManifest::new(Term(4), 1234), |v| v["surprise"] = true.into());
+    let bytes = edited(&LatestManifest::new(Term(4), Revision(1234)), |v| v["surprise"] = true.into());
     assert!(matches!(parse_latest(&bytes), Err(LayoutError::Json { .. })));
     let bytes = edited(&sample_checkpoint(), |v| v["revision"] = "1234".into());
     assert!(matches!(parse_checkpoint(&bytes), Err(LayoutError::Json { .. })));
@@ -231,7 +235,7 @@ fn documents_refuse_unknown_format_versions_by_number() {
 
 #[test]
 fn latest_refuses_a_checkpoint_key_that_disagrees_with_its_position() {
-    let latest = LatestManifest::new(Term(4), 1234);
+    let latest = LatestManifest::new(Term(4), Revision(1234));
     for edit in [
         |v: &mut serde_json::Value| v["revision"] = 1235.into(),
         |v: &mut serde_json::Value| v["term"] = 3.into(),

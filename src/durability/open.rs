@@ -124,8 +124,8 @@ impl Durability {
                     });
                 }
                 tracing::warn!(
-                    local = position.revision,
-                    checkpoint = latest.revision,
+                    local = %position.revision,
+                    checkpoint = %latest.revision,
                     "data dir is behind the newest checkpoint; restoring"
                 );
                 reset_local(local)?;
@@ -138,7 +138,7 @@ impl Durability {
                 checkpoint = restored.as_ref().map(|r| r.key.as_str()),
                 wal_objects = replayed.objects,
                 wal_records = replayed.records,
-                revision = local_position(local)?.revision,
+                revision = %local_position(local)?.revision,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "restored from object storage"
             );

@@ -27,7 +27,7 @@ const APPLY_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// The position right after `position` for a record that opens a new revision, and for one that
 /// follows the same revision (a lease-only or compaction record).
 pub(super) fn successors(LogPosition { revision, sub }: LogPosition) -> [LogPosition; 2] {
-    [LogPosition::new(revision + 1, 0), LogPosition::new(revision, sub + 1)]
+    [LogPosition::new(revision.next(), 0), LogPosition::new(revision, sub + 1)]
 }
 
 /// One WAL object in the replay plan: records from `start` up to (not including) the next object's start.
@@ -156,7 +156,12 @@ pub async fn replay(
             stats.replayed_objects.fetch_add(1, Ordering::Relaxed);
         }
         if (index + 1) % 100 == 0 || index + 1 == total {
-            tracing::info!(objects = index + 1, of = total, revision = position.revision, "replaying WAL objects");
+            tracing::info!(
+                objects = index + 1,
+                of = total,
+                revision = %position.revision,
+                "replaying WAL objects"
+            );
         }
     }
     for download in downloads {
@@ -204,21 +209,23 @@ pub fn decode_wal_object(key: &str, mut bytes: &[u8]) -> Result<Vec<LogRecord>> 
 mod tests {
     use super::*;
     use crate::durability::layout::wal_key;
+    use crate::ids::Revision;
 
     #[test]
     fn a_newer_term_supersedes_older_objects_from_its_first_position() {
         let keys = vec![
-            wal_key(crate::ids::Term(1), 2, 0),
-            wal_key(crate::ids::Term(1), 10, 0),
-            wal_key(crate::ids::Term(1), 20, 0), // past a gap in term 1, superseded by term 2 from 15
-            wal_key(crate::ids::Term(2), 15, 0),
-            wal_key(crate::ids::Term(2), 15, 3),
-            wal_key(crate::ids::Term(3), 30, 0),
+            wal_key(crate::ids::Term(1), Revision(2), 0),
+            wal_key(crate::ids::Term(1), Revision(10), 0),
+            wal_key(crate::ids::Term(1), Revision(20), 0), // past a gap in term 1, superseded by term 2 from 15
+            wal_key(crate::ids::Term(2), Revision(15), 0),
+            wal_key(crate::ids::Term(2), Revision(15), 3),
+            wal_key(crate::ids::Term(3), Revision(30), 0),
         ];
         let planned: Vec<_> = plan(&keys).into_iter().map(|p| p.start).collect();
         assert_eq!(
             planned,
-            [(2, 0), (10, 0), (15, 0), (15, 3), (30, 0)].map(|(revision, sub)| LogPosition::new(revision, sub))
+            [(2, 0), (10, 0), (15, 0), (15, 3), (30, 0)]
+                .map(|(revision, sub)| LogPosition::new(Revision(revision), sub))
         );
     }
 
@@ -231,21 +238,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let local = Store::open(dir.path()).unwrap();
         let objects: Arc<dyn ObjectStore> = Arc::new(MemStore::new());
-        let put = LogEvent::Put { key: b"k".to_vec(), value: b"v".to_vec(), create_revision: 2, version: 1, lease: 0 };
-        let record = LogRecord { revision: 2, sub: 0, events: vec![put] };
-        runtime.block_on(objects.put(&wal_key(crate::ids::Term(1), 2, 0), record.encode())).unwrap();
+        let put = LogEvent::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            create_revision: Revision(2),
+            version: 1,
+            lease: 0,
+        };
+        let record = LogRecord { revision: Revision(2), sub: 0, events: vec![put] };
+        runtime.block_on(objects.put(&wal_key(crate::ids::Term(1), Revision(2), 0), record.encode())).unwrap();
         fail::cfg("store-commit", "return").unwrap();
-        let outcome = runtime.block_on(replay(&objects, &local, LogPosition::new(1, 0), &Default::default()));
+        let outcome = runtime.block_on(replay(&objects, &local, LogPosition::new(Revision(1), 0), &Default::default()));
         fail::remove("store-commit");
         let error = outcome.expect_err("the apply fails").to_string();
-        assert!(error.contains(&wal_key(crate::ids::Term(1), 2, 0)), "the error names the object: {error}");
-        assert_eq!(local.current_revision().unwrap(), 1, "nothing applied");
+        assert!(error.contains(&wal_key(crate::ids::Term(1), Revision(2), 0)), "the error names the object: {error}");
+        assert_eq!(local.current_revision().unwrap(), Revision(1), "nothing applied");
         scenario.teardown();
     }
 
     #[test]
     fn objects_that_do_not_decode_are_named() {
-        let record = LogRecord { revision: 2, sub: 0, events: vec![] };
+        let record = LogRecord { revision: Revision(2), sub: 0, events: vec![] };
         let mut bytes = record.encode();
         bytes.extend_from_slice(&record.encode());
         assert_eq!(decode_wal_object("wal/x", &bytes).unwrap().len(), 2);

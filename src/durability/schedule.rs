@@ -19,6 +19,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::ids::Revision;
 use crate::mvcc::store::INITIAL_REVISION;
 
 /// Why a checkpoint is due.
@@ -46,7 +47,7 @@ impl std::fmt::Display for Due {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewestCheckpoint {
     /// The revision it covers.
-    pub revision: i64,
+    pub revision: Revision,
     /// When it was taken (its manifest's `created_unix_ms`).
     pub created: SystemTime,
 }
@@ -60,7 +61,7 @@ pub struct CheckpointSchedule {
     /// Checkpoint once this many revisions, or WAL objects, are not covered.
     entries: Option<u64>,
     /// The revision the newest checkpoint covers ([`INITIAL_REVISION`] when there is none).
-    covered_revision: i64,
+    covered_revision: Revision,
     /// The time of the oldest write the newest checkpoint lacks; `None` while there is none.
     uncovered_since: Option<SystemTime>,
     /// WAL objects after the newest checkpoint, counted when `uploads_counted` objects were uploaded.
@@ -85,7 +86,7 @@ impl CheckpointSchedule {
         interval: Option<Duration>,
         entries: Option<u64>,
         newest: Option<NewestCheckpoint>,
-        revision: i64,
+        revision: Revision,
         wal_objects_after: u64,
         uploads: u64,
     ) -> CheckpointSchedule {
@@ -106,14 +107,14 @@ impl CheckpointSchedule {
 
     /// Whether a checkpoint is due now, the store being at `revision` and `uploads` WAL objects
     /// stored by this run.
-    pub fn due(&mut self, revision: i64, uploads: u64, now: SystemTime) -> Option<Due> {
+    pub fn due(&mut self, revision: Revision, uploads: u64, now: SystemTime) -> Option<Due> {
         if revision > self.covered_revision && self.uncovered_since.is_none() {
             self.uncovered_since = Some(now);
         }
         if self.retry_at.is_some_and(|at| now < at) {
             return None;
         }
-        let revisions = (revision - self.covered_revision).max(0) as u64;
+        let revisions = (revision.get() - self.covered_revision.get()).max(0) as u64;
         let objects = self.wal_objects + uploads.saturating_sub(self.uploads_counted);
         if let Some(entries) = self.entries {
             if revisions >= entries {
@@ -133,7 +134,7 @@ impl CheckpointSchedule {
     /// A checkpoint at `revision` was taken at `created` (or the newest one covers `revision`
     /// already); the store is at `current` now, and `uploads_before` WAL objects had been stored when
     /// it began (those stored since are counted as after it, which may count a few early).
-    pub fn checkpointed(&mut self, revision: i64, created: SystemTime, current: i64, uploads_before: u64) {
+    pub fn checkpointed(&mut self, revision: Revision, created: SystemTime, current: Revision, uploads_before: u64) {
         self.covered_revision = self.covered_revision.max(revision);
         self.uncovered_since = (current > self.covered_revision).then_some(created);
         self.wal_objects = 0;
@@ -167,23 +168,23 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + MINUTE * minutes as u32
     }
 
-    fn newest(revision: i64, minutes: u64) -> Option<NewestCheckpoint> {
+    fn newest(revision: Revision, minutes: u64) -> Option<NewestCheckpoint> {
         Some(NewestCheckpoint { revision, created: at(minutes) })
     }
 
     #[test]
     fn a_node_starting_with_more_uncovered_revisions_than_the_limit_checkpoints_at_once() {
-        let mut schedule = CheckpointSchedule::new(None, Some(100), newest(500, 0), 650, 0, 0);
-        assert_eq!(schedule.due(650, 0, at(1)), Some(Due::Revisions(150)));
-        schedule.checkpointed(650, at(1), 655, 0);
-        assert_eq!(schedule.due(749, 0, at(2)), None, "99 since the checkpoint");
-        assert_eq!(schedule.due(750, 0, at(2)), Some(Due::Revisions(100)));
+        let mut schedule = CheckpointSchedule::new(None, Some(100), newest(Revision(500), 0), Revision(650), 0, 0);
+        assert_eq!(schedule.due(Revision(650), 0, at(1)), Some(Due::Revisions(150)));
+        schedule.checkpointed(Revision(650), at(1), Revision(655), 0);
+        assert_eq!(schedule.due(Revision(749), 0, at(2)), None, "99 since the checkpoint");
+        assert_eq!(schedule.due(Revision(750), 0, at(2)), Some(Due::Revisions(100)));
     }
 
     #[test]
     fn the_count_goes_on_from_the_newest_checkpoint_across_restarts() {
         // Each run writes 30 revisions and stops: the count carries over through the store.
-        let mut revision = 2;
+        let mut revision = Revision(2);
         let mut checkpoint = None;
         for run in 0..10u64 {
             let mut schedule = CheckpointSchedule::new(None, Some(100), checkpoint, revision, 0, 0);
@@ -191,74 +192,77 @@ mod tests {
                 schedule.checkpointed(revision, at(run), revision, 0);
                 checkpoint = newest(revision, run);
             }
-            revision += 30;
+            revision = Revision(revision.get() + 30);
         }
         let covered = checkpoint.expect("a checkpoint was due in some run").revision;
-        assert!(revision - covered < 100 + 30, "at most the limit plus one run uncovered: {covered} of {revision}");
+        assert!(
+            revision.get() - covered.get() < 100 + 30,
+            "at most the limit plus one run uncovered: {covered} of {revision}"
+        );
     }
 
     #[test]
     fn wal_objects_after_the_checkpoint_count_too() {
         // A lease-heavy store: few revisions, many objects (found at start, then uploaded by this run).
-        let mut schedule = CheckpointSchedule::new(None, Some(100), newest(10, 0), 12, 60, 0);
-        assert_eq!(schedule.due(12, 39, at(1)), None);
-        assert_eq!(schedule.due(12, 40, at(1)), Some(Due::WalObjects(100)));
-        schedule.checkpointed(12, at(1), 12, 40);
-        assert_eq!(schedule.due(12, 139, at(2)), None, "objects stored since the checkpoint began: 99");
+        let mut schedule = CheckpointSchedule::new(None, Some(100), newest(Revision(10), 0), Revision(12), 60, 0);
+        assert_eq!(schedule.due(Revision(12), 39, at(1)), None);
+        assert_eq!(schedule.due(Revision(12), 40, at(1)), Some(Due::WalObjects(100)));
+        schedule.checkpointed(Revision(12), at(1), Revision(12), 40);
+        assert_eq!(schedule.due(Revision(12), 139, at(2)), None, "objects stored since the checkpoint began: 99");
     }
 
     #[test]
     fn a_checkpoint_older_than_the_interval_with_writes_after_it_is_due_at_start() {
-        let mut schedule = CheckpointSchedule::new(INTERVAL, None, newest(500, 0), 501, 0, 0);
-        assert_eq!(schedule.due(501, 0, at(20)), Some(Due::Age(MINUTE * 20)));
+        let mut schedule = CheckpointSchedule::new(INTERVAL, None, newest(Revision(500), 0), Revision(501), 0, 0);
+        assert_eq!(schedule.due(Revision(501), 0, at(20)), Some(Due::Age(MINUTE * 20)));
         // Without writes after it, an old checkpoint is current.
-        let mut idle = CheckpointSchedule::new(INTERVAL, None, newest(500, 0), 500, 0, 0);
-        assert_eq!(idle.due(500, 0, at(20)), None);
+        let mut idle = CheckpointSchedule::new(INTERVAL, None, newest(Revision(500), 0), Revision(500), 0, 0);
+        assert_eq!(idle.due(Revision(500), 0, at(20)), None);
     }
 
     #[test]
     fn the_interval_runs_from_the_oldest_uncovered_write() {
-        let mut schedule = CheckpointSchedule::new(INTERVAL, None, newest(500, 0), 500, 0, 0);
-        assert_eq!(schedule.due(500, 0, at(60)), None, "idle for an hour");
-        assert_eq!(schedule.due(501, 0, at(61)), None, "the first write after the idle hour is new");
-        assert_eq!(schedule.due(530, 0, at(75)), None);
-        assert_eq!(schedule.due(530, 0, at(76)), Some(Due::Age(MINUTE * 15)));
+        let mut schedule = CheckpointSchedule::new(INTERVAL, None, newest(Revision(500), 0), Revision(500), 0, 0);
+        assert_eq!(schedule.due(Revision(500), 0, at(60)), None, "idle for an hour");
+        assert_eq!(schedule.due(Revision(501), 0, at(61)), None, "the first write after the idle hour is new");
+        assert_eq!(schedule.due(Revision(530), 0, at(75)), None);
+        assert_eq!(schedule.due(Revision(530), 0, at(76)), Some(Due::Age(MINUTE * 15)));
         // Writes during the checkpoint are uncovered from its time on.
-        schedule.checkpointed(530, at(76), 532, 0);
-        assert_eq!(schedule.due(540, 0, at(90)), None);
-        assert_eq!(schedule.due(540, 0, at(91)), Some(Due::Age(MINUTE * 15)));
+        schedule.checkpointed(Revision(530), at(76), Revision(532), 0);
+        assert_eq!(schedule.due(Revision(540), 0, at(90)), None);
+        assert_eq!(schedule.due(Revision(540), 0, at(91)), Some(Due::Age(MINUTE * 15)));
     }
 
     #[test]
     fn writes_no_checkpoint_covers_from_an_earlier_run_are_due_at_once() {
-        let mut schedule = CheckpointSchedule::new(INTERVAL, None, None, 40, 0, 0);
-        assert!(matches!(schedule.due(40, 0, at(0)), Some(Due::Age(_))));
+        let mut schedule = CheckpointSchedule::new(INTERVAL, None, None, Revision(40), 0, 0);
+        assert!(matches!(schedule.due(Revision(40), 0, at(0)), Some(Due::Age(_))));
         // A fresh store: the interval runs from the first write.
         let mut fresh = CheckpointSchedule::new(INTERVAL, None, None, INITIAL_REVISION, 0, 0);
         assert_eq!(fresh.due(INITIAL_REVISION, 0, at(0)), None);
-        assert_eq!(fresh.due(5, 0, at(1)), None);
-        assert_eq!(fresh.due(9, 0, at(16)), Some(Due::Age(MINUTE * 15)));
+        assert_eq!(fresh.due(Revision(5), 0, at(1)), None);
+        assert_eq!(fresh.due(Revision(9), 0, at(16)), Some(Due::Age(MINUTE * 15)));
     }
 
     #[test]
     fn a_checkpoint_time_in_the_future_counts_as_now() {
-        let mut schedule = CheckpointSchedule::new(INTERVAL, None, newest(500, 30), 510, 0, 0);
-        assert_eq!(schedule.due(510, 0, at(0)), None);
-        assert_eq!(schedule.due(510, 0, at(45)), Some(Due::Age(MINUTE * 15)));
+        let mut schedule = CheckpointSchedule::new(INTERVAL, None, newest(Revision(500), 30), Revision(510), 0, 0);
+        assert_eq!(schedule.due(Revision(510), 0, at(0)), None);
+        assert_eq!(schedule.due(Revision(510), 0, at(45)), Some(Due::Age(MINUTE * 15)));
     }
 
     #[test]
     fn a_failed_checkpoint_is_retried_later_and_later() {
-        let mut schedule = CheckpointSchedule::new(None, Some(10), None, 50, 0, 0);
+        let mut schedule = CheckpointSchedule::new(None, Some(10), None, Revision(50), 0, 0);
         let start = at(0);
-        assert!(schedule.due(50, 0, start).is_some());
+        assert!(schedule.due(Revision(50), 0, start).is_some());
         schedule.failed(start);
-        assert_eq!(schedule.due(50, 0, start + Duration::from_secs(1)), None);
-        assert!(schedule.due(50, 0, start + RETRY_DELAY_FIRST).is_some());
+        assert_eq!(schedule.due(Revision(50), 0, start + Duration::from_secs(1)), None);
+        assert!(schedule.due(Revision(50), 0, start + RETRY_DELAY_FIRST).is_some());
         schedule.failed(start + RETRY_DELAY_FIRST);
-        assert_eq!(schedule.due(50, 0, start + RETRY_DELAY_FIRST * 2), None, "the pause doubled");
-        assert!(schedule.due(50, 0, start + RETRY_DELAY_FIRST * 3).is_some());
-        schedule.checkpointed(50, start, 50, 0);
-        assert_eq!(schedule.due(60, 0, start), Some(Due::Revisions(10)), "a success ends the pauses");
+        assert_eq!(schedule.due(Revision(50), 0, start + RETRY_DELAY_FIRST * 2), None, "the pause doubled");
+        assert!(schedule.due(Revision(50), 0, start + RETRY_DELAY_FIRST * 3).is_some());
+        schedule.checkpointed(Revision(50), start, Revision(50), 0);
+        assert_eq!(schedule.due(Revision(60), 0, start), Some(Due::Revisions(10)), "a success ends the pauses");
     }
 }

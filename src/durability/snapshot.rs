@@ -25,6 +25,7 @@ use sha2::Digest;
 
 use super::table::{TableBuilder, decode_table};
 use crate::error::{DurabilityError, Error, Result};
+use crate::ids::Revision;
 use crate::mvcc::Store;
 use crate::mvcc::store::LogPosition;
 
@@ -50,10 +51,10 @@ const RECORD_NAME_BYTES_MAX: u32 = 64 * 1024;
 pub struct SnapshotInfo {
     pub format: u32,
     /// The log position the snapshot was taken at.
-    pub revision: i64,
+    pub revision: Revision,
     pub sub: u32,
     /// The compact revision then.
-    pub compact: i64,
+    pub compact: Revision,
     pub tables: u64,
     pub entries: u64,
     /// The T4 version that wrote it.

@@ -5,6 +5,7 @@
 use super::open::local_position;
 use super::{Durability, layout, replay, upload};
 use crate::error::Result;
+use crate::ids::Revision;
 use crate::log::LogRecord;
 use crate::mvcc::store::{INITIAL_REVISION, LogPosition, ReadView};
 
@@ -45,8 +46,8 @@ impl Durability {
         }
         if last != position {
             tracing::info!(
-                uploaded_revision = uploaded.revision,
-                local_revision = position.revision,
+                uploaded_revision = %uploaded.revision,
+                local_revision = %position.revision,
                 "the local log does not hold every record object storage lacks; writing a checkpoint"
             );
             let mut checkpointing = self.checkpointer.shared.lock().await;
@@ -79,13 +80,13 @@ struct TailReader<'a> {
     /// The last record returned (or the position reading starts after).
     read: LogPosition,
     /// The next revision to read from.
-    from: i64,
-    through: i64,
+    from: Revision,
+    through: Revision,
     done: bool,
 }
 
 impl<'a> TailReader<'a> {
-    fn new(view: &'a ReadView, after: LogPosition, through: i64) -> TailReader<'a> {
+    fn new(view: &'a ReadView, after: LogPosition, through: Revision) -> TailReader<'a> {
         TailReader { view, read: after, from: after.revision, through, done: false }
     }
 
@@ -105,7 +106,7 @@ impl<'a> TailReader<'a> {
             let read = records.last().map_or(read, |r| r.position());
             let (rest, _) = self.view.log_records(covered, covered, usize::MAX)?;
             records.extend(rest.into_iter().filter(|r| r.position() > read));
-            self.from = covered + 1;
+            self.from = covered.next();
         }
         if let Some(last) = records.last() {
             self.read = last.position();

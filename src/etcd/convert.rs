@@ -6,7 +6,7 @@
 
 use super::header::nested_header;
 use crate::error::{Error, Result};
-use crate::ids::LeaseId;
+use crate::ids::{LeaseId, Revision};
 use crate::kv::{
     Compaction, Compare, CompareResult, CompareTarget, DeleteRange, DeleteResult, GrantedLease, LeaseGrant, Put,
     PutResult, RangeQuery, RangeResult, SortOrder, SortTarget, Txn, TxnOp, TxnOpResult, TxnResult,
@@ -32,7 +32,7 @@ impl From<pb::RangeRequest> for RangeQuery {
             key: r.key,
             range_end: r.range_end,
             limit: r.limit,
-            revision: r.revision,
+            revision: Revision(r.revision),
             sort_order,
             sort_target,
             keys_only: r.keys_only,
@@ -66,7 +66,7 @@ impl From<pb::DeleteRangeRequest> for DeleteRange {
 
 impl From<pb::CompactionRequest> for Compaction {
     fn from(r: pb::CompactionRequest) -> Compaction {
-        Compaction { revision: r.revision, physical: r.physical }
+        Compaction { revision: Revision(r.revision), physical: r.physical }
     }
 }
 
@@ -207,10 +207,10 @@ mod tests {
 
     #[test]
     fn ops_in_a_txn_answer_their_revision_alone_and_nested_txns_an_empty_header() {
-        let put = TxnOpResult::Put(PutResult { prev_kv: None, revision: 7 });
-        let nested = TxnOpResult::Txn(TxnResult { succeeded: true, responses: vec![], revision: 0 });
+        let put = TxnOpResult::Put(PutResult { prev_kv: None, revision: Revision(7) });
+        let nested = TxnOpResult::Txn(TxnResult { succeeded: true, responses: vec![], revision: Revision(0) });
         let top = ResponseHeader { cluster_id: 1, member_id: 2, revision: 7, raft_term: 3 };
-        let txn = TxnResult { succeeded: true, responses: vec![put, nested], revision: 7 };
+        let txn = TxnResult { succeeded: true, responses: vec![put, nested], revision: Revision(7) };
         let response = txn_response(txn, Some(top));
         assert_eq!(response.header, Some(top));
         let Some(response_op::Response::ResponsePut(put)) = &response.responses[0].response else { panic!() };

@@ -3,20 +3,26 @@
 //! revisions. (Responses nested in a txn carry only their revision, as etcd's do.)
 
 use super::Services;
+use crate::ids::Revision;
 use crate::mvcc::VersionReader;
 use crate::mvcc::store::Identity;
 use crate::proto::etcdserverpb::ResponseHeader;
 
 impl Identity {
     /// The header etcd puts on every response from this member, at `revision`.
-    pub fn response_header(&self, revision: i64) -> ResponseHeader {
-        ResponseHeader { cluster_id: self.cluster_id, member_id: self.member_id, revision, raft_term: self.term.get() }
+    pub fn response_header(&self, revision: Revision) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision: revision.get(),
+            raft_term: self.term.get(),
+        }
     }
 }
 
 impl Services {
     /// The header of a top-level response at `revision`.
-    pub(super) fn header(&self, revision: i64) -> Option<ResponseHeader> {
+    pub(super) fn header(&self, revision: Revision) -> Option<ResponseHeader> {
         Some(self.store.identity().response_header(revision))
     }
 
@@ -28,6 +34,6 @@ impl Services {
 }
 
 /// The header of a response nested in a txn: its revision alone.
-pub(super) fn nested_header(revision: i64) -> Option<ResponseHeader> {
-    Some(ResponseHeader { revision, ..Default::default() })
+pub(super) fn nested_header(revision: Revision) -> Option<ResponseHeader> {
+    Some(ResponseHeader { revision: revision.get(), ..Default::default() })
 }

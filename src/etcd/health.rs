@@ -25,7 +25,9 @@ impl Services {
     /// Whether the node answers a read now (a snapshot of the store at its current revision).
     pub async fn serves_reads(&self) -> bool {
         let store = self.store.clone();
-        let read = self.reads.run(move || -> crate::Result<i64> { Ok(store.read_view()?.current_revision()) });
+        let read = self
+            .reads
+            .run(move || -> crate::Result<crate::ids::Revision> { Ok(store.read_view()?.current_revision()) });
         matches!(read.await, Ok(Ok(_)))
     }
 

@@ -9,6 +9,7 @@ use super::Services;
 use super::status::to_status;
 use crate::alarms::Alarm;
 use crate::error::{DurabilityError, Internal, RuntimeError, StoreError};
+use crate::ids::Revision;
 use crate::mvcc::VersionReader;
 use crate::proto::etcdserverpb::alarm_request::AlarmAction;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
@@ -64,7 +65,7 @@ fn send_snapshot(
         let last = SnapshotResponse { header: None, remaining_bytes: 0, blob: digest.finalize().to_vec() };
         if chunks.send(Ok(last)).is_ok() {
             tracing::info!(
-                revision = info.revision,
+                revision = %info.revision,
                 bytes = size,
                 entries = info.entries,
                 took_ms = started.elapsed().as_millis() as u64,
@@ -86,7 +87,7 @@ impl Maintenance for Services {
         let store = self.store.clone();
         let (revision, db_size, in_use) = self
             .reads
-            .run(move || -> crate::Result<(i64, u64, u64)> {
+            .run(move || -> crate::Result<(Revision, u64, u64)> {
                 Ok((store.read_view()?.current_revision(), store.disk_bytes(), store.data_bytes()))
             })
             .await
@@ -102,9 +103,9 @@ impl Maintenance for Services {
             version: ETCD_API_VERSION.to_string(),
             db_size,
             leader: identity.member_id,
-            raft_index: revision as u64,
+            raft_index: revision.get() as u64,
             raft_term: identity.term.get(),
-            raft_applied_index: revision as u64,
+            raft_applied_index: revision.get() as u64,
             errors: self.alarms.status_errors(identity.member_id),
             db_size_in_use,
             is_learner: false,
@@ -119,15 +120,15 @@ impl Maintenance for Services {
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        let rev = request.into_inner().revision;
+        let rev = Revision(request.into_inner().revision);
         let store = self.store.clone();
         let hashed = on_own_thread("hash", move || store.hash_kv(rev)).await.and_then(|r| r);
         let (hash, current, compact) = self.corruption_checked(hashed)?;
         Ok(Response::new(HashKvResponse {
             header: self.header(current),
             hash,
-            compact_revision: compact,
-            hash_revision: if rev == 0 { current } else { rev },
+            compact_revision: compact.get(),
+            hash_revision: if rev.get() == 0 { current.get() } else { rev.get() },
         }))
     }
 

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::Services;
 use super::status::to_status;
 use crate::error::Error;
-use crate::ids::WatchId;
+use crate::ids::{Revision, WatchId};
 use crate::mvcc::KeySpan;
 use crate::mvcc::store::Identity;
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
@@ -85,7 +85,7 @@ fn watch_create(c: &WatchCreateRequest) -> WatchCreate {
     let has = |f: FilterType| c.filters.contains(&(f as i32));
     WatchCreate {
         span: watch_span(c),
-        start_revision: c.start_revision,
+        start_revision: Revision(c.start_revision),
         filter: EventFilter {
             no_put: has(FilterType::Noput),
             no_delete: has(FilterType::Nodelete),
@@ -134,10 +134,10 @@ pub(crate) fn watch_response(output: WatchOutput, identity: &Identity) -> WatchR
         }
         // etcd's compacted answer: canceled, the compact revision, and a zero header revision.
         WatchOutput::Compacted { watch_id, compact_revision } => WatchResponse {
-            header: header(0),
+            header: header(Revision(0)),
             watch_id: watch_id.get(),
             canceled: true,
-            compact_revision,
+            compact_revision: compact_revision.get(),
             ..Default::default()
         },
     }
@@ -172,18 +172,28 @@ mod tests {
         let large = Identity { member_id: u64::MAX, cluster_id: 1 << 40, term: Term(1 << 20) };
         let id = WatchId(7);
         let outputs = [
-            WatchOutput::Created { watch_id: WatchId(0), revision: 1 },
-            WatchOutput::Created { watch_id: id, revision: 1 << 33 },
-            WatchOutput::Refused { reason: CreateError::EmptyRange, revision: 5 },
-            WatchOutput::Refused { reason: CreateError::DuplicateId, revision: 0 },
-            WatchOutput::Events { watch_id: id, revision: 300, events: vec![event(1), event(2)], fragment: true },
-            WatchOutput::Events { watch_id: WatchId(0), revision: 3, events: vec![event(3)], fragment: false },
-            WatchOutput::Events { watch_id: WatchId(1 << 40), revision: 3, events: vec![], fragment: false },
-            WatchOutput::Progress { watch_id: id, revision: 9 },
-            WatchOutput::StreamProgress { revision: 0 },
-            WatchOutput::StreamProgress { revision: 128 },
-            WatchOutput::Canceled { watch_id: WatchId(0), revision: 2 },
-            WatchOutput::Compacted { watch_id: id, compact_revision: 1 << 20 },
+            WatchOutput::Created { watch_id: WatchId(0), revision: Revision(1) },
+            WatchOutput::Created { watch_id: id, revision: Revision(1 << 33) },
+            WatchOutput::Refused { reason: CreateError::EmptyRange, revision: Revision(5) },
+            WatchOutput::Refused { reason: CreateError::DuplicateId, revision: Revision(0) },
+            WatchOutput::Events {
+                watch_id: id,
+                revision: Revision(300),
+                events: vec![event(1), event(2)],
+                fragment: true,
+            },
+            WatchOutput::Events {
+                watch_id: WatchId(0),
+                revision: Revision(3),
+                events: vec![event(3)],
+                fragment: false,
+            },
+            WatchOutput::Events { watch_id: WatchId(1 << 40), revision: Revision(3), events: vec![], fragment: false },
+            WatchOutput::Progress { watch_id: id, revision: Revision(9) },
+            WatchOutput::StreamProgress { revision: Revision(0) },
+            WatchOutput::StreamProgress { revision: Revision(128) },
+            WatchOutput::Canceled { watch_id: WatchId(0), revision: Revision(2) },
+            WatchOutput::Compacted { watch_id: id, compact_revision: Revision(1 << 20) },
         ];
         for identity in [small, large] {
             for output in &outputs {
@@ -199,11 +209,11 @@ mod tests {
         let id = WatchId(4);
         let events: Vec<Event> = (0..10).map(event).collect();
         let responses = |limit| -> Vec<WatchResponse> {
-            let parts = fragments(&identity, id, 9, events.clone(), limit);
+            let parts = fragments(&identity, id, Revision(9), events.clone(), limit);
             parts.into_iter().map(|part| watch_response(part, &identity)).collect()
         };
         let response = WatchResponse {
-            header: Some(identity.response_header(9)),
+            header: Some(identity.response_header(Revision(9))),
             watch_id: 4,
             events: events.clone(),
             ..Default::default()
@@ -217,10 +227,10 @@ mod tests {
         let sent: Vec<Event> = parts.iter().flat_map(|p| p.events.clone()).collect();
         assert_eq!(sent, response.events, "every event once, in order");
         assert!(parts.iter().all(|p| p.watch_id == 4 && p.header == response.header));
-        let one = fragments(&identity, id, 9, vec![event(1)], 10);
+        let one = fragments(&identity, id, Revision(9), vec![event(1)], 10);
         assert_eq!(
             one,
-            vec![WatchOutput::Events { watch_id: id, revision: 9, events: vec![event(1)], fragment: false }],
+            vec![WatchOutput::Events { watch_id: id, revision: Revision(9), events: vec![event(1)], fragment: false }],
             "a single event is never split"
         );
     }

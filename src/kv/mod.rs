@@ -8,7 +8,7 @@ mod txn;
 
 pub use txn::{Compare, CompareResult, CompareTarget, Txn, TxnOp, TxnOpResult, TxnResult};
 
-use crate::ids::LeaseId;
+use crate::ids::{LeaseId, Revision};
 use crate::proto::mvccpb::KeyValue;
 
 /// How a range orders what it returns (etcd's `SortOrder`).
@@ -44,7 +44,7 @@ pub struct RangeQuery {
     /// Most key-values returned (0 or less: no limit).
     pub limit: i64,
     /// The revision read (0 or less: the current one).
-    pub revision: i64,
+    pub revision: Revision,
     pub sort_order: SortOrder,
     pub sort_target: SortTarget,
     /// Return keys without values.
@@ -67,7 +67,7 @@ pub struct RangeResult {
     /// How many keys the span holds at the revision read.
     pub count: i64,
     /// The reader's current revision (the response header's).
-    pub revision: i64,
+    pub revision: Revision,
 }
 
 /// A write of `value` at `key`.
@@ -91,7 +91,7 @@ pub struct PutResult {
     /// The key-value replaced, if asked and there was one.
     pub prev_kv: Option<KeyValue>,
     /// The put's revision.
-    pub revision: i64,
+    pub revision: Revision,
 }
 
 /// A delete of the keys `[key, range_end)`.
@@ -112,13 +112,13 @@ pub struct DeleteResult {
     /// The key-values deleted, if asked.
     pub prev_kvs: Vec<KeyValue>,
     /// The revision after the delete (the one before if it deleted nothing).
-    pub revision: i64,
+    pub revision: Revision,
 }
 
 /// A compaction of the history below `revision`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Compaction {
-    pub revision: i64,
+    pub revision: Revision,
     /// Answer only once the unreachable versions are removed.
     pub physical: bool,
 }
@@ -139,5 +139,5 @@ pub struct GrantedLease {
     /// The TTL granted (raised to the minimum), in seconds.
     pub ttl: i64,
     /// The current revision (a grant opens none).
-    pub revision: i64,
+    pub revision: Revision,
 }

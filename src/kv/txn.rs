@@ -2,6 +2,7 @@
 //! `src/sequencer/eval.rs` evaluates them as etcd's applier does.
 
 use super::{DeleteRange, DeleteResult, Put, PutResult, RangeQuery, RangeResult};
+use crate::ids::Revision;
 
 /// What a compare reads from each key, with the operand it is compared to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,5 +120,5 @@ pub struct TxnResult {
     /// One result per op of the branch that ran.
     pub responses: Vec<TxnOpResult>,
     /// The revision after the transaction (the one before if it wrote nothing).
-    pub revision: i64,
+    pub revision: Revision,
 }

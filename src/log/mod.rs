@@ -29,6 +29,8 @@ pub enum LogError {
     TrailingPayloadBytes,
 }
 
+use crate::ids::Revision;
+
 type Result<T> = std::result::Result<T, LogError>;
 
 const FORMAT_V2: u8 = 2;
@@ -43,7 +45,7 @@ const FRAME_HEADER_BYTES: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogEvent {
     /// `key` now holds `value` (its mod revision is the record's revision).
-    Put { key: Vec<u8>, value: Vec<u8>, create_revision: i64, version: i64, lease: i64 },
+    Put { key: Vec<u8>, value: Vec<u8>, create_revision: Revision, version: i64, lease: i64 },
     /// `key` was deleted.
     Delete { key: Vec<u8> },
     /// Lease `id` was granted with `ttl` seconds.
@@ -52,7 +54,7 @@ pub enum LogEvent {
     LeaseRevoke { id: i64 },
     /// History below `revision` was compacted away (etcd's Compact); replayed from a WAL, it
     /// compacts the restored store the same way.
-    Compact { revision: i64 },
+    Compact { revision: Revision },
 }
 
 impl LogEvent {
@@ -79,12 +81,12 @@ impl LogEvent {
 /// A position in the log, ordered as commits are: by revision, then by sub.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct LogPosition {
-    pub revision: i64,
+    pub revision: Revision,
     pub sub: u32,
 }
 
 impl LogPosition {
-    pub const fn new(revision: i64, sub: u32) -> LogPosition {
+    pub const fn new(revision: Revision, sub: u32) -> LogPosition {
         LogPosition { revision, sub }
     }
 
@@ -105,7 +107,7 @@ impl std::fmt::Debug for LogPosition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
     /// The revision these events were committed at (for a lease-only record: the revision it follows).
-    pub revision: i64,
+    pub revision: Revision,
     /// 0 for a record that opened `revision`; 1, 2, ... for lease-only records after it.
     pub sub: u32,
     /// The changes, in the order they were made.
@@ -158,7 +160,7 @@ impl LogRecord {
     pub fn encode(&self) -> Vec<u8> {
         let mut payload = Vec::with_capacity(64);
         payload.push(FORMAT_V2);
-        payload.extend_from_slice(&self.revision.to_be_bytes());
+        payload.extend_from_slice(&self.revision.get().to_be_bytes());
         payload.extend_from_slice(&self.sub.to_be_bytes());
         let count = u32::try_from(self.events.len()).expect("events are bounded by max_txn_ops");
         payload.extend_from_slice(&count.to_be_bytes());
@@ -167,7 +169,7 @@ impl LogRecord {
                 LogEvent::Put { key, value, create_revision, version, lease } => {
                     payload.push(KIND_PUT);
                     put_bytes(&mut payload, key);
-                    for n in [create_revision, version, lease] {
+                    for n in [create_revision.get(), *version, *lease] {
                         payload.extend_from_slice(&n.to_be_bytes());
                     }
                     put_bytes(&mut payload, value);
@@ -187,7 +189,7 @@ impl LogRecord {
                 }
                 LogEvent::Compact { revision } => {
                     payload.push(KIND_COMPACT);
-                    payload.extend_from_slice(&revision.to_be_bytes());
+                    payload.extend_from_slice(&revision.get().to_be_bytes());
                 }
             }
         }
@@ -216,7 +218,7 @@ impl LogRecord {
         if format != FORMAT_V2 {
             return Err(LogError::Format(format));
         }
-        let revision = r.i64()?;
+        let revision = Revision(r.i64()?);
         let sub = r.u32()?;
         let count = r.u32()? as usize;
         let mut events = Vec::with_capacity(count.min(1024));
@@ -224,13 +226,13 @@ impl LogRecord {
             let event = match r.u8()? {
                 KIND_PUT => {
                     let key = r.bytes()?;
-                    let (create_revision, version, lease) = (r.i64()?, r.i64()?, r.i64()?);
+                    let (create_revision, version, lease) = (Revision(r.i64()?), r.i64()?, r.i64()?);
                     LogEvent::Put { key, value: r.bytes()?, create_revision, version, lease }
                 }
                 KIND_DELETE => LogEvent::Delete { key: r.bytes()? },
                 KIND_LEASE_GRANT => LogEvent::LeaseGrant { id: r.i64()?, ttl: r.i64()? },
                 KIND_LEASE_REVOKE => LogEvent::LeaseRevoke { id: r.i64()? },
-                KIND_COMPACT => LogEvent::Compact { revision: r.i64()? },
+                KIND_COMPACT => LogEvent::Compact { revision: Revision(r.i64()?) },
                 kind => return Err(LogError::EventKind(kind)),
             };
             events.push(event);
@@ -248,12 +250,24 @@ mod tests {
 
     fn sample() -> LogRecord {
         LogRecord {
-            revision: 42,
+            revision: Revision(42),
             sub: 0,
             events: vec![
-                LogEvent::Put { key: b"a\x00".to_vec(), value: vec![], create_revision: 40, version: 3, lease: 0 },
+                LogEvent::Put {
+                    key: b"a\x00".to_vec(),
+                    value: vec![],
+                    create_revision: Revision(40),
+                    version: 3,
+                    lease: 0,
+                },
                 LogEvent::Delete { key: b"b".to_vec() },
-                LogEvent::Put { key: b"c".to_vec(), value: vec![7; 300], create_revision: 42, version: 1, lease: 9 },
+                LogEvent::Put {
+                    key: b"c".to_vec(),
+                    value: vec![7; 300],
+                    create_revision: Revision(42),
+                    version: 1,
+                    lease: 9,
+                },
                 LogEvent::LeaseRevoke { id: 9 },
             ],
         }
@@ -263,11 +277,12 @@ mod tests {
     fn records_round_trip() {
         let record = sample();
         assert_eq!(LogRecord::decode(&record.encode()).unwrap(), record);
-        let empty = LogRecord { revision: 1, sub: 0, events: vec![] };
+        let empty = LogRecord { revision: Revision(1), sub: 0, events: vec![] };
         assert_eq!(LogRecord::decode(&empty.encode()).unwrap(), empty);
-        let grant = LogRecord { revision: 7, sub: 3, events: vec![LogEvent::LeaseGrant { id: -5, ttl: 60 }] };
+        let grant = LogRecord { revision: Revision(7), sub: 3, events: vec![LogEvent::LeaseGrant { id: -5, ttl: 60 }] };
         assert_eq!(LogRecord::decode(&grant.encode()).unwrap(), grant);
-        let compact = LogRecord { revision: 9, sub: 1, events: vec![LogEvent::Compact { revision: 4 }] };
+        let compact =
+            LogRecord { revision: Revision(9), sub: 1, events: vec![LogEvent::Compact { revision: Revision(4) }] };
         assert_eq!(LogRecord::decode(&compact.encode()).unwrap(), compact);
     }
 

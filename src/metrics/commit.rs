@@ -94,7 +94,7 @@ impl Metrics {
         let inner = &self.inner;
         let commit = &inner.commit;
         let store = inner.store.get();
-        let revision = store.and_then(|s| s.read_view().ok()).map_or(0, |v| v.current_revision());
+        let revision = store.and_then(|s| s.read_view().ok()).map_or(0, |v| v.current_revision().get());
         // A single node commits one proposal per revision (compactions and lease records aside).
         let committed = ConstCounter::new(u64::try_from(revision).unwrap_or(0));
         single(
@@ -152,12 +152,18 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::Revision;
 
     #[test]
     fn committed_events_move_the_key_and_lease_counts() {
         let stats = CommitStats::default();
-        let put =
-            |version| LogEvent::Put { key: b"k".to_vec(), value: Vec::new(), create_revision: 2, version, lease: 0 };
+        let put = |version| LogEvent::Put {
+            key: b"k".to_vec(),
+            value: Vec::new(),
+            create_revision: Revision(2),
+            version,
+            lease: 0,
+        };
         let events = [
             put(1),
             put(2), // an update creates no key
@@ -166,7 +172,7 @@ mod tests {
             LogEvent::LeaseRevoke { id: 7 },
             LogEvent::Delete { key: b"j".to_vec() },
             put(1),
-            LogEvent::Compact { revision: 2 },
+            LogEvent::Compact { revision: Revision(2) },
         ];
         stats.committed(events.iter());
         assert_eq!(stats.keys.delta.load(Ordering::Relaxed), 1);

@@ -12,6 +12,7 @@
 //! are out of order (by hash), and readers sort them by their carried keys (see `store/read.rs`). Which
 //! form a stored key has follows from its length alone.
 use super::error::StoreError;
+use crate::ids::Revision;
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -112,7 +113,7 @@ fn history_bucket(stored: &[u8]) -> &[u8] {
 }
 
 /// The `kv` key of `key` at `revision`.
-pub fn history_key(key: &[u8], revision: i64) -> Vec<u8> {
+pub fn history_key(key: &[u8], revision: Revision) -> Vec<u8> {
     let mut out = escaped_key(key);
     out.extend_from_slice(&revision_bytes(revision));
     out
@@ -120,7 +121,7 @@ pub fn history_key(key: &[u8], revision: i64) -> Vec<u8> {
 
 /// Splits a short `kv` key into the user key and the revision (a long one's user key is in its
 /// record: [`Version::carried_key`]).
-pub fn decode_history_key(encoded: &[u8]) -> Result<(Vec<u8>, i64)> {
+pub fn decode_history_key(encoded: &[u8]) -> Result<(Vec<u8>, Revision)> {
     let corrupt = || StoreError::corrupt(format!("history key {:02x?}", &encoded[..encoded.len().min(64)]));
     if encoded.len() < TERMINATOR.len() + REVISION_BYTES || is_long_history_key(encoded) {
         return Err(corrupt());
@@ -145,20 +146,20 @@ pub fn decode_history_key(encoded: &[u8]) -> Result<(Vec<u8>, i64)> {
 }
 
 /// A revision as stored: big-endian so byte order is numeric order (revisions are never negative).
-pub fn revision_bytes(revision: i64) -> [u8; REVISION_BYTES] {
-    debug_assert!(revision >= 0, "revisions are never negative");
-    (revision as u64).to_be_bytes()
+pub fn revision_bytes(revision: Revision) -> [u8; REVISION_BYTES] {
+    debug_assert!(revision.get() >= 0, "revisions are never negative");
+    (revision.get() as u64).to_be_bytes()
 }
 
 /// Inverse of [`revision_bytes`].
-pub fn decode_revision(bytes: &[u8]) -> Result<i64> {
+pub fn decode_revision(bytes: &[u8]) -> Result<Revision> {
     let array: [u8; REVISION_BYTES] =
         bytes.try_into().map_err(|_| StoreError::corrupt(format!("revision of {} bytes", bytes.len())))?;
-    Ok(u64::from_be_bytes(array) as i64)
+    Ok(Revision(u64::from_be_bytes(array) as i64))
 }
 
 /// The `log` key of record `(revision, sub)`: byte order is commit order.
-pub fn log_key(revision: i64, sub: u32) -> [u8; LOG_KEY_BYTES] {
+pub fn log_key(revision: Revision, sub: u32) -> [u8; LOG_KEY_BYTES] {
     let mut out = [0u8; LOG_KEY_BYTES];
     out[..REVISION_BYTES].copy_from_slice(&revision_bytes(revision));
     out[REVISION_BYTES..].copy_from_slice(&sub.to_be_bytes());
@@ -193,9 +194,9 @@ pub fn decode_lease_key(bytes: &[u8]) -> Result<i64> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Version {
     /// Revision that created the key's current generation (0 for a tombstone).
-    pub create_revision: i64,
+    pub create_revision: Revision,
     /// Revision of this version.
-    pub mod_revision: i64,
+    pub mod_revision: Revision,
     /// Writes since creation: 1 for the first put; 0 for a tombstone.
     pub version: i64,
     /// Lease the key is attached to (0: none).
@@ -220,8 +221,8 @@ pub fn needs_carried_key(key: &[u8]) -> bool {
 
 impl Version {
     /// A tombstone: `key` deleted at `revision`.
-    pub fn tombstone(revision: i64) -> Version {
-        Version { create_revision: 0, mod_revision: revision, version: 0, lease: 0, value: None }
+    pub fn tombstone(revision: Revision) -> Version {
+        Version { create_revision: Revision(0), mod_revision: revision, version: 0, lease: 0, value: None }
     }
 
     /// Whether this version is a deletion marker.
@@ -255,7 +256,7 @@ impl Version {
             (true, true) => TAG_LIVE_KEYED,
             (false, true) => TAG_TOMBSTONE_KEYED,
         });
-        for n in [self.create_revision, self.mod_revision, self.version, self.lease] {
+        for n in [self.create_revision.get(), self.mod_revision.get(), self.version, self.lease] {
             out.extend_from_slice(&n.to_be_bytes());
         }
         if let Some(key) = key {
@@ -300,7 +301,13 @@ impl Version {
             TAG_TOMBSTONE | TAG_TOMBSTONE_KEYED => None,
             tag => return Err(StoreError::corrupt(format!("version record tag {tag}"))),
         };
-        Ok(Version { create_revision: int(0), mod_revision: int(1), version: int(2), lease: int(3), value })
+        Ok(Version {
+            create_revision: Revision(int(0)),
+            mod_revision: Revision(int(1)),
+            version: int(2),
+            lease: int(3),
+            value,
+        })
     }
 }
 
@@ -337,8 +344,8 @@ mod tests {
     fn history_keys_round_trip_including_zero_bytes() {
         for key in [&b"a"[..], b"", b"\x00", b"a\x00b", b"\x00\xff\x00", b"\xff\xff"] {
             for rev in [0, 1, 42, i64::MAX] {
-                let encoded = history_key(key, rev);
-                assert_eq!(decode_history_key(&encoded).unwrap(), (key.to_vec(), rev));
+                let encoded = history_key(key, Revision(rev));
+                assert_eq!(decode_history_key(&encoded).unwrap(), (key.to_vec(), Revision(rev)));
             }
         }
     }
@@ -349,14 +356,14 @@ mod tests {
         let mut encoded = Vec::new();
         for key in keys {
             for rev in [1, 2, 300] {
-                encoded.push((history_key(key, rev), key, rev));
+                encoded.push((history_key(key, Revision(rev)), key, rev));
             }
         }
         let mut sorted = encoded.clone();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(sorted, encoded, "user-key order, then revision order");
         // every version of a key sorts below the escaped form of any larger key
-        assert!(history_key(b"a", i64::MAX) < escaped_key(b"a\x00"));
+        assert!(history_key(b"a", Revision(i64::MAX)) < escaped_key(b"a\x00"));
     }
 
     /// Keys around every length where the stored form changes, sharing long prefixes, with zero bytes
@@ -395,8 +402,13 @@ mod tests {
         let keys = keys_around_the_limits();
         for key in &keys {
             assert!(latest_key(key).len() <= STORAGE_KEY_BYTES_MAX);
-            assert!(history_key(key, i64::MAX).len() <= STORAGE_KEY_BYTES_MAX);
-            assert_eq!(is_long_history_key(&history_key(key, 1)), needs_carried_key(key), "len {}", key.len());
+            assert!(history_key(key, Revision(i64::MAX)).len() <= STORAGE_KEY_BYTES_MAX);
+            assert_eq!(
+                is_long_history_key(&history_key(key, Revision(1))),
+                needs_carried_key(key),
+                "len {}",
+                key.len()
+            );
             if is_long_latest_key(&latest_key(key)) {
                 assert!(needs_carried_key(key), "a long latest key's record carries it");
             }
@@ -411,8 +423,8 @@ mod tests {
             .iter()
             .map(|k| Stored {
                 latest: latest_key(k).into_owned(),
-                oldest: history_key(k, 0),
-                newest: history_key(k, i64::MAX),
+                oldest: history_key(k, Revision(0)),
+                newest: history_key(k, Revision(i64::MAX)),
                 escaped: escaped_key(k),
             })
             .collect();
@@ -434,16 +446,16 @@ mod tests {
     #[test]
     fn corrupt_history_keys_are_refused() {
         assert!(decode_history_key(b"short").is_err());
-        let mut bad = history_key(b"a\x00b", 7);
+        let mut bad = history_key(b"a\x00b", Revision(7));
         bad[2] = 0x07; // break the escape after the zero byte
         assert!(decode_history_key(&bad).is_err());
     }
 
     #[test]
     fn log_and_lease_keys_sort_numerically() {
-        assert!(log_key(2, u32::MAX) < log_key(3, 0));
-        assert!(log_key(3, 0) < log_key(3, 1));
-        assert_eq!(decode_log_key(&log_key(42, 7)).unwrap(), crate::log::LogPosition::new(42, 7));
+        assert!(log_key(Revision(2), u32::MAX) < log_key(Revision(3), 0));
+        assert!(log_key(Revision(3), 0) < log_key(Revision(3), 1));
+        assert_eq!(decode_log_key(&log_key(Revision(42), 7)).unwrap(), crate::log::LogPosition::new(Revision(42), 7));
         let ids = [i64::MIN, -5, -1, 0, 1, 7, i64::MAX];
         for pair in ids.windows(2) {
             assert!(lease_key(pair[0]) < lease_key(pair[1]));
@@ -455,12 +467,17 @@ mod tests {
 
     #[test]
     fn versions_round_trip() {
-        let live =
-            Version { create_revision: 2, mod_revision: 9, version: 3, lease: 77, value: Some(b"v\x00".to_vec()) };
+        let live = Version {
+            create_revision: Revision(2),
+            mod_revision: Revision(9),
+            version: 3,
+            lease: 77,
+            value: Some(b"v\x00".to_vec()),
+        };
         assert_eq!(Version::decode(&live.encode_for(b"k")).unwrap(), live);
         let empty = Version { value: Some(Vec::new()), ..live.clone() };
         assert_eq!(Version::decode(&empty.encode_for(b"k")).unwrap(), empty);
-        let dead = Version::tombstone(10);
+        let dead = Version::tombstone(Revision(10));
         assert_eq!(Version::decode(&dead.encode_for(b"k")).unwrap(), dead);
         let long_key = vec![b'k'; 70_000];
         let record = live.encode_for(&long_key);

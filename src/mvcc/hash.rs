@@ -6,12 +6,13 @@
 //! (Castagnoli), as etcd's; the bytes hashed are T4's own, so the values differ from etcd's.
 
 use super::Version;
+use crate::ids::Revision;
 
 /// Hashes versions fed key by key (keys in store order, each key's versions by ascending revision).
 #[derive(Debug)]
 pub struct KvHasher {
-    rev: i64,
-    compact: i64,
+    rev: Revision,
+    compact: Revision,
     crc: u32,
     key: Vec<u8>,
     /// The current key's newest version at or below the compact revision, not hashed yet.
@@ -20,7 +21,7 @@ pub struct KvHasher {
 
 impl KvHasher {
     /// Hashes what is visible at `rev` over a history compacted at `compact`.
-    pub fn new(rev: i64, compact: i64) -> KvHasher {
+    pub fn new(rev: Revision, compact: Revision) -> KvHasher {
         KvHasher { rev, compact, crc: 0, key: Vec::new(), kept: None }
     }
 
@@ -62,7 +63,7 @@ impl KvHasher {
         let key_len = u32::try_from(self.key.len()).unwrap_or(u32::MAX);
         crc = crc32c::crc32c_append(crc, &key_len.to_be_bytes());
         crc = crc32c::crc32c_append(crc, &self.key);
-        for n in [version.mod_revision, version.create_revision, version.version, version.lease] {
+        for n in [version.mod_revision.get(), version.create_revision.get(), version.version, version.lease] {
             crc = crc32c::crc32c_append(crc, &n.to_be_bytes());
         }
         crc = crc32c::crc32c_append(crc, &[u8::from(version.is_tombstone())]);
@@ -76,8 +77,8 @@ mod tests {
 
     fn put(rev: i64, created: i64, version: i64, value: &str) -> Version {
         Version {
-            create_revision: created,
-            mod_revision: rev,
+            create_revision: Revision(created),
+            mod_revision: Revision(rev),
             version,
             lease: 0,
             value: Some(value.as_bytes().to_vec()),
@@ -89,7 +90,7 @@ mod tests {
         vec![
             (b"a", put(2, 2, 1, "a1")),
             (b"a", put(3, 2, 2, "a2")),
-            (b"a", Version::tombstone(5)),
+            (b"a", Version::tombstone(Revision(5))),
             (b"a", put(7, 7, 1, "a3")),
             (b"b", put(4, 4, 1, "b1")),
             (b"b", put(6, 4, 2, "b2")),
@@ -97,7 +98,7 @@ mod tests {
     }
 
     fn hash(rev: i64, compact: i64, versions: &[(&[u8], Version)]) -> u32 {
-        let mut hasher = KvHasher::new(rev, compact);
+        let mut hasher = KvHasher::new(Revision(rev), Revision(compact));
         for (key, version) in versions {
             hasher.push(key, version.clone());
         }
@@ -110,12 +111,12 @@ mod tests {
         // Compacted at 5: a's newest version at or below 5 is a deletion (nothing kept), b keeps 4.
         let compacted: Vec<_> = history
             .iter()
-            .filter(|(key, v)| v.mod_revision > 5 || (*key == b"b" && v.mod_revision == 4))
+            .filter(|(key, v)| v.mod_revision > Revision(5) || (*key == b"b" && v.mod_revision == Revision(4)))
             .cloned()
             .collect();
         assert_eq!(hash(7, 5, &history), hash(7, 5, &compacted));
         // Compacted at 3: a keeps 3, b nothing below.
-        let compacted: Vec<_> = history.iter().filter(|(_, v)| v.mod_revision >= 3).cloned().collect();
+        let compacted: Vec<_> = history.iter().filter(|(_, v)| v.mod_revision >= Revision(3)).cloned().collect();
         assert_eq!(hash(7, 3, &history), hash(7, 3, &compacted));
     }
 
@@ -124,7 +125,7 @@ mod tests {
         let history = history();
         let at_6 = hash(6, 0, &history);
         assert_ne!(at_6, hash(7, 0, &history), "rev 7 adds a version");
-        let before: Vec<_> = history.iter().filter(|(_, v)| v.mod_revision <= 6).cloned().collect();
+        let before: Vec<_> = history.iter().filter(|(_, v)| v.mod_revision <= Revision(6)).cloned().collect();
         assert_eq!(at_6, hash(7, 0, &before), "versions above rev are not hashed");
         let mut changed = history.clone();
         changed[4].1.lease = 9;

@@ -16,6 +16,7 @@ pub use encoding::Version;
 pub use store::Store;
 
 use crate::error::Result;
+use crate::ids::Revision;
 
 /// Where a key span ends, in etcd's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,14 +60,14 @@ impl KeySpan {
 /// Read access to versioned state at any revision inside the history window.
 pub trait VersionReader {
     /// The newest revision this reader can see.
-    fn current_revision(&self) -> i64;
+    fn current_revision(&self) -> Revision;
     /// Reads below this revision fail with [`crate::Error::Compacted`].
-    fn compact_revision(&self) -> i64;
+    fn compact_revision(&self) -> Revision;
     /// Visits the live keys of `span` as of `rev`, in key order, until `visit` returns false.
-    fn visit(&self, span: &KeySpan, rev: i64, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()>;
+    fn visit(&self, span: &KeySpan, rev: Revision, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()>;
 
     /// How many live keys `span` holds as of `rev` (implementations may skip decoding values).
-    fn count(&self, span: &KeySpan, rev: i64) -> Result<i64> {
+    fn count(&self, span: &KeySpan, rev: Revision) -> Result<i64> {
         let mut count = 0;
         self.visit(span, rev, &mut |_, _| {
             count += 1;
@@ -116,7 +117,7 @@ impl Layer {
     }
 
     /// Forgets every version at or below `revision` (it is now visible below this layer).
-    pub fn forget_through(&mut self, revision: i64) {
+    pub fn forget_through(&mut self, revision: Revision) {
         self.versions.retain(|_, versions| {
             versions.retain(|v| v.mod_revision > revision);
             !versions.is_empty()
@@ -134,7 +135,7 @@ impl Layer {
         self.versions.iter().flat_map(|(k, vs)| vs.iter().map(move |v| (k.as_slice(), v)))
     }
 
-    fn newest_at(&self, key: &[u8], rev: i64) -> Option<&Version> {
+    fn newest_at(&self, key: &[u8], rev: Revision) -> Option<&Version> {
         self.versions.get(key)?.iter().rev().find(|v| v.mod_revision <= rev)
     }
 }
@@ -153,21 +154,21 @@ pub struct Layered<'a> {
     pub lower: &'a dyn VersionReader,
     pub layer: &'a Layer,
     /// The newest revision visible through this reader (at least the lower one's).
-    pub current: i64,
+    pub current: Revision,
     /// Reads below this revision fail (the newest accepted compaction).
-    pub compact: i64,
+    pub compact: Revision,
 }
 
 impl VersionReader for Layered<'_> {
-    fn current_revision(&self) -> i64 {
+    fn current_revision(&self) -> Revision {
         self.current
     }
 
-    fn compact_revision(&self) -> i64 {
+    fn compact_revision(&self) -> Revision {
         self.compact
     }
 
-    fn visit(&self, span: &KeySpan, rev: i64, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
+    fn visit(&self, span: &KeySpan, rev: Revision, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
         if self.layer.is_empty() {
             return self.lower.visit(span, rev.min(self.lower.current_revision()), visit);
         }
@@ -211,33 +212,33 @@ mod tests {
     fn layer_keeps_one_version_per_revision_and_forgets_committed_ones() {
         let mut layer = Layer::default();
         let put = |rev, v: &[u8]| Version {
-            create_revision: 2,
-            mod_revision: rev,
+            create_revision: Revision(2),
+            mod_revision: Revision(rev),
             version: 1,
             lease: 0,
             value: Some(v.to_vec()),
         };
         layer.push(b"k", put(3, b"x"));
-        layer.push(b"k", Version::tombstone(3)); // put then delete in one txn
+        layer.push(b"k", Version::tombstone(Revision(3))); // put then delete in one txn
         layer.push(b"k", put(4, b"y"));
         assert_eq!(layer.iter().count(), 2);
-        assert!(layer.newest_at(b"k", 3).unwrap().is_tombstone());
-        layer.forget_through(3);
+        assert!(layer.newest_at(b"k", Revision(3)).unwrap().is_tombstone());
+        layer.forget_through(Revision(3));
         assert_eq!(layer.iter().count(), 1);
-        layer.forget_through(4);
+        layer.forget_through(Revision(4));
         assert!(layer.is_empty());
     }
 
     #[test]
     fn an_absorbed_layer_adds_its_versions_above_the_older_ones() {
         let mut older = Layer::default();
-        older.push(b"a", Version::tombstone(3));
+        older.push(b"a", Version::tombstone(Revision(3)));
         let mut newer = Layer::default();
-        newer.push(b"a", Version::tombstone(4));
-        newer.push(b"b", Version::tombstone(4));
+        newer.push(b"a", Version::tombstone(Revision(4)));
+        newer.push(b"b", Version::tombstone(Revision(4)));
         older.absorb(newer);
         assert_eq!(
-            older.iter().map(|(k, v)| (k, v.mod_revision)).collect::<Vec<_>>(),
+            older.iter().map(|(k, v)| (k, v.mod_revision.get())).collect::<Vec<_>>(),
             [(&b"a"[..], 3), (&b"a"[..], 4), (&b"b"[..], 4)]
         );
     }

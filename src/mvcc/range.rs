@@ -3,6 +3,7 @@
 
 use super::{KeySpan, Version, VersionReader};
 use crate::error::{Error, Result};
+use crate::ids::Revision;
 use crate::kv::{RangeQuery, RangeResult, SortOrder, SortTarget};
 use crate::proto::mvccpb::KeyValue;
 
@@ -10,8 +11,8 @@ use crate::proto::mvccpb::KeyValue;
 pub fn key_value(key: &[u8], v: Version) -> KeyValue {
     KeyValue {
         key: key.to_vec(),
-        create_revision: v.create_revision,
-        mod_revision: v.mod_revision,
+        create_revision: v.create_revision.get(),
+        mod_revision: v.mod_revision.get(),
         version: v.version,
         value: v.value.unwrap_or_default(),
         lease: v.lease,
@@ -19,12 +20,12 @@ pub fn key_value(key: &[u8], v: Version) -> KeyValue {
 }
 
 /// Resolves a requested read revision (0 = current) against the reader's window.
-pub fn check_revision(reader: &dyn VersionReader, requested: i64) -> Result<i64> {
+pub fn check_revision(reader: &dyn VersionReader, requested: Revision) -> Result<Revision> {
     let current = reader.current_revision();
     if requested > current {
         return Err(Error::FutureRevision);
     }
-    let rev = if requested <= 0 { current } else { requested };
+    let rev = if requested.get() <= 0 { current } else { requested };
     if rev < reader.compact_revision() {
         return Err(Error::Compacted);
     }
@@ -33,7 +34,7 @@ pub fn check_revision(reader: &dyn VersionReader, requested: i64) -> Result<i64>
 
 /// The live key-values of `span` at `rev`, at most `max` of them (0 = all), and how many there are.
 /// Past `max`, keys are only counted (without decoding values).
-pub fn collect(reader: &dyn VersionReader, span: &KeySpan, rev: i64, max: usize) -> Result<(Vec<KeyValue>, i64)> {
+pub fn collect(reader: &dyn VersionReader, span: &KeySpan, rev: Revision, max: usize) -> Result<(Vec<KeyValue>, i64)> {
     let mut kvs = Vec::new();
     let mut more = false;
     reader.visit(span, rev, &mut |key, version| {
@@ -125,13 +126,13 @@ mod tests {
     struct Latest(BTreeMap<Vec<u8>, Version>);
 
     impl VersionReader for Latest {
-        fn current_revision(&self) -> i64 {
-            10
+        fn current_revision(&self) -> Revision {
+            Revision(10)
         }
-        fn compact_revision(&self) -> i64 {
-            -1
+        fn compact_revision(&self) -> Revision {
+            Revision(-1)
         }
-        fn visit(&self, span: &KeySpan, _rev: i64, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
+        fn visit(&self, span: &KeySpan, _rev: Revision, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
             for (key, version) in self.0.iter().filter(|(k, _)| span.contains(k)) {
                 if !visit(key, version.clone()) {
                     break;
@@ -143,7 +144,13 @@ mod tests {
 
     /// Keys `a`, `b`, `c` at versions 3, 1, 2.
     fn reader() -> Latest {
-        let version = |version| Version { create_revision: 2, mod_revision: 5, version, lease: 0, value: Some(vec![]) };
+        let version = |version| Version {
+            create_revision: Revision(2),
+            mod_revision: Revision(5),
+            version,
+            lease: 0,
+            value: Some(vec![]),
+        };
         Latest([(b"a", 3), (b"b", 1), (b"c", 2)].into_iter().map(|(k, v)| (k.to_vec(), version(v))).collect())
     }
 

@@ -12,6 +12,7 @@ use super::{Answer, CommittedGroup, Outcome, SequencerMessage};
 use crate::actor::{Actor, Flow, Mailbox, Supervisor};
 use crate::alarms::{Alarm, Alarms};
 use crate::error::{Error, Result, SequencerError};
+use crate::ids::Revision;
 use crate::log::LogRecord;
 use crate::metrics::CommitStats;
 use crate::mvcc::Store;
@@ -26,7 +27,7 @@ pub struct PendingGroup {
     pub(super) prevs: Vec<Vec<Option<KeyValue>>>,
     pub(super) replies: Vec<(Answer, Result<Outcome>)>,
     /// A compaction in this group, and whether its caller waits for the physical removal.
-    pub(super) compaction: Option<(i64, bool)>,
+    pub(super) compaction: Option<(Revision, bool)>,
 }
 
 impl PendingGroup {
@@ -47,7 +48,7 @@ impl PendingGroup {
 /// What the committer reports to the sequencer after each group.
 pub enum Committed {
     /// The group whose last revision this is is durable.
-    Durable(i64),
+    Durable(Revision),
     /// The group was not committed: the store failed (this time or before).
     Failed(Arc<Error>),
 }
@@ -194,7 +195,7 @@ impl Committer {
 
 /// A physical compaction for the compactor, with a reply to release when it is done.
 pub(super) struct CompactJob {
-    pub revision: i64,
+    pub revision: Revision,
     pub reply: Option<(Answer, Result<Outcome>)>,
 }
 

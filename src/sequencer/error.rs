@@ -23,7 +23,7 @@ pub enum SequencerError {
     /// A physical compaction failed.
     #[error("storage failure: physical compaction to {revision}: {source}")]
     Compaction {
-        revision: i64,
+        revision: crate::ids::Revision,
         #[source]
         source: Arc<Error>,
     },

@@ -7,7 +7,7 @@ use super::leases::LeaseTable;
 use super::{Outcome, Proposal};
 use crate::config::{LEASE_TTL_MAX_SECONDS, LEASE_TTL_MIN_SECONDS};
 use crate::error::{Error, Result};
-use crate::ids::LeaseId;
+use crate::ids::{LeaseId, Revision};
 use crate::kv::{
     Compare, CompareResult, CompareTarget, DeleteRange, DeleteResult, GrantedLease, LeaseGrant, Put, PutResult, Txn,
     TxnOp, TxnOpResult, TxnResult,
@@ -27,16 +27,16 @@ pub struct Evaluation {
     /// For each event of `record`, the key's version before it (for watchers' `prev_kv`).
     pub prevs: Vec<Option<KeyValue>>,
     /// A compaction to persist, and whether the caller waits for the physical removal.
-    pub compaction: Option<(i64, bool)>,
+    pub compaction: Option<(Revision, bool)>,
 }
 
 /// The sequencer's view of the store: everything assigned so far, committed or not.
 #[derive(Debug)]
 pub struct SequencerState {
     /// The last revision assigned.
-    pub current: i64,
+    pub current: Revision,
     /// The last compaction accepted.
-    pub compact: i64,
+    pub compact: Revision,
     /// Versions of groups handed to the committer and not yet visible in the store.
     pub in_flight: Layer,
     /// Sub-index of the last record at `current` (lease-only records follow a revision without
@@ -92,7 +92,7 @@ impl SequencerState {
                 txn.events.push(LogEvent::LeaseRevoke { id: id.get() });
                 txn.prevs.push(None);
                 // The revision after the revoke, known below.
-                Outcome::LeaseRevoke(0)
+                Outcome::LeaseRevoke(Revision(0))
             }
         };
         let TxnWriter { changes, events, prevs, .. } = txn;
@@ -101,7 +101,7 @@ impl SequencerState {
         }
         // Only changes to keys open a revision; lease grants and revokes alone follow the current one.
         if events.iter().any(|e| e.key().is_some()) {
-            self.current += 1;
+            self.current = self.current.next();
             self.sub = 0;
             self.in_flight.absorb(changes);
         } else {
@@ -148,7 +148,7 @@ struct TxnWriter<'a> {
     /// Whether a lease exists (puts may only attach existing leases).
     lease_exists: &'a dyn Fn(LeaseId) -> bool,
     /// The revision before this txn; its writes land at `begin + 1`.
-    begin: i64,
+    begin: Revision,
     changes: Layer,
     events: Vec<LogEvent>,
     /// The version each event's key had before this txn.
@@ -168,8 +168,8 @@ impl<'a> TxnWriter<'a> {
     }
 
     /// The revision reads inside the txn see: one past `begin` once the txn has written.
-    fn now(&self) -> i64 {
-        self.begin + i64::from(!self.events.is_empty())
+    fn now(&self) -> Revision {
+        if self.events.is_empty() { self.begin } else { self.begin.next() }
     }
 
     fn with_view<T>(&self, f: impl FnOnce(&dyn VersionReader) -> T) -> T {
@@ -187,7 +187,7 @@ impl<'a> TxnWriter<'a> {
         if (p.ignore_value || p.ignore_lease) && prev.is_none() {
             return Err(Error::KeyNotFound);
         }
-        let rev = self.begin + 1;
+        let rev = self.begin.next();
         let value = match (&prev, p.ignore_value) {
             (Some(prev), true) => prev.value.clone().unwrap_or_default(),
             _ => p.value,
@@ -212,7 +212,7 @@ impl<'a> TxnWriter<'a> {
     fn delete_range(&mut self, d: DeleteRange) -> Result<DeleteResult> {
         let span = KeySpan::from_etcd(&d.key, &d.range_end);
         let (doomed, _) = self.with_view(|v| collect(v, &span, v.current_revision(), 0))?;
-        let rev = self.begin + 1;
+        let rev = self.begin.next();
         for kv in &doomed {
             self.changes.push(&kv.key, Version::tombstone(rev));
             self.events.push(LogEvent::Delete { key: kv.key.clone() });
@@ -264,7 +264,7 @@ impl<'a> TxnWriter<'a> {
             };
             responses.push(response);
         }
-        Ok(TxnResult { succeeded, responses, revision: 0 })
+        Ok(TxnResult { succeeded, responses, revision: Revision(0) })
     }
 }
 
@@ -305,7 +305,7 @@ fn check_path(t: &Txn, path: &[bool], pos: &mut usize, check: &mut dyn FnMut(&Tx
 /// revision (-1 before any compaction) is compacted.
 fn check_range_revision(view: &dyn VersionReader, op: &TxnOp) -> Result<()> {
     let TxnOp::Range(r) = op else { return Ok(()) };
-    if r.revision == 0 {
+    if r.revision.get() == 0 {
         return Ok(());
     }
     if r.revision > view.current_revision() {

@@ -3,7 +3,7 @@
 use super::eval::SequencerState;
 use super::{Outcome, Proposal};
 use crate::error::{Error, Result};
-use crate::ids::LeaseId;
+use crate::ids::{LeaseId, Revision};
 use crate::kv::{
     Compaction, Compare, CompareResult, CompareTarget, DeleteRange, Put, RangeQuery, Txn, TxnOp, TxnOpResult, TxnResult,
 };
@@ -14,19 +14,25 @@ use crate::mvcc::{KeySpan, Layer, Version, VersionReader};
 struct EmptyStore;
 
 impl VersionReader for EmptyStore {
-    fn current_revision(&self) -> i64 {
-        1
+    fn current_revision(&self) -> Revision {
+        Revision(1)
     }
-    fn compact_revision(&self) -> i64 {
-        -1
+    fn compact_revision(&self) -> Revision {
+        Revision(-1)
     }
-    fn visit(&self, _: &KeySpan, _: i64, _: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
+    fn visit(&self, _: &KeySpan, _: Revision, _: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
         Ok(())
     }
 }
 
 fn state() -> SequencerState {
-    SequencerState { current: 1, compact: -1, in_flight: Layer::default(), sub: 0, leases: Default::default() }
+    SequencerState {
+        current: Revision(1),
+        compact: Revision(-1),
+        in_flight: Layer::default(),
+        sub: 0,
+        leases: Default::default(),
+    }
 }
 
 fn put(key: &str, value: &str) -> Put {
@@ -63,7 +69,7 @@ fn puts_count_versions_and_deletes_reset_them() {
     assert_eq!((kv.create_revision, kv.mod_revision, kv.version, kv.value.as_slice()), (2, 3, 2, &b"b"[..]));
     let del = DeleteRange { key: "k".into(), ..Default::default() };
     let eval = s.evaluate(&EmptyStore, Proposal::DeleteRange(del.clone())).unwrap();
-    assert_eq!(eval.record.unwrap().revision, 4);
+    assert_eq!(eval.record.unwrap().revision, Revision(4));
     assert!(get(&mut s, "k").is_none());
     let nothing = s.evaluate(&EmptyStore, Proposal::DeleteRange(del)).unwrap();
     assert!(nothing.record.is_none(), "deleting nothing takes no revision");
@@ -97,11 +103,11 @@ fn ops_in_a_txn_see_earlier_ops_and_share_one_revision() {
         failure: vec![],
     };
     let resp = txn(&mut s, t).unwrap();
-    assert_eq!(resp.revision, 2);
+    assert_eq!(resp.revision, Revision(2));
     let TxnOpResult::Range(before) = &resp.responses[0] else { panic!() };
-    assert_eq!((before.kvs.len(), before.revision), (0, 1));
+    assert_eq!((before.kvs.len(), before.revision), (0, Revision(1)));
     let TxnOpResult::Range(after) = &resp.responses[3] else { panic!() };
-    assert_eq!((after.kvs.len(), after.revision), (2, 2), "reads after a write see revision + 1");
+    assert_eq!((after.kvs.len(), after.revision), (2, Revision(2)), "reads after a write see revision + 1");
     assert!(after.kvs.iter().all(|kv| kv.mod_revision == 2));
 }
 
@@ -120,7 +126,7 @@ fn nested_txns_take_the_branch_their_compares_pick_against_the_state_before() {
     let resp = txn(&mut s, outer).unwrap();
     let TxnOpResult::Txn(nested) = &resp.responses[1] else { panic!() };
     assert!(nested.succeeded);
-    assert_eq!(nested.revision, 0, "nested headers are empty, as etcd's");
+    assert_eq!(nested.revision, Revision(0), "nested headers are empty, as etcd's");
     assert_eq!(get(&mut s, "inner").unwrap().value, b"then");
 }
 
@@ -133,7 +139,7 @@ fn ignore_flags_and_leases_are_checked_before_anything_is_written() {
     assert!(matches!(s.evaluate(&EmptyStore, Proposal::Put(leased.clone())), Err(Error::LeaseNotFound)));
     let t = Txn { success: vec![TxnOp::Put(put("other", "x")), TxnOp::Put(leased)], ..Default::default() };
     assert!(matches!(txn(&mut s, t), Err(Error::LeaseNotFound)));
-    assert_eq!(s.current, 1, "failed proposals take no revision");
+    assert_eq!(s.current, Revision(1), "failed proposals take no revision");
     s.evaluate(&EmptyStore, Proposal::Put(put("k", "v"))).unwrap();
     s.evaluate(&EmptyStore, Proposal::Put(ignore)).unwrap();
     assert_eq!(get(&mut s, "k").unwrap().value, b"v", "ignore_value keeps the old value");
@@ -146,33 +152,42 @@ fn compaction_is_bounded_by_the_current_and_previous_compact_revisions() {
         s.evaluate(&EmptyStore, Proposal::Put(put("k", &i.to_string()))).unwrap();
     }
     let compact = |rev| Proposal::Compact(Compaction { revision: rev, physical: false });
-    assert!(matches!(s.evaluate(&EmptyStore, compact(5)), Err(Error::FutureRevision)));
-    let eval = s.evaluate(&EmptyStore, compact(3)).unwrap();
-    assert_eq!(eval.compaction, Some((3, false)));
+    assert!(matches!(s.evaluate(&EmptyStore, compact(Revision(5))), Err(Error::FutureRevision)));
+    let eval = s.evaluate(&EmptyStore, compact(Revision(3))).unwrap();
+    assert_eq!(eval.compaction, Some((Revision(3), false)));
     let record = eval.record.expect("a compaction is logged");
-    assert_eq!(record.position(), LogPosition::new(4, 1), "compaction takes no revision: it follows the current one");
-    assert_eq!(record.events, [crate::log::LogEvent::Compact { revision: 3 }]);
-    assert_eq!(s.current, 4);
-    assert!(matches!(s.evaluate(&EmptyStore, compact(3)), Err(Error::Compacted)));
-    let old = RangeQuery { key: "k".into(), revision: 2, ..Default::default() };
+    assert_eq!(
+        record.position(),
+        LogPosition::new(Revision(4), 1),
+        "compaction takes no revision: it follows the current one"
+    );
+    assert_eq!(record.events, [crate::log::LogEvent::Compact { revision: Revision(3) }]);
+    assert_eq!(s.current, Revision(4));
+    assert!(matches!(s.evaluate(&EmptyStore, compact(Revision(3))), Err(Error::Compacted)));
+    let old = RangeQuery { key: "k".into(), revision: Revision(2), ..Default::default() };
     let t = Txn { success: vec![TxnOp::Range(old)], ..Default::default() };
     assert!(matches!(txn(&mut s, t), Err(Error::Compacted)));
 }
 
 fn txn_reading_at(revision: i64) -> Proposal {
-    let range = RangeQuery { key: b"k".to_vec(), revision, ..Default::default() };
+    let range = RangeQuery { key: b"k".to_vec(), revision: Revision(revision), ..Default::default() };
     Proposal::Txn(Txn { compare: vec![], success: vec![TxnOp::Range(range)], failure: vec![] })
 }
 
 #[test]
 fn a_txn_range_revision_is_checked_literally_against_the_compact_revision() {
-    let mut state =
-        SequencerState { current: 1, compact: -1, in_flight: Layer::default(), sub: 0, leases: Default::default() };
+    let mut state = SequencerState {
+        current: Revision(1),
+        compact: Revision(-1),
+        in_flight: Layer::default(),
+        sub: 0,
+        leases: Default::default(),
+    };
     // -1 is not below etcd's initial compact revision (-1): the range reads the current revision.
     assert!(state.evaluate(&EmptyStore, txn_reading_at(-1)).is_ok());
     assert!(matches!(state.evaluate(&EmptyStore, txn_reading_at(-2)), Err(Error::Compacted)));
     assert!(matches!(state.evaluate(&EmptyStore, txn_reading_at(2)), Err(Error::FutureRevision)));
-    let compact = Proposal::Compact(Compaction { revision: 0, physical: false });
+    let compact = Proposal::Compact(Compaction { revision: Revision(0), physical: false });
     state.evaluate(&EmptyStore, compact).unwrap();
     assert!(matches!(state.evaluate(&EmptyStore, txn_reading_at(-1)), Err(Error::Compacted)));
     assert!(state.evaluate(&EmptyStore, txn_reading_at(1)).is_ok());

@@ -7,6 +7,7 @@ use super::{Grouping, Sequencer, SequencerHandle, SpaceGuard};
 use crate::actor::Supervisor;
 use crate::alarms::{Alarm, Alarms};
 use crate::error::{Error, Internal, SequencerError};
+use crate::ids::Revision;
 use crate::kv::{DeleteRange, Put};
 use crate::mvcc::{Store, VersionReader};
 
@@ -15,7 +16,7 @@ fn put(key: &str) -> Put {
 }
 
 async fn revision_of(handle: &SequencerHandle, key: &str) -> crate::Result<i64> {
-    Ok(handle.put(put(key)).await?.revision)
+    Ok(handle.put(put(key)).await?.revision.get())
 }
 
 /// Runs a sequencer over `store` with `space` on a glommio executor and `body` against its handle,
@@ -58,7 +59,7 @@ fn a_failed_commit_is_never_acknowledged_and_fences_later_writes() {
     assert_eq!(fatal.actor, "committer");
     assert!(fatal.to_string().contains("injected commit failure"), "{fatal}");
     let view = store.read_view().unwrap();
-    assert_eq!(view.current_revision(), 2, "nothing after the failure was committed");
+    assert_eq!(view.current_revision(), Revision(2), "nothing after the failure was committed");
     assert!(view.get(b"before").unwrap().is_some());
     assert!(view.get(b"failed").unwrap().is_none() && view.get(b"after").unwrap().is_none());
 }
@@ -80,7 +81,10 @@ fn writes_that_grow_the_store_are_refused_below_the_free_space_floor_and_raise_n
         assert!(alarms.is_raised(Alarm::NoSpace));
         // A delete does not grow the store: it goes on (and takes the next revision).
         let deleted = handle.delete_range(delete("k")).await.expect("delete under NOSPACE");
-        assert!(deleted.revision == 1 && deleted.deleted == 0, "nothing to delete, and no refusal: {deleted:?}");
+        assert!(
+            deleted.revision == Revision(1) && deleted.deleted == 0,
+            "nothing to delete, and no refusal: {deleted:?}"
+        );
         handle
     });
     let view = store.read_view().unwrap();

@@ -123,9 +123,10 @@ impl LeaseTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::Revision;
 
     fn put(key: &str, lease: i64) -> LogEvent {
-        LogEvent::Put { key: key.into(), value: vec![], create_revision: 2, version: 1, lease }
+        LogEvent::Put { key: key.into(), value: vec![], create_revision: Revision(2), version: 1, lease }
     }
 
     fn prev(key: &str, lease: i64) -> Option<KeyValue> {

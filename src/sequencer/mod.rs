@@ -25,7 +25,7 @@ pub use space::SpaceGuard;
 
 use crate::actor::{Mailbox, Reply, WhenFull};
 use crate::error::{Error, Result};
-use crate::ids::LeaseId;
+use crate::ids::{LeaseId, Revision};
 use crate::kv::{Compaction, DeleteRange, DeleteResult, GrantedLease, LeaseGrant, Put, PutResult, Txn, TxnResult};
 use crate::log::LogRecord;
 use crate::proto::mvccpb::KeyValue;
@@ -47,9 +47,9 @@ pub enum Outcome {
     Put(PutResult),
     DeleteRange(DeleteResult),
     Txn(TxnResult),
-    Compact(i64),
+    Compact(Revision),
     LeaseGrant(GrantedLease),
-    LeaseRevoke(i64),
+    LeaseRevoke(Revision),
 }
 
 /// A group made durable, as every subscriber (the shard actors; later the uploader and replicator)
@@ -80,9 +80,9 @@ pub enum Answer {
     Put(Reply<Result<PutResult>>),
     DeleteRange(Reply<Result<DeleteResult>>),
     Txn(Reply<Result<TxnResult>>),
-    Compact(Reply<Result<i64>>),
+    Compact(Reply<Result<Revision>>),
     LeaseGrant(Reply<Result<GrantedLease>>),
-    LeaseRevoke(Reply<Result<i64>>),
+    LeaseRevoke(Reply<Result<Revision>>),
 }
 
 impl Answer {
@@ -159,7 +159,7 @@ impl SequencerHandle {
     }
 
     /// Compacts the history; answers the current revision.
-    pub async fn compact(&self, compaction: Compaction) -> Result<i64> {
+    pub async fn compact(&self, compaction: Compaction) -> Result<Revision> {
         self.propose(Proposal::Compact(compaction), Answer::Compact).await
     }
 
@@ -168,7 +168,7 @@ impl SequencerHandle {
     }
 
     /// Revokes lease `id`, deleting its keys at one revision; answers the revision after it.
-    pub async fn lease_revoke(&self, id: LeaseId) -> Result<i64> {
+    pub async fn lease_revoke(&self, id: LeaseId) -> Result<Revision> {
         self.propose(Proposal::LeaseRevoke(id), Answer::LeaseRevoke).await
     }
 

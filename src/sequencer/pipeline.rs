@@ -6,10 +6,12 @@
 
 use std::collections::VecDeque;
 
+use crate::ids::Revision;
+
 /// Groups out, by the last revision each holds.
 #[derive(Debug)]
 pub struct Pipeline {
-    out: VecDeque<i64>,
+    out: VecDeque<Revision>,
     /// Groups out at most (`--groups-in-flight-max`).
     max: usize,
     /// A stop was asked for (or every handle is gone): no new group starts.
@@ -20,7 +22,7 @@ pub struct Pipeline {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Report {
     /// Durable through this revision.
-    Durable(i64),
+    Durable(Revision),
     /// Not committed (the store failed, or the committer stopped).
     Failed,
 }
@@ -38,7 +40,7 @@ impl Pipeline {
     }
 
     /// A group holding revisions through `last_revision` left.
-    pub fn started(&mut self, last_revision: i64) {
+    pub fn started(&mut self, last_revision: Revision) {
         assert!(
             self.out.back().is_none_or(|&before| last_revision >= before),
             "groups leave in revision order: {last_revision} after {:?}",
@@ -49,7 +51,7 @@ impl Pipeline {
 
     /// The oldest group's report. Returns the revision its versions are durable through (the
     /// in-flight layer may forget them), `None` for a failed group or when no group is out.
-    pub fn reported(&mut self, report: Report) -> Option<i64> {
+    pub fn reported(&mut self, report: Report) -> Option<Revision> {
         let oldest = self.out.pop_front()?;
         match report {
             Report::Durable(revision) => {
@@ -91,23 +93,23 @@ mod tests {
     #[test]
     fn a_full_pipeline_takes_proposals_only_to_refuse_them() {
         let mut pipeline = Pipeline::new(2);
-        pipeline.started(2);
+        pipeline.started(Revision(2));
         assert!(pipeline.accepts(false));
-        pipeline.started(3);
+        pipeline.started(Revision(3));
         assert!(!pipeline.accepts(false), "two groups out of two");
         assert!(pipeline.accepts(true), "an outage refuses at once, so the mailbox is read");
-        assert_eq!(pipeline.reported(Report::Durable(2)), Some(2));
+        assert_eq!(pipeline.reported(Report::Durable(Revision(2))), Some(Revision(2)));
         assert!(pipeline.accepts(false));
     }
 
     #[test]
     fn a_stop_waits_for_every_group_out_and_takes_nothing_more() {
         let mut pipeline = Pipeline::new(4);
-        pipeline.started(5);
-        pipeline.started(5);
+        pipeline.started(Revision(5));
+        pipeline.started(Revision(5));
         pipeline.stop();
         assert!(!pipeline.accepts(true) && !pipeline.finished());
-        assert_eq!(pipeline.reported(Report::Durable(5)), Some(5));
+        assert_eq!(pipeline.reported(Report::Durable(Revision(5))), Some(Revision(5)));
         assert!(!pipeline.finished(), "one group is still out");
         assert_eq!(pipeline.reported(Report::Failed), None);
         assert!(pipeline.finished());
@@ -116,8 +118,8 @@ mod tests {
     #[test]
     fn groups_lost_with_the_committer_are_abandoned_and_let_a_stop_finish() {
         let mut pipeline = Pipeline::new(4);
-        pipeline.started(7);
-        pipeline.started(8);
+        pipeline.started(Revision(7));
+        pipeline.started(Revision(8));
         pipeline.stop();
         assert_eq!(pipeline.abandon_all(), 2);
         assert!(pipeline.finished());
@@ -127,9 +129,9 @@ mod tests {
     #[should_panic(expected = "in the order they left")]
     fn a_report_out_of_order_is_refused_loudly() {
         let mut pipeline = Pipeline::new(4);
-        pipeline.started(7);
-        pipeline.started(8);
-        pipeline.reported(Report::Durable(8));
+        pipeline.started(Revision(7));
+        pipeline.started(Revision(8));
+        pipeline.reported(Report::Durable(Revision(8)));
     }
 
     /// Random runs against a model: a queue of groups out, a bound, a stop flag.
@@ -139,8 +141,8 @@ mod tests {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let max = rng.random_range(1..5usize);
             let mut pipeline = Pipeline::new(max);
-            let mut model: VecDeque<i64> = VecDeque::new();
-            let (mut revision, mut stopping, mut outage) = (1i64, false, false);
+            let mut model: VecDeque<Revision> = VecDeque::new();
+            let (mut revision, mut stopping, mut outage) = (Revision(1), false, false);
             for step in 0..200 {
                 match rng.random_range(0..10) {
                     0..=3 => {
@@ -148,7 +150,7 @@ mod tests {
                         assert_eq!(accepts, !stopping && (model.len() < max || outage), "seed {seed} step {step}");
                         // During an outage proposals are refused: no group leaves.
                         if accepts && !outage {
-                            revision += rng.random_range(0..3i64);
+                            revision = Revision(revision.get() + rng.random_range(0..3i64));
                             pipeline.started(revision);
                             model.push_back(revision);
                         }

@@ -17,6 +17,7 @@ use super::{LeaseTtl, Outbox, Shard, ShardContext, WatchRequests, lease_owner};
 use crate::actor::{self, Actor, Flow, Inbox, Mailbox, Reply, WhenFull};
 use crate::config::LEASE_TICK_MS;
 use crate::error::{Error, Result};
+use crate::ids::Revision;
 use crate::mvcc::VersionReader;
 use crate::sequencer::CommittedGroup;
 
@@ -31,9 +32,9 @@ pub(super) enum ShardMessage {
     /// Serve a new watch stream.
     OpenStream { requests: WatchRequests, outbox: Outbox },
     /// Renew a lease: its TTL, or `None` if it does not exist (or expired); and the revision.
-    KeepAlive { id: i64, reply: Reply<(Option<i64>, i64)> },
+    KeepAlive { id: i64, reply: Reply<(Option<i64>, Revision)> },
     /// A lease's TTLs, or `None` if it does not exist; and the revision.
-    TimeToLive { id: i64, reply: Reply<(Option<LeaseTtl>, i64)> },
+    TimeToLive { id: i64, reply: Reply<(Option<LeaseTtl>, Revision)> },
     /// A request a stream's client sent.
     StreamRequest { stream: StreamId, request: StreamRequest },
     /// A stream's requests broke (or did not decode): the stream ends with this error.
@@ -65,12 +66,12 @@ impl ShardHandle {
     }
 
     /// Renews lease `id`; returns its TTL (`None`: no such lease, or it expired) and the revision.
-    pub async fn keep_alive(&self, id: i64) -> Result<(Option<i64>, i64)> {
+    pub async fn keep_alive(&self, id: i64) -> Result<(Option<i64>, Revision)> {
         self.mailbox.ask(|reply| ShardMessage::KeepAlive { id, reply }).await
     }
 
     /// The TTLs of lease `id` (`None`: no such lease) and the revision.
-    pub async fn time_to_live(&self, id: i64) -> Result<(Option<LeaseTtl>, i64)> {
+    pub async fn time_to_live(&self, id: i64) -> Result<(Option<LeaseTtl>, Revision)> {
         self.mailbox.ask(|reply| ShardMessage::TimeToLive { id, reply }).await
     }
 }

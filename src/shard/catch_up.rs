@@ -11,6 +11,7 @@ use super::sync::{HistoryBatch, HistoryRequest};
 use super::watch::StreamId;
 use crate::config::WATCH_CATCH_UP_BYTES_MAX;
 use crate::error::{Error, Result};
+use crate::ids::Revision;
 use crate::mvcc::range::key_value;
 use crate::mvcc::{KeySpan, RangeEnd, Store, VersionReader};
 
@@ -74,7 +75,7 @@ impl Shard {
 
 /// Reads the log for a catch-up: records from `from` (or the compact revision, if later) through
 /// `to`, bounded in bytes, with each event's previous version if `want_prev`. Blocking.
-fn read_history(store: &Store, from: i64, to: i64, want_prev: bool) -> Result<HistoryBatch> {
+fn read_history(store: &Store, from: Revision, to: Revision, want_prev: bool) -> Result<HistoryBatch> {
     let view = store.read_view()?;
     let compact = view.compact_revision();
     let first = from.max(compact);
@@ -88,7 +89,7 @@ fn read_history(store: &Store, from: i64, to: i64, want_prev: bool) -> Result<Hi
                     Some(key) if record.revision > compact => {
                         let mut found = None;
                         let span = KeySpan { start: key.to_vec(), end: RangeEnd::Single };
-                        view.visit(&span, record.revision - 1, &mut |k, v| {
+                        view.visit(&span, record.revision.prev(), &mut |k, v| {
                             found = Some(key_value(k, v));
                             false
                         })?;

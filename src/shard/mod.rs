@@ -88,7 +88,7 @@ struct Shard {
     shards: usize,
     context: ShardContext,
     /// The revision of the last group applied.
-    current: i64,
+    current: crate::ids::Revision,
     streams: HashMap<StreamId, WatchStream>,
     next_stream_id: StreamId,
     watchers: WatcherIndex<watch::WatcherKey>,

@@ -97,13 +97,14 @@ impl Stream for OutboxStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::Revision;
     use crate::ids::WatchId;
     use futures_lite::StreamExt;
 
     #[test]
     fn queued_bytes_follow_what_the_client_has_not_taken() {
         let (outbox, mut stream) = Outbox::new();
-        let response = WatchOutput::Created { watch_id: WatchId(3), revision: 0 };
+        let response = WatchOutput::Created { watch_id: WatchId(3), revision: Revision(0) };
         let bytes = 6;
         assert!(outbox.push(response.clone(), bytes));
         assert!(outbox.push(response.clone(), bytes));

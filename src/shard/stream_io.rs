@@ -7,7 +7,7 @@
 use prost::encoding::{encoded_len_varint, key_len, message};
 
 use super::watch::EventFilter;
-use crate::ids::WatchId;
+use crate::ids::{Revision, WatchId};
 use crate::mvcc::KeySpan;
 use crate::mvcc::store::Identity;
 use crate::proto::mvccpb::Event;
@@ -28,7 +28,7 @@ pub struct WatchCreate {
     /// The keys watched (an empty span is refused).
     pub span: KeySpan,
     /// The first revision wanted; 0 is the revision after the current one.
-    pub start_revision: i64,
+    pub start_revision: Revision,
     pub filter: EventFilter,
     /// Idle, it gets a progress notification every progress interval.
     pub progress_notify: bool,
@@ -51,22 +51,22 @@ pub enum CreateError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum WatchOutput {
     /// A watcher was created, at the shard's current revision.
-    Created { watch_id: WatchId, revision: i64 },
+    Created { watch_id: WatchId, revision: Revision },
     /// A create was refused (etcd answers it created and canceled, for no watch id).
-    Refused { reason: CreateError, revision: i64 },
+    Refused { reason: CreateError, revision: Revision },
     /// A watcher's events: one revision's (live), or every revision of a catch-up batch through
     /// `revision`; `fragment` when more fragments of the same response follow.
-    Events { watch_id: WatchId, revision: i64, events: Vec<Event>, fragment: bool },
+    Events { watch_id: WatchId, revision: Revision, events: Vec<Event>, fragment: bool },
     /// A progress notification: the watcher has been sent every event through `revision`.
-    Progress { watch_id: WatchId, revision: i64 },
+    Progress { watch_id: WatchId, revision: Revision },
     /// The answer to a progress request: every watcher of the stream has been sent every event
     /// through `revision`.
-    StreamProgress { revision: i64 },
+    StreamProgress { revision: Revision },
     /// The client canceled the watcher.
-    Canceled { watch_id: WatchId, revision: i64 },
+    Canceled { watch_id: WatchId, revision: Revision },
     /// The watcher's next revision was compacted: canceled with the compact revision (etcd reports
     /// no revision with it).
-    Compacted { watch_id: WatchId, compact_revision: i64 },
+    Compacted { watch_id: WatchId, compact_revision: Revision },
 }
 
 /// `WatchResponse`'s field numbers (etcd's `rpc.proto`).
@@ -90,7 +90,7 @@ impl WatchOutput {
     /// The bytes of the `WatchResponse` the etcd layer makes of this output, with `identity`'s
     /// header (proto3: fields at their default are not sent).
     pub fn encoded_len(&self, identity: &Identity) -> usize {
-        let header = |revision: i64| header_len(identity, revision);
+        let header = |revision: Revision| header_len(identity, revision);
         match self {
             WatchOutput::Created { watch_id, revision } => {
                 header(*revision) + int_len(field::WATCH_ID, watch_id.get()) + bool_len(field::CREATED, true)
@@ -117,10 +117,10 @@ impl WatchOutput {
                 header(*revision) + int_len(field::WATCH_ID, watch_id.get()) + bool_len(field::CANCELED, true)
             }
             WatchOutput::Compacted { watch_id, compact_revision } => {
-                header(0)
+                header(Revision(0))
                     + int_len(field::WATCH_ID, watch_id.get())
                     + bool_len(field::CANCELED, true)
-                    + int_len(field::COMPACT_REVISION, *compact_revision)
+                    + int_len(field::COMPACT_REVISION, compact_revision.get())
             }
         }
     }
@@ -132,7 +132,7 @@ impl WatchOutput {
 pub fn fragments(
     identity: &Identity,
     watch_id: WatchId,
-    revision: i64,
+    revision: Revision,
     events: Vec<Event>,
     limit: usize,
 ) -> Vec<WatchOutput> {
@@ -162,13 +162,13 @@ pub fn fragments(
 }
 
 /// The bytes of an event response without its events.
-fn events_base_len(identity: &Identity, watch_id: WatchId, revision: i64, fragment: bool) -> usize {
+fn events_base_len(identity: &Identity, watch_id: WatchId, revision: Revision, fragment: bool) -> usize {
     header_len(identity, revision) + int_len(field::WATCH_ID, watch_id.get()) + bool_len(field::FRAGMENT, fragment)
 }
 
 /// The bytes of the header field: etcd's `ResponseHeader` from `identity` at `revision`.
-fn header_len(identity: &Identity, revision: i64) -> usize {
-    let values = [identity.cluster_id, identity.member_id, revision as u64, identity.term.get()];
+fn header_len(identity: &Identity, revision: Revision) -> usize {
+    let values = [identity.cluster_id, identity.member_id, revision.get() as u64, identity.term.get()];
     let inner: usize = field::HEADER_FIELDS.iter().zip(values).map(|(&tag, value)| varint_len(tag, value)).sum();
     key_len(field::HEADER) + encoded_len_varint(inner as u64) + inner
 }

@@ -3,7 +3,7 @@
 
 use super::outbox::Outbox;
 use super::sync::StreamSync;
-use crate::ids::WatchId;
+use crate::ids::{Revision, WatchId};
 use crate::log::LogEvent;
 use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::{Event, KeyValue};
@@ -46,7 +46,7 @@ impl WatchStream {
 
 /// The etcd event for `event` at `revision`, unless `filter` drops it. Deletes carry only the key
 /// and the revision, as etcd's do.
-pub fn to_event(filter: EventFilter, event: &LogEvent, revision: i64, prev: Option<&KeyValue>) -> Option<Event> {
+pub fn to_event(filter: EventFilter, event: &LogEvent, revision: Revision, prev: Option<&KeyValue>) -> Option<Event> {
     let (kind, kv) = match event {
         LogEvent::Put { .. } if filter.no_put => return None,
         LogEvent::Delete { .. } if filter.no_delete => return None,
@@ -54,15 +54,15 @@ pub fn to_event(filter: EventFilter, event: &LogEvent, revision: i64, prev: Opti
             EventType::Put,
             KeyValue {
                 key: key.clone(),
-                create_revision: *create_revision,
-                mod_revision: revision,
+                create_revision: create_revision.get(),
+                mod_revision: revision.get(),
                 version: *version,
                 value: value.clone(),
                 lease: *lease,
             },
         ),
         LogEvent::Delete { key } => {
-            (EventType::Delete, KeyValue { key: key.clone(), mod_revision: revision, ..Default::default() })
+            (EventType::Delete, KeyValue { key: key.clone(), mod_revision: revision.get(), ..Default::default() })
         }
         LogEvent::LeaseGrant { .. } | LogEvent::LeaseRevoke { .. } | LogEvent::Compact { .. } => return None,
     };

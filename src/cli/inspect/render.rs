@@ -43,7 +43,7 @@ pub struct PositionDoc {
 }
 
 fn position(p: Option<t4::inspect::LogPosition>) -> Option<PositionDoc> {
-    p.map(|p| PositionDoc { revision: p.revision, sub: p.sub })
+    p.map(|p| PositionDoc { revision: p.revision.get(), sub: p.sub })
 }
 
 fn position_text(p: Option<t4::inspect::LogPosition>) -> String {

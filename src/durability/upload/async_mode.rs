@@ -11,6 +11,7 @@ use super::sync_plan::UploadId;
 use super::{RETRY_DELAY_MAX, UploadError, UploaderConfig, store_object};
 use crate::alarms::Alarms;
 use crate::durability::health::{self, HealthSink};
+use crate::ids::Revision;
 use crate::log::LogRecord;
 use crate::metrics::UploadStats;
 use crate::mvcc::Store;
@@ -125,7 +126,7 @@ pub async fn run_async(
                         alarms.set_error(health::WAL_GAP, Some(error));
                     }
                     AsyncEffect::Overflow { from } => tracing::warn!(
-                        revision = from.revision,
+                        revision = %from.revision,
                         "async upload backlog over its memory bound; reading it back from the log later"
                     ),
                     AsyncEffect::Stop { gave_up } => {
@@ -189,7 +190,7 @@ fn spawn_upload(
 
 /// The records of the local log from `from` on (whole revisions, at least one revision's worth),
 /// through revision `to` at most, about `bytes` of them. Blocking.
-fn read_log(local: &Store, from: LogPosition, to: i64, bytes: usize) -> crate::Result<Vec<LogRecord>> {
+fn read_log(local: &Store, from: LogPosition, to: Revision, bytes: usize) -> crate::Result<Vec<LogRecord>> {
     let view = local.read_view()?;
     let (mut records, covered) = view.log_records(from.revision, to, bytes)?;
     if covered < to {

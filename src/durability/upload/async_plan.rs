@@ -16,6 +16,7 @@ use super::sync_plan::UploadId;
 use super::{UploadError, WalObject};
 use crate::durability::health::{FailureReport, FailureState};
 use crate::durability::replay::successors;
+use crate::ids::Revision;
 use crate::log::LogRecord;
 use crate::mvcc::store::LogPosition;
 use crate::sequencer::CommittedGroup;
@@ -71,7 +72,7 @@ pub enum AsyncEffect {
     StartUpload { upload: UploadId, first: LogPosition, last: LogPosition, bytes: Vec<u8> },
     /// Read the local log from `from` through revision `through`, about `bytes` of it; answer with
     /// [`AsyncInput::LogRead`] or [`AsyncInput::LogReadFailed`].
-    ReadLog { from: LogPosition, through: i64, bytes: usize },
+    ReadLog { from: LogPosition, through: Revision, bytes: usize },
     /// Record that object storage holds every record through this position; answer with
     /// [`AsyncInput::WatermarkMoved`] or [`AsyncInput::WatermarkFailed`].
     MoveWatermark(LogPosition),

@@ -23,11 +23,11 @@ fn record(revision: i64, sub: u32, value_bytes: usize) -> LogRecord {
     let events = vec![LogEvent::Put {
         key: format!("k{revision}").into_bytes(),
         value: vec![b'v'; value_bytes],
-        create_revision: revision,
+        create_revision: Revision(revision),
         version: 1,
         lease: 0,
     }];
-    LogRecord { revision, sub, events }
+    LogRecord { revision: Revision(revision), sub, events }
 }
 
 fn committed(records: Vec<LogRecord>) -> AsyncInput {
@@ -70,7 +70,10 @@ fn records_leave_once_the_segment_is_old_enough() {
     assert_eq!(plan.step(t0, committed(vec![record(2, 0, 10)])), []);
     assert_eq!(plan.next_deadline(), Some(t0 + LIMITS.segment_age));
     let effects = plan.step(t0 + LIMITS.segment_age, AsyncInput::Tick);
-    assert_eq!(started(&effects), Some((UploadId(0), LogPosition::new(2, 0), LogPosition::new(2, 0))));
+    assert_eq!(
+        started(&effects),
+        Some((UploadId(0), LogPosition::new(Revision(2), 0), LogPosition::new(Revision(2), 0)))
+    );
 }
 
 #[test]
@@ -78,7 +81,10 @@ fn records_leave_at_once_when_the_segment_is_full() {
     let t0 = Instant::now();
     let mut plan = AsyncPlan::new(LIMITS);
     let effects = plan.step(t0, committed((2..6).map(|r| record(r, 0, 60)).collect()));
-    assert_eq!(started(&effects), Some((UploadId(0), LogPosition::new(2, 0), LogPosition::new(5, 0))));
+    assert_eq!(
+        started(&effects),
+        Some((UploadId(0), LogPosition::new(Revision(2), 0), LogPosition::new(Revision(5), 0)))
+    );
 }
 
 #[test]
@@ -90,9 +96,9 @@ fn the_watermark_moves_to_the_last_record_of_a_stored_upload() {
     assert_eq!(plan.step(t0 + ms(1), committed(vec![record(6, 0, 10)])), []);
     assert_eq!(
         plan.step(t0 + ms(2), AsyncInput::Stored(UploadId(0))),
-        [AsyncEffect::MoveWatermark(LogPosition::new(5, 0))]
+        [AsyncEffect::MoveWatermark(LogPosition::new(Revision(5), 0))]
     );
-    assert_eq!(plan.step(t0 + ms(2), AsyncInput::WatermarkMoved(LogPosition::new(5, 0))), []);
+    assert_eq!(plan.step(t0 + ms(2), AsyncInput::WatermarkMoved(LogPosition::new(Revision(5), 0))), []);
 }
 
 #[test]
@@ -104,7 +110,7 @@ fn an_upload_hanging_for_wait_max_is_a_standing_error_and_its_success_clears_it(
     let effects = plan.step(t0 + WAIT_MAX, AsyncInput::Tick);
     assert!(standing(&effects).is_some_and(|e| e.contains("has not completed")), "{effects:?}");
     plan.step(t0 + WAIT_MAX, AsyncInput::Stored(UploadId(0)));
-    let effects = plan.step(t0 + WAIT_MAX, AsyncInput::WatermarkMoved(LogPosition::new(5, 0)));
+    let effects = plan.step(t0 + WAIT_MAX, AsyncInput::WatermarkMoved(LogPosition::new(Revision(5), 0)));
     assert!(matches!(&effects[..], [AsyncEffect::Recovered { .. }]), "{effects:?}");
 }
 
@@ -131,7 +137,11 @@ fn a_failed_upload_task_is_retried_from_the_local_log_after_a_pause() {
     let effects = plan.step(t0 + ms(2) + LIMITS.retry_pause, AsyncInput::Tick);
     assert_eq!(
         effects,
-        [AsyncEffect::ReadLog { from: LogPosition::new(2, 0), through: 6, bytes: LIMITS.segment_bytes }]
+        [AsyncEffect::ReadLog {
+            from: LogPosition::new(Revision(2), 0),
+            through: Revision(6),
+            bytes: LIMITS.segment_bytes
+        }]
     );
 }
 
@@ -143,29 +153,37 @@ fn records_beyond_the_memory_bound_are_read_back_from_the_log() {
     // about 120 bytes each), the 5th and later are only positions.
     plan.step(t0, committed((2..6).map(|r| record(r, 0, 60)).collect()));
     let effects = plan.step(t0 + ms(1), committed((6..20).map(|r| record(r, 0, 60)).collect()));
-    assert_eq!(effects, [AsyncEffect::Overflow { from: LogPosition::new(10, 0) }]);
+    assert_eq!(effects, [AsyncEffect::Overflow { from: LogPosition::new(Revision(10), 0) }]);
     assert!(plan.buffer.bytes.len() <= LIMITS.buffer_bytes_max + record(2, 0, 60).encode().len());
     let effects = plan.step(t0 + ms(2), AsyncInput::Stored(UploadId(0)));
-    assert_eq!(effects[0], AsyncEffect::MoveWatermark(LogPosition::new(5, 0)));
+    assert_eq!(effects[0], AsyncEffect::MoveWatermark(LogPosition::new(Revision(5), 0)));
     assert_eq!(
         started(&effects),
-        Some((UploadId(1), LogPosition::new(6, 0), LogPosition::new(9, 0))),
+        Some((UploadId(1), LogPosition::new(Revision(6), 0), LogPosition::new(Revision(9), 0))),
         "the buffer first"
     );
-    plan.step(t0 + ms(2), AsyncInput::WatermarkMoved(LogPosition::new(5, 0)));
+    plan.step(t0 + ms(2), AsyncInput::WatermarkMoved(LogPosition::new(Revision(5), 0)));
     let effects = plan.step(t0 + ms(3), AsyncInput::Stored(UploadId(1)));
-    let read = AsyncEffect::ReadLog { from: LogPosition::new(10, 0), through: 19, bytes: LIMITS.segment_bytes };
-    assert_eq!(effects, [AsyncEffect::MoveWatermark(LogPosition::new(9, 0)), read]);
-    plan.step(t0 + ms(3), AsyncInput::WatermarkMoved(LogPosition::new(9, 0)));
+    let read = AsyncEffect::ReadLog {
+        from: LogPosition::new(Revision(10), 0),
+        through: Revision(19),
+        bytes: LIMITS.segment_bytes,
+    };
+    assert_eq!(effects, [AsyncEffect::MoveWatermark(LogPosition::new(Revision(9), 0)), read]);
+    plan.step(t0 + ms(3), AsyncInput::WatermarkMoved(LogPosition::new(Revision(9), 0)));
     let effects = plan.step(t0 + ms(4), AsyncInput::LogRead((10..13).map(|r| record(r, 0, 60)).collect()));
     assert_eq!(
         started(&effects),
-        Some((UploadId(2), LogPosition::new(10, 0), LogPosition::new(12, 0))),
+        Some((UploadId(2), LogPosition::new(Revision(10), 0), LogPosition::new(Revision(12), 0))),
         "read back records leave at once"
     );
     let effects = plan.step(t0 + ms(5), AsyncInput::Stored(UploadId(2)));
-    let read = AsyncEffect::ReadLog { from: LogPosition::new(12, 1), through: 19, bytes: LIMITS.segment_bytes };
-    assert_eq!(effects, [AsyncEffect::MoveWatermark(LogPosition::new(12, 0)), read]);
+    let read = AsyncEffect::ReadLog {
+        from: LogPosition::new(Revision(12), 1),
+        through: Revision(19),
+        bytes: LIMITS.segment_bytes,
+    };
+    assert_eq!(effects, [AsyncEffect::MoveWatermark(LogPosition::new(Revision(12), 0)), read]);
     // A read that does not start where the records held back do: they are gone.
     let effects = plan.step(t0 + ms(6), AsyncInput::LogRead((14..16).map(|r| record(r, 0, 60)).collect()));
     assert!(matches!(&effects[..], [AsyncEffect::LogGap { .. }]), "{effects:?}");
@@ -178,9 +196,9 @@ fn records_gone_from_the_log_stop_the_watermark() {
     plan.step(t0, committed((2..6).map(|r| record(r, 0, 60)).collect()));
     plan.step(t0 + ms(1), committed((6..20).map(|r| record(r, 0, 60)).collect()));
     plan.step(t0 + ms(2), AsyncInput::Stored(UploadId(0)));
-    plan.step(t0 + ms(2), AsyncInput::WatermarkMoved(LogPosition::new(5, 0)));
+    plan.step(t0 + ms(2), AsyncInput::WatermarkMoved(LogPosition::new(Revision(5), 0)));
     plan.step(t0 + ms(3), AsyncInput::Stored(UploadId(1)));
-    plan.step(t0 + ms(3), AsyncInput::WatermarkMoved(LogPosition::new(9, 0)));
+    plan.step(t0 + ms(3), AsyncInput::WatermarkMoved(LogPosition::new(Revision(9), 0)));
     let effects = plan.step(t0 + ms(4), AsyncInput::LogRead(Vec::new()));
     assert!(matches!(&effects[..], [AsyncEffect::LogGap { .. }]), "{effects:?}");
     plan.step(t0 + ms(5), committed(vec![record(20, 0, 300)]));
@@ -196,11 +214,11 @@ fn a_closed_input_ends_the_uploader_once_everything_is_stored_or_gives_up_after_
     let effects = plan.step(t0 + ms(1), AsyncInput::InputClosed);
     assert_eq!(
         started(&effects),
-        Some((UploadId(0), LogPosition::new(2, 0), LogPosition::new(2, 0))),
+        Some((UploadId(0), LogPosition::new(Revision(2), 0), LogPosition::new(Revision(2), 0))),
         "what is held leaves at once"
     );
     plan.step(t0 + ms(2), AsyncInput::Stored(UploadId(0)));
-    let effects = plan.step(t0 + ms(2), AsyncInput::WatermarkMoved(LogPosition::new(2, 0)));
+    let effects = plan.step(t0 + ms(2), AsyncInput::WatermarkMoved(LogPosition::new(Revision(2), 0)));
     assert_eq!(effects, [AsyncEffect::Stop { gave_up: false }]);
 
     let mut plan = AsyncPlan::new(LIMITS);
@@ -231,7 +249,7 @@ struct Model {
     stored_through: usize,
     watermark: Option<LogPosition>,
     /// A log read asked for and not answered yet.
-    read: Option<(LogPosition, i64, usize)>,
+    read: Option<(LogPosition, Revision, usize)>,
     lost: bool,
     /// Recording the watermark fails now.
     fail_watermark: bool,
@@ -413,7 +431,11 @@ fn random_run(seed: u64) {
                 for _ in 0..rng.random_range(1..=3) {
                     // Now and then a lease-only record after a revision's own (sub > 0).
                     let sub = match records.last() {
-                        Some(LogRecord { revision: r, sub, .. }) if *r == revision && rng.random_bool(0.3) => sub + 1,
+                        Some(LogRecord { revision: r, sub, .. })
+                            if *r == Revision(revision) && rng.random_bool(0.3) =>
+                        {
+                            sub + 1
+                        }
                         _ => {
                             revision += 1;
                             0

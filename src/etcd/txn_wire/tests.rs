@@ -7,6 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::*;
 use crate::etcd::validate::{Limits, validate_txn};
+use crate::ids::Revision;
 use crate::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 
 fn varint_len(mut n: usize) -> usize {
@@ -231,16 +232,16 @@ fn a_megabyte_of_nesting_decodes_without_recursion() {
 struct EmptyStore;
 
 impl crate::mvcc::VersionReader for EmptyStore {
-    fn current_revision(&self) -> i64 {
-        1
+    fn current_revision(&self) -> Revision {
+        Revision(1)
     }
-    fn compact_revision(&self) -> i64 {
-        -1
+    fn compact_revision(&self) -> Revision {
+        Revision(-1)
     }
     fn visit(
         &self,
         _: &crate::mvcc::KeySpan,
-        _: i64,
+        _: Revision,
         _: &mut dyn FnMut(&[u8], crate::mvcc::Version) -> bool,
     ) -> crate::Result<()> {
         Ok(())
@@ -261,8 +262,8 @@ fn the_deepest_txns_are_handled_in_half_an_executor_stack() {
         let write = txn(write).unwrap();
         assert!(!write.is_read_only());
         let mut state = SequencerState {
-            current: 1,
-            compact: -1,
+            current: Revision(1),
+            compact: Revision(-1),
             in_flight: Default::default(),
             sub: 0,
             leases: Default::default(),

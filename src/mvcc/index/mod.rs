@@ -14,22 +14,23 @@ mod tests;
 
 use self::chunk::{CHUNK_ENTRIES_MAX, Chunk, Entry, NO_HISTORY};
 use super::{KeySpan, RangeEnd};
+use crate::ids::Revision;
 
-/// A revision of a key and whether it deleted the key: `revision << 1 | tombstone`.
+/// A revision of a key and whether it deleted the key, packed: `revision << 1 | tombstone`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rev(i64);
 
 impl Rev {
-    pub fn put(revision: i64) -> Rev {
-        Rev(revision << 1)
+    pub fn put(revision: Revision) -> Rev {
+        Rev(revision.get() << 1)
     }
 
-    pub fn tombstone(revision: i64) -> Rev {
-        Rev(revision << 1 | 1)
+    pub fn tombstone(revision: Revision) -> Rev {
+        Rev(revision.get() << 1 | 1)
     }
 
-    pub fn revision(self) -> i64 {
-        self.0 >> 1
+    pub fn revision(self) -> Revision {
+        Revision(self.0 >> 1)
     }
 
     pub fn is_tombstone(self) -> bool {
@@ -48,9 +49,9 @@ pub struct KeyIndex {
     /// Slots of `histories` free for reuse.
     free_histories: Vec<u32>,
     /// The newest revision applied: counts at or above it can use the per-chunk counters.
-    revision: i64,
+    revision: Revision,
     /// Revisions below this one may be gone: reads there are refused.
-    compacted: i64,
+    compacted: Revision,
     /// Keys whose newest revision is live.
     live: usize,
 }
@@ -64,7 +65,7 @@ struct Position {
 impl KeyIndex {
     /// The newest revision applied.
     #[cfg(test)]
-    pub fn revision(&self) -> i64 {
+    pub fn revision(&self) -> Revision {
         self.revision
     }
 
@@ -75,7 +76,7 @@ impl KeyIndex {
     }
 
     /// The revision of the last compaction: reads below it may miss versions.
-    pub fn compacted(&self) -> i64 {
+    pub fn compacted(&self) -> Revision {
         self.compacted
     }
 
@@ -102,18 +103,18 @@ impl KeyIndex {
     }
 
     /// A put of `key` at `revision` (above every revision applied before).
-    pub fn put(&mut self, key: &[u8], revision: i64) {
+    pub fn put(&mut self, key: &[u8], revision: Revision) {
         self.apply(key, Rev::put(revision));
     }
 
     /// A delete of `key` at `revision`; nothing if the key is not live.
-    pub fn delete(&mut self, key: &[u8], revision: i64) {
+    pub fn delete(&mut self, key: &[u8], revision: Revision) {
         self.apply(key, Rev::tombstone(revision));
     }
 
     fn apply(&mut self, key: &[u8], rev: Rev) {
         assert!(rev.revision() >= self.revision, "index revisions go back: {} after {}", rev.revision(), self.revision);
-        if rev.is_tombstone() && self.get(key, i64::MAX).is_none() {
+        if rev.is_tombstone() && self.get(key, Revision(i64::MAX)).is_none() {
             return; // deleting what is not there writes nothing
         }
         self.insert(key, rev);
@@ -189,7 +190,7 @@ impl KeyIndex {
     }
 
     /// The newest revision of `entry` at or below `at`, if that version is live.
-    fn live_at(&self, entry: &Entry, at: i64) -> Option<i64> {
+    fn live_at(&self, entry: &Entry, at: Revision) -> Option<Revision> {
         let rev = if entry.newest.revision() <= at {
             entry.newest
         } else if entry.history == NO_HISTORY {
@@ -201,14 +202,14 @@ impl KeyIndex {
     }
 
     /// The revision of `key`'s version live at `at`, if there is one.
-    pub fn get(&self, key: &[u8], at: i64) -> Option<i64> {
+    pub fn get(&self, key: &[u8], at: Revision) -> Option<Revision> {
         let Position { chunk, found: Ok(i) } = self.locate(key) else { return None };
         self.live_at(&self.chunks[chunk].entries[i], at)
     }
 
     /// Visits the keys of `span` live at `at`, in key order, with the revision of the version to
     /// read, until `visit` returns false.
-    pub fn range(&self, span: &KeySpan, at: i64, mut visit: impl FnMut(&[u8], i64) -> bool) {
+    pub fn range(&self, span: &KeySpan, at: Revision, mut visit: impl FnMut(&[u8], Revision) -> bool) {
         if span.end == RangeEnd::Single {
             if let Some(rev) = self.get(&span.start, at) {
                 visit(&span.start, rev);
@@ -237,7 +238,7 @@ impl KeyIndex {
 
     /// How many keys of `span` are live at `at`. At or above the newest revision applied, whole
     /// chunks inside the span add their counters; otherwise every key of the span is visited.
-    pub fn count(&self, span: &KeySpan, at: i64) -> usize {
+    pub fn count(&self, span: &KeySpan, at: Revision) -> usize {
         if span.end == RangeEnd::Single {
             return usize::from(self.get(&span.start, at).is_some());
         }
@@ -279,7 +280,7 @@ impl KeyIndex {
     /// versions below its newest one at or below `at`, and that one too if it is a tombstone; a key
     /// left with none leaves the index. Only keys written since the previous compaction can have
     /// such revisions (as in the store's physical compaction), so those are the keys to give.
-    pub fn compact_keys<'a>(&mut self, keys: impl IntoIterator<Item = &'a [u8]>, at: i64) {
+    pub fn compact_keys<'a>(&mut self, keys: impl IntoIterator<Item = &'a [u8]>, at: Revision) {
         self.compacted = self.compacted.max(at);
         let mut removed = false;
         for key in keys {
@@ -297,7 +298,7 @@ impl KeyIndex {
     }
 
     /// Compacts entry `i` of chunk `chunk` at `at`; true if the key left the index.
-    fn compact_entry(&mut self, chunk: usize, i: usize, at: i64) -> bool {
+    fn compact_entry(&mut self, chunk: usize, i: usize, at: Revision) -> bool {
         let entry = self.chunks[chunk].entries[i];
         let mut revs = match entry.history {
             NO_HISTORY => Vec::new(),

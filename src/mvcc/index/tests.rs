@@ -16,12 +16,12 @@ struct Model {
 }
 
 impl Model {
-    fn live_at(&self, key: &[u8], at: i64) -> Option<i64> {
-        let rev = self.keys.get(key)?.iter().rev().find(|r| r.revision() <= at)?;
+    fn live_at(&self, key: &[u8], at: i64) -> Option<Revision> {
+        let rev = self.keys.get(key)?.iter().rev().find(|r| r.revision() <= Revision(at))?;
         (!rev.is_tombstone()).then_some(rev.revision())
     }
 
-    fn range(&self, span: &KeySpan, at: i64) -> Vec<(Vec<u8>, i64)> {
+    fn range(&self, span: &KeySpan, at: i64) -> Vec<(Vec<u8>, Revision)> {
         self.keys
             .keys()
             .filter(|k| span.contains(k))
@@ -30,9 +30,9 @@ impl Model {
     }
 }
 
-fn index_range(index: &KeyIndex, span: &KeySpan, at: i64) -> Vec<(Vec<u8>, i64)> {
+fn index_range(index: &KeyIndex, span: &KeySpan, at: i64) -> Vec<(Vec<u8>, Revision)> {
     let mut out = Vec::new();
-    index.range(span, at, |k, rev| {
+    index.range(span, Revision(at), |k, rev| {
         out.push((k.to_vec(), rev));
         true
     });
@@ -98,8 +98,8 @@ fn run(seed: u64, ops: usize) {
             0..60 => {
                 revision += 1;
                 let key = random_key(&mut rng);
-                index.put(&key, revision);
-                model.keys.entry(key.clone()).or_default().push(Rev::put(revision));
+                index.put(&key, Revision(revision));
+                model.keys.entry(key.clone()).or_default().push(Rev::put(Revision(revision)));
                 written.insert(key);
             }
             60..80 => {
@@ -107,18 +107,18 @@ fn run(seed: u64, ops: usize) {
                 let key = random_key(&mut rng);
                 if model.live_at(&key, revision).is_some() {
                     revision += 1;
-                    index.delete(&key, revision);
-                    model.keys.get_mut(&key).unwrap().push(Rev::tombstone(revision));
+                    index.delete(&key, Revision(revision));
+                    model.keys.get_mut(&key).unwrap().push(Rev::tombstone(Revision(revision)));
                     written.insert(key);
                 } else {
-                    index.delete(&key, revision); // writes nothing
+                    index.delete(&key, Revision(revision)); // writes nothing
                 }
             }
             80..82 => {
                 let at = rng.random_range(model.compacted..=revision);
-                index.compact_keys(written.iter().map(Vec::as_slice), at);
+                index.compact_keys(written.iter().map(Vec::as_slice), Revision(at));
                 // Written keys with a revision above `at` are compacted again next time.
-                written.retain(|k| model.keys[k].last().unwrap().revision() > at);
+                written.retain(|k| model.keys[k].last().unwrap().revision() > Revision(at));
                 model.compacted = at;
             }
             _ => {
@@ -126,16 +126,16 @@ fn run(seed: u64, ops: usize) {
                 let span = random_span(&mut rng);
                 let want = model.range(&span, at);
                 assert_eq!(index_range(&index, &span, at), want, "seed {seed}: range {span:?} at {at}");
-                assert_eq!(index.count(&span, at), want.len(), "seed {seed}: count {span:?} at {at}");
-                assert_eq!(index.count(&span, revision), model.range(&span, revision).len(), "seed {seed}");
+                assert_eq!(index.count(&span, Revision(at)), want.len(), "seed {seed}: count {span:?} at {at}");
+                assert_eq!(index.count(&span, Revision(revision)), model.range(&span, revision).len(), "seed {seed}");
                 let key = random_key(&mut rng);
-                assert_eq!(index.get(&key, at), model.live_at(&key, at), "seed {seed}: get at {at}");
+                assert_eq!(index.get(&key, Revision(at)), model.live_at(&key, at), "seed {seed}: get at {at}");
             }
         }
     }
     check_invariants(&index);
     // Compacting everything leaves exactly the live keys, one revision each.
-    index.compact_keys(written.iter().map(Vec::as_slice), revision);
+    index.compact_keys(written.iter().map(Vec::as_slice), Revision(revision));
     check_invariants(&index);
     let all = KeySpan { start: vec![], end: RangeEnd::Unbounded };
     assert_eq!(index.keys(), model.range(&all, revision).len());
@@ -153,30 +153,33 @@ fn random_histories_read_as_the_model_does() {
 fn a_hot_key_costs_one_entry_however_often_it_is_written() {
     let mut index = KeyIndex::default();
     for rev in 2..1_002 {
-        index.put(b"/hot", rev);
+        index.put(b"/hot", Revision(rev));
     }
     assert_eq!(index.keys(), 1);
-    assert_eq!(index.get(b"/hot", 500), Some(500));
-    index.compact_keys([b"/hot".as_slice()], 900);
+    assert_eq!(index.get(b"/hot", Revision(500)), Some(Revision(500)));
+    index.compact_keys([b"/hot".as_slice()], Revision(900));
     assert_eq!(index.histories.iter().map(Vec::len).sum::<usize>(), 101, "900 through 1000 stay behind 1001");
-    assert_eq!((index.get(b"/hot", 900), index.get(b"/hot", 1_001)), (Some(900), Some(1_001)));
+    assert_eq!(
+        (index.get(b"/hot", Revision(900)), index.get(b"/hot", Revision(1_001))),
+        (Some(Revision(900)), Some(Revision(1_001)))
+    );
 }
 
 #[test]
 fn loading_takes_keys_in_any_order_and_tombstones_first() {
     let mut index = KeyIndex::default();
-    index.load(b"/b", Rev::put(9));
-    index.load(b"/a", Rev::tombstone(4));
-    index.load(b"/a", Rev::put(7));
-    index.load(b"/c", Rev::put(3));
+    index.load(b"/b", Rev::put(Revision(9)));
+    index.load(b"/a", Rev::tombstone(Revision(4)));
+    index.load(b"/a", Rev::put(Revision(7)));
+    index.load(b"/c", Rev::put(Revision(3)));
     let all = KeySpan { start: vec![], end: RangeEnd::Unbounded };
     let mut seen = Vec::new();
-    index.range(&all, 9, |k, rev| {
+    index.range(&all, Revision(9), |k, rev| {
         seen.push((k.to_vec(), rev));
         true
     });
-    assert_eq!(seen, vec![(b"/a".to_vec(), 7), (b"/b".to_vec(), 9), (b"/c".to_vec(), 3)]);
-    assert_eq!((index.revision(), index.live(), index.get(b"/a", 5)), (9, 3, None));
+    assert_eq!(seen, vec![(b"/a".to_vec(), Revision(7)), (b"/b".to_vec(), Revision(9)), (b"/c".to_vec(), Revision(3))]);
+    assert_eq!((index.revision(), index.live(), index.get(b"/a", Revision(5))), (Revision(9), 3, None));
 }
 
 #[test]
@@ -185,16 +188,16 @@ fn counts_at_the_newest_revision_add_up_whole_chunks() {
     let mut rev = 1;
     for i in 0..10_000u32 {
         rev += 1;
-        index.put(format!("/k/{i:06}").as_bytes(), rev);
+        index.put(format!("/k/{i:06}").as_bytes(), Revision(rev));
     }
     for i in (0..10_000u32).step_by(3) {
         rev += 1;
-        index.delete(format!("/k/{i:06}").as_bytes(), rev);
+        index.delete(format!("/k/{i:06}").as_bytes(), Revision(rev));
     }
     let span = |a: &str, b: &str| KeySpan { start: a.into(), end: RangeEnd::Before(b.into()) };
-    assert_eq!(index.count(&span("/k/", "/k0"), rev), 6_666);
-    assert_eq!(index.count(&span("/k/000100", "/k/000200"), rev), 67);
-    assert_eq!(index.count(&span("/k/", "/k0"), 10_001), 10_000, "before the deletes");
+    assert_eq!(index.count(&span("/k/", "/k0"), Revision(rev)), 6_666);
+    assert_eq!(index.count(&span("/k/000100", "/k/000200"), Revision(rev)), 67);
+    assert_eq!(index.count(&span("/k/", "/k0"), Revision(10_001)), 10_000, "before the deletes");
     assert!(index.chunks.len() > 10_000 / CHUNK_ENTRIES_MAX);
 }
 
@@ -202,7 +205,7 @@ fn counts_at_the_newest_revision_add_up_whole_chunks() {
 fn shared_prefixes_are_stored_once() {
     let mut index = KeyIndex::default();
     for i in 0..100_000u32 {
-        index.put(format!("/registry/configmaps/default/config-{i:08}").as_bytes(), i64::from(i) + 2);
+        index.put(format!("/registry/configmaps/default/config-{i:08}").as_bytes(), Revision(i64::from(i) + 2));
     }
     let per_key = index.heap_bytes() / 100_000;
     // 47-byte keys: an entry (24 bytes) and the few bytes where neighbours differ.

@@ -7,6 +7,7 @@ use fjall::Readable;
 
 use super::{LogPosition, Store, check_long_key_layout};
 use crate::error::Result;
+use crate::ids::Revision;
 use crate::mvcc::encoding::{decode_log_key, meta};
 use crate::mvcc::error::{Doing, StoreError};
 
@@ -31,7 +32,7 @@ impl Store {
     /// Streams one consistent snapshot of the whole state to `visit` in (space, key) order, as a
     /// checkpoint holds it (see [`checkpoint_space`]); returns the snapshot's log position and compact
     /// revision. Blocking: call off the executors.
-    pub fn scan_checkpoint(&self, visit: &mut CheckpointVisitor) -> Result<(LogPosition, i64)> {
+    pub fn scan_checkpoint(&self, visit: &mut CheckpointVisitor) -> Result<(LogPosition, Revision)> {
         let snapshot = self.db.snapshot();
         let (current, compact) = self.snapshot_revisions(&snapshot)?;
         let sub = match snapshot.iter(&self.log).next_back() {

@@ -7,6 +7,7 @@ use fjall::PersistMode;
 
 use super::{LogPosition, Store};
 use crate::error::{Error, Result};
+use crate::ids::Revision;
 use crate::log::{LogEvent, LogRecord};
 use crate::mvcc::encoding::{Version, history_key, latest_key, lease_key, log_key, meta};
 use crate::mvcc::error::{Doing, StoreError, is_disk_full};
@@ -17,20 +18,20 @@ pub struct GroupWrite {
     /// Records in `(revision, sub)` order; may be empty (a group of read-only txns).
     pub records: Vec<LogRecord>,
     /// The revision the store has reached after this group (unchanged if `records` is empty).
-    pub current_revision: i64,
+    pub current_revision: Revision,
     /// The records are already in object storage (sync upload): the upload watermark moves with them.
     pub uploaded: bool,
 }
 
 fn encode_position(LogPosition { revision, sub }: LogPosition) -> Vec<u8> {
-    let mut bytes = revision.to_be_bytes().to_vec();
+    let mut bytes = revision.get().to_be_bytes().to_vec();
     bytes.extend_from_slice(&sub.to_be_bytes());
     bytes
 }
 
 fn decode_position(bytes: &[u8]) -> Result<LogPosition, StoreError> {
     let corrupt = || StoreError::corrupt("meta log position");
-    let revision = i64::from_be_bytes(bytes.get(..8).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?);
+    let revision = Revision(i64::from_be_bytes(bytes.get(..8).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?));
     let sub = u32::from_be_bytes(bytes.get(8..12).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?);
     if bytes.len() != 12 {
         return Err(corrupt());
@@ -43,7 +44,7 @@ fn decode_position(bytes: &[u8]) -> Result<LogPosition, StoreError> {
 fn assert_consecutive(records: &[LogRecord]) {
     for pair in records.windows(2) {
         let (before, after) = ((pair[0].revision, pair[0].sub), (pair[1].revision, pair[1].sub));
-        let follows = after == (before.0, before.1 + 1) || after == (before.0 + 1, 0);
+        let follows = after == (before.0, before.1 + 1) || after == (before.0.next(), 0);
         assert!(follows, "log records of one group must be consecutive: {before:?} then {after:?}");
     }
 }
@@ -89,13 +90,13 @@ impl Store {
                     }
                     LogEvent::LeaseRevoke { id } => batch.remove(&self.leases, lease_key(*id).to_vec()),
                     LogEvent::Compact { revision } => {
-                        batch.insert(&self.meta, meta::COMPACT_REVISION, revision.to_be_bytes().to_vec());
+                        batch.insert(&self.meta, meta::COMPACT_REVISION, revision.get().to_be_bytes().to_vec());
                     }
                 }
             }
         }
         if let Some(last) = group.records.last() {
-            batch.insert(&self.meta, meta::CURRENT_REVISION, group.current_revision.to_be_bytes().to_vec());
+            batch.insert(&self.meta, meta::CURRENT_REVISION, group.current_revision.get().to_be_bytes().to_vec());
             if group.uploaded {
                 batch.insert(&self.meta, meta::UPLOADED_THROUGH, encode_position(last.position()));
             }

@@ -9,6 +9,7 @@ use fjall::Readable;
 
 use super::{LogPosition, Store};
 use crate::error::Result;
+use crate::ids::Revision;
 use crate::log::{LogEvent, LogRecord};
 use crate::mvcc::encoding::{Version, escaped_key, history_key, log_key, meta};
 use crate::mvcc::error::Doing;
@@ -23,7 +24,7 @@ impl Store {
     /// revisions: the work is proportional to what changed, not to the history. Removals run in
     /// bounded, unsynced batches, versions before log records, so a crash leaves work that the next
     /// run redoes from the log that is still there. Blocking: call from the compactor thread.
-    pub fn compact_physically(&self, compact: i64) -> Result<()> {
+    pub fn compact_physically(&self, compact: Revision) -> Result<()> {
         const REMOVALS_PER_BATCH: usize = 4096;
         fail::fail_point!("store-compact", |_| Err(
             crate::error::StoreError::Injected("injected compaction failure").into()
@@ -33,7 +34,7 @@ impl Store {
             return Ok(());
         }
         let snapshot = self.db.snapshot();
-        let first = log_key((done_through + 1).max(0), 0).to_vec();
+        let first = log_key(done_through.next().max(Revision(0)), 0).to_vec();
         let mut changed: BTreeSet<Vec<u8>> = BTreeSet::new();
         for item in snapshot.range(&self.log, first..=log_key(compact, u32::MAX).to_vec()) {
             let (_, bytes) = item.into_inner().doing("reading the log to compact")?;
@@ -66,7 +67,7 @@ impl Store {
         }
         std::mem::replace(&mut batch, self.db.batch()).commit().doing("compacting")?;
         // With object storage, records not uploaded yet stay: the uploader still needs them.
-        let mut log_end = log_key(compact.max(0), 0).to_vec();
+        let mut log_end = log_key(compact.max(Revision(0)), 0).to_vec();
         if self.keep_unuploaded_log.load(std::sync::atomic::Ordering::Acquire) {
             let uploaded_end = match self.uploaded_through()? {
                 Some(LogPosition { revision, sub }) => log_key(revision, sub.saturating_add(1)).to_vec(),
@@ -80,7 +81,7 @@ impl Store {
                 std::mem::replace(&mut batch, self.db.batch()).commit().doing("compacting")?;
             }
         }
-        batch.insert(&self.meta, meta::COMPACTED_THROUGH, compact.to_be_bytes().to_vec());
+        batch.insert(&self.meta, meta::COMPACTED_THROUGH, compact.get().to_be_bytes().to_vec());
         batch.commit().doing("compacting")?;
         Ok(())
     }

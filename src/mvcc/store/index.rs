@@ -9,6 +9,7 @@ use fjall::Keyspace;
 
 use super::Store;
 use crate::error::Result;
+use crate::ids::Revision;
 use crate::log::LogEvent;
 use crate::mvcc::encoding::{Version, decode_history_key, decode_revision, is_long_history_key};
 use crate::mvcc::error::Doing;
@@ -49,7 +50,7 @@ pub(super) fn build(kv: &Keyspace) -> Result<KeyIndex> {
 
 impl Store {
     /// Tells the index the key changes of records about to be committed.
-    pub(super) fn index_events<'a>(&self, changes: impl IntoIterator<Item = (i64, &'a LogEvent)>) {
+    pub(super) fn index_events<'a>(&self, changes: impl IntoIterator<Item = (Revision, &'a LogEvent)>) {
         let mut index = write(&self.index);
         for (revision, event) in changes {
             match event {
@@ -61,7 +62,7 @@ impl Store {
     }
 
     /// Drops from the index the revisions of `keys` that compaction at `compact` removes.
-    pub(super) fn compact_index<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>, compact: i64) {
+    pub(super) fn compact_index<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>, compact: Revision) {
         write(&self.index).compact_keys(keys, compact);
     }
 

@@ -8,6 +8,7 @@ use fjall::Readable;
 
 use super::{LogPosition, SCRATCH_DIR, Store, create_private_dir};
 use crate::error::{Error, Result};
+use crate::ids::Revision;
 use crate::mvcc::encoding::{Version, decode_history_key, meta};
 use crate::mvcc::error::{Doing, StoreError};
 
@@ -132,16 +133,16 @@ impl Store {
     /// [`crate::mvcc::hash`]): the hash, the current revision and the compact revision. Fails as etcd does
     /// for a revision at or below the compact revision, or above the current one. Blocking: reads the
     /// whole history.
-    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64)> {
+    pub fn hash_kv(&self, rev: Revision) -> Result<(u32, Revision, Revision)> {
         let snapshot = self.db.snapshot();
         let (current, compact) = self.snapshot_revisions(&snapshot)?;
-        if rev > 0 && rev <= compact {
+        if rev.get() > 0 && rev <= compact {
             return Err(Error::Compacted);
         }
         if rev > current {
             return Err(Error::FutureRevision);
         }
-        let mut hasher = crate::mvcc::hash::KvHasher::new(if rev == 0 { current } else { rev }, compact);
+        let mut hasher = crate::mvcc::hash::KvHasher::new(if rev.get() == 0 { current } else { rev }, compact);
         for item in snapshot.iter(&self.kv) {
             let (stored, record) = item.into_inner().doing("reading the history to hash")?;
             let key = match Version::carried_key(&record)? {
@@ -156,7 +157,7 @@ impl Store {
     /// etcd's Hash: a CRC-32C of the whole store (history, state, log, leases and revisions) as a
     /// checkpoint holds it, in one consistent snapshot; and its revision. For tests, as etcd's is:
     /// unlike HashKV it also sees how far physical compaction has got. Blocking.
-    pub fn hash_all(&self) -> Result<(u32, i64)> {
+    pub fn hash_all(&self) -> Result<(u32, Revision)> {
         let mut crc = 0u32;
         let (LogPosition { revision, .. }, _) = self.scan_checkpoint(&mut |space, key, value| {
             for part in

@@ -25,12 +25,12 @@ use super::encoding::{Version, decode_lease_key, decode_log_key, is_long_history
 use super::error::{Doing, StoreError};
 use super::lock::DataDirLock;
 use crate::error::Result;
-use crate::ids::Term;
+use crate::ids::{Revision, Term};
 
 /// Revision of an empty store: etcd starts at 1, so the first write is revision 2.
-pub const INITIAL_REVISION: i64 = 1;
+pub const INITIAL_REVISION: Revision = Revision(1);
 /// Compact revision of a store never compacted (etcd's `compactMainRev` starts at -1).
-pub const NEVER_COMPACTED: i64 = -1;
+pub const NEVER_COMPACTED: Revision = Revision(-1);
 /// The database's folder inside a data directory.
 const DB_DIR: &str = "db";
 /// Files made and removed while the node runs (snapshots being sent); emptied at open.
@@ -140,13 +140,13 @@ impl Store {
     }
 
     /// The revision of the last committed write.
-    pub fn current_revision(&self) -> Result<i64> {
-        Ok(read_i64(&self.meta, meta::CURRENT_REVISION)?.unwrap_or(INITIAL_REVISION))
+    pub fn current_revision(&self) -> Result<Revision> {
+        Ok(read_i64(&self.meta, meta::CURRENT_REVISION)?.map_or(INITIAL_REVISION, Revision))
     }
 
     /// Revision up to which superseded versions have been removed.
-    pub fn compacted_through(&self) -> Result<i64> {
-        Ok(read_i64(&self.meta, meta::COMPACTED_THROUGH)?.unwrap_or(NEVER_COMPACTED))
+    pub fn compacted_through(&self) -> Result<Revision> {
+        Ok(read_i64(&self.meta, meta::COMPACTED_THROUGH)?.map_or(NEVER_COMPACTED, Revision))
     }
 
     /// The position of the newest log record, if the log holds any.
@@ -190,7 +190,7 @@ impl Store {
     }
 
     /// The current and compact revisions `snapshot` holds.
-    fn snapshot_revisions(&self, snapshot: &Snapshot) -> Result<(i64, i64)> {
+    fn snapshot_revisions(&self, snapshot: &Snapshot) -> Result<(Revision, Revision)> {
         let meta_i64 = |name: &[u8]| -> Result<Option<i64>> {
             match snapshot.get(&self.meta, name).doing("reading meta")? {
                 Some(v) => {
@@ -199,8 +199,8 @@ impl Store {
                 None => Ok(None),
             }
         };
-        let current = meta_i64(meta::CURRENT_REVISION)?.unwrap_or(INITIAL_REVISION);
-        let compact = meta_i64(meta::COMPACT_REVISION)?.unwrap_or(NEVER_COMPACTED);
+        let current = meta_i64(meta::CURRENT_REVISION)?.map_or(INITIAL_REVISION, Revision);
+        let compact = meta_i64(meta::COMPACT_REVISION)?.map_or(NEVER_COMPACTED, Revision);
         Ok((current, compact))
     }
 

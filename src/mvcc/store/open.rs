@@ -15,7 +15,7 @@ use super::{
 };
 use crate::config::{JOURNAL_BYTES_MAX, MEMTABLE_BYTES_MAX};
 use crate::error::{Error, Result};
-use crate::ids::Term;
+use crate::ids::{Revision, Term};
 use crate::log::LogRecord;
 use crate::mvcc::encoding::meta;
 use crate::mvcc::error::{Doing, StoreError};
@@ -184,7 +184,7 @@ impl Store {
     /// A group writes its log records and the current revision in one batch, so after any crash the
     /// newest log record must be exactly the current revision. Anything else is corruption.
     fn check_log_matches_state(&self) -> Result<()> {
-        let current = read_i64(&self.meta, meta::CURRENT_REVISION)?.unwrap_or(INITIAL_REVISION);
+        let current = read_i64(&self.meta, meta::CURRENT_REVISION)?.map_or(INITIAL_REVISION, Revision);
         let newest = match self.log.last_key_value() {
             Some(guard) => {
                 let (_, bytes) = guard.into_inner().doing("reading the newest log record")?;

@@ -9,6 +9,7 @@ use fjall::{Keyspace, Readable, Snapshot};
 use super::index::{self, SharedIndex};
 use super::{INITIAL_REVISION, NEVER_COMPACTED, Store};
 use crate::error::{Error, Result};
+use crate::ids::Revision;
 use crate::log::LogRecord;
 use crate::mvcc::encoding::{Version, escaped_key, history_key, is_long_latest_key, latest_key, log_key, meta};
 use crate::mvcc::error::{Doing, StoreError};
@@ -26,8 +27,8 @@ impl Store {
                 None => Ok(None),
             }
         };
-        let current = get(meta::CURRENT_REVISION)?.unwrap_or(INITIAL_REVISION);
-        let compact = get(meta::COMPACT_REVISION)?.unwrap_or(NEVER_COMPACTED);
+        let current = get(meta::CURRENT_REVISION)?.map_or(INITIAL_REVISION, Revision);
+        let compact = get(meta::COMPACT_REVISION)?.map_or(NEVER_COMPACTED, Revision);
         Ok(ReadView {
             snapshot,
             log: self.log.clone(),
@@ -49,8 +50,8 @@ pub struct ReadView {
     /// Which versions each read takes; it may already hold revisions above `current` (a group
     /// being committed), which reads through this view leave out.
     index: SharedIndex,
-    current: i64,
-    compact: i64,
+    current: Revision,
+    compact: Revision,
 }
 
 /// Keys a read takes from the index per lock: short enough that a commit waiting to write the index
@@ -58,15 +59,15 @@ pub struct ReadView {
 const KEYS_PER_INDEX_LOCK: usize = 256;
 
 impl VersionReader for ReadView {
-    fn current_revision(&self) -> i64 {
+    fn current_revision(&self) -> Revision {
         self.current
     }
 
-    fn compact_revision(&self) -> i64 {
+    fn compact_revision(&self) -> Revision {
         self.compact
     }
 
-    fn visit(&self, span: &KeySpan, rev: i64, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
+    fn visit(&self, span: &KeySpan, rev: Revision, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
         if span.end == RangeEnd::Single && rev >= self.current {
             if let Some(v) = self.latest_get(&span.start)? {
                 visit(&span.start, Version::decode(&v)?);
@@ -76,7 +77,7 @@ impl VersionReader for ReadView {
         self.visit_indexed(span, rev.min(self.current), visit)
     }
 
-    fn count(&self, span: &KeySpan, rev: i64) -> Result<i64> {
+    fn count(&self, span: &KeySpan, rev: Revision) -> Result<i64> {
         if span.end == RangeEnd::Single && rev >= self.current {
             return Ok(i64::from(self.latest_get(&span.start)?.is_some()));
         }
@@ -96,13 +97,13 @@ impl ReadView {
     /// last record's revision if the byte bound cut the read short (records after a revision's
     /// first are lease-only, so that revision's key changes are all read). Records below the compact
     /// revision may be gone: check `compact_revision` first.
-    pub fn log_records(&self, from: i64, to: i64, bytes_max: usize) -> Result<(Vec<LogRecord>, i64)> {
+    pub fn log_records(&self, from: Revision, to: Revision, bytes_max: usize) -> Result<(Vec<LogRecord>, Revision)> {
         let mut records: Vec<LogRecord> = Vec::new();
         let mut bytes = 0;
         if from > to {
             return Ok((records, to));
         }
-        let range = log_key(from.max(0), 0).to_vec()..=log_key(to, u32::MAX).to_vec();
+        let range = log_key(from.max(Revision(0)), 0).to_vec()..=log_key(to, u32::MAX).to_vec();
         for item in self.snapshot.range(&self.log, range) {
             let (_, value) = item.into_inner().doing("reading the log")?;
             bytes += value.len();
@@ -141,10 +142,10 @@ impl ReadView {
 
     /// Visits the keys of `span` live at `at` (at most the current revision), a batch from the
     /// index at a time, each with its version from `kv`.
-    fn visit_indexed(&self, span: &KeySpan, at: i64, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
+    fn visit_indexed(&self, span: &KeySpan, at: Revision, visit: &mut dyn FnMut(&[u8], Version) -> bool) -> Result<()> {
         let mut rest = span.clone();
         loop {
-            let mut batch: Vec<(Vec<u8>, i64)> = Vec::with_capacity(KEYS_PER_INDEX_LOCK);
+            let mut batch: Vec<(Vec<u8>, Revision)> = Vec::with_capacity(KEYS_PER_INDEX_LOCK);
             {
                 let index = index::read(&self.index);
                 if at < index.compacted() {

@@ -9,7 +9,13 @@ use crate::mvcc::range::collect;
 use crate::mvcc::{KeySpan, VersionReader};
 
 fn put(key: &str, value: &str, create_revision: i64, version: i64) -> LogEvent {
-    LogEvent::Put { key: key.into(), value: value.into(), create_revision, version, lease: 0 }
+    LogEvent::Put {
+        key: key.into(),
+        value: value.into(),
+        create_revision: Revision(create_revision),
+        version,
+        lease: 0,
+    }
 }
 
 fn del(key: &str) -> LogEvent {
@@ -21,7 +27,7 @@ fn write(store: &Store, revisions: Vec<Vec<LogEvent>>) {
     let records: Vec<LogRecord> = revisions
         .into_iter()
         .enumerate()
-        .map(|(i, events)| LogRecord { revision: i as i64 + 2, sub: 0, events })
+        .map(|(i, events)| LogRecord { revision: Revision(i as i64 + 2), sub: 0, events })
         .collect();
     let current_revision = records.last().map_or(INITIAL_REVISION, |r| r.revision);
     store.commit(&GroupWrite { records, current_revision, uploaded: false }).unwrap();
@@ -30,7 +36,7 @@ fn write(store: &Store, revisions: Vec<Vec<LogEvent>>) {
 /// Every live key-value at `rev`, as (key, value, mod revision).
 fn snapshot_at(store: &Store, rev: i64) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
     let all = KeySpan::from_etcd(b"\0", b"\0");
-    let (kvs, count) = collect(&store.read_view().unwrap(), &all, rev, 0).unwrap();
+    let (kvs, count) = collect(&store.read_view().unwrap(), &all, Revision(rev), 0).unwrap();
     assert_eq!(count, kvs.len() as i64);
     kvs.into_iter().map(|kv| (kv.key, kv.value, kv.mod_revision)).collect()
 }
@@ -56,19 +62,19 @@ fn physical_compaction_removes_only_what_no_read_can_reach() {
     assert_eq!(history_entries(&store), 8);
     let before: Vec<_> = (5..=6).map(|rev| snapshot_at(&store, rev)).collect();
 
-    store.compact_physically(5).unwrap();
+    store.compact_physically(Revision(5)).unwrap();
     let after: Vec<_> = (5..=6).map(|rev| snapshot_at(&store, rev)).collect();
     assert_eq!(after, before, "reads at and above the compact revision are unchanged");
     // a keeps its version at 5; b its version at 2 (still the newest at 5) and 6; c is gone.
     assert_eq!(history_entries(&store), 3);
-    let log: Vec<i64> = store.log.iter().map(|g| decode_log_key(&g.key().unwrap()).unwrap().revision).collect();
+    let log: Vec<i64> = store.log.iter().map(|g| decode_log_key(&g.key().unwrap()).unwrap().revision.get()).collect();
     assert_eq!(log, [5, 6], "log records below the compact revision are removed");
-    assert_eq!(store.compacted_through().unwrap(), 5);
+    assert_eq!(store.compacted_through().unwrap(), Revision(5));
 
-    store.compact_physically(6).unwrap();
+    store.compact_physically(Revision(6)).unwrap();
     assert_eq!(snapshot_at(&store, 6), before[1]);
     assert_eq!(history_entries(&store), 2, "b's version at 2 is superseded at 6");
-    store.compact_physically(6).unwrap(); // nothing left to do
+    store.compact_physically(Revision(6)).unwrap(); // nothing left to do
     assert_eq!(history_entries(&store), 2);
 }
 
@@ -81,7 +87,7 @@ fn a_reopened_store_keeps_its_state_and_identity() {
     drop(store);
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.identity().member_id, identity.member_id);
-    assert_eq!(store.read_view().unwrap().current_revision(), 3);
+    assert_eq!(store.read_view().unwrap().current_revision(), Revision(3));
     assert_eq!(snapshot_at(&store, 2), [(b"k".to_vec(), b"v".to_vec(), 2)]);
     assert_eq!(snapshot_at(&store, 3), [(b"k".to_vec(), b"w".to_vec(), 3)]);
 }
@@ -126,13 +132,13 @@ fn a_read_only_store_reads_history_and_holds_the_lock_against_nodes() {
 
     let reader = Store::open_read_only(dir.path()).unwrap();
     let versions = reader.read_view().unwrap().versions(b"k", 10).unwrap();
-    let revisions: Vec<(i64, bool)> = versions.iter().map(|v| (v.mod_revision, v.is_tombstone())).collect();
+    let revisions: Vec<(i64, bool)> = versions.iter().map(|v| (v.mod_revision.get(), v.is_tombstone())).collect();
     assert_eq!(revisions, [(2, false), (3, true), (4, false)]);
     assert_eq!(reader.read_view().unwrap().versions(b"k", 2).unwrap().len(), 2, "bounded");
     let node = Store::open(dir.path()).err().expect("no node opens a directory being read").to_string();
     assert!(node.contains("is in use by t4 inspect"), "{node}");
     drop(reader);
-    assert_eq!(Store::open(dir.path()).unwrap().current_revision().unwrap(), 4);
+    assert_eq!(Store::open(dir.path()).unwrap().current_revision().unwrap(), Revision(4));
 }
 
 /// Keys of every stored form: short, long in `kv` only, long in both, several sharing one bucket,
@@ -177,7 +183,7 @@ fn long_keys_read_back_in_key_order_at_every_revision() {
             state.insert(key.clone(), value.clone());
             let (create, version) = versions.get(&key).map_or((rev, 1), |(c, v)| (*c, v + 1));
             versions.insert(key.clone(), (create, version));
-            LogEvent::Put { key, value, create_revision: create, version, lease: 0 }
+            LogEvent::Put { key, value, create_revision: Revision(create), version, lease: 0 }
         };
         revisions.push(vec![event]);
         model.push(state);
@@ -198,12 +204,12 @@ fn long_keys_read_back_in_key_order_at_every_revision() {
                 _ => KeySpan::from_etcd(pair[0], pair[1]),
             };
             let want: Vec<(&Vec<u8>, &Vec<u8>)> = expected.iter().filter(|(k, _)| span.contains(k)).collect();
-            let (kvs, count) = collect(&view, &span, rev, 0).unwrap();
+            let (kvs, count) = collect(&view, &span, Revision(rev), 0).unwrap();
             let got: Vec<(&Vec<u8>, &Vec<u8>)> = kvs.iter().map(|kv| (&kv.key, &kv.value)).collect();
             assert_eq!(got, want, "range at {rev} from {} bytes", span.start.len());
             assert_eq!(count, want.len() as i64);
-            assert_eq!(view.count(&span, rev).unwrap(), want.len() as i64);
-            let (first, _) = collect(&view, &span, rev, 1).unwrap();
+            assert_eq!(view.count(&span, Revision(rev)).unwrap(), want.len() as i64);
+            let (first, _) = collect(&view, &span, Revision(rev), 1).unwrap();
             assert_eq!(first.first().map(|kv| &kv.key), want.first().map(|(k, _)| *k), "limit 1");
         }
     }
@@ -215,9 +221,9 @@ fn long_keys_read_back_in_key_order_at_every_revision() {
     }
     // compaction removes what no read reaches, long keys included, and reads above are unchanged
     let all = KeySpan::from_etcd(b"\0", b"\0");
-    let before = collect(&view, &all, 39, 0).unwrap().0;
-    store.compact_physically(30).unwrap();
-    let after = collect(&store.read_view().unwrap(), &all, 39, 0).unwrap().0;
+    let before = collect(&view, &all, Revision(39), 0).unwrap().0;
+    store.compact_physically(Revision(30)).unwrap();
+    let after = collect(&store.read_view().unwrap(), &all, Revision(39), 0).unwrap().0;
     assert_eq!(after, before);
     let leased = store.leased_keys().unwrap();
     assert!(leased.is_empty());
@@ -240,27 +246,31 @@ fn hash_kv_ignores_how_far_physical_compaction_got_and_refuses_as_etcd_does() {
             vec![put(&long, "1", 7, 1)],
         ],
     );
-    let (before, current, compact) = store.hash_kv(0).unwrap();
-    assert_eq!((current, compact), (7, NEVER_COMPACTED));
-    assert_eq!(store.hash_kv(7).unwrap().0, before);
-    assert_ne!(store.hash_kv(6).unwrap().0, before);
-    assert!(matches!(store.hash_kv(8), Err(Error::FutureRevision)));
+    let (before, current, compact) = store.hash_kv(Revision(0)).unwrap();
+    assert_eq!((current, compact), (Revision(7), NEVER_COMPACTED));
+    assert_eq!(store.hash_kv(Revision(7)).unwrap().0, before);
+    assert_ne!(store.hash_kv(Revision(6)).unwrap().0, before);
+    assert!(matches!(store.hash_kv(Revision(8)), Err(Error::FutureRevision)));
     // A logical compaction at 5 (recorded, nothing removed yet), then the physical one.
     store
         .commit(&GroupWrite {
-            records: vec![LogRecord { revision: 7, sub: 1, events: vec![LogEvent::Compact { revision: 5 }] }],
-            current_revision: 7,
+            records: vec![LogRecord {
+                revision: Revision(7),
+                sub: 1,
+                events: vec![LogEvent::Compact { revision: Revision(5) }],
+            }],
+            current_revision: Revision(7),
             uploaded: false,
         })
         .unwrap();
-    let logical = store.hash_kv(6).unwrap();
-    assert_eq!(logical.2, 5);
+    let logical = store.hash_kv(Revision(6)).unwrap();
+    assert_eq!(logical.2, Revision(5));
     let entries = history_entries(&store);
-    store.compact_physically(5).unwrap();
+    store.compact_physically(Revision(5)).unwrap();
     assert!(history_entries(&store) < entries, "physical compaction removed versions");
-    assert_eq!(store.hash_kv(6).unwrap(), logical, "the hash does not see physical compaction");
-    assert!(matches!(store.hash_kv(5), Err(Error::Compacted)));
-    assert!(matches!(store.hash_kv(4), Err(Error::Compacted)));
+    assert_eq!(store.hash_kv(Revision(6)).unwrap(), logical, "the hash does not see physical compaction");
+    assert!(matches!(store.hash_kv(Revision(5)), Err(Error::Compacted)));
+    assert!(matches!(store.hash_kv(Revision(4)), Err(Error::Compacted)));
 }
 
 #[test]
@@ -275,7 +285,7 @@ fn a_snapshot_restores_the_same_store() {
     );
     let mut bytes = Vec::new();
     let info = crate::durability::snapshot::write(&store, &mut bytes).unwrap();
-    assert_eq!((info.revision, info.compact), (5, NEVER_COMPACTED));
+    assert_eq!((info.revision, info.compact), (Revision(5), NEVER_COMPACTED));
     assert_eq!(bytes.len() % 512, 0, "padded to etcd's 512-byte multiple");
     let digest = sha2::Sha256::digest(&bytes);
     bytes.extend_from_slice(&digest);
@@ -283,7 +293,7 @@ fn a_snapshot_restores_the_same_store() {
     std::fs::write(&path, &bytes).unwrap();
     let restored = Store::open(restored_dir.path()).unwrap();
     assert_eq!(crate::durability::snapshot::restore(&path, &restored).unwrap(), info);
-    assert_eq!(restored.hash_kv(0).unwrap(), store.hash_kv(0).unwrap());
+    assert_eq!(restored.hash_kv(Revision(0)).unwrap(), store.hash_kv(Revision(0)).unwrap());
     assert_eq!(restored.hash_all().unwrap(), store.hash_all().unwrap());
     for rev in 2..=5 {
         assert_eq!(snapshot_at(&restored, rev), snapshot_at(&store, rev), "revision {rev}");

@@ -3,6 +3,7 @@
 //! that compares it with the current revision, so no live event can slip between.
 
 use super::{CatchUp, Effect, Effects, Now, StreamSync, WatcherState};
+use crate::ids::Revision;
 use crate::log::LogRecord;
 use crate::proto::mvccpb::KeyValue;
 use crate::shard::stream_io::WatchOutput;
@@ -12,9 +13,9 @@ use crate::shard::watch::to_event;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryRequest {
     /// The first revision wanted (the read starts at the compact revision if that is later).
-    pub from: i64,
+    pub from: Revision,
     /// The last revision wanted: the shard's current revision when the read was asked for.
-    pub to: i64,
+    pub to: Revision,
     /// Whether some watcher wants each event's previous version.
     pub want_prev: bool,
 }
@@ -23,11 +24,11 @@ pub struct HistoryRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryBatch {
     /// The first revision read: watchers behind it wait for the next batch.
-    pub from: i64,
+    pub from: Revision,
     /// The compact revision when the batch was read.
-    pub compact: i64,
+    pub compact: Revision,
     /// Every revision from `from` up to this one was read.
-    pub covered: i64,
+    pub covered: Revision,
     pub records: Vec<LogRecord>,
     /// Per record, per event: the key's version before it, if it was read.
     pub prevs: Vec<Vec<Option<KeyValue>>>,
@@ -70,7 +71,7 @@ impl StreamSync {
                     events.extend(to_event(watcher.filter, event, record.revision, prev));
                 }
             }
-            watcher.state = WatcherState::Behind { next: batch.covered + 1 };
+            watcher.state = WatcherState::Behind { next: batch.covered.next() };
             if !events.is_empty() {
                 out.send_events(watcher, watch_id, batch.covered, events, self.limits.fragment_bytes);
             }
@@ -93,7 +94,7 @@ impl StreamSync {
     /// has half the budget queued (then it waits for the client first).
     pub(super) fn plan_catch_up(&mut self, out: &mut Effects) {
         let current = out.now.current;
-        let mut from = i64::MAX;
+        let mut from: Option<Revision> = None;
         let mut want_prev = false;
         for watcher in self.watchers.values_mut() {
             let WatcherState::Behind { next } = watcher.state else { continue };
@@ -101,17 +102,19 @@ impl StreamSync {
                 watcher.state = WatcherState::Synced { from: next };
                 continue;
             }
-            from = from.min(next);
+            from = Some(from.map_or(next, |from| from.min(next)));
             want_prev |= watcher.filter.prev_kv;
         }
-        self.catch_up = if from == i64::MAX {
-            CatchUp::Idle
-        } else if out.queued_bytes() > self.limits.buffer_bytes / 2 {
-            out.effects.push(Effect::WaitForClient);
-            CatchUp::WaitingForClient
-        } else {
-            out.effects.push(Effect::ReadHistory(HistoryRequest { from, to: current, want_prev }));
-            CatchUp::Reading
+        self.catch_up = match from {
+            None => CatchUp::Idle,
+            Some(_) if out.queued_bytes() > self.limits.buffer_bytes / 2 => {
+                out.effects.push(Effect::WaitForClient);
+                CatchUp::WaitingForClient
+            }
+            Some(from) => {
+                out.effects.push(Effect::ReadHistory(HistoryRequest { from, to: current, want_prev }));
+                CatchUp::Reading
+            }
         };
     }
 }

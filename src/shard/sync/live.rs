@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::{CatchUp, Effect, Effects, Now, StreamSync, WatcherState};
-use crate::ids::WatchId;
+use crate::ids::{Revision, WatchId};
 use crate::log::{LogEvent, LogRecord};
 use crate::proto::mvccpb::KeyValue;
 use crate::shard::index::WatcherIndex;
@@ -14,7 +14,7 @@ use crate::shard::watch::{StreamId, WatcherKey, to_event};
 /// One revision of a committed group, as far as one stream's watchers are concerned.
 #[derive(Debug)]
 pub struct RevisionMatch<'a> {
-    pub revision: i64,
+    pub revision: Revision,
     pub events: &'a [LogEvent],
     /// Per event: the key's version before it.
     pub prevs: &'a [Option<KeyValue>],
@@ -30,7 +30,7 @@ pub fn route<'a>(
     index: &WatcherIndex<WatcherKey>,
     records: &'a [LogRecord],
     prevs: &'a [Vec<Option<KeyValue>>],
-    applied: i64,
+    applied: Revision,
 ) -> BTreeMap<StreamId, Vec<RevisionMatch<'a>>> {
     let mut streams: BTreeMap<StreamId, Vec<RevisionMatch<'a>>> = BTreeMap::new();
     if index.is_empty() {

@@ -26,7 +26,7 @@ pub use live::route;
 
 use super::stream_io::{CreateError, WatchCreate, WatchOutput, fragments};
 use super::watch::EventFilter;
-use crate::ids::WatchId;
+use crate::ids::{Revision, WatchId};
 use crate::mvcc::store::Identity;
 use crate::mvcc::{KeySpan, RangeEnd};
 use crate::proto::mvccpb::Event;
@@ -45,7 +45,7 @@ pub struct Limits {
 #[derive(Debug, Clone, Copy)]
 pub struct Now {
     /// The revision of the last group the shard applied.
-    pub current: i64,
+    pub current: Revision,
     /// Bytes queued on the stream's outbox that the client has not taken.
     pub queued_bytes: usize,
 }
@@ -61,7 +61,7 @@ pub enum Effect {
     Unindex { watch_id: WatchId, span: KeySpan },
     /// The stream was over its budget: the watcher fell behind at `revision`, leaving `events` of
     /// its events to the catch-up.
-    FellBehind { watch_id: WatchId, revision: i64, events: usize },
+    FellBehind { watch_id: WatchId, revision: Revision, events: usize },
     /// Read the log and feed the batch to [`StreamSync::history_read`].
     ReadHistory(HistoryRequest),
     /// Wait until the client takes some of what is queued (or a while), then feed
@@ -74,9 +74,9 @@ pub enum Effect {
 pub enum WatcherState {
     /// Takes live events from revision `from` on (past the current one while its start revision is
     /// in the future); has been sent every matching event through the current revision.
-    Synced { from: i64 },
+    Synced { from: Revision },
     /// Has been sent every matching event below `next` and none at or above; the catch-up serves it.
-    Behind { next: i64 },
+    Behind { next: Revision },
     /// Its next revision was compacted: it got etcd's compacted response and is sent nothing more,
     /// but (as in etcd) keeps its id on the stream until canceled.
     Compacted,
@@ -147,7 +147,7 @@ impl StreamSync {
             }
         };
         let state = match c.start_revision {
-            0 => WatcherState::Synced { from: now.current + 1 },
+            Revision(0) => WatcherState::Synced { from: now.current.next() },
             start if start > now.current => WatcherState::Synced { from: start },
             start => WatcherState::Behind { next: start },
         };
@@ -209,7 +209,7 @@ impl StreamSync {
             .watchers
             .values()
             .filter_map(|w| match w.state {
-                WatcherState::Behind { next } => Some(next - 1),
+                WatcherState::Behind { next } => Some(next.prev()),
                 WatcherState::Synced { .. } | WatcherState::Compacted => None,
             })
             .min()
@@ -271,7 +271,7 @@ impl Effects {
         &mut self,
         watcher: &mut Watcher,
         watch_id: WatchId,
-        revision: i64,
+        revision: Revision,
         events: Vec<Event>,
         fragment_bytes: usize,
     ) {

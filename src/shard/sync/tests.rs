@@ -17,11 +17,11 @@ fn stream() -> StreamSync {
 }
 
 fn now(current: i64) -> Now {
-    Now { current, queued_bytes: 0 }
+    Now { current: Revision(current), queued_bytes: 0 }
 }
 
 fn full(current: i64) -> Now {
-    Now { current, queued_bytes: BUFFER_BYTES }
+    Now { current: Revision(current), queued_bytes: BUFFER_BYTES }
 }
 
 /// A watch of `key` alone.
@@ -32,7 +32,7 @@ fn watch(key: &str, start_revision: i64) -> WatchCreate {
 fn watch_range(key: &str, end: &str, start_revision: i64) -> WatchCreate {
     WatchCreate {
         span: KeySpan::from_etcd(key.as_bytes(), end.as_bytes()),
-        start_revision,
+        start_revision: Revision(start_revision),
         filter: EventFilter::default(),
         progress_notify: false,
         fragment: false,
@@ -41,12 +41,12 @@ fn watch_range(key: &str, end: &str, start_revision: i64) -> WatchCreate {
 }
 
 fn put(key: &str, value: &str) -> LogEvent {
-    LogEvent::Put { key: key.into(), value: value.into(), create_revision: 2, version: 1, lease: 0 }
+    LogEvent::Put { key: key.into(), value: value.into(), create_revision: Revision(2), version: 1, lease: 0 }
 }
 
 /// A record of puts at `revision`.
 fn record(revision: i64, events: Vec<LogEvent>) -> LogRecord {
-    LogRecord { revision, sub: 0, events }
+    LogRecord { revision: Revision(revision), sub: 0, events }
 }
 
 /// Feeds one group of `records` to `sync` as the shard would: routed through an index holding the
@@ -57,14 +57,21 @@ fn apply(sync: &mut StreamSync, records: &[LogRecord], now: Now) -> Vec<Effect> 
         index.insert(&watcher.span, WatcherKey { stream: 0, watch_id });
     }
     let prevs: Vec<Vec<Option<KeyValue>>> = records.iter().map(|r| vec![None; r.events.len()]).collect();
-    let routed = route(&index, records, &prevs, records[0].revision - 1);
+    let routed = route(&index, records, &prevs, records[0].revision.prev());
     sync.group_applied(routed.get(&0).map_or(&[][..], |r| r.as_slice()), now)
 }
 
 /// A batch holding `records`, read from `from` through `covered` with nothing compacted.
 fn batch(from: i64, covered: i64, records: Vec<LogRecord>) -> HistoryBatch {
     let prevs = records.iter().map(|r| vec![None; r.events.len()]).collect();
-    HistoryBatch { from, compact: 1, covered, records, prevs, with_prev: false }
+    HistoryBatch {
+        from: Revision(from),
+        compact: Revision(1),
+        covered: Revision(covered),
+        records,
+        prevs,
+        with_prev: false,
+    }
 }
 
 fn sent(effects: &[Effect]) -> Vec<&WatchOutput> {
@@ -116,7 +123,7 @@ fn header_revision(response: &WatchOutput) -> i64 {
         | WatchOutput::Events { revision, .. }
         | WatchOutput::Progress { revision, .. }
         | WatchOutput::StreamProgress { revision }
-        | WatchOutput::Canceled { revision, .. } => revision,
+        | WatchOutput::Canceled { revision, .. } => revision.get(),
         WatchOutput::Compacted { .. } => 0,
     }
 }
@@ -156,10 +163,14 @@ fn start_revisions_decide_between_live_and_replay() {
     let future = created(&sync.create(&watch("a", 9), now(5)));
     let past = sync.create(&watch("a", 5), now(5));
     let past_id = created(&past);
-    assert_eq!(sync.state(now_id), Some(WatcherState::Synced { from: 6 }));
-    assert_eq!(sync.state(future), Some(WatcherState::Synced { from: 9 }));
-    assert_eq!(sync.state(past_id), Some(WatcherState::Behind { next: 5 }), "the current revision itself is replayed");
-    assert_eq!(reads(&past), vec![HistoryRequest { from: 5, to: 5, want_prev: false }]);
+    assert_eq!(sync.state(now_id), Some(WatcherState::Synced { from: Revision(6) }));
+    assert_eq!(sync.state(future), Some(WatcherState::Synced { from: Revision(9) }));
+    assert_eq!(
+        sync.state(past_id),
+        Some(WatcherState::Behind { next: Revision(5) }),
+        "the current revision itself is replayed"
+    );
+    assert_eq!(reads(&past), vec![HistoryRequest { from: Revision(5), to: Revision(5), want_prev: false }]);
     assert!(sent(&past).iter().all(|r| header_revision(r) == 5), "created at the current revision");
 }
 
@@ -171,26 +182,26 @@ fn a_stalled_stream_falls_behind_and_catches_up_without_a_gap() {
 
     // The client stalls: the outbox is full, so revision 7 is left to the catch-up, which waits.
     let stalled = apply(&mut sync, &[record(7, vec![put("a", "7")])], full(7));
-    assert!(stalled.contains(&Effect::FellBehind { watch_id: id, revision: 7, events: 1 }));
+    assert!(stalled.contains(&Effect::FellBehind { watch_id: id, revision: Revision(7), events: 1 }));
     assert!(stalled.contains(&Effect::WaitForClient) && sent(&stalled).is_empty());
-    assert_eq!(sync.state(id), Some(WatcherState::Behind { next: 7 }));
+    assert_eq!(sync.state(id), Some(WatcherState::Behind { next: Revision(7) }));
     // Behind, it takes no live events even with room again.
     assert!(revisions(&apply(&mut sync, &[record(8, vec![put("a", "8")])], now(8)), id).is_empty());
 
     let resumed = sync.client_drained(now(8));
-    assert_eq!(reads(&resumed), vec![HistoryRequest { from: 7, to: 8, want_prev: false }]);
+    assert_eq!(reads(&resumed), vec![HistoryRequest { from: Revision(7), to: Revision(8), want_prev: false }]);
     // A live revision arrives while the read is under way: the next read brings it.
     assert!(apply(&mut sync, &[record(9, vec![put("a", "9")])], now(9)).is_empty());
     let first =
         sync.history_read(&batch(7, 8, vec![record(7, vec![put("a", "7")]), record(8, vec![put("a", "8")])]), now(9));
     seen.extend(revisions(&first, id));
-    assert_eq!(reads(&first), vec![HistoryRequest { from: 9, to: 9, want_prev: false }]);
+    assert_eq!(reads(&first), vec![HistoryRequest { from: Revision(9), to: Revision(9), want_prev: false }]);
     let second = sync.history_read(&batch(9, 9, vec![record(9, vec![put("a", "9")])]), now(9));
     seen.extend(revisions(&second, id));
     assert!(reads(&second).is_empty());
     assert_eq!(
         sync.state(id),
-        Some(WatcherState::Synced { from: 10 }),
+        Some(WatcherState::Synced { from: Revision(10) }),
         "synced in the step that reached the current revision"
     );
     seen.extend(revisions(&apply(&mut sync, &[record(10, vec![put("a", "10")])], now(10)), id));
@@ -201,11 +212,11 @@ fn a_stalled_stream_falls_behind_and_catches_up_without_a_gap() {
 fn a_watch_from_a_compacted_revision_is_canceled_with_the_compact_revision() {
     let mut sync = stream();
     let id = created(&sync.create(&watch("a", 3), now(10)));
-    let compacted = HistoryBatch { compact: 6, ..batch(6, 10, vec![record(8, vec![put("a", "8")])]) };
+    let compacted = HistoryBatch { compact: Revision(6), ..batch(6, 10, vec![record(8, vec![put("a", "8")])]) };
     let effects = sync.history_read(&compacted, now(10));
     let canceled = sent(&effects);
     assert_eq!(canceled.len(), 1, "the compacted answer, and no events");
-    assert_eq!(*canceled[0], WatchOutput::Compacted { watch_id: id, compact_revision: 6 });
+    assert_eq!(*canceled[0], WatchOutput::Compacted { watch_id: id, compact_revision: Revision(6) });
     assert_eq!(header_revision(canceled[0]), 0, "etcd's compacted answer has a zero header revision");
     assert!(effects.iter().any(|e| matches!(e, Effect::Unindex { watch_id, .. } if *watch_id == id)));
     assert_eq!(sync.state(id), Some(WatcherState::Compacted));
@@ -221,24 +232,31 @@ fn a_watch_from_a_compacted_revision_is_canceled_with_the_compact_revision() {
 fn a_watch_from_exactly_the_compact_revision_is_served() {
     let mut sync = stream();
     let id = created(&sync.create(&watch("a", 6), now(10)));
-    let at_compact = HistoryBatch { compact: 6, ..batch(6, 10, vec![record(6, vec![put("a", "6")])]) };
+    let at_compact = HistoryBatch { compact: Revision(6), ..batch(6, 10, vec![record(6, vec![put("a", "6")])]) };
     let effects = sync.history_read(&at_compact, now(10));
     assert_eq!(revisions(&effects, id), vec![vec![6]]);
-    assert_eq!(sync.state(id), Some(WatcherState::Synced { from: 11 }));
+    assert_eq!(sync.state(id), Some(WatcherState::Synced { from: Revision(11) }));
 }
 
 #[test]
 fn a_catch_up_reads_on_only_while_the_client_holds_at_most_half_the_budget() {
     let mut sync = stream();
     let id = created(&sync.create(&watch("a", 2), now(10)));
-    let half = Now { current: 10, queued_bytes: BUFFER_BYTES / 2 };
+    let half = Now { current: Revision(10), queued_bytes: BUFFER_BYTES / 2 };
     let effects = sync.history_read(&batch(2, 5, Vec::new()), half);
-    assert_eq!(reads(&effects), vec![HistoryRequest { from: 6, to: 10, want_prev: false }], "half queued: reads on");
-    let more = Now { current: 10, queued_bytes: BUFFER_BYTES / 2 + 1 };
+    assert_eq!(
+        reads(&effects),
+        vec![HistoryRequest { from: Revision(6), to: Revision(10), want_prev: false }],
+        "half queued: reads on"
+    );
+    let more = Now { current: Revision(10), queued_bytes: BUFFER_BYTES / 2 + 1 };
     let waiting = sync.history_read(&batch(6, 7, Vec::new()), more);
     assert_eq!(waiting, vec![Effect::WaitForClient]);
-    assert_eq!(sync.state(id), Some(WatcherState::Behind { next: 8 }));
-    assert_eq!(reads(&sync.client_drained(now(10))), vec![HistoryRequest { from: 8, to: 10, want_prev: false }]);
+    assert_eq!(sync.state(id), Some(WatcherState::Behind { next: Revision(8) }));
+    assert_eq!(
+        reads(&sync.client_drained(now(10))),
+        vec![HistoryRequest { from: Revision(8), to: Revision(10), want_prev: false }]
+    );
     assert!(sync.client_drained(now(10)).is_empty(), "a read is under way: a late drain changes nothing");
 }
 
@@ -247,7 +265,7 @@ fn a_progress_request_never_reports_past_a_watcher_behind() {
     let mut sync = stream();
     created(&sync.create(&watch("a", 0), now(10)));
     let progress = sync.progress_requested(now(10));
-    assert_eq!(*sent(&progress)[0], WatchOutput::StreamProgress { revision: 10 }, "for the stream, at 10");
+    assert_eq!(*sent(&progress)[0], WatchOutput::StreamProgress { revision: Revision(10) }, "for the stream, at 10");
     created(&sync.create(&watch("b", 4), now(10)));
     let progress = sync.progress_requested(now(12));
     assert_eq!(header_revision(sent(&progress)[0]), 3, "the watcher behind has been sent everything below 4");
@@ -269,12 +287,12 @@ fn progress_notifications_go_to_idle_synced_watchers_that_asked_while_the_stream
     let notified: Vec<&WatchOutput> = sent(&ticked);
     assert_eq!(
         notified,
-        [&WatchOutput::Progress { watch_id: idle, revision: 6 }],
+        [&WatchOutput::Progress { watch_id: idle, revision: Revision(6) }],
         "the busy one was sent events since the last tick"
     );
     assert!(sent(&sync.progress_tick(full(6))).is_empty(), "a stream over its budget is skipped");
     let notified: Vec<WatchOutput> = sent(&sync.progress_tick(now(6))).into_iter().cloned().collect();
-    let progress = |watch_id| WatchOutput::Progress { watch_id, revision: 6 };
+    let progress = |watch_id| WatchOutput::Progress { watch_id, revision: Revision(6) };
     assert_eq!(notified, vec![progress(idle), progress(busy)]);
 }
 
@@ -285,11 +303,11 @@ fn a_watcher_that_fell_behind_after_a_read_was_planned_waits_for_the_next_read()
     let live = created(&sync.create(&watch("b", 0), now(5)));
     // While the read of 3..=5 is under way, the stream is full at revision 6: `live` falls behind.
     apply(&mut sync, &[record(6, vec![put("b", "6")])], full(6));
-    assert_eq!(sync.state(live), Some(WatcherState::Behind { next: 6 }));
+    assert_eq!(sync.state(live), Some(WatcherState::Behind { next: Revision(6) }));
     let effects = sync.history_read(&batch(3, 5, vec![record(4, vec![put("a", "4"), put("b", "4")])]), now(6));
     assert_eq!(revisions(&effects, old), vec![vec![4]]);
     assert!(revisions(&effects, live).is_empty(), "revision 4 is below what it wants: never sent twice");
-    assert_eq!(reads(&effects), vec![HistoryRequest { from: 6, to: 6, want_prev: false }]);
+    assert_eq!(reads(&effects), vec![HistoryRequest { from: Revision(6), to: Revision(6), want_prev: false }]);
 }
 
 #[test]
@@ -303,7 +321,7 @@ fn a_watcher_wanting_prev_kv_skips_a_batch_read_without_it() {
     let effects = sync.history_read(&batch(3, 5, vec![record(4, vec![put("a", "4")])]), now(5));
     assert_eq!(revisions(&effects, plain), vec![vec![4]]);
     assert!(revisions(&effects, with_prev).is_empty());
-    assert_eq!(reads(&effects), vec![HistoryRequest { from: 3, to: 5, want_prev: true }]);
+    assert_eq!(reads(&effects), vec![HistoryRequest { from: Revision(3), to: Revision(5), want_prev: true }]);
 }
 
 #[test]
@@ -339,7 +357,7 @@ fn cancel_answers_once_and_unindexes() {
     let effects = sync.cancel(id, now(7));
     assert!(effects.iter().any(|e| matches!(e, Effect::Unindex { watch_id, .. } if *watch_id == id)));
     let answer = sent(&effects)[0];
-    assert_eq!(*answer, WatchOutput::Canceled { watch_id: id, revision: 7 });
+    assert_eq!(*answer, WatchOutput::Canceled { watch_id: id, revision: Revision(7) });
     assert!(sync.cancel(id, now(7)).is_empty(), "an id that is not watching gets no answer");
     assert!(revisions(&apply(&mut sync, &[record(8, vec![put("a", "8")])], now(8)), id).is_empty());
 }
@@ -353,11 +371,11 @@ fn route_sorts_a_groups_revisions_by_stream_and_skips_what_the_shard_applied() {
     let records = vec![
         record(5, vec![put("a", "5")]),
         record(6, vec![put("b", "6"), put("a", "6")]),
-        LogRecord { revision: 6, sub: 1, events: vec![LogEvent::LeaseGrant { id: 1, ttl: 5 }] },
+        LogRecord { revision: Revision(6), sub: 1, events: vec![LogEvent::LeaseGrant { id: 1, ttl: 5 }] },
         record(7, vec![put("z", "7")]),
     ];
     let prevs: Vec<Vec<Option<KeyValue>>> = records.iter().map(|r| vec![None; r.events.len()]).collect();
-    let routed = route(&index, &records, &prevs, 5);
+    let routed = route(&index, &records, &prevs, Revision(5));
     let summary: Vec<String> = routed
         .iter()
         .flat_map(|(stream, revisions)| {

@@ -170,7 +170,7 @@ impl<'a> Client<'a> {
         }
         let events = match r {
             WatchOutput::Compacted { compact_revision: k, .. } => {
-                let k = *k;
+                let k = k.get();
                 if k <= w.start || k < w.last + 2 || k > self.history.compact || revision != 0 {
                     return Err(format!(
                         "response {n}: {id} (from {}, sent through {}) canceled with compact revision {k} (header {revision})",
@@ -239,7 +239,7 @@ fn reported_revision(output: &WatchOutput) -> i64 {
         | WatchOutput::Events { revision, .. }
         | WatchOutput::Progress { revision, .. }
         | WatchOutput::StreamProgress { revision }
-        | WatchOutput::Canceled { revision, .. } => revision,
+        | WatchOutput::Canceled { revision, .. } => revision.get(),
         WatchOutput::Compacted { .. } => 0,
     }
 }

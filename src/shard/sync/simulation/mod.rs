@@ -127,7 +127,7 @@ impl Sim {
     }
 
     fn now(&self, stream: usize) -> Now {
-        Now { current: self.current(), queued_bytes: self.streams[stream].queued_bytes }
+        Now { current: Revision(self.current()), queued_bytes: self.streams[stream].queued_bytes }
     }
 
     fn run(&mut self) -> Result<(), String> {
@@ -179,13 +179,17 @@ impl Sim {
             if events.is_empty() {
                 continue;
             }
-            let record = LogRecord { revision: self.current(), sub: 0, events: events.iter().map(log_event).collect() };
+            let record = LogRecord {
+                revision: Revision(self.current()),
+                sub: 0,
+                events: events.iter().map(log_event).collect(),
+            };
             records.push(record);
             prevs.push(events.iter().map(|e| e.prev_kv.clone()).collect::<Vec<_>>());
             self.events.extend(events);
             if self.rng.random_range(0..5) == 0 {
                 records.push(LogRecord {
-                    revision: self.current(),
+                    revision: Revision(self.current()),
                     sub: 1,
                     events: vec![LogEvent::LeaseRevoke { id: 7 }],
                 });
@@ -194,7 +198,7 @@ impl Sim {
         }
         self.trace.push(format!("group up to {} ({} records)", self.current(), records.len()));
         self.log.extend(records.iter().cloned().zip(prevs.iter().cloned()));
-        let routed = route(&self.index, &records, &prevs, applied);
+        let routed = route(&self.index, &records, &prevs, Revision(applied));
         for (stream, revisions) in routed {
             let stream = stream as usize;
             let now = self.now(stream);
@@ -242,7 +246,7 @@ impl Sim {
 
     fn finish_read_of(&mut self, stream: usize) -> Result<(), String> {
         let Some(request) = self.streams[stream].read.take() else { return Ok(()) };
-        let first = request.from.max(self.compact);
+        let first = request.from.max(Revision(self.compact));
         let in_range: Vec<&(LogRecord, Vec<Option<KeyValue>>)> =
             self.log.iter().filter(|(r, _)| r.revision >= first && r.revision <= request.to).collect();
         let records_max = self.rng.random_range(1..=4);
@@ -252,7 +256,7 @@ impl Sim {
         };
         let batch = HistoryBatch {
             from: first,
-            compact: self.compact,
+            compact: Revision(self.compact),
             covered,
             records: read.iter().map(|(r, _)| r.clone()).collect(),
             prevs: if request.want_prev { read.iter().map(|(_, p)| p.clone()).collect() } else { Vec::new() },
@@ -350,7 +354,8 @@ impl Sim {
                 s.queued_bytes = 0;
                 if std::mem::take(&mut s.waiting_for_client) {
                     busy = true;
-                    let effects = s.sync.client_drained(Now { current: self.model.revision, queued_bytes: 0 });
+                    let effects =
+                        s.sync.client_drained(Now { current: Revision(self.model.revision), queued_bytes: 0 });
                     self.carry_out(stream, effects);
                 }
             }
@@ -423,7 +428,7 @@ fn watch_create(w: &Watch) -> WatchCreate {
     let key = if w.key.is_empty() { vec![0] } else { w.key.clone() };
     WatchCreate {
         span: KeySpan::from_etcd(&key, &w.range_end),
-        start_revision: w.start_revision,
+        start_revision: Revision(w.start_revision),
         filter: EventFilter { no_put: w.no_put, no_delete: w.no_delete, prev_kv: w.prev_kv },
         progress_notify: false,
         fragment: false,
@@ -438,7 +443,7 @@ fn log_event(event: &Event) -> LogEvent {
         true => LogEvent::Put {
             key: kv.key.clone(),
             value: kv.value.clone(),
-            create_revision: kv.create_revision,
+            create_revision: Revision(kv.create_revision),
             version: kv.version,
             lease: kv.lease,
         },
