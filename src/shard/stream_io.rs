@@ -87,6 +87,19 @@ mod field {
 const NO_WATCH_ID: i64 = -1;
 
 impl WatchOutput {
+    /// The revision the response's header reports (etcd's compacted answer reports 0).
+    pub fn header_revision(&self) -> Revision {
+        match *self {
+            WatchOutput::Created { revision, .. }
+            | WatchOutput::Refused { revision, .. }
+            | WatchOutput::Events { revision, .. }
+            | WatchOutput::Progress { revision, .. }
+            | WatchOutput::StreamProgress { revision }
+            | WatchOutput::Canceled { revision, .. } => revision,
+            WatchOutput::Compacted { .. } => Revision(0),
+        }
+    }
+
     /// The bytes of the `WatchResponse` the etcd layer makes of this output, with `identity`'s
     /// header (proto3: fields at their default are not sent).
     pub fn encoded_len(&self, identity: &Identity) -> usize {

@@ -115,19 +115,6 @@ fn reads(effects: &[Effect]) -> Vec<HistoryRequest> {
         .collect()
 }
 
-/// The revision a response reports (its header's).
-fn header_revision(response: &WatchOutput) -> i64 {
-    match *response {
-        WatchOutput::Created { revision, .. }
-        | WatchOutput::Refused { revision, .. }
-        | WatchOutput::Events { revision, .. }
-        | WatchOutput::Progress { revision, .. }
-        | WatchOutput::StreamProgress { revision }
-        | WatchOutput::Canceled { revision, .. } => revision.get(),
-        WatchOutput::Compacted { .. } => 0,
-    }
-}
-
 /// The id of the watcher a create answered.
 fn created(effects: &[Effect]) -> WatchId {
     match *sent(effects)[0] {
@@ -171,7 +158,7 @@ fn start_revisions_decide_between_live_and_replay() {
         "the current revision itself is replayed"
     );
     assert_eq!(reads(&past), vec![HistoryRequest { from: Revision(5), to: Revision(5), want_prev: false }]);
-    assert!(sent(&past).iter().all(|r| header_revision(r) == 5), "created at the current revision");
+    assert!(sent(&past).iter().all(|r| r.header_revision().get() == 5), "created at the current revision");
 }
 
 #[test]
@@ -217,7 +204,7 @@ fn a_watch_from_a_compacted_revision_is_canceled_with_the_compact_revision() {
     let canceled = sent(&effects);
     assert_eq!(canceled.len(), 1, "the compacted answer, and no events");
     assert_eq!(*canceled[0], WatchOutput::Compacted { watch_id: id, compact_revision: Revision(6) });
-    assert_eq!(header_revision(canceled[0]), 0, "etcd's compacted answer has a zero header revision");
+    assert_eq!(canceled[0].header_revision().get(), 0, "etcd's compacted answer has a zero header revision");
     assert!(effects.iter().any(|e| matches!(e, Effect::Unindex { watch_id, .. } if *watch_id == id)));
     assert_eq!(sync.state(id), Some(WatcherState::Compacted));
     assert!(reads(&effects).is_empty(), "nothing is behind any more");
@@ -268,10 +255,10 @@ fn a_progress_request_never_reports_past_a_watcher_behind() {
     assert_eq!(*sent(&progress)[0], WatchOutput::StreamProgress { revision: Revision(10) }, "for the stream, at 10");
     created(&sync.create(&watch("b", 4), now(10)));
     let progress = sync.progress_requested(now(12));
-    assert_eq!(header_revision(sent(&progress)[0]), 3, "the watcher behind has been sent everything below 4");
+    assert_eq!(sent(&progress)[0].header_revision().get(), 3, "the watcher behind has been sent everything below 4");
     sync.history_read(&batch(4, 10, Vec::new()), now(12));
     let progress = sync.progress_requested(now(12));
-    assert_eq!(header_revision(sent(&progress)[0]), 10);
+    assert_eq!(sent(&progress)[0].header_revision().get(), 10);
 }
 
 #[test]

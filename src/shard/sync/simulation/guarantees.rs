@@ -80,7 +80,7 @@ impl<'a> Client<'a> {
         let mut creates = creates.iter();
         let mut fragmenting: Option<WatchId> = None;
         for (n, r) in taken.iter().enumerate() {
-            let revision = reported_revision(r);
+            let revision = r.header_revision().get();
             if let Some(id) = fragmenting
                 && Some(id) != watch_id(r)
             {
@@ -135,7 +135,7 @@ impl<'a> Client<'a> {
             WatchOutput::Refused { .. } if create.refused => return Ok(()),
             _ => return Err(format!("response {n}: create {:?} answered {r:?}", create.request)),
         };
-        if reported_revision(r) != create.current {
+        if r.header_revision().get() != create.current {
             return Err(format!("response {n}: created at {} answered {r:?}", create.current));
         }
         if self.watchers.get(&watch_id).is_some_and(|w| w.end != Some(End::Canceled)) {
@@ -228,18 +228,5 @@ fn watch_id(output: &WatchOutput) -> Option<WatchId> {
         | WatchOutput::Canceled { watch_id, .. }
         | WatchOutput::Compacted { watch_id, .. } => Some(watch_id),
         WatchOutput::Refused { .. } | WatchOutput::StreamProgress { .. } => None,
-    }
-}
-
-/// The revision an output reports (its response's header's).
-fn reported_revision(output: &WatchOutput) -> i64 {
-    match *output {
-        WatchOutput::Created { revision, .. }
-        | WatchOutput::Refused { revision, .. }
-        | WatchOutput::Events { revision, .. }
-        | WatchOutput::Progress { revision, .. }
-        | WatchOutput::StreamProgress { revision }
-        | WatchOutput::Canceled { revision, .. } => revision.get(),
-        WatchOutput::Compacted { .. } => 0,
     }
 }
