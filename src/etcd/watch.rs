@@ -107,34 +107,33 @@ fn watch_span(c: &WatchCreateRequest) -> KeySpan {
 /// The response etcd sends for `output`, its header naming `identity`. Its size is what
 /// `WatchOutput::encoded_len` counts.
 pub(crate) fn watch_response(output: WatchOutput, identity: &Identity) -> WatchResponse {
-    let header = |revision| Some(identity.response_header(revision));
+    // etcd's compacted answer reports a zero header revision (`header_revision` says so).
+    let header = Some(identity.response_header(output.header_revision()));
     match output {
-        WatchOutput::Created { watch_id, revision } => {
-            WatchResponse { header: header(revision), watch_id: watch_id.get(), created: true, ..Default::default() }
+        WatchOutput::Created { watch_id, .. } => {
+            WatchResponse { header, watch_id: watch_id.get(), created: true, ..Default::default() }
         }
-        WatchOutput::Refused { reason, revision } => WatchResponse {
-            header: header(revision),
+        WatchOutput::Refused { reason, .. } => WatchResponse {
+            header,
             watch_id: NO_WATCH_ID,
             created: true,
             canceled: true,
             cancel_reason: reason.to_string(),
             ..Default::default()
         },
-        WatchOutput::Events { watch_id, revision, events, fragment } => {
-            WatchResponse { header: header(revision), watch_id: watch_id.get(), events, fragment, ..Default::default() }
+        WatchOutput::Events { watch_id, events, fragment, .. } => {
+            WatchResponse { header, watch_id: watch_id.get(), events, fragment, ..Default::default() }
         }
-        WatchOutput::Progress { watch_id, revision } => {
-            WatchResponse { header: header(revision), watch_id: watch_id.get(), ..Default::default() }
+        WatchOutput::Progress { watch_id, .. } => {
+            WatchResponse { header, watch_id: watch_id.get(), ..Default::default() }
         }
-        WatchOutput::StreamProgress { revision } => {
-            WatchResponse { header: header(revision), watch_id: NO_WATCH_ID, ..Default::default() }
+        WatchOutput::StreamProgress { .. } => WatchResponse { header, watch_id: NO_WATCH_ID, ..Default::default() },
+        WatchOutput::Canceled { watch_id, .. } => {
+            WatchResponse { header, watch_id: watch_id.get(), canceled: true, ..Default::default() }
         }
-        WatchOutput::Canceled { watch_id, revision } => {
-            WatchResponse { header: header(revision), watch_id: watch_id.get(), canceled: true, ..Default::default() }
-        }
-        // etcd's compacted answer: canceled, the compact revision, and a zero header revision.
+        // etcd's compacted answer: canceled, with the compact revision.
         WatchOutput::Compacted { watch_id, compact_revision } => WatchResponse {
-            header: header(Revision(0)),
+            header,
             watch_id: watch_id.get(),
             canceled: true,
             compact_revision: compact_revision.get(),
