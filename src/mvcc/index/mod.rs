@@ -280,7 +280,9 @@ impl KeyIndex {
     /// versions below its newest one at or below `at`, and that one too if it is a tombstone; a key
     /// left with none leaves the index. Only keys written since the previous compaction can have
     /// such revisions (as in the store's physical compaction), so those are the keys to give.
-    pub fn compact_keys<'a>(&mut self, keys: impl IntoIterator<Item = &'a [u8]>, at: Revision) {
+    /// Returns whether a key left the index: then [`KeyIndex::tidy`] is worth calling once the
+    /// compaction's keys are all given.
+    pub fn compact_keys<'a>(&mut self, keys: impl IntoIterator<Item = &'a [u8]>, at: Revision) -> bool {
         self.compacted = self.compacted.max(at);
         let mut removed = false;
         for key in keys {
@@ -292,9 +294,7 @@ impl KeyIndex {
                 }
             }
         }
-        if removed {
-            self.merge_small_chunks();
-        }
+        removed
     }
 
     /// Compacts entry `i` of chunk `chunk` at `at`; true if the key left the index.
@@ -332,8 +332,9 @@ impl KeyIndex {
         }
     }
 
-    /// Neighbours that fit in half a chunk together become one, so removals do not leave dust.
-    fn merge_small_chunks(&mut self) {
+    /// Merges neighbouring chunks that fit in half a chunk together, so removals do not leave dust.
+    /// One pass over the chunks.
+    pub fn tidy(&mut self) {
         let chunks = std::mem::take(&mut self.chunks);
         let mut merged: Vec<Chunk> = Vec::with_capacity(chunks.len());
         for c in chunks {

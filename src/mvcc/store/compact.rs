@@ -44,7 +44,7 @@ impl Store {
             }));
         }
         // Reads below `compact` are refused from here on: the index and `kv` lose their versions.
-        self.compact_index(changed.iter().map(Vec::as_slice), compact);
+        self.compact_index(&changed.iter().map(Vec::as_slice).collect::<Vec<_>>(), compact);
         let mut batch = self.db.batch();
         for key in changed {
             // Versions of `key` at or below `compact`, oldest first.

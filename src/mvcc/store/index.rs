@@ -15,6 +15,9 @@ use crate::mvcc::encoding::{Version, decode_history_key, decode_revision, is_lon
 use crate::mvcc::error::Doing;
 use crate::mvcc::index::{KeyIndex, Rev};
 
+/// Keys compacted per write lock on the index: about a millisecond of work.
+const KEYS_PER_COMPACTION_LOCK: usize = 1024;
+
 /// The index, shared by the store and its read views.
 pub type SharedIndex = Arc<RwLock<KeyIndex>>;
 
@@ -61,9 +64,16 @@ impl Store {
         }
     }
 
-    /// Drops from the index the revisions of `keys` that compaction at `compact` removes.
-    pub(super) fn compact_index<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>, compact: Revision) {
-        write(&self.index).compact_keys(keys, compact);
+    /// Drops from the index the revisions of `keys` that compaction at `compact` removes, a slice of
+    /// keys per write lock, so commits and reads wait for a slice, not for the whole compaction.
+    pub(super) fn compact_index(&self, keys: &[&[u8]], compact: Revision) {
+        let mut removed = false;
+        for slice in keys.chunks(KEYS_PER_COMPACTION_LOCK) {
+            removed |= write(&self.index).compact_keys(slice.iter().copied(), compact);
+        }
+        if removed {
+            write(&self.index).tidy();
+        }
     }
 
     /// Builds the index again from `kv` (after a checkpoint was loaded or the state cleared).
