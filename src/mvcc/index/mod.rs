@@ -114,22 +114,25 @@ impl KeyIndex {
 
     fn apply(&mut self, key: &[u8], rev: Rev) {
         assert!(rev.revision() >= self.revision, "index revisions go back: {} after {}", rev.revision(), self.revision);
-        if rev.is_tombstone() && self.get(key, Revision(i64::MAX)).is_none() {
+        let position = self.locate(key);
+        let live = matches!(position.found, Ok(i) if !self.chunks[position.chunk].entries[i].newest.is_tombstone());
+        if rev.is_tombstone() && !live {
             return; // deleting what is not there writes nothing
         }
-        self.insert(key, rev);
+        self.insert(key, rev, position);
     }
 
     /// A version of `key` as the store holds it, when the index is built from the store: keys in
     /// any order, each key's versions in ascending order (a tombstone may come first: the versions
     /// before it were compacted away).
     pub fn load(&mut self, key: &[u8], rev: Rev) {
-        self.insert(key, rev);
+        let position = self.locate(key);
+        self.insert(key, rev, position);
     }
 
-    fn insert(&mut self, key: &[u8], rev: Rev) {
+    /// Records `rev` for `key`, which is at `position`.
+    fn insert(&mut self, key: &[u8], rev: Rev, Position { chunk, found }: Position) {
         self.revision = self.revision.max(rev.revision());
-        let Position { chunk, found } = self.locate(key);
         match found {
             Ok(i) => {
                 let entry = self.chunks[chunk].entries[i];
