@@ -160,12 +160,17 @@ pub fn verify_digest(file: &Path) -> Result<u64> {
 #[cfg(test)]
 pub fn restore(file: &Path, store: &Store) -> Result<SnapshotInfo> {
     let content = verify_digest(file)?;
-    load(file, content, store)
+    let info = load(file, content, store)?;
+    // The store is read after this, so its key index is built from what was loaded
+    // (`restore_data_dir` closes the store instead: its next open builds the index).
+    store.rebuild_index()?;
+    Ok(info)
 }
 
 /// Loads the snapshot in `file`, whose digest was checked and whose content before it is `content`
 /// bytes, into `store`, which must be empty, and syncs it; returns what its end record says. Checks
-/// every table's hash, checksums and order, and that the counts match the end record.
+/// every table's hash, checksums and order, and that the counts match the end record. The store's
+/// key index is left as it was: a caller that reads the store on rebuilds it.
 fn load(file: &Path, content: u64, store: &Store) -> Result<SnapshotInfo> {
     let opened = std::fs::File::open(file).map_err(unreadable(file))?;
     let mut reader = BufReader::new(opened.take(content));
@@ -256,7 +261,6 @@ fn load(file: &Path, content: u64, store: &Store) -> Result<SnapshotInfo> {
                         ),
                     ));
                 }
-                store.rebuild_index()?;
                 store.sync()?;
                 return Ok(info);
             }
