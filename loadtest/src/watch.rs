@@ -91,7 +91,10 @@ impl Shared {
         };
         let ops = (watcher as u64..self.total).step_by(watchers as usize);
         match puts {
-            None => (ops.clone().count() as u64, ops.count() as u64),
+            None => {
+                let due = ops.count() as u64;
+                (due, due)
+            }
             Some(_) => ops.fold((0, 0), |(acked, sent), op| {
                 let a = self.acked[op as usize].load(Ordering::Acquire);
                 let s = self.sent_ns[op as usize].load(Ordering::Acquire) != 0;
